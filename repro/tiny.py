@@ -9,6 +9,7 @@ gives the same files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -17,18 +18,132 @@ from pathlib import Path
 
 # Words the generated corpus is made of: everyday words plus every SuperGLUE label word and
 # feature key, so that verbalisers and class-label init see real pieces, not bytes.
-CORPUS_WORDS = (
-    "the a an of to in on at by for with from and or but not is was are were be has had "
-    "it he she they we you this that these those who what which when where why how "
-    "cat dog bird fish man woman child house tree car road river city book door window "
-    "sat ran saw said made took gave went came found thought knew wanted "
-    "big small good bad new old red blue green happy sad great awful fine poor "
-    "true false yes no entailment not_entailment contradiction neutral cause effect "
-    "premise hypothesis question passage paragraph answer query entities sentence1 sentence2 "
-    "word choice1 choice2 question1 question2 context duplicate not_duplicate equivalent "
-    "not_equivalent positive negative commonsense reasoning reading comprehension pronoun "
-    "resolution True False"
-).split()
+CORPUS_WORDS = [
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "on",
+    "at",
+    "by",
+    "for",
+    "with",
+    "from",
+    "and",
+    "or",
+    "but",
+    "not",
+    "is",
+    "was",
+    "are",
+    "were",
+    "be",
+    "has",
+    "had",
+    "it",
+    "he",
+    "she",
+    "they",
+    "we",
+    "you",
+    "this",
+    "that",
+    "these",
+    "those",
+    "who",
+    "what",
+    "which",
+    "when",
+    "where",
+    "why",
+    "how",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "man",
+    "woman",
+    "child",
+    "house",
+    "tree",
+    "car",
+    "road",
+    "river",
+    "city",
+    "book",
+    "door",
+    "window",
+    "sat",
+    "ran",
+    "saw",
+    "said",
+    "made",
+    "took",
+    "gave",
+    "went",
+    "came",
+    "found",
+    "thought",
+    "knew",
+    "wanted",
+    "big",
+    "small",
+    "good",
+    "bad",
+    "new",
+    "old",
+    "red",
+    "blue",
+    "green",
+    "happy",
+    "sad",
+    "great",
+    "awful",
+    "fine",
+    "poor",
+    "true",
+    "false",
+    "yes",
+    "no",
+    "entailment",
+    "not_entailment",
+    "contradiction",
+    "neutral",
+    "cause",
+    "effect",
+    "premise",
+    "hypothesis",
+    "question",
+    "passage",
+    "paragraph",
+    "answer",
+    "query",
+    "entities",
+    "sentence1",
+    "sentence2",
+    "word",
+    "choice1",
+    "choice2",
+    "question1",
+    "question2",
+    "context",
+    "duplicate",
+    "not_duplicate",
+    "equivalent",
+    "not_equivalent",
+    "positive",
+    "negative",
+    "commonsense",
+    "reasoning",
+    "reading",
+    "comprehension",
+    "pronoun",
+    "resolution",
+    "True",
+    "False",
+]
 
 PUNCTUATION = ".,:;?!'\"*-@()<>/"
 
@@ -111,7 +226,9 @@ def write_tiny_t5(
     write_tiny_tokenizer(out_dir, seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), d_model, num_layers, num_heads))
+    model = T5ForConditionalGeneration(
+        tiny_t5_config(len(tokenizer), d_model, num_layers, num_heads)
+    )
     model.save_pretrained(out_dir)
     return out_dir
 
@@ -125,10 +242,9 @@ def ensure_tiny_t5(out_dir: str | os.PathLike, **kwargs) -> Path:
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
         write_tiny_t5(staging, **kwargs)
-        try:
+        # If another job finished first, its files are identical (seeded): keep them.
+        with contextlib.suppress(OSError):
             staging.rename(out_dir)
-        except OSError:  # another job finished first: its files are identical (seeded)
-            pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir

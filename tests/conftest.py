@@ -9,9 +9,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
-from repro.tiny import ensure_tiny_t5  # noqa: E402
+from repro.tiny import ensure_tiny_t5
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,190 @@
+"""A frozen T5 whose encoder sees a trainable soft prompt in front of its input.
+
+``load_backbone`` loads any T5-family seq2seq checkpoint (hub id or local directory) and freezes
+it; ``PromptedT5`` prepends the prompt to the encoder's input embeddings (never the decoder's)
+and exposes the loss, greedy generation and label ranking the trainer and evaluation need.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from repro.prompts import SoftPrompt, prepend_prompt
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; allowed: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_backbone(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """Load a T5-family encoder-decoder, frozen: every parameter has ``requires_grad=False``.
+
+    Args:
+        name_or_path: a hub id (``google/t5-base-lm-adapt``) or a local directory.
+        dtype: weights are loaded directly in this dtype (bf16 never materialises an fp32 copy).
+        attn_implementation: e.g. "sdpa" or "eager"; None lets transformers choose.
+        device_map: passed to ``from_pretrained`` to spread a model over several devices.
+        trust_remote_code: off unless the user sets it.
+    """
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    local = Path(name_or_path).expanduser()
+    if str(name_or_path).startswith((".", "/", "~")) and not local.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {name_or_path} does not exist")
+    source = str(local) if local.is_dir() else str(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 is set: pass a local directory instead)" if offline else ""
+        raise OSError(f"cannot load a checkpoint from {name_or_path!r}{hint}: {err}") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"{name_or_path} holds a {config.model_type!r} model; prompt tuning here needs a "
+            "T5-family encoder-decoder (t5, mt5, umt5, ...)"
+        )
+    kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModelForSeq2SeqLM.from_pretrained(source, **kwargs)
+    model.requires_grad_(False)
+    return model
+
+
+def set_dropout(module: nn.Module, rate: float) -> None:
+    """Set every dropout of the backbone (paper silent; official fine-tuning configs use 0.1)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {rate}")
+    for sub in module.modules():
+        if isinstance(sub, nn.Dropout):
+            sub.p = rate
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class PromptedT5(nn.Module):
+    """Frozen T5 backbone + trainable ``SoftPrompt`` prepended to the encoder input.
+
+    Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode
+    (where only its dropout switches on).
+    """
+
+    def __init__(self, backbone: nn.Module, prompt: SoftPrompt, z_loss: float = 0.0):
+        super().__init__()
+        width = backbone.get_input_embeddings().embedding_dim
+        if prompt.width != width:
+            raise ValueError(
+                f"prompt shape {(prompt.length, prompt.width)} does not fit this backbone: "
+                f"d_model is {width}"
+            )
+        self.backbone = backbone
+        self.prompt = prompt
+        self.z_loss = z_loss
+        backbone.requires_grad_(False)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.prompt.weight]
+
+    # -- encoder side: the only place the prompt enters -----------------------------------
+    def encoder_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T] ids → ([B, P+T, H] embeddings with the prompt in front, [B, P+T] mask)."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        return prepend_prompt(self.prompt(), embeds, attention_mask)
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor):
+        """Run the encoder on [prompt; input]; returns (encoder outputs, [B, P+T] mask)."""
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask)
+        encoder_outputs = self.backbone.get_encoder()(
+            inputs_embeds=embeds, attention_mask=mask, return_dict=True
+        )
+        return encoder_outputs, mask
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor):
+        """Teacher-forced forward.
+
+        Args:
+            input_ids, attention_mask: [B, T] right-padded inputs.
+            labels: [B, L] target ids, padding marked -100.
+
+        Returns:
+            (loss: mean token cross-entropy (+ z-loss if set), logits [B, L, V] in fp32).
+        """
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask)
+        # Decoder inputs from the labels, without letting the backbone compute its own loss.
+        decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
+        out = self.backbone(
+            inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_input_ids
+        )
+        logits = out.logits.float()
+        loss = token_loss(logits, labels, self.z_loss)
+        return loss, logits
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:
+        """Greedy decoding (the paper's). Returns [B, ≤max_new_tokens+1] ids, decoder start first."""
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask)
+        return self.backbone.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+        )
+
+    @torch.no_grad()
+    def score_candidates(
+        self, input_ids: Tensor, attention_mask: Tensor, candidates: Sequence[Sequence[int]]
+    ) -> Tensor:
+        """Log-likelihood of each candidate target (ids incl. eos) for every input: [B, C].
+
+        The encoder runs once per batch; the decoder once per candidate.
+        """
+        encoder_outputs, mask = self.encode(input_ids, attention_mask)
+        scores = []
+        for ids in candidates:
+            labels = torch.as_tensor(list(ids), device=input_ids.device).expand(len(input_ids), -1)
+            out = self.backbone(
+                encoder_outputs=encoder_outputs,
+                attention_mask=mask,
+                decoder_input_ids=self.backbone.prepare_decoder_input_ids_from_labels(
+                    labels=labels
+                ),
+            )
+            logprobs = out.logits.float().log_softmax(-1)
+            scores.append(logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1))
+        return torch.stack(scores, dim=1)
+
+
+def token_loss(logits: Tensor, labels: Tensor, z_loss: float = 0.0) -> Tensor:
+    """Mean cross-entropy over non-padding target tokens; optional z-loss (official: 1e-4).
+
+    z-loss = z · mean(logsumexp(logits)²) over the same tokens, as in T5X/Mesh TF.
+    """
+    vocab = logits.shape[-1]
+    flat_logits, flat_labels = logits.reshape(-1, vocab), labels.reshape(-1)
+    loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
+    if z_loss:
+        keep = flat_labels != -100
+        loss = loss + z_loss * flat_logits[keep].logsumexp(-1).pow(2).mean()
+    return loss

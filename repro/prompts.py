@@ -1,0 +1,211 @@
+"""The soft prompt: a trainable [P, H] matrix, how it is placed, how it starts, how it is saved.
+
+The prompt is kept apart from *how it is combined* with the input (``prepend_prompt``), and its
+initialisers are small functions in a registry named after the legend of Figure 3(b).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+PROMPT_FILE = "prompt.safetensors"
+SIDECAR_FILE = "prompt.json"
+
+
+class SoftPrompt(nn.Module):
+    """A trainable prompt P [P, H], always stored in fp32 whatever the backbone's dtype."""
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        if weight.dim() != 2:
+            raise ValueError(f"a prompt is a [P, H] matrix; got shape {tuple(weight.shape)}")
+        self.weight = nn.Parameter(weight.detach().to(torch.float32).clone())
+
+    @property
+    def length(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self) -> Tensor:
+        """Returns P [P, H]."""
+        return self.weight
+
+
+def prepend_prompt(prompt: Tensor, embeds: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Place the prompt in front of every sequence of the batch.
+
+    Args:
+        prompt: [P, H], any dtype; cast to the embeddings' dtype (gradients still reach fp32 P).
+        embeds: [B, T, H] input token embeddings.
+        attention_mask: [B, T], 1 for real tokens (padding is on the right).
+
+    Returns:
+        ([B, P+T, H] embeddings, [B, P+T] mask with P leading ones).
+    """
+    if prompt.shape[-1] != embeds.shape[-1]:
+        raise ValueError(
+            f"prompt width {prompt.shape[-1]} does not match the model's d_model {embeds.shape[-1]}"
+        )
+    batch = embeds.shape[0]
+    prefix = prompt.to(embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
+    ones = attention_mask.new_ones(batch, prompt.shape[0])
+    return torch.cat([prefix, embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
+
+
+# --- initialisers --------------------------------------------------------------------------
+# Each takes the frozen embedding table [V, H], the prompt length P and a seeded generator, and
+# returns a fresh fp32 [P, H] tensor. Extra keywords are shared so one call site serves all.
+
+Initialiser = Callable[..., Tensor]
+
+
+def random_uniform(
+    table: Tensor,
+    length: int,
+    generator: torch.Generator,
+    *,
+    low: float = -0.5,
+    high: float = 0.5,
+    **_: Any,
+) -> Tensor:
+    """U[low, high): the paper's U[-0.5, 0.5]; the official code's flax ``uniform(0.5)`` is U[0, 0.5)."""
+    if not low < high:
+        raise ValueError(f"random_uniform needs low < high; got low={low}, high={high}")
+    shape = (length, table.shape[1])
+    return torch.rand(shape, generator=generator, dtype=torch.float32) * (high - low) + low
+
+
+def sample_vocab_ids(
+    length: int, population: int, vocab_size: int, generator: torch.Generator
+) -> Tensor:
+    """Ids drawn from the first ``population`` ids, without replacement unless P > population."""
+    if population < 1:
+        raise ValueError(f"sampled_vocab population must be >= 1; got {population}")
+    population = min(population, vocab_size)
+    if length <= population:
+        return torch.randperm(population, generator=generator)[:length]
+    return torch.randint(population, (length,), generator=generator)
+
+
+def sampled_vocab(
+    table: Tensor,
+    length: int,
+    generator: torch.Generator,
+    *,
+    population: int = 5000,
+    **_: Any,
+) -> Tensor:
+    """Rows of the frozen table for ids sampled from the ``population`` most frequent ids.
+
+    SentencePiece orders ids by frequency, so "the 5,000 most common tokens" are ids 0–4999
+    (which include pad/eos/unk, exactly as in the official code's rows 0–4999).
+    """
+    ids = sample_vocab_ids(length, population, table.shape[0], generator)
+    return table[ids].to(torch.float32).clone()
+
+
+def class_label(
+    table: Tensor,
+    length: int,
+    generator: torch.Generator,
+    *,
+    class_token_ids: Sequence[Sequence[int]] = (),
+    population: int = 5000,
+    **_: Any,
+) -> Tensor:
+    """Row i = mean embedding of class i's sub-tokens; the rest sampled vocab; truncated if P < #classes."""
+    if not class_token_ids:
+        raise ValueError(
+            "class_label init needs the task's label strings or init words; this task has none"
+        )
+    rows = []
+    for ids in class_token_ids[:length]:
+        if len(ids) == 0:
+            raise ValueError("class_label init got a label that tokenises to no sub-tokens")
+        rows.append(table[torch.as_tensor(list(ids))].to(torch.float32).mean(dim=0))
+    labelled = torch.stack(rows)
+    rest = length - labelled.shape[0]
+    if rest == 0:
+        return labelled
+    return torch.cat([labelled, sampled_vocab(table, rest, generator, population=population)])
+
+
+INITIALISERS: dict[str, Initialiser] = {
+    "random_uniform": random_uniform,
+    "sampled_vocab": sampled_vocab,
+    "class_label": class_label,
+}
+
+
+def init_prompt(
+    name: str,
+    table: Tensor,
+    length: int,
+    seed: int,
+    **kwargs: Any,
+) -> Tensor:
+    """Initial prompt values [P, H] from the registry, deterministic given ``seed``."""
+    if name not in INITIALISERS:
+        raise ValueError(f"unknown prompt init {name!r}; allowed: {', '.join(INITIALISERS)}")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"prompt length must be an integer >= 1; got {length!r}")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return INITIALISERS[name](table.detach(), length, generator, **kwargs)
+
+
+def label_token_ids(tokenizer, words: Sequence[str]) -> list[list[int]]:
+    """The tokenizer's sub-token ids of each label word, without special tokens (no eos)."""
+    ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in words]
+    for word, pieces in zip(words, ids, strict=True):
+        if not pieces:
+            raise ValueError(f"label word {word!r} tokenises to no sub-tokens")
+    return ids
+
+
+# --- save / load ---------------------------------------------------------------------------
+
+
+def save_prompt(prompt: Tensor, out_dir: str | os.PathLike, **sidecar: Any) -> Path:
+    """Write ``prompt.safetensors`` and a JSON sidecar (backbone, p, d_model, init, task, step...).
+
+    Both files are written aside and renamed, so a crash never leaves a half-written prompt.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensor = prompt.detach().to(torch.float32).cpu().contiguous()
+    meta = {"prompt_len": tensor.shape[0], "d_model": tensor.shape[1], **sidecar}
+    save_file({"prompt": tensor}, out_dir / f".{PROMPT_FILE}.tmp")
+    os.replace(out_dir / f".{PROMPT_FILE}.tmp", out_dir / PROMPT_FILE)
+    (out_dir / f".{SIDECAR_FILE}.tmp").write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(out_dir / f".{SIDECAR_FILE}.tmp", out_dir / SIDECAR_FILE)
+    return out_dir
+
+
+def load_prompt(path: str | os.PathLike, d_model: int | None = None) -> tuple[Tensor, dict]:
+    """Read a prompt [P, H] and its sidecar; refuse one of another width than ``d_model``."""
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    file = directory / PROMPT_FILE if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(f"no prompt file at {file}")
+    prompt = load_file(file)["prompt"]
+    sidecar_file = directory / SIDECAR_FILE
+    meta = json.loads(sidecar_file.read_text()) if sidecar_file.exists() else {}
+    if d_model is not None and prompt.shape[1] != d_model:
+        raise ValueError(
+            f"prompt {file} has width {prompt.shape[1]} (shape {tuple(prompt.shape)}) but the "
+            f"model's d_model is {d_model}; a prompt only loads into a model of its own width"
+        )
+    return prompt, meta
