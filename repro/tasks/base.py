@@ -1,0 +1,308 @@
+"""What a task is: a frozen record of where its data lives, how a record becomes text, and how
+predictions are scored.
+
+A task is data, not a class hierarchy: the per-task behaviour (formatting, schema
+normalisation, metric) is a plain function stored on the :class:`Task`. Records are always
+handled in the **hub schema** (``aps/super_glue``, ``nyu-mll/glue``, ...); other on-disk layouts
+are normalised to it on load, so formatting and scoring only ever see one schema.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Local file names accepted for each split: the hub's names plus the official SuperGLUE
+# distribution's ``val`` and the common ``dev``.
+SPLIT_FILE_NAMES: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "validation": ("validation", "val", "dev"),
+    "test": ("test",),
+}
+FILE_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One text-to-text example.
+
+    Attributes:
+        inputs: Encoder text, e.g. ``"hypothesis: ... premise: ..."``.
+        targets: Decoder text, e.g. ``"entailment"``.
+        meta: What scoring needs besides the target text: ``idx``, the class id ``label``,
+            ``group`` (MultiRC question, ReCoRD query), all gold ``answers``, WSC ``referent``...
+    """
+
+    inputs: str
+    targets: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+# formatter(task, record, train) -> examples of one hub-schema record.
+Formatter = Callable[["Task", Mapping[str, Any], bool], list[Example]]
+# metric(task, predictions, examples) -> {metric name: value on the 0-100 scale}.
+Metric = Callable[["Task", Sequence[str], Sequence[Example]], dict[str, float]]
+# normaliser(task, record) -> hub-schema records (a nested distribution record may give many).
+Normaliser = Callable[["Task", Mapping[str, Any]], list[dict[str, Any]]]
+
+
+def keep_record(task: Task, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Default normaliser: the record is already in the hub schema."""
+    return [dict(record)]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark task in taskless text-to-text form.
+
+    Attributes:
+        name: Registry name, e.g. ``"cb"``.
+        hub_id: Dataset id on the hub, e.g. ``"aps/super_glue"``.
+        hub_config: Hub config name, e.g. ``"wsc.fixed"``; None for datasets without configs.
+        labels: Verbaliser strings, index = class id; ``()`` for generative tasks. The same
+            strings feed the class-label initialiser, so the two cannot drift apart.
+        init_words: Words the class-label initialiser embeds when ``labels == ()``.
+        metric_names: Metrics averaged into the task's single score.
+        formatter: Turns one hub-schema record into examples (``train`` applies train-time
+            rules such as one ReCoRD example per answer).
+        metric: Scores predictions; returns at least every name in ``metric_names``.
+        columns: Hub-schema columns the formatter needs; checked on load.
+        normaliser: Maps a record of another on-disk schema (e.g. the official SuperGLUE
+            distribution) to hub-schema records; records already in the hub schema pass through.
+        dir_names: Sub-directory names (case-insensitive) under which this task's files may sit
+            in a ``data_dir`` shared by several tasks, e.g. ``("boolq",)``.
+        max_input_length: Token limit of the inputs (eos included).
+        max_target_length: Token limit of the targets (eos included).
+        train_split: Hub split used for training.
+        eval_split: Hub split used for evaluation and early stopping.
+    """
+
+    name: str
+    hub_id: str
+    hub_config: str | None
+    labels: tuple[str, ...]
+    init_words: tuple[str, ...]
+    metric_names: tuple[str, ...]
+    formatter: Formatter
+    metric: Metric
+    columns: tuple[str, ...] = ()
+    normaliser: Normaliser = keep_record
+    dir_names: tuple[str, ...] = ()
+    max_input_length: int = 512
+    max_target_length: int = 8
+    train_split: str = "train"
+    eval_split: str = "validation"
+
+    @property
+    def class_words(self) -> tuple[str, ...]:
+        """What the class-label initialiser embeds: the labels, else the init words."""
+        return self.labels or self.init_words
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The only splits this task reads: never an unlabeled test split."""
+        return (self.train_split, self.eval_split)
+
+    # ----------------------------------------------------------------------------- loading
+    def load_records(self, split: str, data_dir: str | Path | None = None) -> list[dict]:
+        """Reads one split as hub-schema dicts.
+
+        Args:
+            split: ``train_split`` or ``eval_split`` (e.g. ``"train"``, ``"validation"``).
+            data_dir: None to load from the hub; else a local directory holding
+                ``<split>.parquet|jsonl|json`` in the hub schema or the official SuperGLUE
+                distribution (``train.jsonl``/``val.jsonl``), possibly in a sub-directory named
+                after the task.
+
+        Raises:
+            ValueError: Unknown split, missing file or column, or unlabeled (test) records.
+        """
+        if split not in self.splits:
+            raise ValueError(
+                f"task {self.name!r}: split {split!r} is not used; allowed: {self.splits} "
+                "(test splits have no labels and are never trained or scored on)"
+            )
+        if data_dir is None:
+            rows, source = self._load_hub(split), f"{self.hub_id}/{self.hub_config or ''}"
+        else:
+            path = self.find_split_file(split, Path(data_dir))
+            rows, source = read_rows(path), str(path)
+        records = [hub for row in rows for hub in self.normaliser(self, row)]
+        self._check_columns(records, split, source)
+        return records
+
+    def _load_hub(self, split: str) -> list[dict]:
+        import datasets  # imported late: loading from disk must not need the hub stack
+
+        dataset = datasets.load_dataset(self.hub_id, self.hub_config, split=split)
+        return list(dataset)
+
+    def find_split_file(self, split: str, data_dir: Path) -> Path:
+        """The local file holding ``split``, or a ValueError naming what was looked for."""
+        if not data_dir.is_dir():
+            raise ValueError(f"task {self.name!r}: data_dir {str(data_dir)!r} is not a directory")
+        wanted = {n.lower() for n in self.dir_names}
+        roots = [
+            data_dir,
+            *sorted(d for d in data_dir.iterdir() if d.is_dir() and d.name.lower() in wanted),
+        ]
+        stems = SPLIT_FILE_NAMES.get(split, (split,))
+        for root in roots:
+            for stem in stems:
+                for suffix in FILE_SUFFIXES:
+                    if (root / f"{stem}{suffix}").is_file():
+                        return root / f"{stem}{suffix}"
+                # Hub snapshots shard parquet files as <split>-00000-of-00001.parquet.
+                shards = sorted(root.glob(f"{stem}-*.parquet"))
+                if len(shards) == 1:
+                    return shards[0]
+                if len(shards) > 1:
+                    raise ValueError(
+                        f"task {self.name!r}: split {split!r} is sharded into {len(shards)} "
+                        f"files under {root}; merge them into one {stem}.parquet"
+                    )
+        names = [f"{s}{x}" for s in stems for x in FILE_SUFFIXES]
+        where = [str(r) for r in roots]
+        raise ValueError(
+            f"task {self.name!r}: no file for split {split!r} in {where}; expected one of {names}"
+        )
+
+    def _check_columns(self, records: list[dict], split: str, source: str) -> None:
+        if not records:
+            raise ValueError(f"task {self.name!r}: split {split!r} from {source} has no records")
+        for i, record in enumerate(records):
+            missing = [c for c in self.columns if c not in record]
+            if missing:
+                raise ValueError(
+                    f"task {self.name!r}: split {split!r} from {source}: record {i} lacks "
+                    f"column(s) {missing}; expected columns {list(self.columns)} "
+                    f"(got {sorted(record)})"
+                )
+            if record.get("label", 0) == -1:
+                raise ValueError(
+                    f"task {self.name!r}: split {split!r} from {source} has unlabeled records "
+                    "(label -1: test data?); only labeled train/validation data can be used"
+                )
+
+    # ---------------------------------------------------------------------------- examples
+    def examples(
+        self, split: str, data_dir: str | Path | None = None, *, train: bool | None = None
+    ) -> list[Example]:
+        """Loads and formats one split.
+
+        Args:
+            split: ``train_split`` or ``eval_split``.
+            data_dir: See :meth:`load_records`.
+            train: Apply train-time rules (ReCoRD one example per answer, WSC True only);
+                defaults to ``split == train_split``.
+        """
+        if train is None:
+            train = split == self.train_split
+        return self.format(self.load_records(split, data_dir), train=train)
+
+    def format(self, records: Sequence[Mapping[str, Any]], *, train: bool) -> list[Example]:
+        """Formats hub-schema records into examples."""
+        return [ex for record in records for ex in self.formatter(self, record, train)]
+
+    # ----------------------------------------------------------------------------- scoring
+    def score(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
+        """Scores predicted target strings against examples; values on the 0-100 scale.
+
+        Predictions that are not a valid answer (e.g. not a label string) count as wrong.
+        """
+        if len(predictions) != len(examples):
+            raise ValueError(
+                f"task {self.name!r}: {len(predictions)} predictions for {len(examples)} examples"
+            )
+        if not examples:
+            raise ValueError(f"task {self.name!r}: nothing to score (no examples)")
+        return self.metric(self, list(predictions), list(examples))
+
+    def task_score(self, metrics: Mapping[str, float]) -> float:
+        """The task's single score: mean of ``metric_names`` (CB: (F1 + accuracy) / 2)."""
+        missing = [m for m in self.metric_names if m not in metrics]
+        if missing:
+            raise KeyError(
+                f"task {self.name!r}: metrics {missing} missing from {sorted(metrics)}; "
+                f"the task score averages {list(self.metric_names)}"
+            )
+        return sum(float(metrics[m]) for m in self.metric_names) / len(self.metric_names)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Reads a parquet, JSON-lines or JSON-array file into a list of dicts."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        return list(json.loads(text))
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
+    return rows
+
+
+def class_id(task: Task, prediction: str) -> int:
+    """The class id a predicted string names, or -1 (invalid, always wrong) if it is no label."""
+    text = prediction.strip()
+    return task.labels.index(text) if text in task.labels else -1
+
+
+def classification_metric(
+    task: Task, predictions: Sequence[str], examples: Sequence[Example]
+) -> dict[str, float]:
+    """Scores label strings against ``meta["label"]`` for every name in ``task.metric_names``.
+
+    Understands ``accuracy``, ``f1_macro`` (mean over all classes) and ``f1`` (positive class 1).
+    """
+    from repro import metrics  # late: keeps this module importable on its own
+
+    gold = [int(ex.meta["label"]) for ex in examples]
+    pred = [class_id(task, p) for p in predictions]
+    known = {
+        "accuracy": lambda: metrics.accuracy(gold, pred),
+        "f1_macro": lambda: metrics.f1_macro(gold, pred, num_classes=len(task.labels)),
+        "f1": lambda: metrics.f1_binary(gold, pred),
+    }
+    unknown = [m for m in task.metric_names if m not in known]
+    if unknown:
+        raise ValueError(
+            f"task {task.name!r}: classification metrics {unknown} unknown; allowed: {list(known)}"
+        )
+    return {m: known[m]() for m in task.metric_names}
+
+
+def label_id(task: Task, value: Any) -> int:
+    """Maps a label of either schema to the hub's integer class id.
+
+    The hub stores integers; the official distribution stores booleans (BoolQ, WiC, WSC) or
+    the label string itself (CB, RTE). Missing labels (test data) become -1.
+    """
+    if value is None:
+        return -1
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        if value in task.labels:
+            return task.labels.index(value)
+        if value.lower() in ("true", "false"):
+            return int(value.lower() == "true")
+    raise ValueError(
+        f"task {task.name!r}: unknown label {value!r}; expected an int, a bool or one of "
+        f"{list(task.labels)}"
+    )
