@@ -1,0 +1,548 @@
+"""Collect runs into one pandas frame: one row per run, from run directories or from W&B.
+
+The **results frame** (`collect_runs`, `collect_wandb`) has these columns, in this order:
+
+- the axes: `size`, `params`, `objective`, `lm_adapt_steps`, `prompt_len`, `init`, `task`, `seed`
+  (missing ones are NA, never an error);
+- `status`: `finished` | `failed` | `running` (as the run wrote it in result.json),
+  `incomplete` (a run dir with `metrics.jsonl` or `config.yaml` but no result.json: still running,
+  killed or pre-empted — we cannot tell which), `corrupt` (result.json unreadable or malformed; a
+  `CollectWarning` names the file);
+- `score` (the task's single score, 0-100: the mean of its metrics), then one `metric/<name>`
+  column per metric any run reported (e.g. `metric/accuracy`, `metric/f1_macro`, `metric/em`);
+- `best_step`, `wall_s`, `trainable_params`, `frozen_params`, `error`, `run_dir`, `wandb_id`.
+
+`run_dir` is the local run directory, or for W&B rows the run path `entity/project/run_id`.
+
+**The W&B contract** (what the W&B logger writes and `collect_wandb` reads):
+
+- `run.config` holds the resolved run config. Axes are read from it the same way as from a run
+  dir's `config.yaml` (top-level keys, or the `name`/`size`/`params` of a config group).
+- `run.summary` holds the fields of result.json under the same keys (`status`, `error`, the axes,
+  `best_step`, `metrics` as a nested dict, `score`, `wall_s`, ...). Summary axes win over config
+  axes, as result.json does locally. Flat `metrics/<name>` summary keys are accepted too.
+- A W&B run whose summary has no `status` gets one from `run.state`: `running` → running,
+  `failed`/`crashed` → failed, anything else (finished without a logged result, killed) →
+  incomplete.
+
+**SuperGLUE frames** (`superglue_scores`, `superglue_frame`) turn finished runs into figure
+points: for each (size, params, axis value, seed) the mean of the 8 task scores, then mean and std
+over seeds. See `superglue_frame` for how missing tasks and duplicate runs are handled.
+
+CLI: `python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project --group G]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+AXES = ("size", "params", "objective", "lm_adapt_steps", "prompt_len", "init", "task", "seed")
+# The four Figure 3 panels, in the paper's order (a)-(d).
+ABLATION_AXES = ("prompt_len", "init", "objective", "lm_adapt_steps")
+# The paper's non-ablated setting: LM-adapted T5.1.1 (100K steps), class-label init, 100 tokens.
+PAPER_DEFAULTS: dict[str, Any] = {
+    "prompt_len": 100,
+    "init": "class_label",
+    "objective": "lm_adapt",
+    "lm_adapt_steps": 100_000,
+}
+SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
+# Frozen parameter counts of the five T5.1.1 sizes (PAPER.md); fills `params` when a run lacks it.
+T5_PARAMS = {
+    "small": 76_961_152,
+    "base": 247_577_856,
+    "large": 783_150_080,
+    "xl": 2_849_757_184,
+    "xxl": 11_135_332_352,
+}
+STATUSES = ("finished", "failed", "running", "incomplete", "corrupt")
+METRIC_PREFIX = "metric/"
+_INT_COLUMNS = (
+    "params",
+    "lm_adapt_steps",
+    "prompt_len",
+    "seed",
+    "best_step",
+    "trainable_params",
+    "frozen_params",
+)
+_TAIL_COLUMNS = (
+    "best_step",
+    "wall_s",
+    "trainable_params",
+    "frozen_params",
+    "error",
+    "run_dir",
+    "wandb_id",
+)
+# Directories inside a run dir that hold other tools' config.yaml files, never runs.
+_SKIP_DIRS = {".hydra", "wandb", "best", "last", "__pycache__", ".git"}
+
+
+class CollectWarning(UserWarning):
+    """A run file could not be read; its row is kept with status `corrupt` or `incomplete`."""
+
+
+# ----------------------------------------------------------------------------- local run dirs
+
+
+def collect_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run found (recursively) under each path: a sweep dir, a runs dir or a run dir.
+
+    A run dir is a directory holding `result.json`, or `metrics.jsonl`, or (as a leaf, no run
+    below it) `config.yaml`. A directory holding `summary.json` (the parent of a `task=superglue`
+    job) is never a row itself; its per-task sub-directories are. Paths reached twice count once.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    rows, seen = [], set()
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no such run, runs or sweep directory: {path}")
+        root = path.parent if path.is_file() else path
+        for run_dir in _find_run_dirs(root):
+            key = run_dir.resolve()
+            if key not in seen:
+                seen.add(key)
+                rows.append(_read_run_dir(run_dir))
+    return _to_frame(rows)
+
+
+def _find_run_dirs(root: Path) -> list[Path]:
+    found: list[Path] = []
+
+    def visit(d: Path) -> bool:  # True if d or anything below it is a run dir
+        try:
+            entries = sorted(d.iterdir())
+        except OSError as e:
+            warnings.warn(f"cannot list {d}: {e}", CollectWarning, stacklevel=3)
+            return False
+        below = False
+        for e in entries:
+            if e.is_dir() and not e.is_symlink() and e.name not in _SKIP_DIRS:
+                below = visit(e) or below
+        names = {e.name for e in entries}
+        is_run = "summary.json" not in names and (
+            "result.json" in names
+            or "metrics.jsonl" in names
+            or ("config.yaml" in names and not below)
+        )
+        if is_run:
+            found.append(d)
+        return is_run or below
+
+    visit(root)
+    return sorted(found)
+
+
+def _read_run_dir(run_dir: Path) -> dict[str, Any]:
+    result_path = run_dir / "result.json"
+    if not result_path.exists():
+        row = _axes_from_config_file(run_dir)
+        row["status"] = "incomplete"
+    else:
+        try:
+            result = json.loads(result_path.read_text())
+            row = _row_from_result(result)
+        except (OSError, ValueError, TypeError) as e:
+            warnings.warn(
+                f"{result_path}: unreadable result ({e}); kept as status 'corrupt'",
+                CollectWarning,
+                stacklevel=3,
+            )
+            row = _axes_from_config_file(run_dir)
+            row.update(status="corrupt", error=f"corrupt result.json: {e}")
+        else:
+            if row["status"] not in STATUSES:
+                warnings.warn(
+                    f"{result_path}: status {row['status']!r} is not one of {STATUSES}; "
+                    "kept as status 'corrupt'",
+                    CollectWarning,
+                    stacklevel=3,
+                )
+                row["error"] = f"bad status in result.json: {row['status']!r}"
+                row["status"] = "corrupt"
+            if any(_is_missing(row.get(a)) for a in AXES):  # fill gaps from config.yaml
+                for axis, value in _axes_from_config_file(run_dir, quiet=True).items():
+                    if _is_missing(row.get(axis)):
+                        row[axis] = value
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def _axes_from_config_file(run_dir: Path, quiet: bool = False) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return {}
+    try:
+        cfg = yaml.safe_load(path.read_text())
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"expected a mapping, got {type(cfg).__name__}")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        if not quiet:
+            warnings.warn(
+                f"{path}: unreadable config ({e}); axes left empty", CollectWarning, stacklevel=4
+            )
+        return {}
+    return _axes_from_config(cfg)
+
+
+def _axes_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Axes from a resolved config: `prompt_len: 100` at top level, or a group like
+    `model: {size: base, params: ...}`, `task: {name: rte}`, `objective: {name: lm_adapt,
+    lm_adapt_steps: 100000}`. Unknown layouts give NA, not an error."""
+    out: dict[str, Any] = {}
+    model = cfg.get("model")
+    objective = cfg.get("objective")
+    groups = {
+        "size": (cfg.get("size"), _group(model, "size", "name")),
+        "params": (cfg.get("params"), _group(model, "params")),
+        "objective": (_group(objective, "name", "objective"),),
+        "lm_adapt_steps": (cfg.get("lm_adapt_steps"), _group(objective, "lm_adapt_steps")),
+        "prompt_len": (cfg.get("prompt_len"), _group(cfg.get("prompt"), "prompt_len", "length")),
+        "init": (_group(cfg.get("init"), "name", "init"),),
+        "task": (_group(cfg.get("task"), "name", "task"),),
+        "seed": (cfg.get("seed"),),
+    }
+    for axis, candidates in groups.items():
+        value = next((c for c in candidates if not _is_missing(c)), None)
+        if value is not None and not isinstance(value, Mapping):
+            out[axis] = value
+    return out
+
+
+def _group(node: Any, *keys: str) -> Any:
+    """A scalar config value, or the first of `keys` inside a config-group mapping."""
+    if not isinstance(node, Mapping):
+        return node
+    return next((node[k] for k in keys if not _is_missing(node.get(k))), None)
+
+
+def _row_from_result(result: Any) -> dict[str, Any]:
+    """Flatten one result.json (or W&B summary) dict into a frame row."""
+    if not isinstance(result, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(result).__name__}")
+    metrics = result.get("metrics") or {}
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"'metrics' must be an object of name -> number, got {metrics!r}")
+    metrics = dict(metrics)
+    for key, value in result.items():  # flat "metrics/<name>" keys (W&B style)
+        if isinstance(key, str) and key.startswith("metrics/"):
+            metrics.setdefault(key.removeprefix("metrics/"), value)
+    row: dict[str, Any] = {axis: result.get(axis) for axis in AXES}
+    row["status"] = result.get("status")
+    row["score"] = result.get("score")
+    numeric = [v for v in metrics.values() if _is_number(v)]
+    if _is_missing(row["score"]) and numeric:  # the paper's rule: mean of the task's metrics
+        row["score"] = sum(numeric) / len(numeric)
+    for name, value in metrics.items():
+        row[METRIC_PREFIX + str(name)] = value
+    for key in _TAIL_COLUMNS:
+        if key in result and key != "run_dir":
+            row[key] = result[key]
+    return row
+
+
+# ----------------------------------------------------------------------------- W&B
+
+
+def collect_wandb(project: str, group: str | None = None, api: Any = None) -> pd.DataFrame:
+    """The results frame built from a W&B project (`entity/project`), optionally one group.
+
+    Args:
+        project: `entity/project` path passed to `wandb.Api().runs`.
+        group: keep only runs of this W&B group (one group per sweep).
+        api: an object with `runs(path, filters=...)` (default `wandb.Api()`); tests pass a fake
+            whose runs have `.config`, `.summary`, `.id`, `.path`, `.state`, `.group`.
+    """
+    if api is None:
+        import wandb  # imported here so that local collection never needs W&B
+
+        api = wandb.Api()
+    filters = {"group": group} if group else {}
+    rows = []
+    for run in api.runs(project, filters=filters):
+        if group and getattr(run, "group", group) != group:
+            continue
+        rows.append(_row_from_wandb_run(run))
+    return _to_frame(rows)
+
+
+_WANDB_STATE_TO_STATUS = {"running": "running", "failed": "failed", "crashed": "failed"}
+
+
+def _row_from_wandb_run(run: Any) -> dict[str, Any]:
+    path = run.path if isinstance(run.path, str) else "/".join(map(str, run.path))
+    config = _plain(run.config) or {}
+    summary = _plain(run.summary) or {}
+    try:
+        row = _row_from_result(summary)
+    except ValueError as e:
+        warnings.warn(
+            f"W&B run {path}: unreadable summary ({e}); kept as status 'corrupt'",
+            CollectWarning,
+            stacklevel=3,
+        )
+        row = {"status": "corrupt", "error": f"corrupt summary: {e}"}
+    for axis, value in _axes_from_config(config).items():
+        if _is_missing(row.get(axis)):
+            row[axis] = value
+    if _is_missing(row.get("status")):
+        row["status"] = _WANDB_STATE_TO_STATUS.get(getattr(run, "state", None), "incomplete")
+    row["run_dir"] = path
+    row["wandb_id"] = run.id
+    return row
+
+
+def _plain(obj: Any) -> Any:
+    """W&B summary/config objects (and their nested sub-dicts) → plain dicts."""
+    if hasattr(obj, "_json_dict"):  # wandb's Summary keeps its raw values here
+        obj = obj._json_dict
+    if isinstance(obj, Mapping) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")):
+        return {k: _plain(obj[k]) for k in obj.keys()}  # noqa: SIM118 (not every Mapping-like iterates)
+    return obj
+
+
+# ----------------------------------------------------------------------------- frame
+
+
+def _to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    metric_cols = sorted({k for r in rows for k in r if k.startswith(METRIC_PREFIX)})
+    columns = [*AXES, "status", "score", *metric_cols, *_TAIL_COLUMNS]
+    df = pd.DataFrame(list(rows), columns=columns)
+    for col in ["score", "wall_s", *metric_cols]:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    for col in _INT_COLUMNS:
+        df[col] = _to_int(df[col])
+    for col in ("size", "objective", "init", "task", "status", "error", "run_dir", "wandb_id"):
+        df[col] = df[col].astype("object").where(df[col].notna(), None)
+    # Known T5 sizes carry their parameter count even when a run did not record it.
+    missing = df["params"].isna() & df["size"].isin(list(T5_PARAMS))
+    df.loc[missing, "params"] = df.loc[missing, "size"].map(T5_PARAMS)
+    return df
+
+
+def _to_int(col: pd.Series) -> pd.Series:
+    num = pd.to_numeric(col, errors="coerce")
+    whole = num.dropna()
+    if (whole == whole.round()).all():
+        return num.round().astype("Int64")
+    return num.astype("float64")  # non-integral values are kept, not truncated
+
+
+def load_frame(path: str | Path) -> pd.DataFrame:
+    """Read a results frame written by the CLI (`.csv` or `.parquet`)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        df = pd.read_csv(path)
+        for col in _INT_COLUMNS:
+            if col in df:
+                df[col] = _to_int(df[col])
+        return df
+    raise ValueError(f"unknown frame format {path.suffix!r} for {path}; use .csv or .parquet")
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and not _is_missing(value)
+    )
+
+
+# ----------------------------------------------------------------------------- SuperGLUE points
+
+
+def panel_runs(
+    df: pd.DataFrame, axis: str | None, defaults: Mapping[str, Any] = PAPER_DEFAULTS
+) -> pd.DataFrame:
+    """The runs of one figure panel: `axis` free, every other ablation axis at its default.
+
+    A combined frame holds several sweeps, and the default setting is run in each of them; a
+    panel must only see runs that differ in its own axis. An axis that takes a single value in
+    `df` (e.g. a smoke sweep on a tiny model that fixes its own objective) is left unfiltered.
+    For the objective panel, LM-adapted runs are held at `defaults['lm_adapt_steps']` (the
+    "LM Adaptation (100K)" line) while the other objectives keep whatever steps they record.
+    `axis=None` holds every ablation axis (Figure 1: prompt tuning at the paper's setting).
+    """
+    if axis is not None and axis not in df.columns:
+        raise KeyError(f"axis {axis!r} is not a column of the frame; columns: {list(df.columns)}")
+    held = {k: v for k, v in defaults.items() if k != axis}
+    if axis == "objective":
+        held.pop("lm_adapt_steps", None)
+    sel = df
+    for col, value in held.items():
+        if col in sel.columns and sel[col].nunique(dropna=False) > 1:
+            sel = sel[sel[col].eq(value).fillna(False).astype(bool)]
+    if axis == "objective" and "lm_adapt_steps" in defaults:
+        lm = sel["objective"].eq("lm_adapt").fillna(False).astype(bool)
+        if sel.loc[lm, "lm_adapt_steps"].nunique(dropna=False) > 1:
+            keep = sel["lm_adapt_steps"].eq(defaults["lm_adapt_steps"]).fillna(False).astype(bool)
+            sel = sel[~lm | keep]
+    return sel
+
+
+def superglue_scores(
+    df: pd.DataFrame, axis: str | None, tasks: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Per (size, params, axis value, seed): the SuperGLUE score of one seed.
+
+    Only `finished` rows of the given tasks count (failed, running, incomplete and corrupt rows
+    are left out here, but stay in the run frame). Several finished runs of the same task at the
+    same point and seed (the default setting is run by every sweep) are averaged first.
+    A point missing any task gets `superglue` NA, its `n_tasks` and `missing_tasks` say why, and a
+    `CollectWarning` lists it: a mean over fewer tasks is not a SuperGLUE score.
+
+    Args:
+        df: a results frame (`collect_runs` / `collect_wandb`).
+        axis: the panel's axis column (e.g. `prompt_len`), or None for size only (Figure 1).
+        tasks: the tasks to average (default the 8 SuperGLUE tasks); toy tasks work the same.
+
+    Returns:
+        One row per point and seed: keys, one column per task (its score), `n_tasks`,
+        `missing_tasks`, `superglue`.
+
+    Raises:
+        KeyError: `axis` is not a column.
+        ValueError: another ablation axis varies within a point (select a panel first).
+    """
+    tasks = list(tasks) if tasks is not None else list(SUPERGLUE_TASKS)
+    if not tasks:
+        raise ValueError("tasks must name at least one task")
+    if axis is not None and axis not in df.columns:
+        raise KeyError(f"axis {axis!r} is not a column of the frame; columns: {list(df.columns)}")
+    if axis in ("size", "params", "seed", "task"):
+        raise ValueError(f"axis {axis!r} is a grouping key already; pick an ablation axis or None")
+    keys = ["size", "params", *([axis] if axis else []), "seed"]
+    done = df[(df["status"] == "finished") & df["task"].isin(tasks)]
+    _check_single_setting(done, keys, axis)
+
+    per_task = done.groupby([*keys, "task"], dropna=False, sort=True)["score"].mean()
+    wide = per_task.unstack("task").reindex(columns=tasks) if len(done) else None
+    if wide is None:
+        return pd.DataFrame(columns=[*keys, *tasks, "n_tasks", "missing_tasks", "superglue"])
+    wide.columns.name = None
+    present = wide.notna()
+    out = wide.reset_index()
+    out["n_tasks"] = present.sum(axis=1).to_numpy()
+    out["missing_tasks"] = present.apply(
+        lambda r: ",".join(t for t in tasks if not r[t]), axis=1
+    ).to_numpy()
+    complete = out["n_tasks"] == len(tasks)
+    out["superglue"] = wide.mean(axis=1).to_numpy()
+    out.loc[~complete, "superglue"] = float("nan")
+    if (~complete).any():
+        lines = [
+            f"  {dict(zip(keys, r[keys], strict=True))}: missing {r['missing_tasks']}"
+            for _, r in out[~complete].iterrows()
+        ]
+        warnings.warn(
+            f"{len(lines)} point(s) lack finished runs of some tasks and are left out of the "
+            "SuperGLUE mean:\n" + "\n".join(lines),
+            CollectWarning,
+            stacklevel=2,
+        )
+    return out
+
+
+def superglue_frame(
+    df: pd.DataFrame, axis: str | None, tasks: Sequence[str] | None = None, ddof: int = 1
+) -> pd.DataFrame:
+    """Figure points: per (size, params, axis value) mean and std of the SuperGLUE score over seeds.
+
+    Each seed's score is the mean of its task scores (`superglue_scores`); seeds missing a task
+    are excluded from the mean and counted in `n_incomplete` (a point with none left has NA
+    `mean`). `std` is the sample std (`ddof=1`, NA for a single seed); pass `ddof=0` for the
+    population std.
+
+    Returns:
+        Columns `size`, `params`, `<axis>` (if any), `mean`, `std`, `n_seeds`, `n_incomplete`,
+        sorted by params then axis value.
+    """
+    seeds = superglue_scores(df, axis, tasks)
+    keys = ["size", "params", *([axis] if axis else [])]
+    if seeds.empty:
+        return pd.DataFrame(columns=[*keys, "mean", "std", "n_seeds", "n_incomplete"])
+    grouped = seeds.groupby(keys, dropna=False, sort=False)["superglue"]
+    out = pd.DataFrame(
+        {
+            "mean": grouped.mean(),
+            "std": grouped.std(ddof=ddof),
+            "n_seeds": grouped.count(),
+            "n_incomplete": grouped.apply(lambda s: int(s.isna().sum())),
+        }
+    ).reset_index()
+    return out.sort_values(["params", *keys[2:]], kind="stable").reset_index(drop=True)
+
+
+def _check_single_setting(done: pd.DataFrame, keys: list[str], axis: str | None) -> None:
+    """Raise if one point would average runs that differ in another ablation axis."""
+    others = [a for a in ABLATION_AXES if a != axis and a in done.columns]
+    if done.empty or not others:
+        return
+    counts = done.groupby([*keys, "task"], dropna=False)[others].nunique(dropna=False)
+    bad = counts[(counts > 1).any(axis=1)]
+    if not bad.empty:
+        cols = [c for c in others if (bad[c] > 1).any()]
+        raise ValueError(
+            f"runs at the same point differ in {cols} (first: {dict(zip([*keys, 'task'], bad.index[0], strict=True))}); "
+            f"select one panel's runs first, e.g. panel_runs(df, {axis!r})"
+        )
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m repro.collect", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("paths", nargs="*", help="sweep, runs or run directories")
+    parser.add_argument("-o", "--output", required=True, help="output .csv or .parquet")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also collect this W&B project")
+    parser.add_argument("--group", help="W&B group (one per sweep)")
+    args = parser.parse_args(argv)
+    if not args.paths and not args.wandb:
+        parser.error("give at least one run directory or --wandb entity/project")
+    output = Path(args.output)
+    if output.suffix not in (".csv", ".parquet"):
+        parser.error(f"output must end in .csv or .parquet, got {output.name!r}")
+
+    frames = []
+    if args.paths:
+        frames.append(collect_runs(args.paths))
+    if args.wandb:
+        frames.append(collect_wandb(args.wandb, group=args.group))
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".parquet":
+        df.to_parquet(output, index=False)
+    else:
+        df.to_csv(output, index=False)
+    counts = df["status"].value_counts(dropna=False)
+    print(f"{len(df)} runs -> {output}")
+    for status, n in counts.items():
+        print(f"  {status}: {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
