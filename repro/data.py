@@ -1,0 +1,188 @@
+"""From examples to tensors: tokenise (with eos, truncation counted), batch by length, pad.
+
+Padding is done per batch, not to the maximum length: batches are built from examples of
+similar length (:func:`length_batches`) so that little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from repro.tasks.base import Example
+
+logger = logging.getLogger(__name__)
+
+# Label id the T5 loss ignores (torch cross-entropy's default ignore_index).
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Encoded:
+    """Token ids of a list of examples, unpadded, each ending with eos.
+
+    Attributes:
+        input_ids: Per example, encoder token ids (length <= max_input_length).
+        labels: Per example, decoder target ids (length <= max_target_length).
+        n_truncated_inputs: How many inputs were cut to fit ``max_input_length``.
+        n_truncated_targets: How many targets were cut to fit ``max_target_length``.
+    """
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    n_truncated_inputs: int = 0
+    n_truncated_targets: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+    @property
+    def lengths(self) -> list[int]:
+        """Input lengths, what :func:`length_batches` buckets by."""
+        return [len(ids) for ids in self.input_ids]
+
+
+def _tokenize(
+    texts: Sequence[str], tokenizer, max_length: int, eos_id: int
+) -> tuple[list[list[int]], int]:
+    # Tokenise without special tokens, cut to max_length - 1 and then append eos, so that a
+    # truncated sequence still ends with eos (as seqio's trim-then-append-eos does).
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    truncated = sum(len(x) > max_length - 1 for x in ids)
+    return [[*x[: max_length - 1], eos_id] for x in ids], truncated
+
+
+def encode(
+    examples: Sequence[Example], tokenizer, max_input_length: int, max_target_length: int
+) -> Encoded:
+    """Tokenises inputs and targets, appends eos, truncates to the limits (no padding).
+
+    Args:
+        examples: Formatted examples.
+        tokenizer: A T5 tokenizer (``eos_token_id`` set).
+        max_input_length: Token limit of the inputs, eos included.
+        max_target_length: Token limit of the targets, eos included.
+
+    Returns:
+        The ids and how many inputs/targets were truncated (also logged as a warning).
+    """
+    for name, value in (
+        ("max_input_length", max_input_length),
+        ("max_target_length", max_target_length),
+    ):
+        if value < 2:
+            raise ValueError(f"{name} must be >= 2 (one token + eos), got {value}")
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise ValueError("the tokenizer has no eos token; T5 sequences must end with eos")
+    input_ids, n_in = _tokenize([ex.inputs for ex in examples], tokenizer, max_input_length, eos_id)
+    labels, n_tg = _tokenize([ex.targets for ex in examples], tokenizer, max_target_length, eos_id)
+    if n_in or n_tg:
+        logger.warning(
+            "truncated %d of %d inputs to %d tokens and %d targets to %d tokens",
+            n_in,
+            len(examples),
+            max_input_length,
+            n_tg,
+            max_target_length,
+        )
+    return Encoded(input_ids, labels, n_in, n_tg)
+
+
+def length_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int = 0,
+    pool_batches: int = 16,
+) -> list[list[int]]:
+    """Splits example indices into batches of similar length, so that padding is small.
+
+    Without shuffling, indices are sorted by decreasing length (the largest batch comes first,
+    so an out-of-memory error shows at once). With shuffling, the epoch's random permutation
+    is cut into pools of ``pool_batches * batch_size`` examples, each pool is sorted by length
+    and cut into batches, and the batch order is shuffled: larger pools pad less, smaller pools
+    keep batches more random (``pool_batches=1`` is plain random batching).
+
+    Every index appears exactly once per epoch; only the last batch may be short (it is kept).
+    The result depends only on (lengths, batch_size, seed, epoch), so a trainer can resume at
+    (epoch, batch index).
+
+    Returns:
+        Batches of indices into ``lengths``.
+    """
+    if batch_size < 1 or pool_batches < 1:
+        raise ValueError(
+            f"batch_size and pool_batches must be >= 1, got {batch_size}, {pool_batches}"
+        )
+    lengths_arr = np.asarray(lengths, dtype=np.int64)
+    n = len(lengths_arr)
+    if n == 0:
+        return []
+    if not shuffle:
+        order = np.argsort(-lengths_arr, kind="stable")
+        return [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
+
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    # A multiple of batch_size, so every pool but the last splits into full batches.
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, n, pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(-lengths_arr[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    # Keep the short batch last: the epoch boundary stays where plain batching has it.
+    full, last = (batches[:-1], batches[-1:]) if len(batches[-1]) < batch_size else (batches, [])
+    return [full[i] for i in rng.permutation(len(full))] + last
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of padded positions when each batch is padded to its longest member."""
+    total = padded = 0
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        total += longest * len(batch)
+        padded += sum(longest - lengths[i] for i in batch)
+    return padded / total if total else 0.0
+
+
+def collate(
+    features: Sequence[Mapping[str, Sequence[int]]], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Pads a batch on the right.
+
+    Args:
+        features: Items with ``input_ids`` and optionally ``labels`` (e.g. ``Encoded[i]``).
+        pad_id: The tokenizer's pad id (T5: 0).
+
+    Returns:
+        ``input_ids`` [B, T] and ``attention_mask`` [B, T] (1 = real token), and if given,
+        ``labels`` [B, L] padded with -100 so the loss ignores the padding.
+    """
+    if not features:
+        raise ValueError("cannot collate an empty batch")
+    longest = max(len(f["input_ids"]) for f in features)
+    input_ids = torch.full((len(features), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
+    for row, f in enumerate(features):
+        ids = torch.as_tensor(f["input_ids"], dtype=torch.long)
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "labels" in features[0]:
+        longest_label = max(len(f["labels"]) for f in features)
+        labels = torch.full((len(features), longest_label), IGNORE_INDEX, dtype=torch.long)
+        for row, f in enumerate(features):
+            labels[row, : len(f["labels"])] = torch.as_tensor(f["labels"], dtype=torch.long)
+        batch["labels"] = labels
+    return batch
