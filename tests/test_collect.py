@@ -353,3 +353,10 @@ def test_cli_writes_csv_and_prints_summary(sweep, tmp_path, capsys):
     assert len(back) == 6 and back["params"].dtype == "Int64"
     with pytest.raises(SystemExit):
         main([str(sweep), "-o", str(tmp_path / "x.txt")])
+
+
+def test_task_list_matches_the_task_registry():
+    from repro.collect import SUPERGLUE_TASKS
+    from repro.tasks import SUPERGLUE
+
+    assert SUPERGLUE_TASKS == SUPERGLUE

@@ -1,0 +1,196 @@
+"""repro.plots: the drawn lines carry the frame's numbers; PNG and PDF files are written."""
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.container import ErrorbarContainer
+
+from repro.plots import (
+    axis_label,
+    figure1,
+    figure3,
+    load_reference,
+    plot_figure1,
+    plot_panel,
+    save_figure,
+)
+
+REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "reference.csv"
+SMALL, BASE = 76961152, 247577856
+
+
+def panel_frame():
+    """A superglue_frame-shaped frame: prompt lengths 1 and 100 at Small and Base."""
+    return pd.DataFrame(
+        {
+            "size": ["small", "small", "base", "base"],
+            "params": pd.array([SMALL, SMALL, BASE, BASE], dtype="Int64"),
+            "prompt_len": pd.array([1, 100, 1, 100], dtype="Int64"),
+            "mean": [50.0, 60.0, 55.0, 70.0],
+            "std": [1.0, 2.0, float("nan"), 4.0],
+            "n_seeds": [3, 3, 1, 3],
+            "n_incomplete": [0, 0, 0, 0],
+        }
+    )
+
+
+def errorbar_lines(ax):
+    """{label: (x, y, half-length of each error bar)} from the errorbar containers."""
+    out = {}
+    for c in ax.containers:
+        assert isinstance(c, ErrorbarContainer)
+        data_line, _caps, (bars,) = c.lines
+        halves = [abs(seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments()]
+        out[c.get_label()] = (list(data_line.get_xdata()), list(data_line.get_ydata()), halves)
+    return out
+
+
+def test_backend_is_agg():
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_plot_panel_lines_equal_the_frame(tmp_path):
+    fig = plot_panel(panel_frame(), "prompt_len")
+    ax = fig.axes[0]
+    lines = errorbar_lines(ax)
+    assert list(lines) == ["1", "100"]  # the paper's legend labels, in its order
+    assert lines["1"][:2] == ([SMALL, BASE], [50.0, 55.0])
+    assert lines["1"][2] == pytest.approx([1.0, 0.0])  # a single seed: NaN std → no bar
+    assert lines["100"][:2] == ([SMALL, BASE], [60.0, 70.0])
+    assert lines["100"][2] == pytest.approx([2.0, 4.0])
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Small", "Base"]
+    assert list(ax.get_xticks()) == [SMALL, BASE]
+    assert ax.get_title() == "(a) Prompt length"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "100"]
+    paths = save_figure(fig, tmp_path / "figs", "panel")
+    assert [p.name for p in paths] == ["panel.png", "panel.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
+
+
+def test_legend_labels_follow_the_paper():
+    assert axis_label("init", "sampled_vocab") == "Sampled Vocab"
+    assert axis_label("objective", "span_corruption_sentinel") == "Span Corruption + Sentinel"
+    assert axis_label("objective", "lm_adapt") == "LM Adaptation (100K)"
+    assert axis_label("lm_adapt_steps", 50000.0) == "50K"  # CSV floats too
+    assert axis_label("prompt_len", 150.0) == "150"
+    frame = panel_frame().rename(columns={"prompt_len": "init"})
+    frame["init"] = ["class_label", "random_uniform", "class_label", "random_uniform"]
+    ax = plot_panel(frame, "init").axes[0]
+    assert list(errorbar_lines(ax)) == ["Random Uniform", "Class Label"]
+
+
+def test_points_without_a_complete_seed_are_not_drawn():
+    frame = panel_frame()
+    frame.loc[3, "mean"] = float("nan")
+    lines = errorbar_lines(plot_panel(frame, "prompt_len").axes[0])
+    assert lines["100"][:2] == ([SMALL], [60.0])
+
+
+def test_plot_panel_bad_input():
+    with pytest.raises(KeyError, match="superglue_frame"):
+        plot_panel(panel_frame().drop(columns="std"), "prompt_len")
+    frame = panel_frame()
+    frame["params"] = pd.array([None] * 4, dtype="Int64")
+    frame["size"] = "tiny"
+    with pytest.raises(ValueError, match="tiny"):
+        plot_panel(frame, "prompt_len")
+
+
+def test_reference_table_holds_the_papers_numbers():
+    ref = load_reference(REFERENCE_CSV)
+    got = {(r.method, r.model): r.superglue for r in ref.itertuples()}
+    assert got == {
+        ("Prompt Design", "GPT-3 175B"): 71.8,
+        ("Model Tuning", "T5-XXL"): 89.3,
+        ("Prompt Tuning", "T5-XXL"): 90.5,
+    }
+    assert set(ref.loc[ref["model"] == "T5-XXL", "params"]) == {11135332352}
+
+
+def test_plot_figure1_overlays_reference_points(tmp_path):
+    ref = load_reference(REFERENCE_CSV)
+    frame = pd.DataFrame(
+        {
+            "size": ["small", "base"],
+            "params": [SMALL, BASE],
+            "mean": [60.0, 70.0],
+            "std": [2.0, 1.0],
+            "n_seeds": [3, 3],
+            "n_incomplete": [0, 0],
+        }
+    )
+    ax = plot_figure1(frame, ref).axes[0]
+    lines = errorbar_lines(ax)
+    assert lines["Prompt Tuning (ours)"][:2] == ([SMALL, BASE], [60.0, 70.0])
+    points = {
+        c.get_label(): tuple(c.get_offsets()[0])
+        for c in ax.collections
+        if c.get_label().endswith("paper)")
+    }
+    assert points == {
+        "Prompt Design (GPT-3 175B, paper)": (175e9, 71.8),
+        "Model Tuning (T5-XXL, paper)": (11135332352, 89.3),
+        "Prompt Tuning (T5-XXL, paper)": (11135332352, 90.5),
+    }
+    assert "GPT-3 175B" in [t.get_text() for t in ax.get_xticklabels()]
+    with pytest.raises(ValueError, match="one point per size"):
+        plot_figure1(pd.concat([frame, frame]), ref)
+
+
+def run_frame():
+    """A run frame holding two sweeps (prompt length and init) on two toy tasks, 2 seeds."""
+    rows = []
+    settings = [(p, "class_label") for p in (1, 100)] + [(100, "random_uniform")]
+    for size, params, base in (("small", SMALL, 50.0), ("base", BASE, 60.0)):
+        for p, init in settings:
+            for seed in (0, 1):
+                for i, task in enumerate(("t1", "t2")):
+                    score = base + (p == 100) * 10 + (init == "random_uniform") * -5 + seed + i
+                    rows.append(
+                        {
+                            "size": size,
+                            "params": params,
+                            "objective": "lm_adapt",
+                            "lm_adapt_steps": 100000,
+                            "prompt_len": p,
+                            "init": init,
+                            "task": task,
+                            "seed": seed,
+                            "score": score,
+                            "status": "finished",
+                        }
+                    )
+    rows.append({**rows[0], "status": "failed", "score": 0.0, "prompt_len": 5})
+    return pd.DataFrame(rows)
+
+
+def test_figure3_draws_the_present_panels(tmp_path):
+    written = figure3(run_frame(), tmp_path, tasks=["t1", "t2"])
+    assert sorted(written) == ["figure3", "figure3a_prompt_len", "figure3b_init"]
+    for paths in written.values():
+        assert [p.suffix for p in paths] == [".png", ".pdf"]
+        assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    with pytest.raises(ValueError, match="no Figure 3 panel"):
+        figure3(run_frame().query("prompt_len == 100 and init == 'class_label'"), tmp_path)
+
+
+def test_figure1_from_runs_uses_the_default_setting(tmp_path):
+    paths = figure1(run_frame(), tmp_path, load_reference(REFERENCE_CSV), tasks=["t1", "t2"])
+    assert [p.name for p in paths] == ["figure1.png", "figure1.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_panel_from_runs_means_match_hand_numbers():
+    """End to end on the hand-made runs: Small, prompt 100, class label → seeds 60.5, 61.5."""
+    from repro.collect import panel_runs, superglue_frame
+
+    frame = superglue_frame(panel_runs(run_frame(), "prompt_len"), "prompt_len", tasks=["t1", "t2"])
+    lines = errorbar_lines(plot_panel(frame, "prompt_len").axes[0])
+    assert lines["100"][1] == pytest.approx([61.0, 71.0])
+    assert lines["100"][2] == pytest.approx([np.std([60.5, 61.5], ddof=1)] * 2)
+    assert list(lines) == ["1", "100"]  # the failed prompt-length-5 run draws no line
