@@ -1,0 +1,116 @@
+"""Predict on dev and score with the task's own metrics: greedy ``generate`` or label ``rank``.
+
+Both modes turn model outputs into prediction *strings* and hand them to ``task.score``, so the
+metric code is the same whichever way the predictions were made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from repro.data import collate
+from repro.model import PromptedT5
+from repro.objectives import SENTINEL
+from repro.tasks.base import Example, Task
+
+
+def strip_sentinel(text: str) -> str:
+    """Drop the leading ``<extra_id_0>`` a Span Corruption + Sentinel model is taught to emit."""
+    text = text.strip()
+    return text[len(SENTINEL) :].strip() if text.startswith(SENTINEL) else text
+
+
+def decode(tokenizer, sequences: torch.Tensor) -> list[str]:
+    """Generated ids [B, 1+L] (decoder start first) → text up to the first eos.
+
+    Sentinels are kept in the text (a span-corruption model emitting ``<extra_id_0>`` is an
+    invalid answer, and must stay visible as one); pad and eos are not text.
+    """
+    texts = []
+    for row in sequences[:, 1:].tolist():
+        if tokenizer.eos_token_id in row:
+            row = row[: row.index(tokenizer.eos_token_id)]
+        row = [t for t in row if t != tokenizer.pad_token_id]
+        texts.append(tokenizer.decode(row, skip_special_tokens=False).strip())
+    return texts
+
+
+def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def predict(
+    model: PromptedT5,
+    tokenizer,
+    input_ids: Sequence[Sequence[int]],
+    *,
+    mode: str,
+    candidates: Sequence[str] = (),
+    batch_size: int = 64,
+    max_new_tokens: int = 8,
+    device: torch.device | str = "cpu",
+) -> list[str]:
+    """Prediction strings for tokenised inputs (order kept; batched by length).
+
+    Args:
+        mode: "generate" (greedy, the paper's) or "rank" (pick the candidate string with the
+            highest log-likelihood; needs ``candidates``).
+        candidates: the strings to rank, exactly as the model is trained to produce them.
+    """
+    was_training = model.training
+    model.eval()
+    candidate_ids = [tokenizer(c).input_ids for c in candidates]
+    predictions: list[str] = [""] * len(input_ids)
+    for idx in _batches_by_length([len(x) for x in input_ids], batch_size):
+        batch = collate([{"input_ids": input_ids[i]} for i in idx], tokenizer.pad_token_id)
+        ids = batch["input_ids"].to(device)
+        mask = batch["attention_mask"].to(device)
+        if mode == "rank":
+            best = model.score_candidates(ids, mask, candidate_ids).argmax(dim=1).tolist()
+            texts = [candidates[b] for b in best]
+        else:
+            texts = decode(tokenizer, model.generate(ids, mask, max_new_tokens=max_new_tokens))
+        for i, text in zip(idx, texts, strict=True):
+            predictions[i] = text
+    model.train(was_training)
+    return predictions
+
+
+def evaluate(
+    model: PromptedT5,
+    tokenizer,
+    task: Task,
+    examples: Sequence[Example],
+    input_ids: Sequence[Sequence[int]],
+    *,
+    mode: str = "generate",
+    sentinel: bool = False,
+    batch_size: int = 64,
+    max_new_tokens: int = 8,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, float], list[str]]:
+    """Score ``examples`` with the task's metrics (0–100). Returns (metrics, predictions).
+
+    ``rank`` applies to tasks with a label set; generative tasks (ReCoRD, WSC, SQuAD) are
+    always decoded greedily. With ``sentinel`` the candidates carry the ``<extra_id_0>`` prefix
+    the model was trained on, and it is stripped from every prediction before scoring.
+    """
+    use_rank = mode == "rank" and bool(task.labels)
+    candidates = [f"{SENTINEL} {c}" if sentinel else c for c in task.labels] if use_rank else []
+    predictions = predict(
+        model,
+        tokenizer,
+        input_ids,
+        mode="rank" if use_rank else "generate",
+        candidates=candidates,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        device=device,
+    )
+    if sentinel:
+        predictions = [strip_sentinel(p) for p in predictions]
+    return task.score(predictions, examples), predictions

@@ -1,0 +1,348 @@
+"""The only Hydra entry: ``python -m repro.run [overrides]`` (``-m`` for a sweep).
+
+One job = one run directory = one prompt per task (``task=superglue`` trains the 8 SuperGLUE
+prompts one after the other in ``<run_dir>/<task>/``). The flow:
+
+    config ─► checkpoint ─► frozen backbone + tokenizer ─► per task: examples → tokens →
+    prompt init → train (eval every N, keep best) → result.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from repro.config import Config, register_configs, to_config
+from repro.tracking import read_json, write_json_atomic
+
+log = logging.getLogger("repro.run")
+
+# Keys that do not change what a run computes: a finished run with only these different is
+# the same run (a relaunched sweep skips it).
+NON_RESULT_KEYS = ("logger", "paths", "sweep_name", "name")
+
+
+class RunError(Exception):
+    """A problem with the user's input, reported as one line (no traceback)."""
+
+
+def run_name(task, size, objective, lm_adapt_steps, prompt_len, init, seed) -> str:
+    steps = f"{int(lm_adapt_steps) // 1000}k" if objective == "lm_adapt" else None
+    objective = f"{objective}{steps}" if steps else objective
+    return f"{task}-{size}-{objective}-p{prompt_len}-{init}-s{seed}"
+
+
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+register_configs()
+
+
+# --- what a run loads -------------------------------------------------------------------------
+
+
+def checkpoint_for(cfg: Config) -> str:
+    """The backbone to load: a local ``model.path`` wins; else size × objective × LM steps."""
+    if cfg.model.path:
+        return cfg.model.path
+    objective = cfg.objective.name
+    if objective == "lm_adapt" and cfg.lm_adapt_steps == 0:
+        objective = "span_corruption"  # 0 LM-adaptation steps = T5.1.1 itself
+    if objective == "lm_adapt" and cfg.lm_adapt_steps != 100_000:
+        own = Path(cfg.paths.lm_adapt_dir) / cfg.model.size / f"step_{cfg.lm_adapt_steps}"
+        if not (own / "config.json").exists():
+            raise RunError(
+                f"no LM-adapted checkpoint for model={cfg.model.size} "
+                f"lm_adapt_steps={cfg.lm_adapt_steps} at {own}; only 100000 was released — "
+                f"make it with `python -m repro.lm_adapt model={cfg.model.size}` or set model.path"
+            )
+        return str(own)
+    if objective not in cfg.model.checkpoints:
+        raise RunError(
+            f"model={cfg.model.size} names no checkpoint for objective={objective}; "
+            f"known: {sorted(cfg.model.checkpoints)}; set model.path to a local checkpoint"
+        )
+    return cfg.model.checkpoints[objective]
+
+
+def fingerprint(cfg: Config) -> dict[str, Any]:
+    """The parts of the config that decide the result."""
+    plain = dataclasses.asdict(cfg)
+    for key in NON_RESULT_KEYS:
+        plain.pop(key, None)
+    plain["trainer"].pop("progress", None)
+    return plain
+
+
+def check_run_dir(run_dir: Path, cfg: Config) -> bool:
+    """True if ``run_dir`` already holds this finished run; error if it holds another config."""
+    saved = read_json(run_dir / "fingerprint.json")
+    if saved is None:
+        return False
+    mine = fingerprint(cfg)
+    if saved != mine:
+        diffs = sorted(_diff(saved, mine))
+        raise RunError(
+            f"{run_dir} already holds a run of a different config (differs in: "
+            f"{', '.join(diffs)}); choose another directory with name=... or delete it"
+        )
+    summary = read_json(run_dir / "summary.json") or read_json(run_dir / "result.json") or {}
+    return summary.get("status") == "finished"
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+# --- one task ----------------------------------------------------------------------------------
+
+
+def train_task(
+    cfg: Config, task_name: str, backbone, tokenizer, checkpoint: str, out_dir: Path, sink
+) -> dict[str, Any]:
+    """Train and score one prompt for one task in ``out_dir``; returns its result.json."""
+    from repro import objectives
+    from repro.data import encode
+    from repro.evaluate import evaluate
+    from repro.model import PromptedT5, count_parameters
+    from repro.prompts import SoftPrompt, init_prompt, label_token_ids
+    from repro.tasks import get_task
+    from repro.trainer import resolve_device, train
+
+    start = time.time()
+    task = get_task(task_name)
+    data_dir = cfg.task.data_dir
+    train_examples = task.examples(task.train_split, data_dir)
+    dev_examples = task.examples(task.eval_split, data_dir)
+    if cfg.task.max_eval_examples:
+        dev_examples = dev_examples[: cfg.task.max_eval_examples]
+    sentinel = cfg.objective.uses_sentinel
+    if sentinel:
+        train_examples = objectives.add_sentinel(train_examples, cfg.objective.sentinel_placement)
+        dev_inputs = objectives.add_sentinel(dev_examples, cfg.objective.sentinel_placement)
+    else:
+        dev_inputs = dev_examples
+    max_in = cfg.task.max_input_length or task.max_input_length
+    max_tgt = cfg.task.max_target_length or task.max_target_length
+    train_tokens = encode(train_examples, tokenizer, max_in, max_tgt)
+    dev_tokens = encode(dev_inputs, tokenizer, max_in, max_tgt)
+
+    table = backbone.get_input_embeddings().weight
+    init_kwargs = {"population": cfg.init.population, "low": cfg.init.low, "high": cfg.init.high}
+    if cfg.init.name == "class_label":
+        init_kwargs["class_token_ids"] = label_token_ids(tokenizer, task.class_words)
+    weight = init_prompt(cfg.init.name, table, cfg.prompt_len, seed=cfg.seed, **init_kwargs)
+    device = resolve_device(cfg.trainer.device)
+    model = PromptedT5(backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss).to(device)
+
+    def evaluate_fn() -> dict[str, float]:
+        metrics, _ = evaluate(
+            model,
+            tokenizer,
+            task,
+            dev_examples,
+            dev_tokens.input_ids,
+            mode=cfg.task.eval_mode,
+            sentinel=sentinel,
+            batch_size=cfg.trainer.eval_batch_size,
+            max_new_tokens=max_tgt,
+            device=device,
+        )
+        return metrics
+
+    sidecar = {"backbone": checkpoint, "init": cfg.init.name, "task": task.name}
+    state = train(
+        model,
+        train_tokens.input_ids,
+        train_tokens.labels,
+        evaluate_fn=evaluate_fn,
+        score_fn=task.task_score,
+        cfg=cfg.trainer,
+        out_dir=out_dir,
+        seed=cfg.seed,
+        pad_id=tokenizer.pad_token_id,
+        sink=sink,
+        sidecar=sidecar,
+        device=device,
+    )
+    return {
+        "status": "finished",
+        "error": None,
+        **cfg.axes,
+        "task": task.name,
+        "params": cfg.model.params or count_parameters(backbone),
+        "checkpoint": checkpoint,
+        "best_step": state.best_step,
+        "metrics": state.best_metrics,
+        "score": state.best_score,
+        "steps": state.step,
+        "trainable_params": weight.numel(),
+        "frozen_params": count_parameters(backbone),
+        "n_train": len(train_examples),
+        "n_eval": len(dev_examples),
+        "truncated": {
+            "train_inputs": train_tokens.n_truncated_inputs,
+            "train_targets": train_tokens.n_truncated_targets,
+            "eval_inputs": dev_tokens.n_truncated_inputs,
+        },
+        "train_s": state.train_seconds,
+        "wall_s": time.time() - start,
+        "versions": versions(),
+        "run_dir": str(out_dir),
+        "wandb_id": getattr(sink, "run_id", None),
+    }
+
+
+def failed_result(cfg: Config | None, task_name: str, out_dir: Path, error: BaseException):
+    axes = cfg.axes if cfg is not None else {}
+    return {
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        **axes,
+        "task": task_name,
+        "run_dir": str(out_dir),
+        "versions": versions(),
+    }
+
+
+# --- one job -----------------------------------------------------------------------------------
+
+
+def run_experiment(cfg: Config, run_dir: Path, *, choices: dict[str, str] | None = None) -> dict:
+    """Run every task of one job in ``run_dir``; returns the job summary."""
+    from transformers import AutoTokenizer
+
+    import repro.tasks.toy  # noqa: F401  (registers the toy tasks)
+    from repro.model import load_backbone, set_dropout
+    from repro.tasks import task_names
+    from repro.tracking import build_sink
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if check_run_dir(run_dir, cfg):
+        log.info("%s already holds this finished run: skipped", run_dir)
+        return read_json(run_dir / "summary.json") or read_json(run_dir / "result.json")
+    names = task_names(cfg.task.name)
+    checkpoint = checkpoint_for(cfg)
+    prepare_assets(cfg, names)
+    write_json_atomic(run_dir / "fingerprint.json", fingerprint(cfg))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    backbone = load_backbone(
+        checkpoint, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation
+    )
+    set_dropout(backbone, cfg.model.dropout)
+    tags = [f"{k}={v}" for k, v in cfg.axes.items() if v is not None and k != "params"]
+    sink = build_sink(
+        cfg.logger,
+        name=cfg.name,
+        group=cfg.sweep_name,
+        config={**cfg.axes, "config": dataclasses.asdict(cfg), "choices": choices or {}},
+        run_dir=run_dir,
+        tags=tags,
+    )
+    results = {}
+    for name in names:
+        out_dir = run_dir if len(names) == 1 else run_dir / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        done = read_json(out_dir / "result.json")
+        if done and done.get("status") == "finished":
+            results[name] = done
+            continue
+        try:
+            result = train_task(cfg, name, backbone, tokenizer, checkpoint, out_dir, sink)
+        except Exception as err:  # one task failing must not stop the others
+            log.error("task %s failed: %s", name, err)
+            (out_dir / "error.txt").write_text(traceback.format_exc())
+            result = failed_result(cfg, name, out_dir, err)
+        write_json_atomic(out_dir / "result.json", result)
+        results[name] = result
+    summary = summarise(cfg, results, run_dir)
+    if len(names) > 1:
+        write_json_atomic(run_dir / "summary.json", summary)
+    sink.summary(summary if len(names) > 1 else results[names[0]])
+    sink.finish(failed=summary["status"] != "finished")
+    return summary
+
+
+def summarise(cfg: Config, results: dict[str, dict], run_dir: Path) -> dict[str, Any]:
+    from repro.metrics import superglue_score
+    from repro.tasks import SUPERGLUE
+
+    status = "finished" if all(r["status"] == "finished" for r in results.values()) else "failed"
+    scores = {name: r.get("score") for name, r in results.items()}
+    summary = {"status": status, **cfg.axes, "scores": scores, "run_dir": str(run_dir)}
+    if set(results) == set(SUPERGLUE) and status == "finished":
+        summary["superglue_score"] = superglue_score(scores)
+    return summary
+
+
+def prepare_assets(cfg: Config, names) -> None:
+    """Build what the smoke/toy setting makes itself: the tiny model, the toy data."""
+    from repro.tasks.toy import GENERATORS, write_toy_data
+    from repro.tiny import ensure_tiny_t5
+
+    if cfg.model.build_tiny and cfg.model.path:
+        ensure_tiny_t5(cfg.model.path)
+    for name in names:
+        if name in GENERATORS and cfg.task.data_dir:
+            data_dir = Path(cfg.task.data_dir)
+            if not (data_dir / "validation.jsonl").exists():
+                write_toy_data(name, data_dir)
+
+
+# --- the Hydra entry --------------------------------------------------------------------------
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode.name == "MULTIRUN"
+    cfg = None
+    try:
+        cfg = to_config(dcfg)
+        summary = run_experiment(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices))
+    except (RunError, ValueError, KeyError, OSError, OmegaConfBaseException) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        if multirun:  # the other jobs of the sweep go on; a dir holding a run is never touched
+            if not any((run_dir / f).exists() for f in ("result.json", "fingerprint.json")):
+                task = OmegaConf.select(dcfg, "task.name", default="?")
+                write_json_atomic(run_dir / "result.json", failed_result(cfg, task, run_dir, err))
+            return None
+        sys.exit(2)
+    print(f"{run_dir}: {summary['status']}  scores={summary.get('scores')}")
+    if summary["status"] != "finished" and not multirun:
+        sys.exit(1)
+    return summary.get("superglue_score")
+
+
+if __name__ == "__main__":
+    main()

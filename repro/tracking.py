@@ -1,0 +1,177 @@
+"""Where a run's numbers go: local files always, W&B when asked — through one sink interface.
+
+Local files (the run directory contract, see docs/architecture.md):
+  ``metrics.jsonl``  one JSON object per line (``{"kind": "train"|"eval", "step": ...}``);
+                     each line is written with a single ``write`` on an append-mode file, and a
+                     resumed run first drops lines past its checkpoint, so no line is broken or
+                     duplicated.
+  ``result.json``    written last, atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep the information as text
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    """Write JSON to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(_jsonable(data), f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        line = (json.dumps(_jsonable(record)) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write of a whole line: no interleaving, no half records
+        finally:
+            os.close(fd)
+
+    def read(self) -> list[dict[str, Any]]:
+        """All complete records; a torn last line (killed mid-write) is skipped."""
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records up to ``step`` (a resumed run re-does what came after)."""
+        kept = [r for r in self.read() if r.get("step", 0) <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path)
+
+
+class NullSink:
+    """Logs nowhere; same methods as ``WandbSink`` so the trainer never branches."""
+
+    run_id: str | None = None
+
+    def log(self, record: Mapping[str, Any], step: int) -> None:
+        pass
+
+    def summary(self, result: Mapping[str, Any]) -> None:
+        pass
+
+    def finish(self, failed: bool = False) -> None:
+        pass
+
+
+class WandbSink:
+    """Logs to Weights & Biases: config at start, every record, the result as the summary.
+
+    The run's ``config`` holds the resolved config plus the axes at the top level and the
+    ``summary`` holds every result.json field under the same key, which is what
+    ``repro.collect.collect_wandb`` reads back.
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        entity: str | None,
+        group: str | None,
+        name: str,
+        tags: list[str],
+        mode: str | None,
+        config: Mapping[str, Any],
+        run_dir: Path,
+        resume_id: str | None = None,
+    ):
+        import wandb
+
+        if mode is None:  # never block on a login prompt: no key → offline
+            has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists()
+            mode = os.environ.get("WANDB_MODE") or ("online" if has_key else "offline")
+        self._run = wandb.init(
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            tags=tags,
+            mode=mode,
+            config=dict(config),
+            dir=str(run_dir),
+            id=resume_id,
+            resume="allow" if resume_id else None,
+            reinit="finish_previous",
+        )
+        self.run_id = getattr(self._run, "id", None)
+
+    def log(self, record: Mapping[str, Any], step: int) -> None:
+        kind = record.get("kind", "train")
+        flat = {f"{kind}/{k}": v for k, v in record.items() if k not in ("kind", "step")}
+        self._run.log(flat, step=step)
+
+    def summary(self, result: Mapping[str, Any]) -> None:
+        for key, value in _jsonable(result).items():
+            self._run.summary[key] = value
+
+    def finish(self, failed: bool = False) -> None:
+        self._run.finish(exit_code=1 if failed else 0)
+
+
+def build_sink(cfg, *, name: str, group: str, config: Mapping[str, Any], run_dir: Path, tags):
+    """``logger=none`` → NullSink (no W&B import at all); ``logger=wandb`` → WandbSink."""
+    if cfg.name == "none":
+        return NullSink()
+    id_file = run_dir / "wandb_id.txt"
+    resume_id = id_file.read_text().strip() if id_file.exists() else None
+    sink = WandbSink(
+        project=cfg.project,
+        entity=cfg.entity,
+        group=cfg.group or group,
+        name=name,
+        tags=[*cfg.tags, *tags],
+        mode=cfg.mode,
+        config=config,
+        run_dir=run_dir,
+        resume_id=resume_id,
+    )
+    if sink.run_id:
+        id_file.write_text(sink.run_id)
+    return sink

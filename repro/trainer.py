@@ -1,0 +1,247 @@
+"""The one training loop every run of every sweep goes through.
+
+Only the prompt is optimised. Every ``eval_every`` steps the prompt is scored on dev; the best
+one is kept in ``best/`` (early stopping on the task score) and the full training state in
+``last/``, from which a run started again in the same directory resumes bit-exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from repro.config import TrainerConfig
+from repro.data import collate, length_batches
+from repro.model import PromptedT5
+from repro.optim import build_prompt_optimizer
+from repro.prompts import load_prompt, save_prompt
+from repro.tracking import MetricsLog
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in ``last/`` next to the prompt."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # index of the next batch within the epoch's batch order
+    best_step: int = -1
+    best_score: float = -math.inf
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    # Dropout draws from torch's generator; data order comes from (seed, epoch) alone.
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    directory: Path, model: PromptedT5, optimizer, state: TrainState, sidecar: Mapping
+) -> None:
+    """Write ``last/`` (prompt, optimizer, RNG, step, data position) aside, then swap it in."""
+    staging = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_prompt(model.prompt.weight, staging, step=state.step, **sidecar)
+    torch.save(
+        {"state": asdict(state), "optimizer": optimizer.state_dict(), "rng": _rng_state()},
+        staging / STATE_FILE,
+    )
+    old = directory.with_name(f".{directory.name}.old")
+    if directory.exists():
+        directory.rename(old)
+    staging.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(directory: Path, model: PromptedT5, optimizer) -> TrainState | None:
+    """Restore from ``last/`` (or the previous one if a crash hit mid-swap); None if absent."""
+    for candidate in (directory, directory.with_name(f".{directory.name}.old")):
+        if (candidate / STATE_FILE).exists():
+            break
+    else:
+        return None
+    prompt, _ = load_prompt(candidate, d_model=model.prompt.width)
+    if prompt.shape != model.prompt.weight.shape:
+        raise ValueError(
+            f"checkpoint {candidate} holds a prompt of shape {tuple(prompt.shape)}, but this run "
+            f"builds one of shape {tuple(model.prompt.weight.shape)}"
+        )
+    # weights_only: a checkpoint is data, never code.
+    saved = torch.load(candidate / STATE_FILE, weights_only=True)
+    with torch.no_grad():
+        model.prompt.weight.copy_(prompt)
+    optimizer.load_state_dict(saved["optimizer"])
+    _set_rng_state(saved["rng"])
+    return TrainState(**saved["state"])
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def _micro_batches(
+    idx: list[int], train_ids, train_labels, accum: int, pad_id: int
+) -> list[dict[str, torch.Tensor]]:
+    size = math.ceil(len(idx) / accum)
+    chunks = [idx[i : i + size] for i in range(0, len(idx), size)]
+    return [
+        collate([{"input_ids": train_ids[i], "labels": train_labels[i]} for i in chunk], pad_id)
+        for chunk in chunks
+    ]
+
+
+def train(
+    model: PromptedT5,
+    train_ids: Sequence[Sequence[int]],
+    train_labels: Sequence[Sequence[int]],
+    *,
+    evaluate_fn: Callable[[], dict[str, float]],
+    score_fn: Callable[[Mapping[str, float]], float],
+    cfg: TrainerConfig,
+    out_dir: Path,
+    seed: int,
+    pad_id: int,
+    sink,
+    sidecar: Mapping[str, Any],
+    device: torch.device,
+) -> TrainState:
+    """Train the prompt of ``model`` and return the final state (best step, best metrics).
+
+    Args:
+        train_ids, train_labels: tokenised training examples (no padding; eos included).
+        evaluate_fn: scores the current prompt on dev → {metric: value on 0–100}.
+        score_fn: metrics → the single number early stopping maximises.
+        sidecar: what to write next to every saved prompt (backbone, init, task, ...).
+    """
+    metrics_log = MetricsLog(out_dir / "metrics.jsonl")
+    optimizer = build_prompt_optimizer(model.trainable_parameters(), **asdict(cfg.optimizer))
+    torch.manual_seed(seed)
+    random.seed(seed)
+    state = load_checkpoint(out_dir / "last", model, optimizer)
+    if state is None:
+        state = TrainState()
+    else:
+        log.info("resuming from step %d", state.step)
+        metrics_log.truncate_after(state.step)
+    lengths = [len(x) for x in train_ids]
+    order = length_batches(lengths, cfg.batch_size, shuffle=True, seed=seed, epoch=state.epoch)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)
+
+    def checkpoint_and_eval() -> None:
+        metrics = evaluate_fn()
+        score = score_fn(metrics)
+        record = {"kind": "eval", "step": state.step, **metrics, "score": score}
+        if score > state.best_score:
+            state.best_step, state.best_score, state.best_metrics = state.step, score, metrics
+            save_prompt(model.prompt.weight, out_dir / "best", step=state.step, **sidecar)
+        record["best_score"] = state.best_score
+        metrics_log.append(record)
+        sink.log(record, step=state.step)
+        save_checkpoint(out_dir / "last", model, optimizer, state, sidecar)
+
+    model.train()
+    bar = tqdm(
+        total=cfg.steps,
+        initial=state.step,
+        disable=not cfg.progress,
+        desc=out_dir.name,
+        leave=False,
+    )
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    while state.step < cfg.steps:
+        # next batch (a new epoch reshuffles; the order depends only on seed and epoch)
+        if state.position >= len(order):
+            state.epoch, state.position = state.epoch + 1, 0
+            order = length_batches(
+                lengths, cfg.batch_size, shuffle=True, seed=seed, epoch=state.epoch
+            )
+        idx = order[state.position]
+        state.position += 1
+        micro = _micro_batches(idx, train_ids, train_labels, cfg.grad_accum, pad_id)
+        total_tokens = sum(int((b["labels"] != -100).sum()) for b in micro)
+
+        # forward/backward/step — micro-batch losses weighted by their share of target tokens,
+        # so accumulation gives the same gradient as one big batch
+        step_start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        for batch in micro:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            weight = int((batch["labels"] != -100).sum()) / total_tokens
+            with autocast:
+                loss, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"non-finite loss ({loss.item()}) at step {state.step + 1}; "
+                    "try a lower trainer.optimizer.lr or float32 weights"
+                )
+            (loss * weight).backward()
+            loss_value += loss.item() * weight
+        optimizer.step()
+        state.step += 1
+        state.train_seconds += time.perf_counter() - step_start
+
+        # log
+        window_loss, window_steps = window_loss + loss_value, window_steps + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=optimizer.param_groups[0]["lr"])
+        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+            elapsed = time.perf_counter() - window_start
+            record = {
+                "kind": "train",
+                "step": state.step,
+                "loss": window_loss / window_steps,
+                "lr": optimizer.param_groups[0]["lr"],
+                "steps_per_s": window_steps / elapsed if elapsed > 0 else None,
+                "epoch": state.epoch,
+            }
+            metrics_log.append(record)
+            sink.log(record, step=state.step)
+            window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+
+        # eval + checkpoint
+        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+            checkpoint_and_eval()
+            model.train()
+    bar.close()
+    # stop: a run resumed after its last step has nothing left to do but report
+    if state.best_step < 0:
+        checkpoint_and_eval()
+    return state
