@@ -28,7 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, NullLocator
 
-from repro.collect import ABLATION_AXES, panel_runs, superglue_frame
+from repro.collect import ABLATION_AXES, SUPERGLUE_TASKS, panel_runs, superglue_frame
 
 # Legend labels and line order exactly as in the paper's Figure 3.
 AXIS_LABELS: dict[str, dict[Any, str]] = {
@@ -118,6 +118,7 @@ def plot_panel(
     ax: Axes | None = None,
     title: str | None = None,
     reference: pd.DataFrame | None = None,
+    ylabel: str = "SuperGLUE Score",
 ) -> Figure:
     """One Figure 3 panel: a line per value of `axis`, mean ± std over seeds vs model size.
 
@@ -127,6 +128,7 @@ def plot_panel(
         ax: draw into this axes (e.g. one cell of a grid); default a new figure.
         title: default the paper's panel caption, e.g. "(a) Prompt length".
         reference: optional reference points (`results/paper/reference.csv` layout).
+        ylabel: y-axis label; say which tasks were averaged when they are not SuperGLUE's.
 
     Returns:
         The figure holding `ax`.
@@ -156,7 +158,7 @@ def plot_panel(
     if ticks:
         _size_ticks(ax, ticks)
     ax.set_xlabel("Model Parameters")
-    ax.set_ylabel("SuperGLUE Score")
+    ax.set_ylabel(ylabel)
     ax.set_title(title if title is not None else PANEL_TITLES.get(axis, axis))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
@@ -188,7 +190,13 @@ def _draw_reference(ax: Axes, reference: pd.DataFrame) -> dict[float, str]:
     return ticks
 
 
-def plot_figure1(frame: pd.DataFrame, reference: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
+def plot_figure1(
+    frame: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    ax: Axes | None = None,
+    ylabel: str = "SuperGLUE Score",
+) -> Figure:
     """Figure 1: our prompt tuning (mean ± std over seeds) vs T5 size, with the paper's points.
 
     Args:
@@ -222,7 +230,7 @@ def plot_figure1(frame: pd.DataFrame, reference: pd.DataFrame, *, ax: Axes | Non
     ticks.update(_draw_reference(ax, reference))
     _size_ticks(ax, ticks)
     ax.set_xlabel("Model Parameters")
-    ax.set_ylabel("SuperGLUE Score")
+    ax.set_ylabel(ylabel)
     ax.set_title("Figure 1: prompt tuning vs model size")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
@@ -242,6 +250,13 @@ def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
     for path in paths:
         fig.savefig(path, dpi=150, bbox_inches="tight")
     return paths
+
+
+def _score_label(tasks: Sequence[str] | None) -> str:
+    """SuperGLUE's name only for SuperGLUE's 8 tasks; smoke/toy runs say what they average."""
+    if tasks is None or tuple(tasks) == SUPERGLUE_TASKS:
+        return "SuperGLUE Score"
+    return f"Mean score ({', '.join(tasks)})"
 
 
 def present_panels(runs: pd.DataFrame) -> list[str]:
@@ -281,7 +296,7 @@ def figure3(
     frames = {a: superglue_frame(panel_runs(frame_runs, a), a, tasks=tasks) for a in axes}
     written: dict[str, list[Path]] = {}
     for a, frame in frames.items():
-        fig = plot_panel(frame, a, reference=reference)
+        fig = plot_panel(frame, a, reference=reference, ylabel=_score_label(tasks))
         name = f"figure3{'abcd'[ABLATION_AXES.index(a)]}_{a}"
         written[name] = save_figure(fig, out_dir, name)
         plt.close(fig)
@@ -290,7 +305,7 @@ def figure3(
     rows = math.ceil(len(axes) / cols)
     fig, grid = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
     for cell, a in zip(grid.flat, axes, strict=False):
-        plot_panel(frames[a], a, ax=cell, reference=reference)
+        plot_panel(frames[a], a, ax=cell, reference=reference, ylabel=_score_label(tasks))
     for cell in list(grid.flat)[len(axes) :]:
         cell.set_visible(False)
     fig.tight_layout()
@@ -308,7 +323,7 @@ def figure1(
 ) -> list[Path]:
     """Figure 1 from a run frame: runs at the paper's default setting vs size; writes PNG+PDF."""
     frame = superglue_frame(panel_runs(frame_runs, None), None, tasks=tasks)
-    fig = plot_figure1(frame, reference)
+    fig = plot_figure1(frame, reference, ylabel=_score_label(tasks))
     paths = save_figure(fig, out_dir, "figure1")
     plt.close(fig)
     return paths

@@ -65,6 +65,7 @@ def test_plot_panel_lines_equal_the_frame(tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Small", "Base"]
     assert list(ax.get_xticks()) == [SMALL, BASE]
     assert ax.get_title() == "(a) Prompt length"
+    assert ax.get_ylabel() == "SuperGLUE Score"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "100"]
     paths = save_figure(fig, tmp_path / "figs", "panel")
     assert [p.name for p in paths] == ["panel.png", "panel.pdf"]
