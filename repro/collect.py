@@ -101,7 +101,8 @@ def collect_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
 
     A run dir is a directory holding `result.json`, or `metrics.jsonl`, or (as a leaf, no run
     below it) `config.yaml`. A directory holding `summary.json` (the parent of a `task=superglue`
-    job) is never a row itself; its per-task sub-directories are. Paths reached twice count once.
+    job) is never a row itself; its per-task sub-directories are, and take axes they lack from
+    the job's `config.yaml` (task = the sub-directory's name). Paths reached twice count once.
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -183,9 +184,13 @@ def _read_run_dir(run_dir: Path) -> dict[str, Any]:
 
 
 def _axes_from_config_file(run_dir: Path, quiet: bool = False) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
+    """Axes from `run_dir/config.yaml`, else from the parent's: a `task=superglue` job writes
+    one config at its top and one sub-directory per task, named after the task."""
+    path, inherited = run_dir / "config.yaml", False
     if not path.exists():
-        return {}
+        path, inherited = run_dir.parent / "config.yaml", True
+        if not path.exists():
+            return {}
     try:
         cfg = yaml.safe_load(path.read_text())
         if not isinstance(cfg, Mapping):
@@ -196,7 +201,10 @@ def _axes_from_config_file(run_dir: Path, quiet: bool = False) -> dict[str, Any]
                 f"{path}: unreadable config ({e}); axes left empty", CollectWarning, stacklevel=4
             )
         return {}
-    return _axes_from_config(cfg)
+    axes = _axes_from_config(cfg)
+    if inherited:
+        axes["task"] = run_dir.name
+    return axes
 
 
 def _axes_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 import json
 import math
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -85,8 +86,9 @@ def sweep(tmp_path):
     job = root / "5"
     job.mkdir()
     (job / "summary.json").write_text("{}")
-    (job / "config.yaml").write_text("task: superglue\n")
+    (job / "config.yaml").write_text("task: {name: superglue}\nseed: 7\n")
     write_run(job / "boolq", result(task="boolq", score=77.0, metrics={"accuracy": 77.0}))
+    write_run(job / "cb")  # still training: axes from the job's config, task from the dir name
     write_run(job / ".hydra", config="seed: 99\n", metrics_lines=0)  # Hydra's own, not a run
     return root
 
@@ -95,11 +97,8 @@ def test_collect_runs_keeps_every_run_with_its_status(sweep):
     with pytest.warns(CollectWarning, match=r"4[/\\]result\.json"):
         df = collect_runs([sweep])
     assert list(df.columns[: len(AXES)]) == list(AXES)
-    by_dir = {
-        p.rsplit("/", 2)[-1] if p.endswith("boolq") else p.rsplit("/", 1)[-1]: r
-        for p, r in zip(df["run_dir"], df.to_dict("records"), strict=True)
-    }
-    assert sorted(by_dir) == ["0", "1", "2", "3", "4", "boolq"]
+    by_dir = {Path(r["run_dir"]).name: r for r in df.to_dict("records")}
+    assert sorted(by_dir) == ["0", "1", "2", "3", "4", "boolq", "cb"]
     assert by_dir["0"]["status"] == "finished" and by_dir["0"]["score"] == 81.2
     assert by_dir["0"]["metric/accuracy"] == 81.2 and by_dir["0"]["wall_s"] == 1234.5
     assert by_dir["1"]["status"] == "failed" and by_dir["1"]["error"] == "CUDA OOM"
@@ -125,10 +124,15 @@ def test_collect_runs_keeps_every_run_with_its_status(sweep):
     assert by_dir["4"]["status"] == "corrupt" and by_dir["4"]["seed"] == 4
     assert pd.isna(by_dir["4"]["task"])
     assert by_dir["boolq"]["task"] == "boolq"
+    assert (by_dir["cb"]["status"], by_dir["cb"]["task"], by_dir["cb"]["seed"]) == (
+        "incomplete",
+        "cb",
+        7,
+    )
     assert df["status"].value_counts().to_dict() == {
         "finished": 3,
         "failed": 1,
-        "incomplete": 1,
+        "incomplete": 2,
         "corrupt": 1,
     }
 
@@ -348,9 +352,9 @@ def test_cli_writes_csv_and_prints_summary(sweep, tmp_path, capsys):
     with pytest.warns(CollectWarning):
         assert main([str(sweep), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"6 runs -> {out}" in printed and "finished: 3" in printed and "corrupt: 1" in printed
+    assert f"7 runs -> {out}" in printed and "finished: 3" in printed and "corrupt: 1" in printed
     back = load_frame(out)
-    assert len(back) == 6 and back["params"].dtype == "Int64"
+    assert len(back) == 7 and back["params"].dtype == "Int64"
     with pytest.raises(SystemExit):
         main([str(sweep), "-o", str(tmp_path / "x.txt")])
 
