@@ -238,7 +238,6 @@ def run_experiment(cfg: Config, run_dir: Path, *, choices: dict[str, str] | None
     """Run every task of one job in ``run_dir``; returns the job summary."""
     from transformers import AutoTokenizer
 
-    import repro.tasks.toy  # noqa: F401  (registers the toy tasks)
     from repro.model import load_backbone, set_dropout
     from repro.tasks import task_names
     from repro.tracking import build_sink
