@@ -135,6 +135,9 @@ class TrainerConfig:
     device: str = "auto"  # auto = cuda if available, else cpu
     bf16_autocast: bool = False  # activations in bf16 where the device supports it (official)
     progress: bool = True
+    # Stop (checkpoint, exit, resume on the next launch) after this many steps in one session:
+    # for time-limited cluster jobs. Does not change results.
+    stop_after_steps: int | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     def __post_init__(self) -> None:

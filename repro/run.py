@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from repro.config import Config, register_configs, to_config
 from repro.tracking import read_json, write_json_atomic
+from repro.trainer import Interrupted, StopFlag
 
 log = logging.getLogger("repro.run")
 
@@ -79,6 +80,7 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     for key in NON_RESULT_KEYS:
         plain.pop(key, None)
     plain["trainer"].pop("progress", None)
+    plain["trainer"].pop("stop_after_steps", None)
     return plain
 
 
@@ -124,7 +126,14 @@ def versions() -> dict[str, str]:
 
 
 def train_task(
-    cfg: Config, task_name: str, backbone, tokenizer, checkpoint: str, out_dir: Path, sink
+    cfg: Config,
+    task_name: str,
+    backbone,
+    tokenizer,
+    checkpoint: str,
+    out_dir: Path,
+    sink,
+    stop: StopFlag | None = None,
 ) -> dict[str, Any]:
     """Train and score one prompt for one task in ``out_dir``; returns its result.json."""
     from repro import objectives
@@ -190,6 +199,7 @@ def train_task(
         sink=sink,
         sidecar=sidecar,
         device=device,
+        stop=stop,
     )
     return {
         "status": "finished",
@@ -234,8 +244,18 @@ def failed_result(cfg: Config | None, task_name: str, out_dir: Path, error: Base
 # --- one job -----------------------------------------------------------------------------------
 
 
-def run_experiment(cfg: Config, run_dir: Path, *, choices: dict[str, str] | None = None) -> dict:
-    """Run every task of one job in ``run_dir``; returns the job summary."""
+def run_experiment(
+    cfg: Config,
+    run_dir: Path,
+    *,
+    choices: dict[str, str] | None = None,
+    stop: StopFlag | None = None,
+) -> dict:
+    """Run every task of one job in ``run_dir``; returns the job summary.
+
+    Status "interrupted" (no result.json written) when ``stop`` was set or the session's step
+    budget ran out: launching the same job again resumes it.
+    """
     from transformers import AutoTokenizer
 
     from repro.model import load_backbone, set_dropout
@@ -266,7 +286,7 @@ def run_experiment(cfg: Config, run_dir: Path, *, choices: dict[str, str] | None
         run_dir=run_dir,
         tags=tags,
     )
-    results = {}
+    results, interrupted = {}, None
     for name in names:
         out_dir = run_dir if len(names) == 1 else run_dir / name
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,13 +295,20 @@ def run_experiment(cfg: Config, run_dir: Path, *, choices: dict[str, str] | None
             results[name] = done
             continue
         try:
-            result = train_task(cfg, name, backbone, tokenizer, checkpoint, out_dir, sink)
+            result = train_task(cfg, name, backbone, tokenizer, checkpoint, out_dir, sink, stop)
+        except Interrupted as err:  # state is in last/; no result.json until the run ends
+            log.warning("task %s: %s", name, err)
+            interrupted = str(err)
+            break
         except Exception as err:  # one task failing must not stop the others
             log.error("task %s failed: %s", name, err)
             (out_dir / "error.txt").write_text(traceback.format_exc())
             result = failed_result(cfg, name, out_dir, err)
         write_json_atomic(out_dir / "result.json", result)
         results[name] = result
+    if interrupted:
+        sink.finish(failed=False)
+        return {"status": "interrupted", "error": interrupted, **cfg.axes, "run_dir": str(run_dir)}
     summary = summarise(cfg, results, run_dir)
     if len(names) > 1:
         write_json_atomic(run_dir / "summary.json", summary)
@@ -338,7 +365,9 @@ def main(dcfg: DictConfig) -> float | None:
             return None
         sys.exit(2)
     print(f"{run_dir}: {summary['status']}  scores={summary.get('scores')}")
-    if summary["status"] != "finished" and not multirun:
+    if summary["status"] == "interrupted":
+        print(f"{run_dir}: {summary['error']}", file=sys.stderr)
+    elif summary["status"] != "finished" and not multirun:
         sys.exit(1)
     return summary.get("superglue_score")
 

@@ -49,6 +49,24 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
+class Interrupted(Exception):
+    """Training stopped early on request (step budget, SIGTERM); ``last/`` holds the state."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"stopped at step {step} ({reason}); run again to resume")
+        self.step = step
+
+
+class StopFlag:
+    """Set from a signal handler or a step budget; the loop checkpoints and stops when set."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -141,6 +159,7 @@ def train(
     sink,
     sidecar: Mapping[str, Any],
     device: torch.device,
+    stop: StopFlag | None = None,
 ) -> TrainState:
     """Train the prompt of ``model`` and return the final state (best step, best metrics).
 
@@ -149,7 +168,9 @@ def train(
         evaluate_fn: scores the current prompt on dev → {metric: value on 0–100}.
         score_fn: metrics → the single number early stopping maximises.
         sidecar: what to write next to every saved prompt (backbone, init, task, ...).
+        stop: checked after every step; when set, ``last/`` is saved and ``Interrupted`` raised.
     """
+    stop = stop or StopFlag()
     metrics_log = MetricsLog(out_dir / "metrics.jsonl")
     optimizer = build_prompt_optimizer(model.trainable_parameters(), **asdict(cfg.optimizer))
     torch.manual_seed(seed)
@@ -185,6 +206,7 @@ def train(
         leave=False,
     )
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    session_steps = 0
     while state.step < cfg.steps:
         # next batch (a new epoch reshuffles; the order depends only on seed and epoch)
         if state.position >= len(order):
@@ -216,6 +238,7 @@ def train(
             loss_value += loss.item() * weight
         optimizer.step()
         state.step += 1
+        session_steps += 1
         state.train_seconds += time.perf_counter() - step_start
 
         # log
@@ -240,6 +263,14 @@ def train(
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             checkpoint_and_eval()
             model.train()
+
+        # stop early when asked (preemption signal, per-session step budget)
+        if cfg.stop_after_steps and session_steps >= cfg.stop_after_steps:
+            stop.set(f"trainer.stop_after_steps={cfg.stop_after_steps}")
+        if stop.reason and state.step < cfg.steps:
+            save_checkpoint(out_dir / "last", model, optimizer, state, sidecar)
+            bar.close()
+            raise Interrupted(state.step, stop.reason)
     bar.close()
     # stop: a run resumed after its last step has nothing left to do but report
     if state.best_step < 0:

@@ -140,7 +140,14 @@ class Task:
     def _load_hub(self, split: str) -> list[dict]:
         import datasets  # imported late: loading from disk must not need the hub stack
 
-        dataset = datasets.load_dataset(self.hub_id, self.hub_config, split=split)
+        try:
+            dataset = datasets.load_dataset(self.hub_id, self.hub_config, split=split)
+        except Exception as err:  # network, offline mode, unknown config: one clear line
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(
+                f"task {self.name!r}: cannot load split {split!r} of {self.hub_id} "
+                f"({self.hub_config}) from the hub ({reason}); set task.data_dir to local files"
+            ) from err
         return list(dataset)
 
     def find_split_file(self, split: str, data_dir: Path) -> Path:

@@ -1,0 +1,135 @@
+"""Every config file composes into a valid Config; bad values fail at composition, clearly."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
+from repro.config import Config, to_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(*overrides: str) -> Config:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_defaults_are_the_papers():
+    cfg = compose_config()
+    assert (cfg.model.size, cfg.objective.name, cfg.lm_adapt_steps) == ("base", "lm_adapt", 100000)
+    assert (cfg.init.name, cfg.prompt_len, cfg.task.name) == ("class_label", 100, "superglue")
+    t = cfg.trainer
+    assert (t.steps, t.batch_size, t.eval_every) == (30000, 32, 1000)
+    opt = t.optimizer
+    assert (opt.lr, opt.decay_rate, opt.clip_threshold) == (0.3, 0.8, 1.0)
+    assert (opt.weight_decay, opt.weight_decay_lr_scaled) == (1e-5, False)
+    assert cfg.init.low == -0.5 and cfg.init.high == 0.5
+    assert cfg.task.eval_mode == "generate"
+    assert cfg.name == "superglue-base-lm_adapt100k-p100-class_label-s0"
+
+
+@pytest.mark.parametrize(
+    "group",
+    ["model", "objective", "init", "task", "trainer", "logger", "paths", "experiment"],
+)
+def test_every_file_of_every_group_composes(group):
+    options = group_options(group)
+    assert options, f"conf/{group} is empty"
+    for option in options:
+        cfg = compose_config(f"{group}={option}")
+        assert isinstance(cfg, Config)
+
+
+def test_model_and_objective_pick_the_hub_checkpoint():
+    from repro.run import checkpoint_for
+
+    assert checkpoint_for(compose_config("model=base")) == "google/t5-base-lm-adapt"
+    assert checkpoint_for(compose_config("model=xl", "objective=span_corruption")) == (
+        "google/t5-v1_1-xl"
+    )
+    sentinel = compose_config("model=small", "objective=span_corruption_sentinel")
+    assert checkpoint_for(sentinel) == "google/t5-v1_1-small"
+    assert sentinel.objective.sentinel_placement == "targets"
+    assert checkpoint_for(compose_config("model=large", "lm_adapt_steps=0")) == (
+        "google/t5-v1_1-large"
+    )
+    assert checkpoint_for(compose_config("model=base", "model.path=/my/ckpt")) == "/my/ckpt"
+
+
+def test_official_values_are_one_override_away():
+    official = compose_config("trainer=official")
+    assert (official.trainer.batch_size, official.trainer.z_loss) == (128, 1e-4)
+    assert official.trainer.optimizer.lr == 0.3
+    assert compose_config("init=random_uniform", "init.low=0.0").init.low == 0.0
+
+
+def test_smoke_experiment_uses_only_local_assets():
+    cfg = compose_config("experiment=smoke")
+    assert cfg.model.size == "tiny" and cfg.model.build_tiny and cfg.model.path
+    assert cfg.task.name == "toy_polarity" and cfg.task.data_dir
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("prompt_len=0", "prompt_len must be an integer >= 1; got 0"),
+        ("prompt_len=-5", "prompt_len must be an integer >= 1; got -5"),
+        (
+            "trainer.batch_size=30",
+            "trainer.batch_size=30 is not a multiple of trainer.grad_accum=4",
+        ),
+        ("trainer.steps=0", "trainer.steps must be an integer >= 1; got 0"),
+        (
+            "task.eval_mode=beam",
+            "task.eval_mode='beam' is not allowed; choose one of: generate, rank",
+        ),
+        ("model.dtype=fp8", "model.dtype='fp8' is not allowed"),
+        ("seed=-1", "seed must be a non-negative integer; got -1"),
+        ("init.low=1.0", "init.low must be < init.high; got 1.0 and 0.5"),
+    ],
+)
+def test_bad_values_fail_with_one_clear_line(override, message):
+    extra = ["trainer.grad_accum=4"] if "batch_size" in override else []
+    with pytest.raises(ValueError) as info:
+        compose_config(override, *extra)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_lm_adapt_steps_need_the_lm_adapt_objective():
+    with pytest.raises(
+        ValueError, match="lm_adapt_steps=50000 only applies with objective=lm_adapt"
+    ):
+        compose_config("objective=span_corruption", "lm_adapt_steps=50000")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("init=zeros", "Could not find 'init/zeros'"),
+        ("model=huge", "Could not find 'model/huge'"),
+        ("task=squad2", "Could not find 'task/squad2'"),
+        ("objective=mlm", "Could not find 'objective/mlm'"),
+    ],
+)
+def test_unknown_group_options_fail_at_composition(override, message):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(override)
+    assert message in str(info.value)
+
+
+def test_typos_and_wrong_types_fail_at_composition():
+    with pytest.raises(ConfigCompositionException, match="prompt_lenn"):
+        compose_config("prompt_lenn=5")
+    with pytest.raises((ValidationError, ConfigKeyError, ConfigCompositionException)):
+        compose_config("prompt_len=2.5")
+    with pytest.raises((ValidationError, ConfigCompositionException)):
+        compose_config("trainer.steps=many")

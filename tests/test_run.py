@@ -1,0 +1,188 @@
+"""The smoke experiment end to end: in-process, as a 2-job multirun, resumed, failing cleanly."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import repro.run
+from repro.config import to_config
+from repro.run import run_experiment
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke_config(tmp_path, tiny_t5_dir, *overrides):
+    """The real smoke experiment, pointed at the session's tiny model and a temp cache."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "experiment=smoke",
+                f"model.path={tiny_t5_dir}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                f"paths.root={tmp_path}",
+                *overrides,
+            ],
+        )
+    return to_config(cfg)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_smoke_run_learns_and_writes_the_run_directory(tmp_path, tiny_t5_dir):
+    cfg = smoke_config(tmp_path, tiny_t5_dir)
+    run_dir = tmp_path / "run"
+    summary = run_experiment(cfg, run_dir)
+    assert summary["status"] == "finished"
+
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "best", "last", "result.json"} <= names
+    assert {p.name for p in (run_dir / "best").iterdir()} == {"prompt.safetensors", "prompt.json"}
+    assert "trainer_state.pt" in {p.name for p in (run_dir / "last").iterdir()}
+
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [100, 200]
+    assert train[-1]["loss"] < train[0]["loss"] / 2  # the loss goes down
+
+    result = json.loads((run_dir / "result.json").read_text())
+    dev = [json.loads(x) for x in (tmp_path / "cache/toy-data/toy_keyword/validation.jsonl").open()]
+    labels = [r["label"] for r in dev]
+    majority = 100 * max(labels.count(0), labels.count(1)) / len(labels)
+    assert result["metrics"]["accuracy"] > majority + 10
+    assert result["score"] == max(r["score"] for r in evals)
+    assert result["best_step"] in (100, 200)
+    assert result["trainable_params"] == 20 * 32
+    assert result["frozen_params"] > 10 * result["trainable_params"]
+    axes = {k: result[k] for k in ("size", "objective", "prompt_len", "init", "task", "seed")}
+    assert axes == {
+        "size": "tiny",
+        "objective": "lm_adapt",
+        "prompt_len": 20,
+        "init": "class_label",
+        "task": "toy_keyword",
+        "seed": 0,
+    }
+    assert result["status"] == "finished" and result["wall_s"] > 0
+
+
+def test_resume_after_interrupt_ends_with_the_same_metrics(tmp_path, tiny_t5_dir):
+    overrides = [
+        "trainer.steps=30",
+        "trainer.eval_every=10",
+        "trainer.log_every=5",
+        "model.dropout=0.1",
+    ]
+    straight = run_experiment(smoke_config(tmp_path, tiny_t5_dir, *overrides), tmp_path / "a")
+    assert straight["status"] == "finished"
+    cfg = smoke_config(tmp_path, tiny_t5_dir, *overrides, "trainer.stop_after_steps=13")
+    first = run_experiment(cfg, tmp_path / "b")
+    assert first["status"] == "interrupted"
+    assert not (tmp_path / "b/result.json").exists()
+    state = torch.load(tmp_path / "b/last/trainer_state.pt", weights_only=True)
+    assert state["state"]["step"] == 13
+    second = run_experiment(cfg, tmp_path / "b")  # resumes at 13, stops again at 26
+    assert second["status"] == "interrupted"
+    resumed = run_experiment(cfg, tmp_path / "b")  # 26 → 30, done
+    assert resumed["status"] == "finished"
+
+    a = json.loads((tmp_path / "a/result.json").read_text())
+    b = json.loads((tmp_path / "b/result.json").read_text())
+    assert (a["metrics"], a["best_step"], a["score"]) == (b["metrics"], b["best_step"], b["score"])
+    prompt_a = (tmp_path / "a/last/prompt.safetensors").read_bytes()
+    assert prompt_a == (tmp_path / "b/last/prompt.safetensors").read_bytes()
+    evals_a = [r for r in read_jsonl(tmp_path / "a/metrics.jsonl") if r["kind"] == "eval"]
+    evals_b = [r for r in read_jsonl(tmp_path / "b/metrics.jsonl") if r["kind"] == "eval"]
+    assert evals_a == evals_b  # no eval line lost or duplicated by the restarts
+
+
+def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path, tiny_t5_dir):
+    cfg = smoke_config(tmp_path, tiny_t5_dir, "trainer.steps=4", "trainer.eval_every=4")
+    run_experiment(cfg, tmp_path / "r")
+    before = (tmp_path / "r/result.json").read_bytes()
+    again = run_experiment(cfg, tmp_path / "r")
+    assert again["status"] == "finished"
+    assert (tmp_path / "r/result.json").read_bytes() == before
+
+    other = smoke_config(tmp_path, tiny_t5_dir, "trainer.steps=8", "trainer.eval_every=4")
+    with pytest.raises(repro.run.RunError, match=r"different config \(differs in: trainer.steps\)"):
+        run_experiment(other, tmp_path / "r")
+    assert (tmp_path / "r/result.json").read_bytes() == before
+
+
+def test_non_finite_loss_fails_the_run_naming_the_step(tmp_path, tiny_t5_dir, monkeypatch):
+    import repro.model
+
+    calls = {"n": 0}
+    real = repro.model.token_loss
+
+    def poisoned(logits, labels, z_loss=0.0):
+        calls["n"] += 1
+        loss = real(logits, labels, z_loss)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(repro.model, "token_loss", poisoned)
+    cfg = smoke_config(tmp_path, tiny_t5_dir, "trainer.steps=5", "trainer.eval_every=5")
+    summary = run_experiment(cfg, tmp_path / "r")
+    assert summary["status"] == "failed"
+    result = json.loads((tmp_path / "r/result.json").read_text())
+    assert result["status"] == "failed"
+    assert "non-finite loss (nan) at step 3" in result["error"]
+
+
+def run_cli(*args, cwd, env_extra=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "repro.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_multirun_of_two_jobs_and_a_failing_job_does_not_stop_the_sweep(tmp_path, tiny_t5_dir):
+    proc = run_cli(
+        "-m",
+        "experiment=smoke",
+        "task=toy_keyword,rte",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "trainer.steps=6",
+        "trainer.eval_every=3",
+        "task.max_eval_examples=16",
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = tmp_path / "multirun/smoke"
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == [
+        "rte-tiny-lm_adapt100k-p20-class_label-s0",
+        "toy_keyword-tiny-lm_adapt100k-p20-class_label-s0",
+    ]
+    ok = json.loads((sweep / jobs[1] / "result.json").read_text())
+    assert ok["status"] == "finished" and ok["steps"] == 6
+    assert (sweep / jobs[1] / "best/prompt.safetensors").exists()
+    failed = json.loads((sweep / jobs[0] / "result.json").read_text())
+    assert failed["status"] == "failed"
+    assert "task 'rte': cannot load split 'train' of aps/super_glue (rte)" in failed["error"]
+    assert "set task.data_dir to local files" in failed["error"]
+
+
+def test_cli_bad_value_is_one_line_without_traceback(tmp_path):
+    proc = run_cli("experiment=smoke", "prompt_len=0", f"paths.root={tmp_path}", cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: prompt_len must be an integer >= 1; got 0"
+    assert not list(tmp_path.glob("runs/*/result.json"))
