@@ -13,6 +13,7 @@ with all tasks finished) are not drawn; a single seed draws no error bar.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,40 @@ def figure1(
     paths = save_figure(fig, out_dir, "figure1")
     plt.close(fig)
     return paths
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m repro.plots results/<name>.csv -o results/figures [--tasks t1 t2] [--figure1]`."""
+    import argparse
+
+    from repro.collect import load_frame
+
+    parser = argparse.ArgumentParser(prog="python -m repro.plots", description=main.__doc__)
+    parser.add_argument("frame", help="a run frame written by python -m repro.collect")
+    parser.add_argument("-o", "--out-dir", default="results/figures", help="where PNG+PDF go")
+    parser.add_argument(
+        "--tasks", nargs="+", help="tasks averaged per point (default: SuperGLUE's 8)"
+    )
+    parser.add_argument("--figure1", action="store_true", help="also draw Figure 1")
+    parser.add_argument("--reference", default="results/paper/reference.csv")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_frame(args.frame)
+        written = figure3(runs, args.out_dir, tasks=args.tasks)
+        if args.figure1:
+            written["figure1"] = figure1(
+                runs, args.out_dir, load_reference(args.reference), tasks=args.tasks
+            )
+    except (OSError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, paths in written.items():
+        print(f"{name}: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
