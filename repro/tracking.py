@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import netrc
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +126,13 @@ class WandbSink:
     ):
         import wandb
 
-        if mode is None:  # never block on a login prompt: no key → offline
-            has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists()
-            mode = os.environ.get("WANDB_MODE") or ("online" if has_key else "offline")
         self._run = wandb.init(
             project=project,
             entity=entity,
             group=group,
             name=name,
             tags=tags,
-            mode=mode,
+            mode=mode or default_mode(),
             config=dict(config),
             dir=str(run_dir),
             id=resume_id,
@@ -141,11 +140,16 @@ class WandbSink:
             reinit="finish_previous",
         )
         self.run_id = getattr(self._run, "id", None)
+        # The trainer's step restarts at 0 for each task of a task=superglue job and goes back
+        # to the checkpoint on resume, but W&B drops every row logged with a `step=` below the
+        # last one. So rows go on W&B's own counter and charts use the trainer's step as x.
+        for kind in ("train", "eval"):
+            self._run.define_metric(f"{kind}/*", step_metric=f"{kind}/step")
 
     def log(self, record: Mapping[str, Any], step: int) -> None:
         kind = record.get("kind", "train")
         flat = {f"{kind}/{k}": v for k, v in record.items() if k not in ("kind", "step")}
-        self._run.log(flat, step=step)
+        self._run.log({**flat, f"{kind}/step": step})
 
     def summary(self, result: Mapping[str, Any]) -> None:
         for key, value in _jsonable(result).items():
@@ -153,6 +157,23 @@ class WandbSink:
 
     def finish(self, failed: bool = False) -> None:
         self._run.finish(exit_code=1 if failed else 0)
+
+
+def default_mode() -> str:
+    """The W&B mode when ``logger.mode`` is null: ``$WANDB_MODE`` if set, else online only when
+    an API key is configured (``$WANDB_API_KEY`` or a netrc entry for the W&B host), else offline
+    — so a run never blocks on a login prompt or fails for want of a key."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:  # a .netrc that only holds other hosts (git, the HF hub) is no W&B key
+        has_key = netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        has_key = False
+    return "online" if has_key else "offline"
 
 
 def build_sink(cfg, *, name: str, group: str, config: Mapping[str, Any], run_dir: Path, tags):
