@@ -145,6 +145,31 @@ def _micro_batches(
     ]
 
 
+def forward_backward(
+    model: PromptedT5, micro: Sequence[dict[str, torch.Tensor]], device, autocast, step: int
+) -> float:
+    """Accumulate the prompt's gradient over micro-batches; returns the batch's mean token loss.
+
+    Each micro-batch loss is weighted by its share of the batch's target tokens, so the
+    accumulated gradient equals that of one big batch (token-mean cross-entropy).
+    """
+    total_tokens = sum(int((b["labels"] != -100).sum()) for b in micro)
+    loss_value = 0.0
+    for batch in micro:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        weight = int((batch["labels"] != -100).sum()) / total_tokens
+        with autocast:
+            loss, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"non-finite loss ({loss.item()}) at step {step}; "
+                "try a lower trainer.optimizer.lr or float32 weights"
+            )
+        (loss * weight).backward()
+        loss_value += loss.item() * weight
+    return loss_value
+
+
 def train(
     model: PromptedT5,
     train_ids: Sequence[Sequence[int]],
@@ -171,6 +196,7 @@ def train(
         stop: checked after every step; when set, ``last/`` is saved and ``Interrupted`` raised.
     """
     stop = stop or StopFlag()
+    out_dir.mkdir(parents=True, exist_ok=True)
     metrics_log = MetricsLog(out_dir / "metrics.jsonl")
     optimizer = build_prompt_optimizer(model.trainable_parameters(), **asdict(cfg.optimizer))
     torch.manual_seed(seed)
@@ -217,25 +243,11 @@ def train(
         idx = order[state.position]
         state.position += 1
         micro = _micro_batches(idx, train_ids, train_labels, cfg.grad_accum, pad_id)
-        total_tokens = sum(int((b["labels"] != -100).sum()) for b in micro)
 
-        # forward/backward/step — micro-batch losses weighted by their share of target tokens,
-        # so accumulation gives the same gradient as one big batch
+        # forward/backward/step
         step_start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = 0.0
-        for batch in micro:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            weight = int((batch["labels"] != -100).sum()) / total_tokens
-            with autocast:
-                loss, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"non-finite loss ({loss.item()}) at step {state.step + 1}; "
-                    "try a lower trainer.optimizer.lr or float32 weights"
-                )
-            (loss * weight).backward()
-            loss_value += loss.item() * weight
+        loss_value = forward_backward(model, micro, device, autocast, state.step + 1)
         optimizer.step()
         state.step += 1
         session_steps += 1
