@@ -548,8 +548,13 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
                 f"{', '.join(diffs)}); use another paths.lm_adapt_dir or delete {out}"
             )
     tokenizer = AutoTokenizer.from_pretrained(source)
+    # fp32 master weights whatever model.dtype says (prompt tuning's frozen-backbone dtype);
+    # bf16 activations are lm_adapt.bf16_autocast
+    kwargs = {"dtype": torch.float32}
+    if run.model.attn_implementation:
+        kwargs["attn_implementation"] = run.model.attn_implementation
     model = T5ForConditionalGeneration.from_pretrained(
-        str(state_dir) if saved else source, dtype=torch.float32
+        str(state_dir) if saved else source, **kwargs
     )
     set_dropout(model, cfg.dropout)
     model.to(device).train()

@@ -375,3 +375,21 @@ def adapted_positions(adapted, step: int) -> list[list[int]]:
         (adapted["lm_dir"] / "tiny" / f"step_{step}" / "manifest.json").read_text()
     )
     return manifest["data_positions"]
+
+
+def test_streamed_corpus_reads_from_the_skip_point(monkeypatch):
+    """The C4 path (no network here): load_dataset(..., streaming=True) → texts, .skip() on resume."""
+    import datasets
+
+    def fake_load_dataset(path, name, split, streaming):
+        assert (path, name, split, streaming) == ("allenai/c4", "en", "train", True)
+        texts = [{"text": f"doc {i}", "url": "u"} for i in range(5)]
+        return datasets.IterableDataset.from_generator(lambda: iter(texts))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    corpus = open_corpus(LMAdaptConfig(steps=[1]))
+    assert corpus.name == "allenai/c4:en:train" and corpus.size is None
+    resumed = read_documents(corpus, 3, rank=0, world=1)
+    assert [next(resumed) for _ in range(2)] == [(3, "doc 3"), (4, "doc 4")]
+    with pytest.raises(ValueError, match="ran out after 5 documents"):
+        list(read_documents(corpus, 0, rank=0, world=1))
