@@ -74,7 +74,7 @@ def test_official_values_are_one_override_away():
 def test_smoke_experiment_uses_only_local_assets():
     cfg = compose_config("experiment=smoke")
     assert cfg.model.size == "tiny" and cfg.model.build_tiny and cfg.model.path
-    assert cfg.task.name == "toy_polarity" and cfg.task.data_dir
+    assert cfg.task.name == "toy_keyword" and cfg.task.data_dir
 
 
 @pytest.mark.parametrize(
