@@ -428,10 +428,11 @@ def save_state(
     *,
     step: int,
     positions: list[list[int]],
+    rngs: list[dict[str, Any]],
     fingerprint: dict[str, Any],
     manifest: dict[str, Any],
 ) -> None:
-    """``last/``: weights (safetensors), optimizer, step, RNG, data position of every rank."""
+    """``last/``: weights (safetensors), optimizer, step, RNG and data position of every rank."""
     staging = _staging(directory)
     model.save_pretrained(staging)
     torch.save(
@@ -439,7 +440,7 @@ def save_state(
             "step": step,
             "positions": positions,
             "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(),
+            "rng": rngs,
             "fingerprint": fingerprint,
         },
         staging / STATE_FILE,
@@ -467,6 +468,15 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+
+
+def _gather(value: Any, world: int) -> list[Any]:
+    """``value`` of every rank, in rank order (every rank must call this at the same point)."""
+    if world == 1:
+        return [value]
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -534,15 +544,15 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
     mine = fingerprint(run, source, corpus, world)
 
     # setup: weights from last/ when resuming, else the source checkpoint
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)  # dropout masks differ across ranks
+    random.seed(cfg.seed + rank)
     state_dir = find_state(out / "last")
     saved = None
     if state_dir is not None:
         saved = torch.load(state_dir / STATE_FILE, weights_only=True)  # data, never code
         if saved["fingerprint"] != mine:
-            diffs = sorted(k for k in set(mine) | set(saved["fingerprint"])
-                           if mine.get(k) != saved["fingerprint"].get(k))  # fmt: skip
+            theirs = saved["fingerprint"]
+            diffs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(
                 f"{state_dir} holds LM adaptation with different settings (differs in: "
                 f"{', '.join(diffs)}); use another paths.lm_adapt_dir or delete {out}"
@@ -562,7 +572,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
     step, positions = 0, [[0, 0] for _ in range(world)]
     if saved:
         optimizer.load_state_dict(saved["optimizer"])
-        _set_rng_state(saved["rng"])
+        _set_rng_state(saved["rng"][rank])
         step, positions = saved["step"], saved["positions"]
         log.info("resuming LM adaptation from step %d (%s)", step, state_dir)
     todo = [s for s in cfg.steps if s > step]
@@ -663,11 +673,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
         step += 1
         if world > 1:
             torch.distributed.all_reduce(loss_sum)
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, stream.position)
-            positions = [list(p) for p in gathered]
-        else:
-            positions = [list(stream.position)]
+        positions = [list(p) for p in _gather(stream.position, world)]
         loss_value = float(loss_sum) / tokens
 
         # log
@@ -692,6 +698,8 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
         if rank == 0 and listed:
             save_step_checkpoint(out / f"step_{step}", model, tokenizer, manifest(step))
             log.info("wrote %s", out / f"step_{step}")
+        if listed or step % cfg.save_every == 0:
+            rngs = _gather(_rng_state(), world)
         if rank == 0 and (listed or step % cfg.save_every == 0):
             save_state(
                 out / "last",
@@ -699,6 +707,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
                 optimizer,
                 step=step,
                 positions=positions,
+                rngs=rngs,
                 fingerprint=mine,
                 manifest=manifest(step),
             )
