@@ -1,0 +1,354 @@
+"""Every sweep file: its launch command, its jobs as Hydra's sweeper makes them, their configs.
+
+Jobs are expanded exactly as ``python -m repro.run -m --config-dir <dir> --config-name <file>``
+does: the file's ``hydra.sweeper.params`` first, then the command line, through Hydra's own
+override parser and ``BasicSweeper.split_arguments`` — without launching anything. The smoke
+twins then run end to end (slow): their header commands as written, shrunk, → collect → plot.
+"""
+
+import itertools
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
+
+import repro.run  # noqa: F401  (registers the run-name resolver and the config schemas)
+from repro.collect import PAPER_DEFAULTS, collect_runs
+from repro.config import Config, to_config
+from repro.run import RunError, checkpoint_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SWEEPS = ROOT / "sweeps"
+SMOKE = SWEEPS / "smoke"
+
+SIZES = ("small", "base", "large", "xl", "xxl")
+SEEDS = (0, 1, 2)
+# sweep file → the axis it varies and the paper's values (Figure 3 legends; Figure 1: size only)
+PANELS = {
+    "fig3a_prompt_len": ("prompt_len", (1, 5, 20, 100, 150)),
+    "fig3b_init": ("init", ("random_uniform", "sampled_vocab", "class_label")),
+    "fig3c_objective": ("objective", ("span_corruption", "span_corruption_sentinel", "lm_adapt")),
+    "fig3d_lm_adapt_steps": ("lm_adapt_steps", (0, 10_000, 50_000, 100_000)),
+    "fig1_scale": (None, ()),
+}
+# smoke twin → its axis values on the tiny model and its seeds
+TWINS = {
+    "fig3a_prompt_len": ("prompt_len", (1, 5, 20), (0, 1)),
+    "fig3b_init": ("init", ("random_uniform", "sampled_vocab", "class_label"), (0, 1)),
+    "fig3c_objective": (
+        "objective",
+        ("span_corruption", "span_corruption_sentinel", "lm_adapt"),
+        (0, 1),
+    ),
+    "fig3d_lm_adapt_steps": ("lm_adapt_steps", (0, 20, 50), (0, 1)),
+    "fig1_scale": (None, (), (0, 1, 2)),
+}
+
+
+# --- expanding a sweep as Hydra does -----------------------------------------------------------
+
+
+def _init(sweep_dir: Path | None):
+    """Compose context: conf/ alone, or a sweep dir with conf/ on the search path (--config-dir)."""
+    return initialize_config_dir(config_dir=str(sweep_dir or CONF), version_base="1.3")
+
+
+def _searchpath(sweep_dir: Path | None) -> list[str]:
+    return [f"hydra.searchpath=[file://{CONF}]"] if sweep_dir else []
+
+
+def sweep_jobs(sweep_dir: Path | None, name: str, *overrides: str) -> list[list[str]]:
+    """The override list of every job of ``python -m repro.run -m [--config-dir sweep_dir
+    --config-name name] overrides...``, in launch order."""
+    with _init(sweep_dir):
+        cfg = compose(name, overrides=_searchpath(sweep_dir), return_hydra_config=True)
+        params = cfg.hydra.sweeper.params or {}
+        args = [f"{k}={v}" for k, v in params.items()] + list(overrides)
+        parsed = OverridesParser.create().parse_overrides(args)
+        (jobs,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return jobs
+
+
+def compose_job(sweep_dir: Path | None, name: str, job: list[str]) -> tuple[Config, str]:
+    """One job's validated config and its Hydra sweep directory."""
+    with _init(sweep_dir):
+        cfg = compose(name, overrides=[*_searchpath(sweep_dir), *job], return_hydra_config=True)
+    sweep_dir_value = OmegaConf.select(cfg, "hydra.sweep.dir")
+    with open_dict(cfg):
+        del cfg["hydra"]  # its runtime fields are only filled in by a real launch
+    return to_config(cfg), sweep_dir_value
+
+
+def job_dict(job: list[str]) -> dict[str, str]:
+    return dict(o.split("=", 1) for o in job)
+
+
+def header(path: Path) -> str:
+    """The comment block above the first YAML line."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# "))
+    return "\n".join(lines)
+
+
+def axis_value(cfg: Config, axis: str):
+    return cfg.axes[axis]
+
+
+# --- the GPU sweeps ----------------------------------------------------------------------------
+
+
+def test_one_sweep_file_and_one_twin_per_panel():
+    assert sorted(p.stem for p in SWEEPS.glob("*.yaml")) == sorted(PANELS)
+    assert sorted(p.stem for p in SMOKE.glob("*.yaml")) == sorted(TWINS)
+
+
+@pytest.mark.parametrize("stem", sorted(PANELS))
+def test_sweep_header_has_the_exact_launch_command(stem):
+    text = header(SWEEPS / f"{stem}.yaml")
+    assert f"python -m repro.run -m --config-dir sweeps --config-name {stem}\n" in text + "\n"
+    assert f"python -m repro.collect multirun/{stem} -o results/{stem}.csv" in text
+
+
+@pytest.mark.parametrize("stem", sorted(PANELS))
+def test_sweep_covers_5_sizes_x_its_values_x_3_seeds(stem):
+    axis, values = PANELS[stem]
+    jobs = [job_dict(j) for j in sweep_jobs(SWEEPS, stem)]
+    want = {
+        (size, *((str(v),) if axis else ()), str(seed))
+        for size, v, seed in itertools.product(SIZES, values or [None], SEEDS)
+    }
+    got = [(j["model"], *((j[axis],) if axis else ()), j["seed"]) for j in jobs]
+    assert len(got) == len(set(got)) == 5 * max(len(values), 1) * 3
+    assert set(got) == want
+    assert all(set(j) == {"model", "seed", *([axis] if axis else [])} for j in jobs)
+
+
+def _diagonal(jobs: list[list[str]], stem: str) -> list[list[str]]:
+    """A few jobs that between them take every size, every axis value and every seed."""
+    axis, values = PANELS[stem]
+    n = max(len(SIZES), len(values))
+    picks = []
+    for i in range(n):
+        want = {"model": SIZES[i % 5], "seed": str(SEEDS[i % 3])}
+        if axis:
+            want[axis] = str(values[i % len(values)])
+        picks += [j for j in jobs if job_dict(j) == want]
+    assert len(picks) == n
+    return picks
+
+
+def _check_gpu_job(cfg: Config, sweep_dir: str, stem: str, job: dict[str, str]) -> None:
+    axis, _ = PANELS[stem]
+    assert cfg.model.size == job["model"] and cfg.seed == int(job["seed"])
+    assert cfg.sweep_name == stem and sweep_dir == f"./multirun/{stem}"
+    assert cfg.task.name == "superglue" and cfg.task.data_dir is None
+    assert cfg.model.path is None and cfg.logger.name == "none"
+    # non-ablated axes at the paper's defaults
+    for other, default in PAPER_DEFAULTS.items():
+        if other == axis or (axis == "objective" and other == "lm_adapt_steps"):
+            continue
+        assert axis_value(cfg, other) == default, (stem, other)
+    if axis:
+        assert str(axis_value(cfg, axis)) == job[axis]
+    # the paper's trainer: 30K steps, batch 32, constant lr 0.3 Adafactor, eval every 1K
+    t = cfg.trainer
+    assert (t.steps, t.batch_size, t.grad_accum, t.eval_every) == (30_000, 32, 1, 1_000)
+    assert (t.optimizer.lr, t.optimizer.decay_rate, t.optimizer.weight_decay) == (0.3, 0.8, 1e-5)
+    assert t.optimizer.weight_decay_lr_scaled is False and t.z_loss == 0.0
+    assert cfg.init.low == -0.5 and cfg.model.dropout == 0.1
+
+
+def _expected_checkpoint(cfg: Config) -> str | None:
+    size = cfg.model.size
+    if cfg.objective.name != "lm_adapt" or cfg.lm_adapt_steps == 0:
+        return f"google/t5-v1_1-{size}"
+    if cfg.lm_adapt_steps == 100_000:
+        return f"google/t5-{size}-lm-adapt"
+    return None  # the suite's own; missing here
+
+
+def _check_checkpoint(cfg: Config) -> None:
+    want = _expected_checkpoint(cfg)
+    if want is not None:
+        assert checkpoint_for(cfg) == want
+    else:
+        with pytest.raises(RunError, match=f"python -m repro.lm_adapt model={cfg.model.size}"):
+            checkpoint_for(cfg)
+
+
+@pytest.mark.parametrize("stem", sorted(PANELS))
+def test_sweep_jobs_compose_at_the_paper_defaults(stem):
+    jobs = sweep_jobs(SWEEPS, stem)
+    names = set()
+    for job in _diagonal(jobs, stem):
+        cfg, sweep_dir = compose_job(SWEEPS, stem, job)
+        _check_gpu_job(cfg, sweep_dir, stem, job_dict(job))
+        _check_checkpoint(cfg)
+        names.add(cfg.name)
+    assert len(names) == len(_diagonal(jobs, stem))  # one run directory per job
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", sorted(PANELS))
+def test_every_job_of_every_sweep_composes(stem):
+    names = set()
+    for job in sweep_jobs(SWEEPS, stem):
+        cfg, sweep_dir = compose_job(SWEEPS, stem, job)
+        _check_gpu_job(cfg, sweep_dir, stem, job_dict(job))
+        _check_checkpoint(cfg)
+        names.add(cfg.name)
+    assert len(names) == len(sweep_jobs(SWEEPS, stem))
+
+
+def test_command_line_overrides_narrow_a_sweep():
+    jobs = sweep_jobs(SWEEPS, "fig3a_prompt_len", "model=small", "seed=0", "logger=wandb")
+    assert [job_dict(j)["prompt_len"] for j in jobs] == ["1", "5", "20", "100", "150"]
+    cfg, _ = compose_job(SWEEPS, "fig3a_prompt_len", jobs[0])
+    assert (cfg.model.size, cfg.seed, cfg.logger.name) == ("small", 0, "wandb")
+    assert cfg.sweep_name == "fig3a_prompt_len"  # the W&B group
+
+
+def test_the_users_plain_prompt_len_sweep_keeps_working():
+    """`python -m repro.run -m prompt_len=1,5,20,100,150`, as the user wrote it."""
+    jobs = sweep_jobs(None, "config", "prompt_len=1,5,20,100,150")
+    assert jobs == [[f"prompt_len={p}"] for p in (1, 5, 20, 100, 150)]
+    for job, p in zip(jobs, (1, 5, 20, 100, 150), strict=True):
+        cfg, sweep_dir = compose_job(None, "config", job)
+        assert cfg.prompt_len == p and sweep_dir == "./multirun/sweep"
+        assert cfg.name == f"superglue-base-lm_adapt100k-p{p}-class_label-s0"
+        assert (cfg.model.size, cfg.init.name, cfg.objective.name) == (
+            "base",
+            "class_label",
+            "lm_adapt",
+        )
+
+
+# --- the smoke twins ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stem", sorted(TWINS))
+def test_smoke_twin_composes_on_the_tiny_model(stem, tmp_path):
+    axis, values, seeds = TWINS[stem]
+    text = header(SMOKE / f"{stem}.yaml")
+    assert f"python -m repro.run -m --config-dir sweeps/smoke --config-name {stem}" in text
+    jobs = sweep_jobs(SMOKE, stem, f"paths.cache_dir={tmp_path}")
+    assert len(jobs) == max(len(values), 1) * len(seeds)
+    lm_dir = tmp_path / "lm_adapt/tiny"
+    for steps in (20, 50):  # what `python -m repro.lm_adapt model=tiny ...` makes for 3(d)
+        (lm_dir / f"step_{steps}").mkdir(parents=True)
+        (lm_dir / f"step_{steps}/config.json").write_text("{}")
+    names, checkpoints = set(), {}
+    for job in jobs:
+        cfg, sweep_dir = compose_job(SMOKE, stem, job)
+        assert cfg.model.size == "tiny" and cfg.task.name == "toy_keyword"
+        assert cfg.trainer.steps == 200 and cfg.sweep_name == f"smoke_{stem}"
+        assert sweep_dir == f"./multirun/smoke_{stem}"
+        assert cfg.seed in seeds
+        if axis:
+            assert axis_value(cfg, axis) in values
+        names.add(cfg.name)
+        checkpoints[axis_value(cfg, axis) if axis else None] = checkpoint_for(cfg)
+    assert len(names) == len(jobs)  # distinct run directories
+    tiny = str(tmp_path / "tiny-t5")
+    if stem == "fig3d_lm_adapt_steps":  # the axis picks a different backbone per value
+        assert checkpoints == {0: tiny, 20: str(lm_dir / "step_20"), 50: str(lm_dir / "step_50")}
+    else:  # one tiny checkpoint for every job (3(c) cannot pick different objectives)
+        assert set(checkpoints.values()) == {tiny}
+
+
+def _header_commands(path: Path) -> list[list[str]]:
+    """The shell commands of a header (lines starting with a command or VAR=value)."""
+    out = []
+    for line in header(path).splitlines():
+        words = shlex.split(line) if line.strip() else []
+        i = 0
+        while i < len(words) and "=" in words[i] and not words[i].startswith("-"):
+            i += 1
+        if i < len(words) and (words[i] == "python" or words[i] == "jupyter"):
+            out.append(words)
+    return out
+
+
+def _run(words: list[str], cwd: Path, env: dict, extra: list[str] = ()) -> None:
+    """Run one header command (leading VAR=value words go to the environment)."""
+    assigns, program = words[: _first_program(words)], words[_first_program(words) :]
+    if program[0] == "python":
+        program = [sys.executable, *program[1:]]
+    env = {**env, **dict(a.split("=", 1) for a in assigns)}
+    proc = subprocess.run(
+        [*program, *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, f"{' '.join(words)}\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}"
+
+
+def _first_program(words: list[str]) -> int:
+    return next(i for i, w in enumerate(words) if w in ("python", "jupyter"))
+
+
+# Test-size runs: the twins' own commands with fewer steps and dev examples.
+SHRINK = ["trainer.steps=16", "trainer.eval_every=8", "task.max_eval_examples=32"]
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_t5_dir):
+    """A directory to run header commands in verbatim: sweeps/, analysis/ and the paper table
+    linked in, the session's tiny model in a fresh cache (REPRO_CACHE)."""
+    for sub in ("sweeps", "analysis"):
+        (tmp_path / sub).symlink_to(ROOT / sub)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results/paper").symlink_to(ROOT / "results/paper")
+    shutil.copytree(tiny_t5_dir, tmp_path / "cache/tiny-t5")
+    env = {**os.environ, "REPRO_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env["REPRO_ROOT"] = str(tmp_path)  # relative paths in the notebooks: this directory
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return tmp_path, env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", sorted(TWINS))
+def test_smoke_twin_runs_end_to_end_and_plots(stem, workdir):
+    cwd, env = workdir
+    axis, values, seeds = TWINS[stem]
+    commands = _header_commands(SMOKE / f"{stem}.yaml")
+    for words in commands:  # as written; the training runs shrunk
+        prog = words[_first_program(words) :]
+        _run(words, cwd, env, SHRINK if prog[:3] == ["python", "-m", "repro.run"] else [])
+
+    runs = collect_runs([cwd / f"multirun/smoke_{stem}"])
+    assert len(runs) == max(len(values), 1) * len(seeds)
+    assert (runs["status"] == "finished").all(), runs[["status", "error"]]
+    assert set(runs["seed"]) == set(seeds)
+    if axis:
+        assert set(runs[axis]) == set(values)
+    figures = cwd / "results/smoke/figures"
+    png = figures / ("figure1.png" if stem == "fig1_scale" else f"figure3{stem[4]}_{axis}.png")
+    assert png.exists() and png.stat().st_size > 10_000
+
+    if stem == "fig3c_objective":  # one tiny checkpoint: these two are the same run
+        by = runs.set_index(["objective", "seed"])["score"]
+        for seed in seeds:
+            assert by[("span_corruption", seed)] == by[("lm_adapt", seed)]
+    if stem == "fig3d_lm_adapt_steps":  # each value trained on its own backbone
+        import json
+
+        used = {
+            json.loads((Path(d) / "result.json").read_text())["checkpoint"] for d in runs["run_dir"]
+        }
+        cache = cwd / "cache"
+        assert used == {
+            str(cache / "tiny-t5"),
+            str(cache / "lm_adapt/tiny/step_20"),
+            str(cache / "lm_adapt/tiny/step_50"),
+        }
