@@ -8,6 +8,7 @@ twins then run end to end (slow): their header commands as written, shrunk, → 
 
 import itertools
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -269,16 +270,9 @@ def test_smoke_twin_composes_on_the_tiny_model(stem, tmp_path):
 
 
 def _header_commands(path: Path) -> list[list[str]]:
-    """The shell commands of a header (lines starting with a command or VAR=value)."""
-    out = []
-    for line in header(path).splitlines():
-        words = shlex.split(line) if line.strip() else []
-        i = 0
-        while i < len(words) and "=" in words[i] and not words[i].startswith("-"):
-            i += 1
-        if i < len(words) and (words[i] == "python" or words[i] == "jupyter"):
-            out.append(words)
-    return out
+    """The shell commands of a header: lines `[VAR=value ...] python|jupyter ...`."""
+    command = re.compile(r"^([A-Z_]+=\S+ )*(python|jupyter) ")
+    return [shlex.split(line) for line in header(path).splitlines() if command.match(line)]
 
 
 def _run(words: list[str], cwd: Path, env: dict, extra: list[str] = ()) -> None:
@@ -322,6 +316,9 @@ def test_smoke_twin_runs_end_to_end_and_plots(stem, workdir):
     cwd, env = workdir
     axis, values, seeds = TWINS[stem]
     commands = _header_commands(SMOKE / f"{stem}.yaml")
+    assert len(commands) == (
+        4 if stem == "fig3d_lm_adapt_steps" else 3
+    )  # [lm_adapt,] run, collect, plot
     for words in commands:  # as written; the training runs shrunk
         prog = words[_first_program(words) :]
         _run(words, cwd, env, SHRINK if prog[:3] == ["python", "-m", "repro.run"] else [])
