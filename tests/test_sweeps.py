@@ -349,3 +349,17 @@ def test_smoke_twin_runs_end_to_end_and_plots(stem, workdir):
             str(cache / "lm_adapt/tiny/step_20"),
             str(cache / "lm_adapt/tiny/step_50"),
         }
+
+
+def test_readme_figure3a_commands_are_the_sweep_files_own():
+    """The README's "Reproduce Figure 3(a)" commands = the headers' (which the tests run)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Reproduce Figure 3(a)", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    gpu, smoke = (b.strip().splitlines() for b in blocks)
+    in_header = [" ".join(c) for c in _header_commands(SWEEPS / "fig3a_prompt_len.yaml")]
+    assert gpu == in_header
+    assert smoke == [" ".join(c) for c in _header_commands(SMOKE / "fig3a_prompt_len.yaml")]
+    image = re.search(r"!\[[^\]]*\]\((results/smoke/[^)]+\.png)\)", section).group(1)
+    assert (ROOT / image).stat().st_size > 10_000
+    assert "tiny-model smoke run" in section
