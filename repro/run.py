@@ -9,11 +9,16 @@ prompts one after the other in ``<run_dir>/<task>/``). The flow:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,25 @@ log = logging.getLogger("repro.run")
 
 # Keys that do not change what a run computes: a finished run with only these different is
 # the same run (a relaunched sweep skips it).
-NON_RESULT_KEYS = ("logger", "paths", "sweep_name", "name")
+NON_RESULT_KEYS = ("logger", "paths", "sweep_name", "name", "dry_run", "cost")
+# Model keys that only describe the checkpoint's shape or where/how it runs, not what it computes.
+NON_RESULT_MODEL_KEYS = (
+    "gradient_checkpointing",
+    "device_map",
+    "num_layers",
+    "num_heads",
+    "d_kv",
+    "d_ff",
+    "vocab_size",
+    "trust_remote_code",
+)
+
+# Exit code of a run stopped by a preemption signal after checkpointing: sysexits' EX_TEMPFAIL
+# ("try again later"). Clusters can requeue on it (slurm.conf RequeueExit=75); see docs/cluster.md.
+EXIT_REQUEUE = 75
+# SIGTERM: SLURM's preemption / scancel; SIGUSR1: `sbatch --signal=USR1@120` before the time
+# limit; SIGUSR2: submitit's default preemption/timeout signal (hydra/launcher=slurm).
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 
 
 class RunError(Exception):
@@ -81,6 +104,8 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
         plain.pop(key, None)
     plain["trainer"].pop("progress", None)
     plain["trainer"].pop("stop_after_steps", None)
+    for key in NON_RESULT_MODEL_KEYS:
+        plain["model"].pop(key, None)
     return plain
 
 
@@ -109,6 +134,13 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(f"{prefix}{key}")
     return out
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Readers (and a killed writer) see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:
@@ -270,7 +302,7 @@ def run_experiment(
     checkpoint = checkpoint_for(cfg)
     prepare_assets(cfg, names)
     write_json_atomic(run_dir / "fingerprint.json", fingerprint(cfg))
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     backbone = load_backbone(
@@ -294,6 +326,9 @@ def run_experiment(
         if done and done.get("status") == "finished":
             results[name] = done
             continue
+        if stop is not None and stop.reason:  # a signal came between tasks: start no new one
+            interrupted = f"stopped before task {name} ({stop.reason}); run again to resume"
+            break
         try:
             result = train_task(cfg, name, backbone, tokenizer, checkpoint, out_dir, sink, stop)
         except Interrupted as err:  # state is in last/; no result.json until the run ends
@@ -343,6 +378,53 @@ def prepare_assets(cfg: Config, names) -> None:
                 write_toy_data(name, data_dir)
 
 
+# --- preemption ------------------------------------------------------------------------------
+
+
+class PreemptionHandler:
+    """Turns a preemption signal into a set ``StopFlag``: the loop checkpoints ``last/`` and stops.
+
+    The signal handler itself only sets the flag (no I/O inside a handler); the training loop
+    sees it after the current step. ``forward`` then hands the signal to whatever handler was
+    installed before ours — under hydra-submitit-launcher that is submitit's, which requeues the
+    job — once our checkpoint is on disk.
+    """
+
+    def __init__(self, stop: StopFlag):
+        self.stop = stop
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __call__(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.stop.set(f"received {signal.Signals(signum).name}")
+
+    def forward(self) -> None:
+        """Call the handler ours replaced for the received signal (e.g. submitit's requeue)."""
+        previous = self.previous.get(self.signum)
+        if callable(previous):
+            previous(self.signum, None)
+
+
+@contextlib.contextmanager
+def preemption_signals(stop: StopFlag) -> Iterator[PreemptionHandler]:
+    """While inside, SIGTERM/SIGUSR1/SIGUSR2 set ``stop`` instead of killing the process."""
+    handler = PreemptionHandler(stop)
+    if threading.current_thread() is not threading.main_thread():
+        yield handler  # signal handlers can only be installed from the main thread
+        return
+    for name in PREEMPTION_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            handler.previous[signum] = signal.signal(signum, handler)
+    try:
+        yield handler
+    finally:
+        for signum, previous in handler.previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+
 # --- the Hydra entry --------------------------------------------------------------------------
 
 
@@ -352,9 +434,18 @@ def main(dcfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode.name == "MULTIRUN"
     cfg = None
+    stop = StopFlag()
     try:
         cfg = to_config(dcfg)
-        summary = run_experiment(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices))
+        with preemption_signals(stop) as preemption:
+            summary = run_experiment(
+                cfg, run_dir, choices=dict(hydra_cfg.runtime.choices), stop=stop
+            )
+            if summary["status"] == "interrupted" and preemption.signum is not None:
+                # last/ is on disk: let the launcher requeue (submitit), else exit so SLURM can
+                print(f"{run_dir}: {summary['error']}", file=sys.stderr)
+                preemption.forward()
+                sys.exit(EXIT_REQUEUE)
     except (RunError, ValueError, KeyError, OSError, OmegaConfBaseException) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"error: {message}", file=sys.stderr)

@@ -206,7 +206,9 @@ def train(
         state = TrainState()
     else:
         log.info("resuming from step %d", state.step)
-        metrics_log.truncate_after(state.step)
+    # Drop what a killed session logged past its checkpoint (everything, if it never saved one):
+    # those steps are done again, and no line may appear twice.
+    metrics_log.truncate_after(state.step)
     lengths = [len(x) for x in train_ids]
     order = length_batches(lengths, cfg.batch_size, shuffle=True, seed=seed, epoch=state.epoch)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)

@@ -1,0 +1,197 @@
+"""Preemption and crashes: a killed or signalled smoke run resumes to an uninterrupted run's
+numbers, leaves no torn or duplicated file, and a relaunched sweep skips its finished jobs."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from repro.run import EXIT_REQUEUE
+from repro.tracking import MetricsLog
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 30
+SHRINK = [
+    f"trainer.steps={STEPS}",
+    "trainer.eval_every=10",
+    "trainer.log_every=1",  # one train line per step: every step's loss is compared
+    "task.max_eval_examples=16",
+]
+
+
+def smoke_args(tiny_t5_dir, root: Path, *extra: str) -> list[str]:
+    return [
+        "experiment=smoke",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={root}",
+        f"paths.cache_dir={root / 'cache'}",
+        *SHRINK,
+        *extra,
+    ]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "repro.run", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def run_dir_of(root: Path) -> Path:
+    (run_dir,) = (root / "runs").iterdir()
+    return run_dir
+
+
+def wait_for_run_dir(root: Path, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while not (root / "runs").exists() or not any((root / "runs").iterdir()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the run never started"
+        time.sleep(0.01)
+    return run_dir_of(root)
+
+
+def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, timeout: float = 240) -> int:
+    """Poll ``metrics`` until a train line of step >= ``step`` appears; returns the step seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (code {proc.returncode}) before step {step}")
+        steps = [r["step"] for r in MetricsLog(metrics).read()]  # a line being written: skipped
+        if steps and max(steps) >= step:
+            return max(steps)
+        time.sleep(0.01)
+    raise AssertionError(f"no step {step} within {timeout} s")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    # json.loads on every line: a torn line fails the test here
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_intact(run_dir: Path) -> None:
+    """Every file parses; no (kind, step) line twice; no staging file left behind."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    keys = [(r["kind"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)), f"duplicated metrics lines: {keys}"
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, STEPS + 1))
+    for name in ("result.json", "fingerprint.json", "best/prompt.json", "last/prompt.json"):
+        json.loads((run_dir / name).read_text())
+    for name in ("best", "last"):
+        assert load_file(run_dir / name / "prompt.safetensors")["prompt"].shape == (20, 32)
+    torch.load(run_dir / "last/trainer_state.pt", weights_only=True)
+    leftovers = [p for p in run_dir.rglob("*") if p.name.endswith((".tmp", ".old"))]
+    assert not leftovers, leftovers
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    mine, ref = (json.loads((d / "result.json").read_text()) for d in (run_dir, reference))
+    keys = ("status", "metrics", "score", "best_step", "steps")
+    assert {k: mine[k] for k in keys} == {k: ref[k] for k in keys}
+    evals = [read_jsonl(d / "metrics.jsonl") for d in (run_dir, reference)]
+    assert [r for r in evals[0] if r["kind"] == "eval"] == [
+        r for r in evals[1] if r["kind"] == "eval"
+    ]
+    losses = [[(r["step"], r["loss"]) for r in e if r["kind"] == "train"] for e in evals]
+    assert losses[0] == losses[1]  # bit-equal, step by step
+    for name in ("best", "last"):
+        a = (run_dir / name / "prompt.safetensors").read_bytes()
+        assert a == (reference / name / "prompt.safetensors").read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_t5_dir) -> Path:
+    """One uninterrupted run, in a subprocess like the interrupted ones."""
+    root = tmp_path_factory.mktemp("reference")
+    code, err = finish(start(smoke_args(tiny_t5_dir, root)))
+    assert code == 0, err[-2000:]
+    return run_dir_of(root)
+
+
+def test_sigkill_at_a_random_step_then_restart_equals_an_uninterrupted_run(
+    tmp_path, tiny_t5_dir, reference
+):
+    # Up to step 20 of 30: before the first checkpoint (10) as often as after it.
+    k = random.randint(1, 20)
+    proc = start(smoke_args(tiny_t5_dir, tmp_path))
+    run_dir = wait_for_run_dir(tmp_path, proc)
+    seen = wait_for_step(run_dir / "metrics.jsonl", k, proc)
+    proc.send_signal(signal.SIGKILL)
+    code, _ = finish(proc)
+    assert code == -signal.SIGKILL, f"k={k}: the run ended on its own (code {code})"
+    assert not (run_dir / "result.json").exists(), f"k={k}"
+
+    code, err = finish(start(smoke_args(tiny_t5_dir, tmp_path)))
+    assert code == 0, f"k={k}, killed after step {seen}: {err[-2000:]}"
+    assert_intact(run_dir)
+    assert_same_run(run_dir, reference)
+
+
+def test_sigterm_checkpoints_exits_for_requeue_and_resumes(tmp_path, tiny_t5_dir, reference):
+    k = random.randint(1, 20)
+    proc = start(smoke_args(tiny_t5_dir, tmp_path))
+    run_dir = wait_for_run_dir(tmp_path, proc)
+    wait_for_step(run_dir / "metrics.jsonl", k, proc)
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc)
+    assert code == EXIT_REQUEUE, f"k={k}: {err[-2000:]}"
+    assert "received SIGTERM" in err and "run again to resume" in err
+    assert "Traceback" not in err
+    assert not (run_dir / "result.json").exists()
+    # the checkpoint is the step the loop stopped at, not only the last eval's
+    stopped = torch.load(run_dir / "last/trainer_state.pt", weights_only=True)["state"]["step"]
+    logged = max(r["step"] for r in read_jsonl(run_dir / "metrics.jsonl"))
+    assert k <= stopped == logged < STEPS
+
+    code, err = finish(start(smoke_args(tiny_t5_dir, tmp_path)))
+    assert code == 0, err[-2000:]
+    assert_intact(run_dir)
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.slow  # two launches of a 2-job sweep: ~1-2 min on 2 cores
+def test_relaunched_sweep_skips_finished_jobs_and_resumes_the_crashed_one(tmp_path, tiny_t5_dir):
+    args = ["-m", *smoke_args(tiny_t5_dir, tmp_path, "prompt_len=20,21")]
+    sweep = tmp_path / "multirun/smoke"
+    first = sweep / "toy_keyword-tiny-lm_adapt100k-p20-class_label-s0"
+    second = sweep / "toy_keyword-tiny-lm_adapt100k-p21-class_label-s0"
+    proc = start(args)
+    deadline = time.monotonic() + 240
+    while not (second / "metrics.jsonl").exists():  # job 1 done, job 2 training
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    wait_for_step(second / "metrics.jsonl", 5, proc)
+    proc.send_signal(signal.SIGKILL)  # the whole sweep crashes
+    finish(proc)
+    assert json.loads((first / "result.json").read_text())["status"] == "finished"
+    assert not (second / "result.json").exists()
+    kept = {
+        name: ((first / name).read_bytes(), (first / name).stat().st_mtime_ns)
+        for name in ("result.json", "metrics.jsonl", "best/prompt.safetensors")
+    }
+
+    code, err = finish(start(args))
+    assert code == 0, err[-2000:]
+    for name, (data, mtime) in kept.items():  # skipped: not a byte rewritten, not even touched
+        assert ((first / name).read_bytes(), (first / name).stat().st_mtime_ns) == (data, mtime)
+    result = json.loads((second / "result.json").read_text())
+    assert (result["status"], result["steps"], result["prompt_len"]) == ("finished", STEPS, 21)
+    keys = [(r["kind"], r["step"]) for r in read_jsonl(second / "metrics.jsonl")]
+    assert len(keys) == len(set(keys))
