@@ -23,6 +23,7 @@ SENTINEL_PLACEMENTS = ("targets", "inputs_and_targets")
 EVAL_MODES = ("generate", "rank")
 DTYPES = ("float32", "bfloat16", "float16")
 LOGGERS = ("none", "wandb")
+ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 
 
 def _check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -49,11 +50,24 @@ class ModelConfig:
     attn_implementation: str | None = None  # e.g. "sdpa" or "eager"; None = transformers' choice
     # The paper is silent on dropout; the official prompt-tuning gin configs keep T5's 0.1.
     dropout: float = 0.1
+    # Scale switches (docs/cluster.md); none changes what a run computes.
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    device_map: str | None = None  # from_pretrained's device_map ("auto": spread over GPUs)
+    trust_remote_code: bool = False  # never run a checkpoint's own code unless asked
+    # T5.1.1 shapes, for the cost estimate of a dry run (no weights are read for it).
+    num_layers: int | None = None  # encoder layers = decoder layers
+    num_heads: int | None = None
+    d_kv: int | None = None
+    d_ff: int | None = None
+    vocab_size: int | None = None
+    tie_word_embeddings: bool = False  # T5.1.1 has a separate LM head
 
     def __post_init__(self) -> None:
         _check_choice("model.dtype", self.dtype, DTYPES)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1); got {self.dropout}")
+        if self.attn_implementation is not None:
+            _check_choice("model.attn_implementation", self.attn_implementation, ATTENTIONS)
 
 
 @dataclass
@@ -174,6 +188,26 @@ class PathsConfig:
 
 
 @dataclass
+class CostConfig:
+    """What a dry run (``dry_run=true``) assumes to turn FLOPs into GPU-hours (docs/cluster.md)."""
+
+    gpu: str = "A100 bf16"  # only a label for the printout
+    peak_tflops: float = 312.0  # dense bf16 peak of an A100
+    utilisation: float = 0.4  # fraction of the peak a frozen-T5 step sustains (MFU)
+    input_len: int | None = None  # encoder input tokens per example; None = the task's maximum
+    target_len: int | None = None  # decoder tokens per example; None = the task's maximum
+
+    def __post_init__(self) -> None:
+        if not self.peak_tflops > 0:
+            raise ValueError(f"cost.peak_tflops must be > 0; got {self.peak_tflops}")
+        if not 0 < self.utilisation <= 1:
+            raise ValueError(f"cost.utilisation must be in (0, 1]; got {self.utilisation}")
+        for key in ("input_len", "target_len"):
+            if getattr(self, key) is not None:
+                _check_positive_int(f"cost.{key}", getattr(self, key))
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -187,6 +221,9 @@ class Config:
     lm_adapt_steps: int = 100_000  # 100K = the released LM-adapted checkpoints
     sweep_name: str = "sweep"
     name: str = MISSING  # run name; default built from the axes in conf/config.yaml
+    # Print parameters, memory, FLOPs and GPU-hours of the job(s) and exit; no weights loaded.
+    dry_run: bool = False
+    cost: CostConfig = field(default_factory=CostConfig)
 
     def __post_init__(self) -> None:
         _check_positive_int("prompt_len", self.prompt_len)

@@ -428,6 +428,38 @@ def preemption_signals(stop: StopFlag) -> Iterator[PreemptionHandler]:
 # --- the Hydra entry --------------------------------------------------------------------------
 
 
+# What a user can get wrong: reported as one line, no traceback. Anything else is a bug.
+USER_ERRORS = (RunError, ValueError, KeyError, OSError, OmegaConfBaseException)
+
+
+def cli_error_message(err: BaseException) -> str | None:
+    """One line for a user's mistake (bad override, value, path, ...); None for anything else."""
+    from hydra.errors import HydraException, MissingConfigException
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        options = sorted(o for o in (err.options or []) if o != "schema")
+        if group and options:
+            return f"{group}={option!r} is not allowed; choose one of: {', '.join(options)}"
+    if not isinstance(err, (HydraException, *USER_ERRORS)):
+        return None
+    from hydra.errors import OverrideParseException
+
+    first = _first_line(err)
+    if isinstance(err, OverrideParseException):
+        return f"cannot parse the overrides: {first}"
+    cause = err.__cause__ or err.__context__
+    if isinstance(err, HydraException) and cause is not None and _first_line(cause) not in first:
+        first = f"{first.rstrip('.')}: {_first_line(cause)}"
+    return first
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
@@ -437,6 +469,11 @@ def main(dcfg: DictConfig) -> float | None:
     stop = StopFlag()
     try:
         cfg = to_config(dcfg)
+        if cfg.dry_run:  # the estimate only: nothing is loaded, nothing is written
+            from repro.cost import describe, estimate
+
+            print(describe(estimate(cfg)))
+            return None
         with preemption_signals(stop) as preemption:
             summary = run_experiment(
                 cfg, run_dir, choices=dict(hydra_cfg.runtime.choices), stop=stop
@@ -446,9 +483,8 @@ def main(dcfg: DictConfig) -> float | None:
                 print(f"{run_dir}: {summary['error']}", file=sys.stderr)
                 preemption.forward()
                 sys.exit(EXIT_REQUEUE)
-    except (RunError, ValueError, KeyError, OSError, OmegaConfBaseException) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {cli_error_message(err)}", file=sys.stderr)
         if multirun:  # the other jobs of the sweep go on; a dir holding a run is never touched
             if not any((run_dir / f).exists() for f in ("result.json", "fingerprint.json")):
                 task = OmegaConf.select(dcfg, "task.name", default="?")
@@ -463,5 +499,24 @@ def main(dcfg: DictConfig) -> float | None:
     return summary.get("superglue_score")
 
 
+def cli() -> None:
+    """``python -m repro.run``: Hydra's entry, with Hydra's own errors (unknown option, bad
+    override) reported like ours: one ``error:`` line, exit code 2, no traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for full tracebacks
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; we format
+    try:
+        main()
+    except Exception as err:
+        message = cli_error_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,0 +1,173 @@
+"""The cost estimate of a dry run: parameter counts of the real configs, FLOPs checked against
+torch's own FLOP counter on the tiny model, GPU-hours by hand, and the CLIs load no weights."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from torch.utils.flop_counter import FlopCounterMode
+
+import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
+from repro import cost
+from repro.config import Config, ModelConfig, to_config
+from repro.model import PromptedT5, count_parameters, load_backbone
+from repro.prompts import SoftPrompt, init_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def compose_config(*overrides: str) -> Config:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+@pytest.mark.parametrize("size", ["small", "base", "large", "xl", "xxl"])
+def test_parameter_count_from_the_shape_equals_the_released_models(size):
+    cfg = compose_config(f"model={size}")
+    assert cost.count_params(cost.shape_of(cfg.model)) == cfg.model.params
+    if size == "xxl":
+        assert cfg.model.params == 11_135_332_352
+
+
+def test_hand_computed_tiny_shape():
+    # d=2, 2 heads of d_kv 1 (inner 2), d_ff 3, 1+1 layers, vocab 5, untied.
+    # encoder layer: attention 4·2·2=16, FFN 3·2·3=18, norms 4 → 38; + bias 32·2 + norm 2 → 104
+    # decoder layer: 32 + 18 + 6 = 56; + 64 + 2 → 122; embeddings 2·5·2 = 20 → 246
+    s = cost.Shape(
+        d_model=2, d_kv=1, d_ff=3, num_heads=2, num_layers=1, num_decoder_layers=1, vocab_size=5
+    )
+    assert cost.count_params(s) == 246
+    # forward, T_enc=3, T_dec=2:
+    #   encoder 3·(2·(16+18) + 4·3·2) = 3·92 = 276
+    #   decoder 2·(2·(16+8+18) + 4·2·2 + 4·3·2) = 2·124 = 248
+    #   cross k,v 3·2·(2·2·2) = 48;  LM head 2·2·2·5 = 40   → 612
+    assert cost.forward_flops(s, 3, 2) == 612
+    assert cost.step_flops(s, batch=4, enc_tokens=3, dec_tokens=2) == 2 * 4 * 612
+    assert cost.step_flops(s, 4, 3, 2, checkpointing=True) == 3 * 4 * 612
+
+
+def test_tiny_shape_read_from_the_checkpoint_counts_its_parameters(tiny_t5_dir):
+    backbone = load_backbone(tiny_t5_dir)
+    shape = cost.shape_of(ModelConfig(size="tiny", path=str(tiny_t5_dir)))
+    assert cost.count_params(shape) == count_parameters(backbone)
+
+
+def test_flops_equal_torchs_flop_counter_on_the_tiny_model(tiny_t5_dir):
+    backbone = load_backbone(tiny_t5_dir, attn_implementation="eager")
+    p, batch, t_in, t_out = 5, 3, 7, 4
+    weight = init_prompt("random_uniform", backbone.get_input_embeddings().weight, p, seed=0)
+    model = PromptedT5(backbone, SoftPrompt(weight))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 300, (batch, t_in), generator=gen)
+    labels = torch.randint(3, 300, (batch, t_out), generator=gen)
+    shape = cost.shape_of(ModelConfig(size="tiny", path=str(tiny_t5_dir)))
+
+    with FlopCounterMode(display=False) as counter:
+        model(ids, torch.ones_like(ids), labels)
+    assert counter.get_total_flops() == batch * cost.forward_flops(shape, p + t_in, t_out)
+
+    with FlopCounterMode(display=False) as counter:
+        model(ids, torch.ones_like(ids), labels)[0].backward()
+    expected = cost.step_flops(shape, batch, p + t_in, t_out)
+    # backward of a frozen model ≈ the forward again (input gradients only): within 2 %
+    assert counter.get_total_flops() == pytest.approx(expected, rel=0.02)
+
+
+def test_job_estimate_and_gpu_hours_by_hand():
+    cfg = compose_config("model=xxl", "task=rte", "prompt_len=100", "model.dtype=bfloat16")
+    job = cost.estimate(cfg)
+    shape = cost.shape_of(cfg.model)
+    per_step = 2 * 32 * cost.forward_flops(shape, 100 + 512, 8)  # rte: 512 input, 8 target
+    assert job.flops_per_step == per_step
+    assert job.total_flops == 30_000 * per_step
+    assert job.gpu_hours == pytest.approx(30_000 * per_step / (312e12 * 0.4) / 3600)
+    assert job.weights_bytes == 2 * 11_135_332_352
+    assert job.prompt_state_bytes == 3 * 100 * 4096 * 4
+    # a superglue job trains 8 prompts: 8× the steps of one task of the same lengths
+    assert cost.estimate(compose_config("model=xxl", "model.dtype=bfloat16")).total_flops == (
+        8 * job.total_flops
+    )
+    # checkpointing: one more forward, far less activation memory
+    ckpt = cost.estimate(
+        compose_config(
+            "model=xxl", "task=rte", "model.dtype=bfloat16", "model.gradient_checkpointing=true"
+        )
+    )
+    assert ckpt.flops_per_step == 3 * per_step // 2
+    assert ckpt.activation_bytes < job.activation_bytes / 10
+    half = cost.estimate(compose_config("model=xxl", "task=rte", "cost.utilisation=0.2"))
+    assert half.gpu_hours == pytest.approx(2 * job.gpu_hours)
+
+
+def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
+    code = cost.main(["-m", "model=small,xxl", "task=rte", "seed=0,1"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert len(out) == 5  # 4 jobs + the total
+    assert [line.split(":")[0] for line in out[:4]] == [
+        "dry run rte-small-lm_adapt100k-p100-class_label-s0",
+        "dry run rte-small-lm_adapt100k-p100-class_label-s1",
+        "dry run rte-xxl-lm_adapt100k-p100-class_label-s0",
+        "dry run rte-xxl-lm_adapt100k-p100-class_label-s1",
+    ]
+    assert "params 11,135,332,352" in out[3]
+    jobs = [
+        cost.estimate(c)
+        for c in cost.sweep_configs(["model=small,xxl", "task=rte", "seed=0,1"], multirun=True)
+    ]
+    hours = sum(j.gpu_hours for j in jobs)
+    assert out[4].startswith("total: 4 job(s)") and f"| {hours:.2f} GPU-h" in out[4]
+
+
+def test_cost_cli_reads_a_sweep_file(capsys):
+    assert (
+        cost.main(["-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "fig3a_prompt_len"])
+        == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("total: 75 job(s)")
+
+
+def test_cost_cli_bad_override_is_one_line(capsys):
+    assert cost.main(["model=huge"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "error: model='huge' is not allowed; choose one of: base, large, small, tiny, xl, xxl\n"
+    )
+
+
+def test_dry_run_prints_and_loads_nothing(tmp_path):
+    never_built = tmp_path / "tiny-never-built"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "repro.run",
+            "experiment=smoke",
+            "dry_run=true",
+            f"model.path={never_built}",
+            f"paths.root={tmp_path}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("dry run")]
+    shape = cost.shape_of(compose_config("experiment=smoke").model)
+    assert f"params {cost.count_params(shape):,}" in line
+    assert "GPU-h at 40% of 312 TFLOP/s" in line
+    assert not never_built.exists()  # the tiny model was not even built, let alone loaded
+    assert not (tmp_path / "cache").exists()  # nor the toy data
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert {p.name for p in run_dir.iterdir()} <= {".hydra", "run.log"}
