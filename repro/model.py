@@ -33,15 +33,20 @@ def load_backbone(
     attn_implementation: str | None = None,
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> nn.Module:
     """Load a T5-family encoder-decoder, frozen: every parameter has ``requires_grad=False``.
 
     Args:
         name_or_path: a hub id (``google/t5-base-lm-adapt``) or a local directory.
-        dtype: weights are loaded directly in this dtype (bf16 never materialises an fp32 copy).
-        attn_implementation: e.g. "sdpa" or "eager"; None lets transformers choose.
-        device_map: passed to ``from_pretrained`` to spread a model over several devices.
+        dtype: weights are loaded directly in this dtype (``dtype=`` of ``from_pretrained``:
+            each tensor is cast as it is read, so bf16 never materialises an fp32 model).
+        attn_implementation: "eager", "sdpa", ...; None lets transformers choose.
+        device_map: passed to ``from_pretrained`` ("auto" spreads a model that does not fit one
+            GPU over all visible GPUs; needs ``accelerate``).
         trust_remote_code: off unless the user sets it.
+        gradient_checkpointing: recompute each block's activations in backward (train mode).
+            Non-reentrant, so the gradient still reaches a prompt in front of frozen layers.
     """
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
@@ -65,8 +70,32 @@ def load_backbone(
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = AutoModelForSeq2SeqLM.from_pretrained(source, **kwargs)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, **kwargs)
+    except (ValueError, ImportError) as err:
+        text = str(err)
+        if attn_implementation and (attn_implementation in text or "attention" in text.lower()):
+            reason = text.splitlines()[0].split(". ")[0].rstrip(".")
+            raise ValueError(
+                f"model.attn_implementation={attn_implementation!r} is not supported for "
+                f"{config.model_type} by the installed transformers ({reason}); "
+                "use sdpa or eager"
+            ) from None
+        if device_map is not None and "accelerate" in str(err).lower():
+            raise ValueError(
+                f"model.device_map={device_map!r} needs the accelerate package: "
+                "pip install accelerate"
+            ) from None
+        raise
     model.requires_grad_(False)
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing tracks gradients through the recomputation even though
+        # no weight of the block requires one: the prompt's gradient is unchanged.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
 
 

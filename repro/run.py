@@ -199,8 +199,13 @@ def train_task(
     if cfg.init.name == "class_label":
         init_kwargs["class_token_ids"] = label_token_ids(tokenizer, task.class_words)
     weight = init_prompt(cfg.init.name, table, cfg.prompt_len, seed=cfg.seed, **init_kwargs)
-    device = resolve_device(cfg.trainer.device)
-    model = PromptedT5(backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss).to(device)
+    model = PromptedT5(backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss)
+    if cfg.model.device_map is None:
+        device = resolve_device(cfg.trainer.device)
+        model = model.to(device)
+    else:  # the backbone was placed by from_pretrained; inputs and prompt go where it starts
+        device = backbone.get_input_embeddings().weight.device
+        model.prompt.to(device)
 
     def evaluate_fn() -> dict[str, float]:
         metrics, _ = evaluate(
@@ -304,9 +309,15 @@ def run_experiment(
     write_json_atomic(run_dir / "fingerprint.json", fingerprint(cfg))
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    trust = cfg.model.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trust)
     backbone = load_backbone(
-        checkpoint, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation
+        checkpoint,
+        dtype=cfg.model.dtype,
+        attn_implementation=cfg.model.attn_implementation,
+        device_map=cfg.model.device_map,
+        trust_remote_code=trust,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
     )
     set_dropout(backbone, cfg.model.dropout)
     tags = [f"{k}={v}" for k, v in cfg.axes.items() if v is not None and k != "params"]
