@@ -436,6 +436,20 @@ def preemption_signals(stop: StopFlag) -> Iterator[PreemptionHandler]:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
 
+def spread_over_local_gpus(cfg: Config, job_num: int | None) -> None:
+    """Under ``hydra/launcher=local`` every job sees all N GPUs: job i takes GPU i mod N, so a
+    batch of N jobs (``hydra.sweeper.max_batch_size=N``) fills the box, one job per GPU."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local" or job_num is None:
+        return
+    if cfg.trainer.device != "auto" or cfg.model.device_map is not None:
+        return  # the user placed the job
+    import torch
+
+    count = torch.cuda.device_count()
+    if count > 1:
+        torch.cuda.set_device(int(job_num) % count)
+
+
 # --- the Hydra entry --------------------------------------------------------------------------
 
 
@@ -485,6 +499,8 @@ def main(dcfg: DictConfig) -> float | None:
 
             print(describe(estimate(cfg)))
             return None
+        if multirun:
+            spread_over_local_gpus(cfg, hydra_cfg.job.get("num"))
         with preemption_signals(stop) as preemption:
             summary = run_experiment(
                 cfg, run_dir, choices=dict(hydra_cfg.runtime.choices), stop=stop

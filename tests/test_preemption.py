@@ -195,3 +195,26 @@ def test_relaunched_sweep_skips_finished_jobs_and_resumes_the_crashed_one(tmp_pa
     assert (result["status"], result["steps"], result["prompt_len"]) == ("finished", STEPS, 21)
     keys = [(r["kind"], r["step"]) for r in read_jsonl(second / "metrics.jsonl")]
     assert len(keys) == len(set(keys))
+
+
+def test_signal_sets_the_flag_and_is_then_handed_to_the_launchers_handler():
+    from repro.run import preemption_signals
+    from repro.trainer import StopFlag
+
+    received = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
+    try:
+        stop = StopFlag()
+        with preemption_signals(stop) as handler:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.05)
+            assert stop.reason == "received SIGUSR2"
+            assert received == []  # submitit's requeue waits until our checkpoint is written
+            handler.forward()
+            assert received == [signal.SIGUSR2]
+        # outside, the launcher's handler is back
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.05)
+        assert received == [signal.SIGUSR2, signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, before)

@@ -142,3 +142,51 @@ def test_run_passes_the_scale_keys_to_from_pretrained(tmp_path, tiny_t5_dir, mon
     saved = json.loads((tmp_path / "run/fingerprint.json").read_text())
     assert "device_map" not in saved["model"] and "gradient_checkpointing" not in saved["model"]
     assert saved["model"]["attn_implementation"] == "sdpa"  # numerics may differ slightly
+
+
+# --- launchers ---------------------------------------------------------------------------------
+
+
+def test_slurm_launcher_composes_with_its_documented_keys():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "gpu"
+    assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.mem_gb) == (1, 8, 64)
+    assert launcher.timeout_min == 1440 and launcher.signal_delay_s == 120
+    assert launcher.max_num_timeout > 0  # a job hitting its time limit is requeued
+    assert launcher.additional_parameters.requeue is True
+
+
+@pytest.mark.slow  # 3 processes (sweep + 2 jobs) start torch: ~50 s on 2 busy cores
+def test_two_job_smoke_multirun_through_the_local_launcher(tmp_path, tiny_t5_dir):
+    from tests.test_run import ROOT, run_cli
+
+    proc = run_cli(
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.gpus_per_node=0",
+        "experiment=smoke",
+        "prompt_len=3,4",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "trainer.steps=6",
+        "trainer.eval_every=3",
+        "task.max_eval_examples=16",
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = tmp_path / "multirun/smoke"
+    assert (sweep / ".submitit").is_dir()  # really went through submitit's executor
+    for p in (3, 4):
+        result = json.loads(
+            (sweep / f"toy_keyword-tiny-lm_adapt100k-p{p}-class_label-s0/result.json").read_text()
+        )
+        assert (result["status"], result["steps"], result["prompt_len"]) == ("finished", 6, p)
+        assert result["trainable_params"] == p * 32
