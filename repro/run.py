@@ -32,6 +32,7 @@ from repro.tracking import read_json, write_json_atomic
 from repro.trainer import Interrupted, StopFlag
 
 log = logging.getLogger("repro.run")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # Keys that do not change what a run computes: a finished run with only these different is
 # the same run (a relaunched sweep skips it).
@@ -179,8 +180,8 @@ def train_task(
     start = time.time()
     task = get_task(task_name)
     data_dir = cfg.task.data_dir
-    train_examples = task.examples(task.train_split, data_dir)
-    dev_examples = task.examples(task.eval_split, data_dir)
+    train_examples = load_examples(task, task.train_split, data_dir)
+    dev_examples = load_examples(task, task.eval_split, data_dir)
     if cfg.task.max_eval_examples:
         dev_examples = dev_examples[: cfg.task.max_eval_examples]
     sentinel = cfg.objective.uses_sentinel
@@ -266,6 +267,24 @@ def train_task(
     }
 
 
+def load_examples(task, split: str, data_dir: str | None) -> list:
+    """``task.examples``, with a label outside the task's label set named (not an IndexError)."""
+    try:
+        return task.examples(split, data_dir)
+    except (IndexError, KeyError, TypeError):
+        if not task.labels:
+            raise
+        allowed = range(len(task.labels))
+        records = task.load_records(split, data_dir)
+        bad = sorted({repr(r.get("label")) for r in records if r.get("label") not in allowed})
+        if not bad:
+            raise
+        raise ValueError(
+            f"task {task.name!r}: split {split!r} has label(s) {', '.join(bad)} outside the "
+            f"task's label set; allowed: {', '.join(f'{i} ({w})' for i, w in enumerate(task.labels))}"
+        ) from None
+
+
 def failed_result(cfg: Config | None, task_name: str, out_dir: Path, error: BaseException):
     axes = cfg.axes if cfg is not None else {}
     return {
@@ -306,11 +325,9 @@ def run_experiment(
     names = task_names(cfg.task.name)
     checkpoint = checkpoint_for(cfg)
     prepare_assets(cfg, names)
-    write_json_atomic(run_dir / "fingerprint.json", fingerprint(cfg))
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
     trust = cfg.model.trust_remote_code
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trust)
+    # The backbone first: its errors name the checkpoint and say what is wrong with it.
     backbone = load_backbone(
         checkpoint,
         dtype=cfg.model.dtype,
@@ -319,6 +336,14 @@ def run_experiment(
         trust_remote_code=trust,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
     )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trust)
+    except (OSError, ValueError) as err:
+        raise RunError(f"cannot load a tokenizer from {checkpoint!r}: {_first_line(err)}") from None
+    # Claimed only once the job can start: a job that failed to load leaves no fingerprint, so
+    # running it again with the mistake fixed (say, model.path) is not refused.
+    write_json_atomic(run_dir / "fingerprint.json", fingerprint(cfg))
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     set_dropout(backbone, cfg.model.dropout)
     tags = [f"{k}={v}" for k, v in cfg.axes.items() if v is not None and k != "params"]
     sink = build_sink(
@@ -370,6 +395,8 @@ def summarise(cfg: Config, results: dict[str, dict], run_dir: Path) -> dict[str,
     status = "finished" if all(r["status"] == "finished" for r in results.values()) else "failed"
     scores = {name: r.get("score") for name, r in results.items()}
     summary = {"status": status, **cfg.axes, "scores": scores, "run_dir": str(run_dir)}
+    if status != "finished":
+        summary["errors"] = {name: r.get("error") for name, r in results.items() if r.get("error")}
     if set(results) == set(SUPERGLUE) and status == "finished":
         summary["superglue_score"] = superglue_score(scores)
     return summary
@@ -455,6 +482,15 @@ def spread_over_local_gpus(cfg: Config, job_num: int | None) -> None:
 
 # What a user can get wrong: reported as one line, no traceback. Anything else is a bug.
 USER_ERRORS = (RunError, ValueError, KeyError, OSError, OmegaConfBaseException)
+USER_ERROR_NAMES = {
+    "RunError",
+    "ValueError",
+    "KeyError",
+    "OSError",
+    "FileNotFoundError",
+    "NotADirectoryError",
+    "PermissionError",
+}
 
 
 def cli_error_message(err: BaseException) -> str | None:
@@ -485,7 +521,8 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: the same conf/ whether run as ``python -m repro.run`` or called in-process.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -522,7 +559,11 @@ def main(dcfg: DictConfig) -> float | None:
     if summary["status"] == "interrupted":
         print(f"{run_dir}: {summary['error']}", file=sys.stderr)
     elif summary["status"] != "finished" and not multirun:
-        sys.exit(1)
+        errors = [e for e in (summary.get("errors") or {}).values() if e]
+        for error in errors:  # "ValueError: task 'rte': ..." → "error: task 'rte': ..."
+            print(f"error: {error.partition(': ')[2] or error}", file=sys.stderr)
+        user = errors and all(e.split(":")[0] in USER_ERROR_NAMES for e in errors)
+        sys.exit(2 if user else 1)  # 2: fix the input; 1: the run itself failed
     return summary.get("superglue_score")
 
 

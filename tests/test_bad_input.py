@@ -1,0 +1,327 @@
+"""Bad input, end to end through the CLI: each mistake gives exactly one ``error:`` line naming
+the bad value and what is allowed, exit code 2, no traceback, and nothing already written is
+overwritten or lost.
+
+Most cases call the real entry (``repro.run.cli``, Hydra included) in-process to stay fast; a
+few run ``python -m repro.run`` / ``python -m repro.collect`` in a subprocess to prove the same
+holds for the real command line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+import repro.run
+from repro.prompts import save_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A runs root that already holds a finished run, which no mistake may touch."""
+    earlier = tmp_path / "runs" / "earlier"
+    (earlier / "best").mkdir(parents=True)
+    (earlier / "result.json").write_text(json.dumps({"status": "finished", "score": 71.5}))
+    (earlier / "metrics.jsonl").write_text('{"kind": "eval", "step": 100, "score": 71.5}\n')
+    save_prompt(torch.ones(3, 32), earlier / "best", step=100)
+    before = snapshot(earlier)
+    yield tmp_path
+    assert snapshot(earlier) == before, "a bad command touched an earlier run"
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``python -m repro.run *args`` in this process: (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["repro.run", *args])
+    code = 0
+    try:
+        repro.run.cli()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+    return code, capsys.readouterr().err
+
+
+def assert_one_error(code: int, err: str, *fragments: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def write_rte(directory: Path, rows: list[dict], splits=("train", "validation")) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return directory
+
+
+RTE_ROW = {"premise": "The cat sat.", "hypothesis": "A cat sat.", "label": 0, "idx": 0}
+
+
+# --- mistakes caught when the config is composed ------------------------------------------------
+
+COMPOSE_CASES = [
+    # (overrides, fragments of the one error line)
+    (["task=squad2"], ["task='squad2' is not allowed; choose one of:", "rte", "superglue"]),
+    (["model=huge"], ["model='huge' is not allowed; choose one of: base, large, small, tiny, xl"]),
+    (
+        ["objective=mlm"],
+        ["objective='mlm' is not allowed; choose one of: lm_adapt, span_corruption, "],
+    ),
+    (
+        ["init=zeros"],
+        ["init='zeros' is not allowed; choose one of: class_label, random_uniform, sampled_vocab"],
+    ),
+    (["prompt_len=0"], ["prompt_len must be an integer >= 1; got 0"]),
+    (["prompt_len=-3"], ["prompt_len must be an integer >= 1; got -3"]),
+    (["prompt_len=2.5"], ["prompt_len=2.5", "Value '2.5' of type 'float' could not be converted"]),
+    (["prompt_len=ten"], ["prompt_len=ten", "'ten' of type 'str' could not be converted to Int"]),
+    (
+        ["trainer.batch_size=30", "trainer.grad_accum=4"],
+        ["trainer.batch_size=30 is not a multiple of trainer.grad_accum=4"],
+    ),
+    (["trainer.steps=0"], ["trainer.steps must be an integer >= 1; got 0"]),
+    (
+        ["objective=span_corruption", "lm_adapt_steps=50000"],
+        ["lm_adapt_steps=50000 only applies with objective=lm_adapt"],
+    ),
+    (["prompt_lenn=5"], ["Could not override 'prompt_lenn'", "Key 'prompt_lenn' not in 'Config'"]),
+    (["prompt_len=["], ["cannot parse the overrides"]),
+    (
+        ["model.dtype=fp8"],
+        ["model.dtype='fp8' is not allowed; choose one of: float32, bfloat16, float16"],
+    ),
+    (
+        ["task.eval_mode=beam"],
+        ["task.eval_mode='beam' is not allowed; choose one of: generate, rank"],
+    ),
+    (["seed=-1"], ["seed must be a non-negative integer; got -1"]),
+    (["logger=tensorboard"], ["logger='tensorboard' is not allowed; choose one of: none, wandb"]),
+    (["model.attn_implementation=fast"], ["model.attn_implementation='fast' is not allowed"]),
+    (["model.dropout=1.0"], ["model.dropout must be in [0, 1); got 1.0"]),
+    (["dry_run=true", "cost.utilisation=1.5"], ["cost.utilisation must be in (0, 1]; got 1.5"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"), COMPOSE_CASES, ids=[" ".join(c[0]) for c in COMPOSE_CASES]
+)
+def test_config_mistake_is_one_line(root, monkeypatch, capsys, overrides, fragments):
+    code, err = cli(monkeypatch, capsys, "experiment=smoke", f"paths.root={root}", *overrides)
+    assert_one_error(code, err, *fragments)
+    # no run started: at most Hydra's own record of the command in a new job directory
+    for job in (root / "runs").iterdir():
+        if job.name != "earlier":
+            assert {p.name for p in job.iterdir()} <= {".hydra", "run.log"}
+
+
+def test_real_command_line_mistake_is_one_line(root):
+    proc = run_module("repro.run", "model=huge", f"paths.root={root}")
+    assert proc.stderr == (
+        "error: model='huge' is not allowed; choose one of: base, large, small, tiny, xl, xxl\n"
+    )
+    assert proc.returncode == 2
+
+
+# --- mistakes found when the job starts -----------------------------------------------------------
+
+
+def smoke(root: Path, tiny_t5_dir, *overrides: str) -> list[str]:
+    return [
+        "experiment=smoke",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={root}",
+        f"paths.cache_dir={root / 'cache'}",
+        "trainer.steps=2",
+        "trainer.eval_every=2",
+        "task.max_eval_examples=8",
+        *overrides,
+    ]
+
+
+def test_offline_without_a_local_checkpoint_then_fixed(root, tiny_t5_dir, monkeypatch, capsys):
+    args = [a for a in smoke(root, tiny_t5_dir, "model=base") if "model.path" not in a]
+    code, err = cli(monkeypatch, capsys, *args)  # no model.path: the hub id of model=base
+    assert_one_error(
+        code,
+        err,
+        "cannot load a checkpoint from 'google/t5-base-lm-adapt'",
+        "HF_HUB_OFFLINE=1 is set: pass a local directory instead",
+    )
+    run_dir = root / "runs/toy_keyword-base-lm_adapt100k-p20-class_label-s0"
+    assert not (run_dir / "fingerprint.json").exists()  # the failed job claimed nothing
+    # so the same job with the mistake fixed runs in the same directory
+    code, err = cli(monkeypatch, capsys, *args, f"model.path={tiny_t5_dir}")
+    assert code == 0, err
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "finished"
+
+
+def test_missing_local_checkpoint_dir(root, tiny_t5_dir, monkeypatch, capsys):
+    nope = f"model.path={root}/nope"
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir, nope, "model.build_tiny=false"))
+    assert_one_error(code, err, f"checkpoint directory {root}/nope does not exist")
+
+
+def test_local_checkpoint_of_the_wrong_architecture(root, tiny_t5_dir, monkeypatch, capsys):
+    gpt2 = root / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir, f"model.path={gpt2}"))
+    assert_one_error(
+        code, err, "holds a 'gpt2' model; prompt tuning here needs a T5-family encoder-decoder"
+    )
+
+
+def test_lm_adapt_step_that_is_not_available(root, tiny_t5_dir, monkeypatch, capsys):
+    args = [a for a in smoke(root, tiny_t5_dir, "model=base") if "model.path" not in a]
+    code, err = cli(monkeypatch, capsys, *args, "lm_adapt_steps=50000")
+    assert_one_error(
+        code,
+        err,
+        "no LM-adapted checkpoint for model=base lm_adapt_steps=50000",
+        "only 100000 was released",
+        "python -m repro.lm_adapt model=base",
+    )
+
+
+def test_data_dir_missing_a_split(root, tiny_t5_dir, monkeypatch, capsys):
+    data = write_rte(root / "rte", [RTE_ROW], splits=("train",))
+    code, err = cli(
+        monkeypatch, capsys, *smoke(root, tiny_t5_dir, "task=rte", f"task.data_dir={data}")
+    )
+    assert_one_error(
+        code, err, "task 'rte': no file for split 'validation'", "expected one of", "val.jsonl"
+    )
+
+
+def test_data_dir_missing_a_column(root, tiny_t5_dir, monkeypatch, capsys):
+    row = {k: v for k, v in RTE_ROW.items() if k != "hypothesis"}
+    data = write_rte(root / "rte", [row])
+    code, err = cli(
+        monkeypatch, capsys, *smoke(root, tiny_t5_dir, "task=rte", f"task.data_dir={data}")
+    )
+    assert_one_error(
+        code, err, "lacks column(s) ['hypothesis']", "expected columns ['hypothesis', 'premise'"
+    )
+
+
+def test_labels_not_in_the_tasks_label_set(root, tiny_t5_dir):
+    data = write_rte(root / "rte", [RTE_ROW, {**RTE_ROW, "label": 7}])
+    proc = run_module("repro.run", *smoke(root, tiny_t5_dir, "task=rte", f"task.data_dir={data}"))
+    assert_one_error(
+        proc.returncode,
+        proc.stderr,
+        "task 'rte': split 'train' has label(s) 7 outside the task's label set; "
+        "allowed: 0 (entailment), 1 (not_entailment)",
+    )
+    result = json.loads(
+        (root / "runs/rte-tiny-lm_adapt100k-p20-class_label-s0/result.json").read_text()
+    )
+    assert result["status"] == "failed" and "label(s) 7" in result["error"]
+
+
+def test_prompt_file_of_the_wrong_width_is_refused_and_kept(root, tiny_t5_dir, monkeypatch, capsys):
+    run_dir = root / "runs/toy_keyword-tiny-lm_adapt100k-p20-class_label-s0"
+    # a last/ copied from a run of a 64-wide model
+    save_prompt(torch.zeros(20, 64), run_dir / "last", step=5)
+    torch.save({"state": {"step": 5}}, run_dir / "last/trainer_state.pt")
+    before = snapshot(run_dir / "last")
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir))
+    assert_one_error(code, err, "has width 64", "the model's d_model is 32")
+    assert snapshot(run_dir / "last") == before
+
+
+def test_dir_holding_a_finished_run_of_another_config(root, tiny_t5_dir, monkeypatch, capsys):
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir))
+    assert code == 0, err
+    run_dir = root / "runs/toy_keyword-tiny-lm_adapt100k-p20-class_label-s0"
+    before = snapshot(run_dir)
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir, "trainer.steps=4"))
+    assert_one_error(
+        code, err, "already holds a run of a different config (differs in: trainer.steps)"
+    )
+    after = snapshot(run_dir)
+    # Hydra rewrites its own .hydra/ record of the command; every file of the run is untouched
+    assert {k: v for k, v in after.items() if not k.startswith(".hydra")} == {
+        k: v for k, v in before.items() if not k.startswith(".hydra")
+    }
+
+
+def test_torn_metrics_line_is_dropped_on_resume(root, tiny_t5_dir, monkeypatch, capsys):
+    run_dir = root / "runs/toy_keyword-tiny-lm_adapt100k-p20-class_label-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text(
+        '{"kind": "train", "step": 1, "loss": 3.0}\n{"kind": "tr'
+    )
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir))
+    assert code == 0, err
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [("train", 2), ("eval", 2)]
+
+
+def test_collect_keeps_a_corrupt_result_as_a_row_and_says_so(root):
+    sweep = root / "multirun/s"
+    good, bad = sweep / "good", sweep / "bad"
+    for d in (good, bad):
+        d.mkdir(parents=True)
+    (good / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "finished",
+                "size": "tiny",
+                "prompt_len": 5,
+                "task": "rte",
+                "seed": 0,
+                "score": 60.0,
+                "metrics": {"accuracy": 60.0},
+            }
+        )
+    )
+    (bad / "result.json").write_text('{"status": "fini')  # torn by a crash
+    before = snapshot(sweep)
+    proc = run_module("repro.collect", str(sweep), "-o", str(root / "out.csv"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "unreadable result" in line]
+    assert len(warnings) == 1 and str(bad / "result.json") in warnings[0]
+    assert "kept as status 'corrupt'" in warnings[0]
+    import pandas as pd
+
+    frame = pd.read_csv(root / "out.csv").set_index("run_dir")
+    assert frame.loc[str(bad), "status"] == "corrupt"
+    assert frame.loc[str(good), "status"] == "finished"
+    assert snapshot(sweep) == before  # collect only reads
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
