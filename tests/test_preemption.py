@@ -38,8 +38,11 @@ def smoke_args(tiny_t5_dir, root: Path, *extra: str) -> list[str]:
     ]
 
 
-def start(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+SECRETS = {"WANDB_API_KEY": "secret-xyz-wandb", "HF_TOKEN": "hf_secretxyz"}
+
+
+def start(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "repro.run", *args],
         cwd=ROOT,
@@ -118,11 +121,31 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_t5_dir) -> Path:
-    """One uninterrupted run, in a subprocess like the interrupted ones."""
+    """One uninterrupted run, in a subprocess like the interrupted ones; API keys in its env."""
     root = tmp_path_factory.mktemp("reference")
-    code, err = finish(start(smoke_args(tiny_t5_dir, root)))
-    assert code == 0, err[-2000:]
+    proc = start(smoke_args(tiny_t5_dir, root, "logger=none"), env_extra=SECRETS)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    (root / "console.txt").write_text(out + err)
     return run_dir_of(root)
+
+
+def test_no_api_key_reaches_any_file_or_the_console(reference):
+    files = [p for p in reference.parent.parent.rglob("*") if p.is_file()]
+    assert any(p.name == "result.json" for p in files) and any(p.name == "run.log" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in SECRETS.values():
+            assert secret.encode() not in data, f"{secret} leaked into {path}"
+
+
+def test_everything_the_run_writes_is_data(reference):
+    """Tensors in safetensors; the one torch file (optimizer + RNG state) loads weights_only."""
+    suffixes = {p.suffix for p in reference.rglob("*") if p.is_file()}
+    assert suffixes <= {".safetensors", ".json", ".jsonl", ".yaml", ".log", ".pt"}, suffixes
+    (torch_file,) = [p for p in reference.rglob("*.pt")]
+    assert torch_file.name == "trainer_state.pt"
+    torch.load(torch_file, weights_only=True)
 
 
 def test_sigkill_at_a_random_step_then_restart_equals_an_uninterrupted_run(

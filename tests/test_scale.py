@@ -190,3 +190,19 @@ def test_two_job_smoke_multirun_through_the_local_launcher(tmp_path, tiny_t5_dir
         )
         assert (result["status"], result["steps"], result["prompt_len"]) == ("finished", 6, p)
         assert result["trainable_params"] == p * 32
+
+
+def test_the_source_never_unpickles_code_or_trusts_remote_code():
+    import re
+    from pathlib import Path
+
+    sources = sorted((Path(__file__).resolve().parents[1] / "repro").rglob("*.py"))
+    calls = 0
+    for path in sources:
+        text = path.read_text()
+        for call in re.findall(r"torch\.load\(([^)]*)\)", text):
+            calls += 1
+            assert "weights_only=True" in call, f"{path}: torch.load({call})"
+        assert "trust_remote_code=True" not in text, path
+        assert "pickle.load" not in text, path
+    assert calls >= 2  # the trainer's and lm_adapt's resume points
