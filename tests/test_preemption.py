@@ -167,6 +167,7 @@ def test_sigkill_at_a_random_step_then_restart_equals_an_uninterrupted_run(
     assert_same_run(run_dir, reference)
 
 
+@pytest.mark.slow  # 2 more subprocess runs; the signal → flag → handler chain is tested fast below
 def test_sigterm_checkpoints_exits_for_requeue_and_resumes(tmp_path, tiny_t5_dir, reference):
     k = random.randint(1, 20)
     proc = start(smoke_args(tiny_t5_dir, tmp_path))
