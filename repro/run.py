@@ -542,10 +542,19 @@ def main(dcfg: DictConfig) -> float | None:
             summary = run_experiment(
                 cfg, run_dir, choices=dict(hydra_cfg.runtime.choices), stop=stop
             )
-            if summary["status"] == "interrupted" and preemption.signum is not None:
+            if preemption.signum is not None and summary["status"] == "interrupted":
                 # last/ is on disk: let the launcher requeue (submitit), else exit so SLURM can
                 print(f"{run_dir}: {summary['error']}", file=sys.stderr)
                 preemption.forward()
+                sys.exit(EXIT_REQUEUE)
+            if (
+                preemption.signum is not None
+                and multirun
+                and not os.environ.get("SUBMITIT_EXECUTOR")
+            ):
+                # The signal came as this job ended: stop the in-process sweep before the next
+                # job starts (under submitit every job is its own process and this one is done).
+                print(f"{run_dir}: {summary['status']}; {preemption.stop.reason}: sweep stopped")
                 sys.exit(EXIT_REQUEUE)
     except USER_ERRORS as err:
         print(f"error: {cli_error_message(err)}", file=sys.stderr)
