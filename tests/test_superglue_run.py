@@ -1,0 +1,131 @@
+"""task=superglue end to end on tiny local files of all 8 tasks: one prompt per task, one score."""
+
+import json
+import random
+
+import pytest
+from hydra import compose, initialize_config_dir
+from test_run import CONF
+
+from repro.config import to_config
+from repro.metrics import superglue_score
+from repro.run import run_experiment
+from repro.tasks import SUPERGLUE, get_task
+
+WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "big", "small", "red", "house", "tree"]
+
+
+def sentence(rng, n=5):
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def record(name, rng, i):
+    """One hub-schema record of task ``name`` (the schema of aps/super_glue)."""
+    if name == "boolq":
+        return {"question": sentence(rng), "passage": sentence(rng), "idx": i, "label": i % 2}
+    if name in ("cb", "rte"):
+        return {"premise": sentence(rng), "hypothesis": sentence(rng), "idx": i, "label": i % 2}
+    if name == "copa":
+        return {
+            "premise": sentence(rng),
+            "choice1": sentence(rng),
+            "choice2": sentence(rng),
+            "question": ("cause", "effect")[i % 2],
+            "idx": i,
+            "label": i % 2,
+        }
+    if name == "multirc":
+        return {
+            "paragraph": f"<b>Sent 1: </b>{sentence(rng)}<br>",
+            "question": sentence(rng),
+            "answer": rng.choice(WORDS),
+            "idx": {"paragraph": i // 4, "question": i // 2, "answer": i},
+            "label": i % 2,
+        }
+    if name == "record":
+        entities = rng.sample(["Tom", "Ann", "Rome", "Paris"], 3)
+        return {
+            "passage": f"{sentence(rng)}\n@highlight\n{entities[0]} ran",
+            "query": "@placeholder sat on the mat.",
+            "entities": entities,
+            "answers": [entities[0]],
+            "idx": {"passage": i, "query": i},
+        }
+    if name == "wic":
+        return {
+            "word": "cat",
+            "sentence1": "The cat sat.",
+            "sentence2": "A cat ran.",
+            "start1": 4,
+            "end1": 7,
+            "start2": 2,
+            "end2": 5,
+            "idx": i,
+            "label": i % 2,
+        }
+    if name == "wsc":
+        return {
+            "text": "The cat sat on the mat because it was tired .",
+            "span1_index": 0,
+            "span2_index": 7,
+            "span1_text": "The cat",
+            "span2_text": "it",
+            "idx": i,
+            "label": 1 if i % 3 else 0,
+        }
+    raise AssertionError(name)
+
+
+@pytest.fixture
+def superglue_dir(tmp_path):
+    rng = random.Random(0)
+    root = tmp_path / "superglue"
+    for name in SUPERGLUE:
+        (root / name).mkdir(parents=True)
+        for split, n in (("train", 8), ("validation", 6)):
+            rows = [record(name, rng, i) for i in range(n)]
+            (root / name / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.mark.parametrize("eval_mode", ["generate", "rank"])
+def test_superglue_job_trains_eight_prompts_and_scores_them(
+    tmp_path, tiny_t5_dir, superglue_dir, eval_mode
+):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = to_config(
+            compose(
+                config_name="config",
+                overrides=[
+                    "model=tiny",
+                    f"model.path={tiny_t5_dir}",
+                    "task=superglue",
+                    f"task.data_dir={superglue_dir}",
+                    f"task.eval_mode={eval_mode}",
+                    "prompt_len=3",
+                    "trainer.steps=2",
+                    "trainer.eval_every=2",
+                    "trainer.batch_size=4",
+                    "trainer.progress=false",
+                    f"paths.cache_dir={tmp_path / 'cache'}",
+                ],
+            )
+        )
+    run_dir = tmp_path / "job"
+    summary = run_experiment(cfg, run_dir)
+    assert summary["status"] == "finished", summary
+    assert sorted(summary["scores"]) == sorted(SUPERGLUE)
+
+    per_task = {}
+    for name in SUPERGLUE:
+        result = json.loads((run_dir / name / "result.json").read_text())
+        assert result["status"] == "finished" and result["task"] == name
+        task = get_task(name)
+        assert set(task.metric_names) <= set(result["metrics"])
+        assert result["score"] == pytest.approx(task.task_score(result["metrics"]))
+        assert (run_dir / name / "best" / "prompt.safetensors").exists()
+        per_task[name] = result["score"]
+    assert json.loads((run_dir / "wsc" / "result.json").read_text())["n_train"] == 5  # True only
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert saved["superglue_score"] == pytest.approx(sum(per_task.values()) / 8)
+    assert saved["superglue_score"] == pytest.approx(superglue_score(per_task))
