@@ -350,7 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = load_frame(args.frame)
-        written = figure3(runs, args.out_dir, tasks=args.tasks)
+        # A frame of one sweep over model size holds Figure 1 only: no Figure 3 panel to draw.
+        drawn_alone = args.figure1 and not present_panels(runs)
+        written = {} if drawn_alone else figure3(runs, args.out_dir, tasks=args.tasks)
         if args.figure1:
             written["figure1"] = figure1(
                 runs, args.out_dir, load_reference(args.reference), tasks=args.tasks

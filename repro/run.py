@@ -61,8 +61,13 @@ class RunError(Exception):
     """A problem with the user's input, reported as one line (no traceback)."""
 
 
+def _steps_label(steps: int) -> str:
+    """100000 → "100k"; a count that is not whole thousands stays exact (50 → "50")."""
+    return f"{steps // 1000}k" if steps and steps % 1000 == 0 else str(steps)
+
+
 def run_name(task, size, objective, lm_adapt_steps, prompt_len, init, seed) -> str:
-    steps = f"{int(lm_adapt_steps) // 1000}k" if objective == "lm_adapt" else None
+    steps = _steps_label(int(lm_adapt_steps)) if objective == "lm_adapt" else None
     objective = f"{objective}{steps}" if steps else objective
     return f"{task}-{size}-{objective}-p{prompt_len}-{init}-s{seed}"
 

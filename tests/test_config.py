@@ -37,6 +37,15 @@ def test_defaults_are_the_papers():
 
 
 @pytest.mark.parametrize(
+    ("steps", "label"), [(100000, "lm_adapt100k"), (10000, "lm_adapt10k"), (50, "lm_adapt50")]
+)
+def test_run_name_keeps_lm_adapt_steps_exact(steps, label):
+    """Toy LM-adaptation counts (20, 50) must not all collapse to "0k" and share a run dir."""
+    cfg = compose_config(f"lm_adapt_steps={steps}")
+    assert cfg.name == f"superglue-base-{label}-p100-class_label-s0"
+
+
+@pytest.mark.parametrize(
     "group",
     ["model", "objective", "init", "task", "trainer", "logger", "paths", "experiment"],
 )

@@ -195,3 +195,17 @@ def test_panel_from_runs_means_match_hand_numbers():
     assert lines["100"][1] == pytest.approx([61.0, 71.0])
     assert lines["100"][2] == pytest.approx([np.std([60.5, 61.5], ddof=1)] * 2)
     assert list(lines) == ["1", "100"]  # the failed prompt-length-5 run draws no line
+
+
+def test_cli_figure1_alone_from_a_size_only_sweep(tmp_path, capsys):
+    """A frame that varies only model size has no Figure 3 panel; --figure1 still draws."""
+    from repro.plots import main
+
+    frame = run_frame().query("prompt_len == 100 and init == 'class_label'")
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    args = [str(tmp_path / "runs.csv"), "-o", str(tmp_path / "fig"), "--tasks", "t1", "t2"]
+    assert main([*args, "--figure1", "--reference", str(REFERENCE_CSV)]) == 0
+    assert (tmp_path / "fig/figure1.png").exists()
+    assert not (tmp_path / "fig/figure3.png").exists()
+    assert main(args) == 2  # without --figure1 there is nothing to draw: one error line
+    assert "no Figure 3 panel" in capsys.readouterr().err
