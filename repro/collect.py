@@ -284,17 +284,28 @@ def collect_wandb(project: str, group: str | None = None, api: Any = None) -> pd
     for run in api.runs(project, filters=filters):
         if group and getattr(run, "group", group) != group:
             continue
-        rows.append(_row_from_wandb_run(run))
+        rows.extend(_rows_from_wandb_run(run))
     return _to_frame(rows)
 
 
 _WANDB_STATE_TO_STATUS = {"running": "running", "failed": "failed", "crashed": "failed"}
 
 
-def _row_from_wandb_run(run: Any) -> dict[str, Any]:
-    path = run.path if isinstance(run.path, str) else "/".join(map(str, run.path))
-    config = _plain(run.config) or {}
+def _rows_from_wandb_run(run: Any) -> list[dict[str, Any]]:
+    """One row per task: a multi-task job (task=superglue) logs each task's result under
+    `results/<task>` of its summary, as the local frame has one row per `<run_dir>/<task>/`."""
     summary = _plain(run.summary) or {}
+    results = summary.get("results") if isinstance(summary, Mapping) else None
+    if not isinstance(results, Mapping) or not results:
+        return [_row_from_wandb_run(run, summary)]
+    return [_row_from_wandb_run(run, result, task=task) for task, result in results.items()]
+
+
+def _row_from_wandb_run(run: Any, summary: Any, task: str | None = None) -> dict[str, Any]:
+    """The row of one result logged as (part of) a W&B run's summary; `task` names the part."""
+    path = run.path if isinstance(run.path, str) else "/".join(map(str, run.path))
+    path += f"/{task}" if task else ""
+    config = _plain(run.config) or {}
     try:
         row = _row_from_result(summary)
     except ValueError as e:
@@ -304,6 +315,8 @@ def _row_from_wandb_run(run: Any) -> dict[str, Any]:
             stacklevel=3,
         )
         row = {"status": "corrupt", "error": f"corrupt summary: {e}"}
+    if task and _is_missing(row.get("task")):
+        row["task"] = task
     for axis, value in _axes_from_config(config).items():
         if _is_missing(row.get(axis)):
             row[axis] = value

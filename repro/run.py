@@ -321,7 +321,7 @@ def run_experiment(
 
     from repro.model import load_backbone, set_dropout
     from repro.tasks import task_names
-    from repro.tracking import build_sink
+    from repro.tracking import ScopedSink, build_sink
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if check_run_dir(run_dir, cfg):
@@ -371,7 +371,10 @@ def run_experiment(
             interrupted = f"stopped before task {name} ({stop.reason}); run again to resume"
             break
         try:
-            result = train_task(cfg, name, backbone, tokenizer, checkpoint, out_dir, sink, stop)
+            task_sink = sink if len(names) == 1 else ScopedSink(sink, name)
+            result = train_task(
+                cfg, name, backbone, tokenizer, checkpoint, out_dir, task_sink, stop
+            )
         except Interrupted as err:  # state is in last/; no result.json until the run ends
             log.warning("task %s: %s", name, err)
             interrupted = str(err)
@@ -388,7 +391,9 @@ def run_experiment(
     summary = summarise(cfg, results, run_dir)
     if len(names) > 1:
         write_json_atomic(run_dir / "summary.json", summary)
-    sink.summary(summary if len(names) > 1 else results[names[0]])
+    # A multi-task job is one W&B run: its summary carries every task's result, so that
+    # `collect --wandb` gives the same rows per task as the local run directories.
+    sink.summary({**summary, "results": results} if len(names) > 1 else results[names[0]])
     sink.finish(failed=summary["status"] != "finished")
     return summary
 

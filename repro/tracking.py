@@ -93,7 +93,7 @@ class NullSink:
 
     run_id: str | None = None
 
-    def log(self, record: Mapping[str, Any], step: int) -> None:
+    def log(self, record: Mapping[str, Any], step: int, scope: str = "") -> None:
         pass
 
     def summary(self, result: Mapping[str, Any]) -> None:
@@ -143,13 +143,17 @@ class WandbSink:
         # The trainer's step restarts at 0 for each task of a task=superglue job and goes back
         # to the checkpoint on resume, but W&B drops every row logged with a `step=` below the
         # last one. So rows go on W&B's own counter and charts use the trainer's step as x.
-        for kind in ("train", "eval"):
-            self._run.define_metric(f"{kind}/*", step_metric=f"{kind}/step")
+        self._defined: set[str] = set()
 
-    def log(self, record: Mapping[str, Any], step: int) -> None:
-        kind = record.get("kind", "train")
-        flat = {f"{kind}/{k}": v for k, v in record.items() if k not in ("kind", "step")}
-        self._run.log({**flat, f"{kind}/step": step})
+    def log(self, record: Mapping[str, Any], step: int, scope: str = "") -> None:
+        """``scope`` (a task's name in a multi-task job) puts keys under ``<scope>/train/...``."""
+        prefix = f"{scope}/" if scope else ""
+        prefix += record.get("kind", "train")
+        if prefix not in self._defined:
+            self._run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
+            self._defined.add(prefix)
+        flat = {f"{prefix}/{k}": v for k, v in record.items() if k not in ("kind", "step")}
+        self._run.log({**flat, f"{prefix}/step": step})
 
     def summary(self, result: Mapping[str, Any]) -> None:
         for key, value in _jsonable(result).items():
@@ -157,6 +161,18 @@ class WandbSink:
 
     def finish(self, failed: bool = False) -> None:
         self._run.finish(exit_code=1 if failed else 0)
+
+
+class ScopedSink:
+    """One task's view of a multi-task job's sink: its records are logged under ``<task>/``,
+    so the 8 tasks of a task=superglue W&B run keep separate curves."""
+
+    def __init__(self, sink, scope: str):
+        self._sink, self.scope = sink, scope
+        self.run_id = getattr(sink, "run_id", None)
+
+    def log(self, record: Mapping[str, Any], step: int) -> None:
+        self._sink.log(record, step, scope=self.scope)
 
 
 def default_mode() -> str:

@@ -6,7 +6,9 @@ import random
 import pytest
 from hydra import compose, initialize_config_dir
 from test_run import CONF
+from test_wandb import OfflineApi, read_offline_run, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
+from repro.collect import AXES, collect_runs, collect_wandb
 from repro.config import to_config
 from repro.metrics import superglue_score
 from repro.run import run_experiment
@@ -88,9 +90,10 @@ def superglue_dir(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("eval_mode", ["generate", "rank"])
+@pytest.mark.usefixtures("wandb_env")
+@pytest.mark.parametrize(("eval_mode", "logger"), [("generate", "none"), ("rank", "wandb")])
 def test_superglue_job_trains_eight_prompts_and_scores_them(
-    tmp_path, tiny_t5_dir, superglue_dir, eval_mode
+    tmp_path, tiny_t5_dir, superglue_dir, eval_mode, logger
 ):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = to_config(
@@ -103,6 +106,8 @@ def test_superglue_job_trains_eight_prompts_and_scores_them(
                     f"task.data_dir={superglue_dir}",
                     f"task.eval_mode={eval_mode}",
                     "prompt_len=3",
+                    f"logger={logger}",
+                    *(["logger.mode=offline", "logger.project=repro-test"] * (logger == "wandb")),
                     "trainer.steps=2",
                     "trainer.eval_every=2",
                     "trainer.batch_size=4",
@@ -129,3 +134,17 @@ def test_superglue_job_trains_eight_prompts_and_scores_them(
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["superglue_score"] == pytest.approx(sum(per_task.values()) / 8)
     assert saved["superglue_score"] == pytest.approx(superglue_score(per_task))
+
+    if logger == "wandb":  # the W&B frame has the same 8 task rows as the local one
+        local = collect_runs([run_dir]).sort_values("task", ignore_index=True)
+        logged = collect_wandb("offline/repro-test", api=OfflineApi(run_dir))
+        logged = logged.sort_values("task", ignore_index=True)
+        assert list(logged["task"]) == sorted(SUPERGLUE)
+        # each task's curves under its own name, each with its own step axis
+        (offline,) = list((run_dir / "wandb").glob("offline-run-*"))
+        history = read_offline_run(offline).history
+        for name in SUPERGLUE:
+            evals = [r for r in history if f"{name}/eval/score" in r]
+            assert [r[f"{name}/eval/step"] for r in evals] == [2], name
+        cols = [*[a for a in AXES if a != "params"], "status", "score"]
+        assert logged[cols].astype(str).values.tolist() == local[cols].astype(str).values.tolist()
