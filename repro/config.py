@@ -135,6 +135,10 @@ class OptimizerConfig:
     weight_decay: float = 1e-5
     # Official: p ← (1 − wd)·p, not scaled by lr. torch/HF Adafactor scale it by lr: set true.
     weight_decay_lr_scaled: bool = False
+    # Step counter i at the prompt's first update: 0 = the paper's β2_t = 1 − t^−0.8 over the
+    # prompt's own steps. The official runs continue the restored checkpoint's global step
+    # (T5.1.1's 1M + LM adaptation's 100K), so β2 starts near 1: trainer=official sets 1100000.
+    initial_step: int = 0
 
 
 @dataclass

@@ -219,13 +219,15 @@ def build_prompt_optimizer(
     eps: float = 1e-30,
     weight_decay: float = 1e-5,
     weight_decay_lr_scaled: bool = False,
+    initial_step: int = 0,
 ) -> Adafactor:
     """The paper's prompt optimiser: constant lr 0.3, β2 exponent 0.8, clip 1, wd 1e-5, unfactored.
 
     Args:
         params: the trainable parameters (the soft prompt only).
-        lr, decay_rate, clip_threshold, eps, weight_decay, weight_decay_lr_scaled: see
-            :class:`Adafactor`; defaults are the paper's values with the official wd convention.
+        lr, decay_rate, clip_threshold, eps, weight_decay, weight_decay_lr_scaled,
+            initial_step: see :class:`Adafactor`; defaults are the paper's values with the
+            official wd convention.
 
     Returns:
         An :class:`Adafactor` with an unfactored second moment.
@@ -239,4 +241,5 @@ def build_prompt_optimizer(
         weight_decay=weight_decay,
         weight_decay_lr_scaled=weight_decay_lr_scaled,
         factored=False,
+        initial_step=initial_step,
     )

@@ -77,6 +77,8 @@ def test_official_values_are_one_override_away():
     official = compose_config("trainer=official")
     assert (official.trainer.batch_size, official.trainer.z_loss) == (128, 1e-4)
     assert official.trainer.optimizer.lr == 0.3
+    assert official.trainer.optimizer.initial_step == 1_100_000
+    assert compose_config().trainer.optimizer.initial_step == 0
     assert compose_config("init=random_uniform", "init.low=0.0").init.low == 0.0
 
 

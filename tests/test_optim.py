@@ -259,3 +259,14 @@ def test_bad_hyper_parameters_raise_naming_the_value(kwargs, shown):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=rf"{name}.*{shown}"):
         Adafactor([_param([0.0])], **kwargs)
+
+
+def test_every_config_key_reaches_the_prompt_optimizer():
+    """The trainer passes `asdict(trainer.optimizer)`: each key must be an optimiser argument."""
+    from dataclasses import asdict
+
+    from repro.config import OptimizerConfig
+
+    cfg = asdict(OptimizerConfig(initial_step=1_100_000, lr=0.1))
+    group = build_prompt_optimizer([torch.nn.Parameter(torch.zeros(2, 3))], **cfg).param_groups[0]
+    assert {k: group[k] for k in cfg} == cfg
