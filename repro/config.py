@@ -52,6 +52,8 @@ class ModelConfig:
     dropout: float = 0.1
     # Scale switches (docs/cluster.md); none changes what a run computes.
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    # gelu_new (T5.1.1) as torch's one-kernel tanh GELU: the same function, less memory and time
+    fused_gelu: bool = True
     device_map: str | None = None  # from_pretrained's device_map ("auto": spread over GPUs)
     trust_remote_code: bool = False  # never run a checkpoint's own code unless asked
     # T5.1.1 shapes, for the cost estimate of a dry run (no weights are read for it).

@@ -34,6 +34,7 @@ def load_backbone(
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
+    fused_gelu: bool = True,
 ) -> nn.Module:
     """Load a T5-family encoder-decoder, frozen: every parameter has ``requires_grad=False``.
 
@@ -47,6 +48,7 @@ def load_backbone(
         trust_remote_code: off unless the user sets it.
         gradient_checkpointing: recompute each block's activations in backward (train mode).
             Non-reentrant, so the gradient still reaches a prompt in front of frozen layers.
+        fused_gelu: compute T5.1.1's gelu_new with torch's one-kernel tanh GELU (`fuse_gelu`).
     """
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
@@ -88,6 +90,8 @@ def load_backbone(
             ) from None
         raise
     model.requires_grad_(False)
+    if fused_gelu:
+        fuse_gelu(model)
     if gradient_checkpointing:
         # Non-reentrant checkpointing tracks gradients through the recomputation even though
         # no weight of the block requires one: the prompt's gradient is unchanged.
@@ -97,6 +101,25 @@ def load_backbone(
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
+
+
+def fuse_gelu(module: nn.Module) -> int:
+    """Swap transformers' ``NewGELUActivation`` (T5.1.1's gelu_new) for ``nn.GELU("tanh")``.
+
+    The same function — 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) — to ~2e-7 in fp32, but one
+    kernel that keeps only its input for backward, where gelu_new's Python formula runs ~7
+    element-wise ops and keeps ~4 intermediates [B, T, d_ff] per layer: a train step needs ~13 %
+    less activation memory and less time (benchmarks/README.md). Returns how many were swapped.
+    """
+    from transformers.activations import NewGELUActivation
+
+    swapped = 0
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(parent, name, nn.GELU(approximate="tanh"))
+                swapped += 1
+    return swapped
 
 
 def set_dropout(module: nn.Module, rate: float) -> None:

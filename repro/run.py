@@ -40,6 +40,7 @@ NON_RESULT_KEYS = ("logger", "paths", "sweep_name", "name", "dry_run", "cost")
 # Model keys that only describe the checkpoint's shape or where/how it runs, not what it computes.
 NON_RESULT_MODEL_KEYS = (
     "gradient_checkpointing",
+    "fused_gelu",  # the same function as transformers' gelu_new, to ~2e-7
     "device_map",
     "num_layers",
     "num_heads",
@@ -340,6 +341,7 @@ def run_experiment(
         device_map=cfg.model.device_map,
         trust_remote_code=trust,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
+        fused_gelu=cfg.model.fused_gelu,
     )
     try:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trust)

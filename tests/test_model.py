@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from repro.model import PromptedT5, load_backbone, set_dropout, token_loss
+from repro.model import PromptedT5, fuse_gelu, load_backbone, set_dropout, token_loss
 from repro.prompts import SoftPrompt, init_prompt
 
 INPUTS = ["premise: The cat sat on the mat. hypothesis: a dog ran", "question: who sat?"]
@@ -59,7 +59,7 @@ def test_loss_logits_and_generation_equal_peft(tiny_t5_dir, tokenizer):
     p = 7
     ours = prompted(tiny_t5_dir, p=p).eval()
     peft_model = get_peft_model(
-        load_backbone(tiny_t5_dir),
+        load_backbone(tiny_t5_dir, fused_gelu=False),  # stock transformers on PEFT's side
         PromptTuningConfig(
             task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=p, num_transformer_submodules=1
         ),
@@ -158,3 +158,33 @@ def test_load_backbone_errors_are_clear(tmp_path, tiny_t5_dir):
         load_backbone(gpt)
     with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
         load_backbone(tiny_t5_dir, dtype="fp8")
+
+
+def test_fused_gelu_is_gelu_new_in_one_kernel(tiny_t5_dir, tokenizer):
+    """Every gated-GELU activation is swapped; outputs and prompt gradients stay gelu_new's."""
+    from transformers.activations import NewGELUActivation
+
+    stock = load_backbone(tiny_t5_dir, fused_gelu=False)
+    n_gelu = sum(type(m) is NewGELUActivation for m in stock.modules())
+    assert n_gelu == stock.config.num_layers + stock.config.num_decoder_layers
+    fused = load_backbone(tiny_t5_dir)  # the default
+    assert not any(type(m) is NewGELUActivation for m in fused.modules())
+    assert sum(type(m) is torch.nn.GELU for m in fused.modules()) == n_gelu
+    assert fuse_gelu(fused) == 0  # idempotent
+
+    x = torch.linspace(-8, 8, 10_001)
+    torch.testing.assert_close(torch.nn.GELU("tanh")(x), NewGELUActivation()(x), rtol=0, atol=1e-6)
+
+    table = stock.get_input_embeddings().weight
+    prompt = init_prompt("random_uniform", table, 4, seed=0)
+    input_ids, mask, labels = batch(tokenizer)
+    grads = []
+    for backbone in (stock, fused):
+        model = PromptedT5(backbone, SoftPrompt(prompt.clone()))
+        loss, logits = model(input_ids, mask, labels)
+        loss.backward()
+        grads.append((loss, logits, model.prompt.weight.grad))
+    (loss0, logits0, grad0), (loss1, logits1, grad1) = grads
+    torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits1, logits0, rtol=1e-5, atol=5e-5)
+    torch.testing.assert_close(grad1, grad0, rtol=1e-4, atol=1e-6)
