@@ -1,0 +1,70 @@
+"""``python -m repro.toyworld build|report`` (see docs/toy_world.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+
+import torch
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from repro.toyworld.build import DEFAULT_OUT, SIZES, BuildConfig, build
+
+    parser = argparse.ArgumentParser(prog="python -m repro.toyworld", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="corpus → tokenizer → pre-training → LM adaptation → ckpts")
+    b.add_argument("-o", "--out-dir", default=str(DEFAULT_OUT))
+    b.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    b.add_argument("--pretrain-steps", type=int, default=BuildConfig.pretrain_steps)
+    b.add_argument(
+        "--lm-adapt-steps",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=BuildConfig.lm_adapt_steps,
+        help="comma-separated, increasing (default 50,250,500)",
+    )
+    b.add_argument("--n-docs", type=int, default=BuildConfig.n_docs)
+    b.add_argument("--n-lm-docs", type=int, default=BuildConfig.n_lm_docs)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    r = sub.add_parser("report", help="panels, effects and invalid outputs of the toy sweeps")
+    r.add_argument("frame", nargs="?", default="results/toy/runs.csv")
+    r.add_argument("-o", "--out-dir", default="results/toy")
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        from repro.toyworld.report import report
+
+        torch.set_num_threads(1)
+        for e in report(args.frame, args.out_dir):
+            print(
+                f"{'HOLDS' if e['holds'] else 'does not hold'}: {e['effect']} [{e['size']}] {e['measured']}"
+            )
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    try:
+        cfg = BuildConfig(
+            sizes=tuple(args.sizes),
+            seed=args.seed,
+            n_docs=args.n_docs,
+            n_lm_docs=args.n_lm_docs,
+            pretrain_steps=args.pretrain_steps,
+            lm_adapt_steps=args.lm_adapt_steps,
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    command = "python -m repro.toyworld " + shlex.join(argv if argv is not None else sys.argv[1:])
+    manifest = build(args.out_dir, cfg, command=command)
+    for size, m in manifest["models"].items():
+        print(
+            f"{size}: {m['params']:,} parameters, span-corruption loss {m['pretrain']['final_loss']:.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
