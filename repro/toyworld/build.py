@@ -40,7 +40,7 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class ToySize:
-    """Shape of one rung of the ladder (T5.1.1: gated-GELU, relative attention, untied head)."""
+    """Shape of one rung of the ladder (T5.1.1: gated-GELU, relative attention)."""
 
     d_model: int
     num_layers: int  # encoder layers = decoder layers
@@ -94,7 +94,12 @@ class BuildConfig:
 
 
 def t5_config(shape: ToySize, vocab_size: int):
-    """A T5.1.1 config for one rung (no dropout: T5.1.1 was pre-trained without it)."""
+    """A T5.1.1 config for one rung (no dropout: T5.1.1 was pre-trained without it).
+
+    ``tie_word_embeddings=False`` is how transformers 5 says "T5.1.1": it keeps the decoder
+    output unscaled (``scale_decoder_outputs=False``) but still ties the LM head to the input
+    embedding, so the parameter count holds one [vocab, d_model] table, not two.
+    """
     from transformers import T5Config
 
     return T5Config(
