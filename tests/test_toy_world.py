@@ -206,6 +206,16 @@ def test_short_prompt_tuning_beats_the_majority_class(tmp_path):
     assert result["score"] > majority + 10, (result["score"], majority)
 
 
+def test_effect_verdicts():
+    from repro.toyworld.report import verdict
+
+    assert verdict((60.0, 2.0), (50.0, 3.0)) == "yes"  # 10 > 2 + 3
+    assert verdict((54.0, 2.0), (50.0, 3.0)) == "within noise"
+    assert verdict((50.0, 2.0), (50.0, 3.0)) == "no"
+    assert verdict((52.25, 0.0), (40.0, 1.0), floor=52.25) == "no"  # the majority class
+    assert verdict((float("nan"), 0.0), (40.0, 1.0)) == "n/a"
+
+
 # --- the toy sweeps --------------------------------------------------------------------------
 
 TOY_SWEEPS = {

@@ -39,9 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(1)
         for e in report(args.frame, args.out_dir):
-            print(
-                f"{'HOLDS' if e['holds'] else 'does not hold'}: {e['effect']} [{e['size']}] {e['measured']}"
-            )
+            print(f"{e['holds']}: {e['effect']} [{e['size']}] {e['measured']}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
