@@ -5,6 +5,6 @@ a ladder of small T5.1.1-shaped models pre-trained on it and LM-adapted by ``rep
 (``build``), shipped in ``repro/toy_models/``, plus toy tasks in SuperGLUE's text-to-text form
 (``repro.tasks.toy``). See docs/toy_world.md.
 
-    python -m repro.toyworld build            # rebuild repro/toy_models/ (~20 min, 1 CPU core)
-    python -m repro.toyworld reproduce        # the four toy Figure 3 panels → results/toy/
+    python -m repro.toyworld build            # rebuild repro/toy_models/ (~30 min, see docs)
+    sh sweeps/toy/run_all.sh                 # the four toy Figure 3 panels → results/toy/
 """

@@ -1,10 +1,10 @@
 #!/bin/sh
 # Regenerate results/toy/ from the shipped toy checkpoints (repro/toy_models/): the four toy
 # Figure 3 sweeps (one shared directory, multirun/toy_figure3/), the run frame, the four panels,
-# the measured effects and the invalid-output counts. CPU, no network; about 75 min on one core
+# the measured effects and the invalid-output counts. CPU, no network; about 70 CPU-minutes of jobs
 # of our 2-core machines. Run from the repository root:
 #   sh sweeps/toy/run_all.sh
-# A relaunch skips finished jobs. To rebuild the checkpoints themselves first (~25 min):
+# A relaunch skips finished jobs. To rebuild the checkpoints themselves first (~30 min; we ran --sizes toy_large and --sizes toy_small toy_base side by side):
 #   python -m repro.toyworld build
 set -e
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
