@@ -13,6 +13,7 @@ with all tasks finished) are not drawn; a single seed draws no error bar.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,10 +74,12 @@ def _axis_order(axis: str, values: Sequence[Any]) -> list[Any]:
     known = list(AXIS_LABELS.get(axis, {}))
 
     def key(v: Any) -> tuple:
-        v2 = int(v) if isinstance(v, float) and v.is_integer() else v
+        number = isinstance(v, numbers.Real) and not isinstance(v, bool)
+        v2 = int(v) if number and float(v).is_integer() else v
         if v2 in known:
             return (0, known.index(v2), "")
-        return (1, v2 if isinstance(v2, (int, float)) else 0, str(v2))
+        # numpy integers are not `int`: compare every real number as a number (50 < 250)
+        return (1, float(v2) if number else 0.0, str(v2))
 
     return sorted(values, key=key)
 

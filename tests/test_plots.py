@@ -209,3 +209,12 @@ def test_cli_figure1_alone_from_a_size_only_sweep(tmp_path, capsys):
     assert not (tmp_path / "fig/figure3.png").exists()
     assert main(args) == 2  # without --figure1 there is nothing to draw: one error line
     assert "no Figure 3 panel" in capsys.readouterr().err
+
+
+def test_unknown_numeric_axis_values_sort_as_numbers():
+    """Toy LM-adaptation steps (numpy ints from a frame) order 0, 50, 250, 500, not as text."""
+    from repro.plots import _axis_order
+
+    values = list(np.array([500, 250, 0, 50], dtype=np.int64))
+    assert [int(v) for v in _axis_order("lm_adapt_steps", values)] == [0, 50, 250, 500]
+    assert _axis_order("prompt_len", [150.0, 3, 1]) == [1, 150.0, 3]  # paper's values first
