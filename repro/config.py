@@ -12,9 +12,16 @@ differs, the comment says so and the official value is one override away.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+# `${repro_dir:}` in conf/ = this package's directory, so configs name the shipped toy
+# checkpoints (repro/toy_models/) wherever the command runs from.
+OmegaConf.register_new_resolver(
+    "repro_dir", lambda: str(Path(__file__).resolve().parent), replace=True
+)
 
 SIZES = ("small", "base", "large", "xl", "xxl")
 OBJECTIVES = ("span_corruption", "span_corruption_sentinel", "lm_adapt")

@@ -363,3 +363,30 @@ def test_readme_figure3a_commands_are_the_sweep_files_own():
     image = re.search(r"!\[[^\]]*\]\((results/smoke/[^)]+\.png)\)", section).group(1)
     assert (ROOT / image).stat().st_size > 10_000
     assert "tiny-model smoke run" in section
+
+
+@pytest.mark.slow
+def test_readme_main_job_runs_as_written(tmp_path):
+    """The README's second command, verbatim, in an empty directory: 5 jobs, a frame, a panel."""
+    import pandas as pd
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    lines = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0].splitlines()
+    command = lines[lines.index(next(x for x in lines if x.startswith("# 2."))) + 1]
+    assert command.startswith("python -m repro.run -m experiment=toy prompt_len=1,5,20,100,150")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+    proc = subprocess.run(
+        command.replace("python ", f"{sys.executable} "),
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_csv(tmp_path / "results/toy_prompt_len.csv")
+    assert sorted(frame["prompt_len"]) == [1, 5, 20, 100, 150]
+    assert set(frame["status"]) == {"finished"} and set(frame["task"]) == {"toy_review"}
+    assert (tmp_path / "results/figures/figure3a_prompt_len.png").stat().st_size > 10_000

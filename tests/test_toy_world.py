@@ -136,14 +136,17 @@ def test_shipped_checkpoint_loads_with_manifest_param_count(size, key, rel):
 
 
 def test_model_configs_match_the_manifest():
-    import yaml
+    from omegaconf import OmegaConf
+
+    import repro.config  # noqa: F401  (registers the ${repro_dir:} resolver)
 
     for size, m in MANIFEST["models"].items():
-        conf = yaml.safe_load((CONF / "model" / f"{size}.yaml").read_text())
+        conf = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{size}.yaml"), resolve=True)
         assert conf["params"] == m["params"]
         assert conf["d_model"] == m["shape"]["d_model"]
-        for objective, rel in conf["checkpoints"].items():
-            assert (ROOT / rel / "config.json").exists(), (size, objective, rel)
+        for objective, path in conf["checkpoints"].items():
+            assert Path(path).is_relative_to(MODELS), (size, objective, path)
+            assert (Path(path) / "config.json").exists(), (size, objective, path)
 
 
 def test_shipped_size_stays_small():
@@ -247,7 +250,7 @@ def test_toy_sweep_composes_with_shipped_checkpoints(stem):
             cfg = compose(stem, overrides=[search, "model=toy_large", f"{axis}={value}"])
             cfg = to_config(cfg)
             assert cfg.axes[axis] == value and cfg.sweep_name == "toy_figure3"
-            assert cfg.trainer.steps == 100 and cfg.paths.lm_adapt_dir == "repro/toy_models"
+            assert cfg.trainer.steps == 100 and cfg.paths.lm_adapt_dir == str(MODELS)
             ckpt = checkpoint_for(cfg)
             assert (ROOT / ckpt / "config.json").exists(), ckpt
             seen.add(cfg.name)
