@@ -18,7 +18,6 @@ import json
 import logging
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -328,14 +327,10 @@ def git_commit() -> str | None:
 
 def versions() -> dict[str, str]:
     import sentencepiece
-    import transformers
 
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "sentencepiece": sentencepiece.__version__,
-    }
+    from repro import lm_adapt
+
+    return {**lm_adapt.versions(), "sentencepiece": sentencepiece.__version__}
 
 
 def build(
