@@ -135,26 +135,22 @@ def write_assets(workdir: Path, args: argparse.Namespace) -> int:
     """Save a random T5.1.1-shaped model, a token batch and prompt values; returns #params."""
     import torch
     from safetensors.torch import save_file
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
     from repro.prompts import init_prompt
+    from repro.tiny import tiny_t5_config
 
     # transformers v5 always builds T5 tied and reads tie_word_embeddings=False only as "do not
     # scale decoder outputs" (T5.1.1); the untied lm_head of T5.1.1 is made by hand below and
     # stays untied on reload because the checkpoint holds a different tensor for it.
-    config = T5Config(
-        vocab_size=args.vocab,
-        d_model=args.d_model,
+    config = tiny_t5_config(
+        args.vocab,
+        args.d_model,
+        args.layers,
+        args.heads,
         d_kv=args.d_kv,
         d_ff=args.d_ff,
-        num_layers=args.layers,
-        num_decoder_layers=args.layers,
-        num_heads=args.heads,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
+        dropout_rate=0.1,  # T5.1.1's released config
     )
     torch.manual_seed(args.seed)
     model = T5ForConditionalGeneration(config)

@@ -190,21 +190,33 @@ def write_tiny_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 400, seed
     return out_dir
 
 
-def tiny_t5_config(vocab_size: int, d_model: int = 32, num_layers: int = 2, num_heads: int = 4):
-    """A T5.1.1-shaped config: gated-GELU, relative attention, untied input/output embeddings."""
+def tiny_t5_config(
+    vocab_size: int,
+    d_model: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    *,
+    d_kv: int | None = None,
+    d_ff: int | None = None,
+    dropout_rate: float = 0.0,
+):
+    """A T5.1.1-shaped config: gated-GELU, relative attention, untied input/output embeddings.
+
+    ``d_kv`` defaults to d_model / num_heads and ``d_ff`` to 2 × d_model (T5.1.1's ratio).
+    """
     from transformers import T5Config
 
     return T5Config(
         vocab_size=vocab_size,
         d_model=d_model,
-        d_kv=d_model // num_heads,
-        d_ff=2 * d_model,
+        d_kv=d_kv or d_model // num_heads,
+        d_ff=d_ff or 2 * d_model,
         num_layers=num_layers,
         num_decoder_layers=num_layers,
         num_heads=num_heads,
         feed_forward_proj="gated-gelu",
         tie_word_embeddings=False,
-        dropout_rate=0.0,
+        dropout_rate=dropout_rate,
         decoder_start_token_id=0,
         pad_token_id=0,
         eos_token_id=1,

@@ -99,22 +99,10 @@ def t5_config(shape: ToySize, vocab_size: int):
     output unscaled (``scale_decoder_outputs=False``) but still ties the LM head to the input
     embedding, so the parameter count holds one [vocab, d_model] table, not two.
     """
-    from transformers import T5Config
+    from repro.tiny import tiny_t5_config
 
-    return T5Config(
-        vocab_size=vocab_size,
-        d_model=shape.d_model,
-        d_kv=shape.d_model // shape.num_heads,
-        d_ff=shape.d_ff,
-        num_layers=shape.num_layers,
-        num_decoder_layers=shape.num_layers,
-        num_heads=shape.num_heads,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        dropout_rate=0.0,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
+    return tiny_t5_config(
+        vocab_size, shape.d_model, shape.num_layers, shape.num_heads, d_ff=shape.d_ff
     )
 
 
