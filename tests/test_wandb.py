@@ -15,11 +15,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from hydra import compose, initialize_config_dir
+from test_run import smoke_config
 
 import repro.run  # noqa: F401  (registers the run-name resolver and the config schemas)
 from repro.collect import AXES, collect_runs, collect_wandb
-from repro.config import to_config
 from repro.run import run_experiment
 from repro.tracking import WandbSink, default_mode
 
@@ -134,21 +133,6 @@ def wandb_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
     return tmp_path
-
-
-def smoke_config(tmp_path, tiny_t5_dir, *overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                "experiment=smoke",
-                f"model.path={tiny_t5_dir}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"paths.root={tmp_path}",
-                *overrides,
-            ],
-        )
-    return to_config(cfg)
 
 
 def test_offline_run_logs_config_metrics_and_result(wandb_env, tmp_path, tiny_t5_dir):
