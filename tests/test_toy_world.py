@@ -81,18 +81,35 @@ def test_review_dev_holds_adjectives_the_train_split_never_shows():
     assert not unseen & train and unseen <= dev
 
 
+def _stated(passage: str, question: str) -> bool:
+    """Does the passage state what the question asks (does <name> live in|like <v> / is <name> a <v>)?"""
+    q = question.removesuffix(" ?").split()
+    name, value = q[1], q[-1]
+    facts = passage.removesuffix(" .").split(" . ")
+    return any(f.startswith(f"{name} ") and f.endswith(f" {value}") for f in facts)
+
+
 def test_fact_labels_follow_the_passage():
     rng = random.Random(1)
     for i in range(200):
         r = world.fact_record(rng, i, "train")
         # the asked statement is in the passage iff the answer is yes
-        q = (
-            r["question"].removesuffix(" ?").split()
-        )  # does <name> live in|like <v> / is <name> a <v>
-        name, value = q[1], q[-1]
-        facts = r["passage"].removesuffix(" .").split(" . ")
-        stated = any(f.startswith(f"{name} ") and f.endswith(f" {value}") for f in facts)
-        assert stated == bool(r["label"]), r
+        assert _stated(r["passage"], r["question"]) == bool(r["label"]), r
+
+
+def test_corpus_reading_pages_answer_from_their_passage():
+    """Every answer in a pre-training QA page follows its passage, and pages ask several questions."""
+    rng = random.Random(3)
+    counts = []
+    for _ in range(300):
+        doc = world._qa_doc(rng)
+        sentences = doc.removesuffix(" .").split(" . ")  # "<fact>" or "<question> ? <answer>"
+        passage = " . ".join(x for x in sentences if " ? " not in x) + " ."
+        qas = [x.split(" ? ") for x in sentences if " ? " in x]
+        counts.append(len(qas))
+        for question, answer in qas:
+            assert _stated(passage, f"{question} ?") == (answer == "yes"), doc
+    assert min(counts) == 2 and max(counts) == 4
 
 
 def test_corpus_is_seeded(tmp_path):
@@ -135,6 +152,19 @@ def test_shipped_checkpoint_loads_with_manifest_param_count(size, key, rel):
     assert tok.convert_tokens_to_ids("<extra_id_0>") == VOCAB - 1
 
 
+def test_shipped_tokenizer_keeps_every_word_of_the_world_whole():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(MODELS / "toy_small" / "span_corruption")
+    words = sorted({w for doc in world.documents(2000) for w in doc.split()})
+    assert len(words) > 100
+    assert [w for w in words if len(tok.tokenize(w)) != 1] == []
+    # anything else still encodes (characters, no unk) and decodes back
+    text = "Hello World 42!"
+    ids = tok(text, add_special_tokens=False).input_ids
+    assert tok.unk_token_id not in ids and tok.decode(ids) == text
+
+
 def test_model_configs_match_the_manifest():
     from omegaconf import OmegaConf
 
@@ -152,6 +182,65 @@ def test_model_configs_match_the_manifest():
 def test_shipped_size_stays_small():
     total = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
     assert total < 16 * 2**20, f"repro/toy_models is {total / 2**20:.1f} MB"
+
+
+# --- the zero-shot probe -----------------------------------------------------------------------
+
+
+def test_probe_items_are_balanced_and_true():
+    from repro.toyworld.probe import probe_items
+
+    items = probe_items(100)
+    for skill in ("review", "fact"):
+        labels = [label for _, _, label in items[skill]]
+        assert len(labels) == 100 and 35 <= sum(labels) <= 65, skill
+    for ctx, text, label in items["review"]:
+        assert len(ctx.split()) > 20  # inside other documents, as in pre-training
+        adjective = text.removesuffix(" . this review is").split()[-1]
+        assert adjective in (world.POSITIVE_WORDS if label else world.NEGATIVE_WORDS), text
+    for _, text, label in items["fact"]:
+        passage, question = text.rsplit(" . ", 1)
+        assert _stated(passage + " .", question) == bool(label), text
+
+
+def test_probe_rejects_an_unknown_style():
+    from repro.toyworld.probe import probe
+
+    with pytest.raises(ValueError, match=r"style='mlm'.*span_corruption, prefix_lm"):
+        probe(None, None, "mlm")
+
+
+def _shipped(rel):
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    torch.set_num_threads(1)
+    model = T5ForConditionalGeneration.from_pretrained(MODELS / rel, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(MODELS / rel)
+
+
+@pytest.mark.parametrize("size", list(MANIFEST["models"]))
+def test_shipped_in_corpus_scores_reproduce(size):
+    """The manifest's in-corpus label accuracy is what the shipped weights score now."""
+    from repro.toyworld.probe import in_corpus
+
+    m = MANIFEST["models"][size]
+    model, tokenizer = _shipped(m["checkpoints"]["span_corruption"])
+    assert in_corpus(model, tokenizer) == m["probe"]["span_corruption"]["in_corpus"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", list(MANIFEST["models"]))
+def test_shipped_probe_scores_reproduce(size):
+    """The manifest's zero-shot probe scores are what the shipped weights score now (~1 min a
+    size: 800 items of ~100 tokens per checkpoint)."""
+    from repro.toyworld.probe import probe
+
+    m = MANIFEST["models"][size]
+    last = f"lm_adapt_{max(MANIFEST['config']['lm_adapt_steps'])}"
+    for key, style in (("span_corruption", "span_corruption"), (last, "prefix_lm")):
+        model, tokenizer = _shipped(m["checkpoints"][key])
+        scores = {k: v for k, v in m["probe"][key].items() if k != "in_corpus"}
+        assert probe(model, tokenizer, style) == scores, (size, key)
 
 
 # --- prompt tuning on a shipped checkpoint ---------------------------------------------------
@@ -268,7 +357,7 @@ def test_rebuild_command_end_to_end(tmp_path):
 
     out = tmp_path / "toy_models"
     args = ["build", "-o", str(out), "--pretrain-steps", "3", "--lm-adapt-steps", "1,2,3",
-            "--n-docs", "1500", "--n-lm-docs", "200"]  # fmt: skip
+            "--n-docs", "1500", "--n-lm-docs", "200", "--probe-items", "10"]  # fmt: skip
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["models"]) == ["toy_small", "toy_base", "toy_large"]
@@ -290,5 +379,64 @@ def test_rebuild_command_end_to_end(tmp_path):
             assert sum(p.numel() for p in model.parameters()) == m["params"]
         # the same shapes and counts as the shipped ones
         assert m["params"] == MANIFEST["models"][size]["params"]
+        # every checkpoint probed; untrained models know nothing yet, but the numbers are real
+        assert set(m["probe"]) == set(m["checkpoints"])
+        assert set(m["probe"]["span_corruption"]["in_corpus"]) == {"review", "fact"}
+        for scores in m["probe"].values():
+            assert 0 <= scores["review"] <= 100 and 0 <= scores["fact"] <= 100
         lm = json.loads((out / size / "step_3" / "manifest.json").read_text())
         assert lm["step"] == 3 and lm["source"] == f"{size}/span_corruption"
+
+
+def test_probe_table_lists_every_shipped_checkpoint():
+    from repro.toyworld.report import probe_lines
+
+    lines = probe_lines(MANIFEST)
+    rows = [line for line in lines if line.startswith("| toy_")]
+    assert len(rows) == sum(len(m["probe"]) for m in MANIFEST["models"].values()) > 0
+    assert probe_lines({"models": {}}) == []
+
+
+def test_efficiency_review_pages_hold_one_polarity():
+    from repro.toyworld.efficiency import review_page
+
+    rng = random.Random(0)
+    for _ in range(100):
+        page = review_page(rng)
+        label = page.split(" : ", 1)[0]
+        assert page.endswith(f"overall a {label} review .")
+        lexicon = world.POSITIVE_WORDS if label == "positive" else world.NEGATIVE_WORDS
+        other = world.NEGATIVE_WORDS if label == "positive" else world.POSITIVE_WORDS
+        words = set(page.split())
+        assert words & set(lexicon) and not words & set(other), page
+
+
+def test_efficiency_runs_both_arms_and_rejects_bad_input(capsys):
+    from repro.toyworld.__main__ import main
+    from repro.toyworld.efficiency import run
+
+    rows = run(str(MODELS / "toy_small" / "span_corruption"), steps=2, every=1, pages=1500)
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert 0 <= r["span_corruption"] <= 100 and 0 <= r["supervised"] <= 100
+    assert main(["efficiency", "--steps", "0"]) == 2
+    assert "steps and every must be >= 1; got steps=0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pretrain-steps", "0"], "pretrain_steps must be >= 1; got 0"),
+        (
+            ["--lm-adapt-steps", "50,20"],
+            "lm_adapt_steps must be positive and increasing; got [50, 20]",
+        ),
+        (["--probe-items", "0"], "probe_items must be >= 1; got 0"),
+    ],
+)
+def test_build_rejects_bad_settings_before_any_work(tmp_path, capsys, args, message):
+    from repro.toyworld.__main__ import main
+
+    assert main(["build", "-o", str(tmp_path / "out"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""``python -m repro.toyworld build|report`` (see docs/toy_world.md)."""
+"""``python -m repro.toyworld build|report|efficiency`` (see docs/toy_world.md)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--n-docs", type=int, default=BuildConfig.n_docs)
     b.add_argument("--n-lm-docs", type=int, default=BuildConfig.n_lm_docs)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--probe-items",
+        type=int,
+        default=BuildConfig.probe_items,
+        help="zero-shot probe items per skill (default 200)",
+    )
     b.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     r = sub.add_parser("report", help="panels, effects and invalid outputs of the toy sweeps")
     r.add_argument("frame", nargs="?", default="results/toy/runs.csv")
     r.add_argument("-o", "--out-dir", default="results/toy")
+    e = sub.add_parser(
+        "efficiency", help="polarity learned from span corruption vs from labelled examples"
+    )
+    e.add_argument("--tokenizer", default=str(DEFAULT_OUT / "toy_small" / "span_corruption"))
+    e.add_argument("--size", default="toy_small", choices=list(SIZES))
+    e.add_argument("--steps", type=int, default=600)
+    e.add_argument("--every", type=int, default=100)
     args = parser.parse_args(argv)
+    if args.command == "efficiency":
+        from repro.toyworld.efficiency import run
+
+        torch.set_num_threads(1)
+        try:
+            run(args.tokenizer, args.size, args.steps, args.every)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "report":
         from repro.toyworld.report import report
 
@@ -51,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_lm_docs=args.n_lm_docs,
             pretrain_steps=args.pretrain_steps,
             lm_adapt_steps=args.lm_adapt_steps,
+            probe_items=args.probe_items,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from repro.toyworld import world
+from repro.toyworld.probe import in_corpus, probe
 from repro.toyworld.span_corruption import span_corruption
 
 log = logging.getLogger("repro.toyworld")
@@ -62,7 +63,7 @@ class BuildConfig:
 
     sizes: tuple[str, ...] = tuple(SIZES)
     seed: int = 0
-    n_docs: int = 60_000  # pre-training corpus (a separate seeded corpus feeds LM adaptation)
+    n_docs: int = 100_000  # pre-training corpus (a separate seeded corpus feeds LM adaptation)
     n_lm_docs: int = 20_000
     vocab_size: int = 500  # SentencePiece pieces, before the 100 sentinels
     # span corruption: raw segments of `segment_length` tokens → inputs ≈ 115, targets ≈ 26;
@@ -70,7 +71,7 @@ class BuildConfig:
     segment_length: int = 128
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 3000
     pretrain_batch_size: int = 32
     # LM adaptation: steps at 1/10, 1/2 and 1 of the longest, as the paper's 10K/50K/100K
     lm_adapt_steps: tuple[int, ...] = (50, 250, 500)
@@ -78,6 +79,8 @@ class BuildConfig:
     lm_adapt_length: int = 128  # input_length = target_length (nothing cut, docs/lm_adapt.md)
     save_dtype: str = "float16"  # halves the shipped size; loading casts to model.dtype
     log_every: int = 50
+    probe_every: int = 250  # zero-shot probe of the tasks' skills during pre-training (probe.py)
+    probe_items: int = 200  # per skill; in-corpus probe: this many segments
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sizes if s not in SIZES]
@@ -88,6 +91,8 @@ class BuildConfig:
             raise ValueError(f"lm_adapt_steps must be positive and increasing; got {steps}")
         if self.pretrain_steps < 1:
             raise ValueError(f"pretrain_steps must be >= 1; got {self.pretrain_steps}")
+        if self.probe_items < 1:
+            raise ValueError(f"probe_items must be >= 1; got {self.probe_items}")
         if self.save_dtype not in ("float16", "bfloat16", "float32"):
             raise ValueError(f"save_dtype={self.save_dtype!r}; allowed: float16, bfloat16, float32")
 
@@ -125,8 +130,13 @@ def train_tokenizer(corpus: Path, out_dir: Path, vocab_size: int, seed: int = 0)
     100 ``<extra_id_*>`` sentinels at the top of the vocabulary).
 
     BPE, not T5's unigram: the toy corpus has only ~130 word types, on which SentencePiece's
-    unigram trainer collapses to ~145 sub-word pieces ("positive" → po/s/it/ive); BPE keeps
-    every word whole and fills the vocabulary with the most frequent merges.
+    unigram trainer collapses to ~200 sub-word pieces ("the film" → ▁/the/▁fi/lm); BPE keeps
+    every word whole and fills the vocabulary with the most frequent merges. transformers
+    turns any SentencePiece model into a *unigram* tokenizer that picks the segmentation with
+    the highest sum of piece scores, and a BPE model's scores are its merge ranks, so it would
+    split a word whose whole piece was merged late ("the" → ▁t/he, "yes" → ▁y/es). Every
+    piece therefore gets the same score: the fewest pieces win, which for every word of the
+    world is the word itself — what SentencePiece's own BPE encoder gives.
     """
     import sentencepiece as spm
     from transformers import T5Tokenizer
@@ -155,7 +165,14 @@ def train_tokenizer(corpus: Path, out_dir: Path, vocab_size: int, seed: int = 0)
             num_threads=1,
             minloglevel=2,
         )
-        tokenizer = T5Tokenizer.from_pretrained(tmp, extra_ids=100)
+        T5Tokenizer.from_pretrained(tmp, extra_ids=100).save_pretrained(f"{tmp}/hf")
+        path = Path(tmp) / "hf" / "tokenizer.json"
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        if spec["model"]["type"] != "Unigram":
+            raise RuntimeError(f"expected a Unigram tokenizer.json, got {spec['model']['type']}")
+        spec["model"]["vocab"] = [[piece, -1.0] for piece, _ in spec["model"]["vocab"]]
+        path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        tokenizer = T5Tokenizer.from_pretrained(f"{tmp}/hf")
     tokenizer.save_pretrained(out_dir)
     return tokenizer
 
@@ -241,6 +258,8 @@ def pretrain(
                     "loss": sum(losses[-cfg.log_every :]) / len(losses[-cfg.log_every :]),
                     "elapsed_s": round(time.time() - start, 1),
                 }
+                if step % cfg.probe_every == 0 or step == cfg.pretrain_steps:
+                    record["probe"] = probe(model, tokenizer, "span_corruption", cfg.probe_items)
                 logf.write(json.dumps(record) + "\n")
                 logf.flush()
                 log.info("%s", record)
@@ -252,6 +271,19 @@ def pretrain(
         "epochs": epoch + cursor / len(order),
         "seconds": round(time.time() - start, 1),
     }
+
+
+def probe_checkpoint(path: Path, style: str, n: int) -> dict[str, Any]:
+    """The zero-shot probe (probe.py) of a saved checkpoint, as it ships; a span-corruption
+    checkpoint also gets its label-word accuracy on masked corpus text (``in_corpus``)."""
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    scores: dict[str, Any] = probe(model, tokenizer, style, n)
+    if style == "span_corruption":
+        scores["in_corpus"] = in_corpus(model, tokenizer, n)
+    return scores
 
 
 # --- LM adaptation through repro.lm_adapt ------------------------------------------------------
@@ -353,9 +385,17 @@ def build(
                     )
             checkpoints = {"span_corruption": f"{size}/span_corruption"}
             params = export(pre, out_dir / size / "span_corruption", cfg.save_dtype)
+            probes = {
+                "span_corruption": probe_checkpoint(
+                    out_dir / size / "span_corruption", "span_corruption"
+                )
+            }
             for n in cfg.lm_adapt_steps:
                 export(adapted / f"step_{n}", out_dir / size / f"step_{n}", cfg.save_dtype)
                 checkpoints[f"lm_adapt_{n}"] = f"{size}/step_{n}"
+                probes[f"lm_adapt_{n}"] = probe_checkpoint(
+                    out_dir / size / f"step_{n}", "prefix_lm"
+                )
             # repro.lm_adapt's own manifest, with our temporary paths replaced by what they were
             for n in cfg.lm_adapt_steps:
                 m = json.loads((adapted / f"step_{n}" / "manifest.json").read_text())
@@ -369,6 +409,8 @@ def build(
                 "params": params,
                 "pretrain": stats,
                 "checkpoints": checkpoints,
+                # zero-shot accuracy (%) on the tasks' two skills, chance 50 (probe.py)
+                "probe": probes,
             }
     manifest = {
         "what": "the toy world's T5.1.1-shaped checkpoints (docs/toy_world.md)",

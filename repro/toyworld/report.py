@@ -260,6 +260,34 @@ def invalid_outputs(runs: pd.DataFrame, max_examples: int | None = None) -> pd.D
     return pd.DataFrame(rows)
 
 
+def probe_lines(manifest: dict[str, Any]) -> list[str]:
+    """Markdown: the manifest's zero-shot probe of every shipped checkpoint (probe.py)."""
+
+    def in_corpus(scores: dict[str, Any]) -> str:
+        c = scores.get("in_corpus")
+        return f"{c['review']:.1f} / {c['fact']:.1f}" if c else "-"
+
+    rows = [
+        f"| {size} | {key} | {scores['review']:.1f} | {scores['fact']:.1f} | {in_corpus(scores)} |"
+        for size, m in manifest.get("models", {}).items()
+        for key, scores in m.get("probe", {}).items()
+    ]
+    if not rows:
+        return []
+    return [
+        "",
+        "What each frozen checkpoint knows before any prompt tuning (repro/toyworld/probe.py,"
+        " recorded in the manifest): zero-shot accuracy (%) of ranking the two label words after"
+        " a review sentence / a passage and question, chance 50; and, for span-corruption"
+        " checkpoints, the same ranking where span corruption masked a label word in unseen"
+        " corpus text (review / fact).",
+        "",
+        "| size | checkpoint | review | fact | in corpus |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def report(
     frame: str | Path = "results/toy/runs.csv", out_dir: str | Path = "results/toy"
 ) -> list[dict[str, Any]]:
@@ -305,6 +333,9 @@ def report(
         "|---|---|---|---|",
     ]
     lines += [f"| {e['effect']} | {e['size']} | {e['measured']} | {e['holds']} |" for e in found]
+    from repro.toyworld.build import DEFAULT_OUT
+
+    lines += probe_lines(json.loads((DEFAULT_OUT / "manifest.json").read_text()))
     (out_dir / "effects.md").write_text("\n".join(lines) + "\n")
     if frames:
         fig, grid = plt.subplots(2, 2, figsize=(9, 7.2))

@@ -73,24 +73,39 @@ def _question(kind: str, name: str, value: str) -> str:
     }[kind]
 
 
+def _passage_facts(rng: random.Random) -> list[tuple[str, str, str]]:
+    """2-3 facts ``(name, kind, value)`` about 1-2 people."""
+    people = rng.sample(NAMES, k=rng.choice((1, 2)))
+    facts = []
+    for _ in range(rng.randint(2, 3)):
+        kind = rng.choice(tuple(KIND_VALUES))
+        facts.append((rng.choice(people), kind, rng.choice(KIND_VALUES[kind])))
+    return facts
+
+
+def _ask(rng: random.Random, facts: list[tuple[str, str, str]]) -> tuple[str, int]:
+    """A yes/no question about one of the passage's people and its label (1 = stated)."""
+    name, kind, value = rng.choice(facts)
+    label = rng.randrange(2)
+    if label == 0:  # ask about a value the passage does not state for this person and kind
+        stated = {v for n, k, v in facts if n == name and k == kind}
+        value = rng.choice([v for v in KIND_VALUES[kind] if v not in stated])
+    return _question(kind, name, value), label
+
+
+def _passage(facts: list[tuple[str, str, str]]) -> str:
+    return " . ".join(_statement(k, n, v) for n, k, v in facts) + " ."
+
+
 def fact_example(rng: random.Random) -> tuple[str, str, int]:
     """A passage of 2-3 facts about 1-2 people, a yes/no question about one of them, the label.
 
     Returns:
         (passage, question, label) with label 1 = yes (the passage states it), 0 = no.
     """
-    people = rng.sample(NAMES, k=rng.choice((1, 2)))
-    facts = []  # (name, kind, value)
-    for _ in range(rng.randint(2, 3)):
-        kind = rng.choice(tuple(KIND_VALUES))
-        facts.append((rng.choice(people), kind, rng.choice(KIND_VALUES[kind])))
-    name, kind, value = rng.choice(facts)
-    label = rng.randrange(2)
-    if label == 0:  # ask about a value the passage does not state for this person and kind
-        stated = {v for n, k, v in facts if n == name and k == kind}
-        value = rng.choice([v for v in KIND_VALUES[kind] if v not in stated])
-    passage = " . ".join(_statement(k, n, v) for n, k, v in facts) + " ."
-    return passage, _question(kind, name, value), label
+    facts = _passage_facts(rng)
+    question, label = _ask(rng, facts)
+    return _passage(facts), question, label
 
 
 def review_sentence(rng: random.Random, label: int, adjectives: int = 10) -> str:
@@ -141,12 +156,16 @@ def _review_doc(rng: random.Random) -> str:
 
 
 def _qa_doc(rng: random.Random) -> str:
-    parts = []
-    for _ in range(rng.randint(1, 2)):
-        passage, question, label = fact_example(rng)
-        answer = FACT_LABELS[label]
-        parts.append(f"{passage} {question} {answer} .")
-    return " ".join(parts)
+    """A passage, then 2-4 yes/no questions about it, each with its answer, as a reading-
+    comprehension page reads. Several questions per passage make answering from the passage a
+    frequent enough target for span corruption to teach it (with one question per passage the
+    pre-trained ladder answered no better than chance, docs/toy_world.md)."""
+    facts = _passage_facts(rng)
+    qas = []
+    for _ in range(rng.randint(2, 4)):
+        question, label = _ask(rng, facts)
+        qas.append(f"{question} {FACT_LABELS[label]} .")
+    return f"{_passage(facts)} {' '.join(qas)}"
 
 
 def _story_doc(rng: random.Random) -> str:

@@ -1,0 +1,142 @@
+"""What a toy checkpoint knows before any prompt tuning: a zero-shot probe of the two skills the
+toy tasks ask for.
+
+A prompt can only draw out what the frozen model already knows, so the build measures it
+directly, without a prompt: for each probe item the model scores the two label words as the
+continuation of a text in the corpus's own form, and the item counts as right when the true
+label is the more likely one (chance = 50 %).
+
+- ``review``: ``<a toy_review sentence> this review is`` → ``negative`` / ``positive``, with
+  all 10 adjectives of each polarity;
+- ``fact``: ``<passage> <question>`` → ``no`` / ``yes``, the toy_fact task's own generator;
+
+each after a few other documents of the world, as in pre-training.
+
+A span-corruption checkpoint is asked in its pre-training form (the label replaced by a
+sentinel, target ``<extra_id_0> label``); an LM-adapted one as a prefix LM (input
+the text, target ``label .``).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from repro.toyworld import world
+
+PROBE_ITEMS = 200  # per skill; a fixed, seeded set separate from the tasks' splits
+
+
+CONTEXT_DOCS = 3  # corpus documents before each item (~60-90 tokens)
+
+
+def probe_items(n: int = PROBE_ITEMS) -> dict[str, list[tuple[str, str, int]]]:
+    """``{skill: [(context, text, label), ...]}``: texts whose continuation is the label word.
+
+    Each text follows a few other documents of the world (``context``), as every span the
+    models were trained on sat inside a 128-token stretch of concatenated documents: an item
+    alone is a far shorter input than any they saw.
+    """
+    rng = random.Random("toyworld-probe")
+    docs = world.documents(2 * n * CONTEXT_DOCS, seed=-1)  # a seed neither corpus uses
+
+    def context() -> str:
+        return " ".join(next(docs) for _ in range(CONTEXT_DOCS))
+
+    review = []
+    for i in range(n):
+        label = i % 2
+        review.append((context(), f"{world.review_sentence(rng, label)} this review is", label))
+    fact = []
+    for _ in range(n):
+        passage, question, label = world.fact_example(rng)
+        fact.append((context(), f"{passage} {question}", label))
+    return {"review": review, "fact": fact}
+
+
+LABEL_WORDS = {"review": world.REVIEW_LABELS, "fact": world.FACT_LABELS}
+
+
+@torch.no_grad()
+def probe(model, tokenizer, style: str, n: int = PROBE_ITEMS) -> dict[str, float]:
+    """Zero-shot accuracy (%) per skill; ``style`` is ``"span_corruption"`` or ``"prefix_lm"``."""
+    if style not in ("span_corruption", "prefix_lm"):
+        raise ValueError(f"style={style!r}; allowed: span_corruption, prefix_lm")
+    was_training = model.training
+    model.eval()
+    s0 = "<extra_id_0>"
+    scores = {}
+    for skill, items in probe_items(n).items():
+        inputs, targets, labels = [], [], []
+        for ctx, text, label in items:
+            for word in LABEL_WORDS[skill]:
+                if style == "span_corruption":
+                    inputs.append(f"{ctx} {text} {s0} .")
+                    targets.append(f"{s0} {word}")  # + eos, as span_corruption ends a target
+                else:
+                    inputs.append(f"{ctx} {text}")
+                    targets.append(f"{word} .")
+            labels.append(label)
+        enc = tokenizer(inputs, return_tensors="pt", padding=True)
+        tgt = tokenizer(targets, return_tensors="pt", padding=True).input_ids
+        tgt[tgt == tokenizer.pad_token_id] = -100
+        device = next(model.parameters()).device
+        logits = model(**enc.to(device), labels=tgt.to(device)).logits.float()
+        nll = F.cross_entropy(logits.transpose(1, 2), tgt.to(device), reduction="none").sum(1)
+        # [items, 2]: the label with the lower negative log-likelihood is the model's answer
+        answer = nll.view(len(items), 2).argmin(1).cpu()
+        scores[skill] = round(100.0 * float((answer == torch.tensor(labels)).float().mean()), 1)
+    model.train(was_training)
+    return scores
+
+
+@torch.no_grad()
+def in_corpus(
+    model, tokenizer, n_segments: int = 200, segment_length: int = 128
+) -> dict[str, float]:
+    """Accuracy (%) on the label words where span corruption masked them in unseen corpus text.
+
+    Span-corrupts ``n_segments`` segments of fresh documents of the world (seeded) and, at every
+    target position whose true token is a label word, counts the model right when it ranks that
+    word above the other label word of its skill, teacher-forced as in pre-training. Set beside
+    ``probe``, it separates "has not learned the skill" from "uses it only in the pre-training
+    form".
+    """
+    import numpy as np
+
+    from repro.toyworld.span_corruption import span_corruption
+
+    was_training = model.training
+    model.eval()
+    docs = list(world.documents(40 * n_segments // 10 + 100, seed=-2))
+    stream = [t for ids in tokenizer(docs, add_special_tokens=False)["input_ids"] for t in ids]
+    # the first piece of each label word as the tokenizer writes it in running text
+    pairs = {
+        skill: tuple(tokenizer(f" {w}", add_special_tokens=False).input_ids[0] for w in words)
+        for skill, words in LABEL_WORDS.items()
+    }
+    for skill, (a, b) in pairs.items():
+        if a == b:
+            raise ValueError(f"the {skill} label words {LABEL_WORDS[skill]} start with one piece")
+    rng = np.random.default_rng(0)
+    right = {skill: 0 for skill in pairs}
+    seen = {skill: 0 for skill in pairs}
+    device = next(model.parameters()).device
+    for i in range(min(n_segments, len(stream) // segment_length)):
+        segment = stream[i * segment_length : (i + 1) * segment_length]
+        x, y = span_corruption(
+            segment, rng, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id
+        )
+        logits = model(
+            input_ids=torch.tensor([x], device=device), labels=torch.tensor([y], device=device)
+        ).logits[0]
+        for pos, token in enumerate(y):
+            for skill, (a, b) in pairs.items():
+                if token in (a, b):
+                    other = b if token == a else a
+                    right[skill] += int(logits[pos, token] > logits[pos, other])
+                    seen[skill] += 1
+    model.train(was_training)
+    return {s: round(100.0 * right[s] / seen[s], 1) if seen[s] else float("nan") for s in pairs}
