@@ -1,15 +1,19 @@
 #!/bin/sh
 # Regenerate results/toy/ from the shipped toy checkpoints (repro/toy_models/): the four toy
 # Figure 3 sweeps (one shared directory, multirun/toy_figure3/), the run frame, the four panels,
-# the measured effects and the invalid-output counts. CPU, no network; about 70 CPU-minutes of jobs
-# of our 2-core machines. Run from the repository root:
-#   sh sweeps/toy/run_all.sh
-# A relaunch skips finished jobs. To rebuild the checkpoints themselves first (~30 min; we ran --sizes toy_large and --sizes toy_small toy_base side by side):
+# the measured effects and the invalid-output counts. CPU, no network; JOBS single-threaded jobs
+# at a time (default 2, one per core of our machines) through the local launcher. Run from the
+# repository root:
+#   sh sweeps/toy/run_all.sh            # or JOBS=4 sh sweeps/toy/run_all.sh
+# A relaunch skips finished jobs. To rebuild the checkpoints themselves first (docs/toy_world.md;
+# we ran --sizes toy_large and --sizes toy_small toy_base side by side):
 #   python -m repro.toyworld build
 set -e
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+JOBS="${JOBS:-2}"
 for panel in fig3a_prompt_len fig3b_init fig3c_objective fig3d_lm_adapt_steps; do
-  python -m repro.run -m --config-dir sweeps/toy --config-name "$panel"
+  python -m repro.run -m --config-dir sweeps/toy --config-name "$panel" \
+    hydra/launcher=local hydra.launcher.gpus_per_node=0 hydra.sweeper.max_batch_size="$JOBS"
 done
 python -m repro.collect multirun/toy_figure3 -o results/toy/runs.csv
 # figure3{a,b,c,d}_*.png + the 2x2 figure3.png, effects.csv, invalid_outputs.csv, summary.md
