@@ -389,4 +389,7 @@ def test_readme_main_job_runs_as_written(tmp_path):
     frame = pd.read_csv(tmp_path / "results/toy_prompt_len.csv")
     assert sorted(frame["prompt_len"]) == [1, 5, 20, 100, 150]
     assert set(frame["status"]) == {"finished"} and set(frame["task"]) == {"toy_review"}
+    # the default toy model knows polarity (its probe): a 20-token prompt draws it out
+    assert set(frame["size"]) == {"toy_large"}
+    assert frame.loc[frame["prompt_len"] == 20, "score"].item() > 90
     assert (tmp_path / "results/figures/figure3a_prompt_len.png").stat().st_size > 10_000
