@@ -387,14 +387,14 @@ def build(
             params = export(pre, out_dir / size / "span_corruption", cfg.save_dtype)
             probes = {
                 "span_corruption": probe_checkpoint(
-                    out_dir / size / "span_corruption", "span_corruption"
+                    out_dir / size / "span_corruption", "span_corruption", cfg.probe_items
                 )
             }
             for n in cfg.lm_adapt_steps:
                 export(adapted / f"step_{n}", out_dir / size / f"step_{n}", cfg.save_dtype)
                 checkpoints[f"lm_adapt_{n}"] = f"{size}/step_{n}"
                 probes[f"lm_adapt_{n}"] = probe_checkpoint(
-                    out_dir / size / f"step_{n}", "prefix_lm"
+                    out_dir / size / f"step_{n}", "prefix_lm", cfg.probe_items
                 )
             # repro.lm_adapt's own manifest, with our temporary paths replaced by what they were
             for n in cfg.lm_adapt_steps:
