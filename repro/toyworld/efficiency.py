@@ -14,8 +14,8 @@ outranks the other one (chance 50):
   same knowledge as labelled examples; the loss is on the label word only. Scored on 200
   held-out sentences.
 
-The supervised arm reaches 100 % in a few hundred steps; the span-corruption arm stays near
-chance for as long, because the label words are ~3 % of its targets.
+Measured (docs/toy_world.md): the supervised arm is at 100 % from step 100, the span-corruption
+arm near chance through step 600. The label words are ~3 % of its targets, the likeliest reason.
 """
 
 from __future__ import annotations
