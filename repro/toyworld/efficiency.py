@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from repro.toyworld import world
+from repro.toyworld.build import IGNORE_INDEX, _pad
+from repro.toyworld.probe import first_pieces, masked_label_hits
 from repro.toyworld.span_corruption import span_corruption
 
 SEGMENT = 128
@@ -51,29 +53,15 @@ def _segments(tokenizer, n_pages: int, seed: int) -> np.ndarray:
     return np.asarray(stream[: n * SEGMENT]).reshape(n, SEGMENT)
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(map(len, rows))
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
-
-
-@torch.no_grad()
 def masked_label_accuracy(model, tokenizer, held: np.ndarray) -> float:
     """% of masked label words in ``held`` that the model ranks above the other label word."""
-    pos, neg = (
-        tokenizer(f" {w}", add_special_tokens=False).input_ids[0] for w in ("positive", "negative")
-    )
-    rng = np.random.default_rng(1)
-    right = seen = 0
+    pairs = {"review": first_pieces(tokenizer, ("positive", "negative"))}
     model.eval()
-    for segment in held:
-        x, y = span_corruption(segment.tolist(), rng, vocab_size=len(tokenizer), eos_id=1)
-        logits = model(input_ids=torch.tensor([x]), labels=torch.tensor([y])).logits[0]
-        for j, t in enumerate(y):
-            if t in (pos, neg):
-                right += int(logits[j, t] > logits[j, neg if t == pos else pos])
-                seen += 1
+    right, seen = masked_label_hits(
+        model, tokenizer, [s.tolist() for s in held], pairs, np.random.default_rng(1)
+    )
     model.train()
-    return 100.0 * right / max(seen, 1)
+    return 100.0 * right["review"] / max(seen["review"], 1)
 
 
 @torch.no_grad()
@@ -86,7 +74,7 @@ def supervised_accuracy(model, tokenizer, n: int = 200) -> float:
         return_tensors="pt",
         padding=True,
     )
-    first = [tokenizer(f" {w}", add_special_tokens=False).input_ids[0] for w in world.REVIEW_LABELS]
+    first = list(first_pieces(tokenizer, world.REVIEW_LABELS))
     start = torch.full((n, 1), model.config.decoder_start_token_id)
     model.eval()
     logits = model(**x, decoder_input_ids=start).logits[:, 0, first]
@@ -106,14 +94,14 @@ def _batches(arm: str, tokenizer, segments: np.ndarray, seed: int) -> Iterator[t
                 )
                 xs.append(x)
                 ys.append(y)
-            yield _pad(xs, tokenizer.pad_token_id), _pad(ys, -100)
+            yield _pad(xs, tokenizer.pad_token_id), _pad(ys, IGNORE_INDEX)
         else:
             labels = [text_rng.randrange(2) for _ in range(BATCH)]
             texts = [f"{world.review_sentence(text_rng, k)} this review is" for k in labels]
             targets = [world.REVIEW_LABELS[k] for k in labels]
             x = tokenizer(texts, return_tensors="pt", padding=True).input_ids
             y = tokenizer(targets, return_tensors="pt", padding=True).input_ids
-            y[y == tokenizer.pad_token_id] = -100
+            y[y == tokenizer.pad_token_id] = IGNORE_INDEX
             yield x, y
 
 
@@ -153,7 +141,7 @@ def run(
             logits = model(
                 input_ids=x, attention_mask=(x != tokenizer.pad_token_id).long(), labels=y
             ).logits
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

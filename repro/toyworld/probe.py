@@ -27,8 +27,6 @@ import torch.nn.functional as F
 from repro.toyworld import world
 
 PROBE_ITEMS = 200  # per skill; a fixed, seeded set separate from the tasks' splits
-
-
 CONTEXT_DOCS = 3  # corpus documents before each item (~60-90 tokens)
 
 
@@ -92,6 +90,39 @@ def probe(model, tokenizer, style: str, n: int = PROBE_ITEMS) -> dict[str, float
     return scores
 
 
+def first_pieces(tokenizer, words) -> tuple[int, ...]:
+    """The first piece of each word as the tokenizer writes it in running text."""
+    return tuple(tokenizer(f" {w}", add_special_tokens=False).input_ids[0] for w in words)
+
+
+@torch.no_grad()
+def masked_label_hits(
+    model, tokenizer, segments, pairs: dict[str, tuple[int, int]], rng
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Span-corrupt each segment (numpy ``rng``) and, at every target position whose true token
+    is one of a skill's two label pieces, count the model right when it ranks that piece above
+    the other, teacher-forced as in pre-training. Returns ``(right, seen)`` per skill."""
+    from repro.toyworld.span_corruption import span_corruption
+
+    right = {skill: 0 for skill in pairs}
+    seen = {skill: 0 for skill in pairs}
+    device = next(model.parameters()).device
+    for segment in segments:
+        x, y = span_corruption(
+            segment, rng, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id
+        )
+        logits = model(
+            input_ids=torch.tensor([x], device=device), labels=torch.tensor([y], device=device)
+        ).logits[0]
+        for pos, token in enumerate(y):
+            for skill, (a, b) in pairs.items():
+                if token in (a, b):
+                    other = b if token == a else a
+                    right[skill] += int(logits[pos, token] > logits[pos, other])
+                    seen[skill] += 1
+    return right, seen
+
+
 @torch.no_grad()
 def in_corpus(
     model, tokenizer, n_segments: int = 200, segment_length: int = 128
@@ -106,37 +137,18 @@ def in_corpus(
     """
     import numpy as np
 
-    from repro.toyworld.span_corruption import span_corruption
-
     was_training = model.training
     model.eval()
     docs = list(world.documents(40 * n_segments // 10 + 100, seed=-2))
     stream = [t for ids in tokenizer(docs, add_special_tokens=False)["input_ids"] for t in ids]
-    # the first piece of each label word as the tokenizer writes it in running text
-    pairs = {
-        skill: tuple(tokenizer(f" {w}", add_special_tokens=False).input_ids[0] for w in words)
-        for skill, words in LABEL_WORDS.items()
-    }
+    pairs = {skill: first_pieces(tokenizer, words) for skill, words in LABEL_WORDS.items()}
     for skill, (a, b) in pairs.items():
         if a == b:
             raise ValueError(f"the {skill} label words {LABEL_WORDS[skill]} start with one piece")
-    rng = np.random.default_rng(0)
-    right = {skill: 0 for skill in pairs}
-    seen = {skill: 0 for skill in pairs}
-    device = next(model.parameters()).device
-    for i in range(min(n_segments, len(stream) // segment_length)):
-        segment = stream[i * segment_length : (i + 1) * segment_length]
-        x, y = span_corruption(
-            segment, rng, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id
-        )
-        logits = model(
-            input_ids=torch.tensor([x], device=device), labels=torch.tensor([y], device=device)
-        ).logits[0]
-        for pos, token in enumerate(y):
-            for skill, (a, b) in pairs.items():
-                if token in (a, b):
-                    other = b if token == a else a
-                    right[skill] += int(logits[pos, token] > logits[pos, other])
-                    seen[skill] += 1
+    segments = [
+        stream[i * segment_length : (i + 1) * segment_length]
+        for i in range(min(n_segments, len(stream) // segment_length))
+    ]
+    right, seen = masked_label_hits(model, tokenizer, segments, pairs, np.random.default_rng(0))
     model.train(was_training)
     return {s: round(100.0 * right[s] / seen[s], 1) if seen[s] else float("nan") for s in pairs}
