@@ -65,27 +65,31 @@ def probe(model, tokenizer, style: str, n: int = PROBE_ITEMS) -> dict[str, float
     was_training = model.training
     model.eval()
     s0 = "<extra_id_0>"
+    device = next(model.parameters()).device
     scores = {}
     for skill, items in probe_items(n).items():
-        inputs, targets, labels = [], [], []
-        for ctx, text, label in items:
-            for word in LABEL_WORDS[skill]:
-                if style == "span_corruption":
-                    inputs.append(f"{ctx} {text} {s0} .")
-                    targets.append(f"{s0} {word}")  # + eos, as span_corruption ends a target
-                else:
-                    inputs.append(f"{ctx} {text}")
-                    targets.append(f"{word} .")
-            labels.append(label)
-        enc = tokenizer(inputs, return_tensors="pt", padding=True)
-        tgt = tokenizer(targets, return_tensors="pt", padding=True).input_ids
+        words = LABEL_WORDS[skill]
+        if style == "span_corruption":  # the label masked; target "<extra_id_0> label" + eos
+            inputs = [f"{ctx} {text} {s0} ." for ctx, text, _ in items]
+            targets = [f"{s0} {w}" for _ in items for w in words]
+        else:
+            inputs = [f"{ctx} {text}" for ctx, text, _ in items]
+            targets = [f"{w} ." for _ in items for w in words]
+        labels = torch.tensor([label for _, _, label in items])
+        enc = tokenizer(inputs, return_tensors="pt", padding=True).to(device)
+        tgt = tokenizer(targets, return_tensors="pt", padding=True).input_ids.to(device)
         tgt[tgt == tokenizer.pad_token_id] = -100
-        device = next(model.parameters()).device
-        logits = model(**enc.to(device), labels=tgt.to(device)).logits.float()
-        nll = F.cross_entropy(logits.transpose(1, 2), tgt.to(device), reduction="none").sum(1)
+        # encode each item once, decode both label words from it
+        hidden = model.get_encoder()(**enc).last_hidden_state.repeat_interleave(len(words), 0)
+        logits = model(
+            encoder_outputs=(hidden,),
+            attention_mask=enc.attention_mask.repeat_interleave(len(words), 0),
+            labels=tgt,
+        ).logits.float()
+        nll = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").sum(1)
         # [items, 2]: the label with the lower negative log-likelihood is the model's answer
-        answer = nll.view(len(items), 2).argmin(1).cpu()
-        scores[skill] = round(100.0 * float((answer == torch.tensor(labels)).float().mean()), 1)
+        answer = nll.view(len(items), len(words)).argmin(1).cpu()
+        scores[skill] = round(100.0 * float((answer == labels).float().mean()), 1)
     model.train(was_training)
     return scores
 
