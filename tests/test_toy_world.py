@@ -231,8 +231,8 @@ def test_shipped_in_corpus_scores_reproduce(size):
 @pytest.mark.slow
 @pytest.mark.parametrize("size", list(MANIFEST["models"]))
 def test_shipped_probe_scores_reproduce(size):
-    """The manifest's zero-shot probe scores are what the shipped weights score now (~1 min a
-    size: 800 items of ~100 tokens per checkpoint)."""
+    """The manifest's zero-shot probe scores are what the shipped weights score now (~10-25 s a
+    size: 400 items of ~100 tokens per checkpoint, two label words each)."""
     from repro.toyworld.probe import probe
 
     m = MANIFEST["models"][size]
