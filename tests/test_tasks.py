@@ -155,6 +155,91 @@ def test_wsc_pronoun_glued_to_punctuation_and_off_by_one_index():
     assert fmt("wsc", shifted)[0][0] == "they want to use *it* , now"
 
 
+# Records in the official files' layout that need each of wsc.fixed's span repairs, with the
+# (inputs, targets) T5's wsc_simple makes from the repaired records.
+WSC_REPAIRS = [
+    pytest.param(  # span capitalised, word in the text lower-case (train idx 16)
+        "Police arrested the demonstrators because they were violent .",
+        {"span1_index": 2, "span1_text": "The demonstrators", "span2_index": 5, "span2_text": "they"},
+        ("Police arrested the demonstrators because *they* were violent .", "the demonstrators"),
+        id="lower-case",
+    ),
+    pytest.param(  # span lower-case, word in the text capitalised (train idx 13)
+        "The lawyer asked the witness a question , but he was reluctant .",
+        {"span1_index": 0, "span1_text": "the lawyer", "span2_index": 8, "span2_text": "he"},
+        ("The lawyer asked the witness a question , but *he* was reluctant .", "The lawyer"),
+        id="upper-case",
+    ),
+    pytest.param(  # trailing full stop in the span
+        "Sam saw the comet because it was bright .",
+        {"span1_index": 2, "span1_text": "the comet.", "span2_index": 5, "span2_text": "it"},
+        ("Sam saw the comet because *it* was bright .", "the comet"),
+        id="trailing-stop",
+    ),
+    pytest.param(  # newline inside the span (train idx 234)
+        "The willow-towered Canopy Huntertropic wrestles the jungle so it wins .",
+        {"span1_index": 1, "span1_text": "willow-towered Canopy\nHuntertropic wrestles",
+         "span2_index": 9, "span2_text": "it"},
+        ("The willow-towered Canopy Huntertropic wrestles the jungle so *it* wins .",
+         "willow-towered Canopy Huntertropic wrestles"),
+        id="newline",
+    ),
+    pytest.param(  # words between the referent's parts: TFDS leaves it as it is
+        "Kamenev and later Zinoviev met Stalin , and he left .",
+        {"span1_index": 0, "span1_text": "Kamenev and Zinoviev", "span2_index": 8, "span2_text": "he"},
+        ("Kamenev and later Zinoviev met Stalin , and *he* left .", "Kamenev and Zinoviev"),
+        id="unfixable",
+    ),
+    pytest.param(  # T5 hard-codes this text (train idx 137): no trailing space, "him" split off
+        'The boy continued to whip the pony , and eventually the pony threw him over. John laughed '
+        'out quite loud. "Good for him," he said. ',
+        {"span1_index": 6, "span1_text": "pony", "span2_index": 22, "span2_text": "him"},
+        ('The boy continued to whip the pony , and eventually the pony threw him over. John '
+         'laughed out quite loud. "Good for *him* ," he said.', "pony"),
+        id="t5-special-137",
+    ),
+    pytest.param(  # T5 hard-codes this text (validation idx 42): span2_index points at "use"
+        "When they had eventually calmed down a bit , and had gotten home, Mr. Farley put the "
+        "magic pebble in an iron safe . Some day they might want to use it , but really for now, "
+        "what more could they wish for?",
+        {"span1_index": 22, "span1_text": "safe", "span2_index": 30, "span2_text": "it"},
+        ("When they had eventually calmed down a bit , and had gotten home, Mr. Farley put the "
+         "magic pebble in an iron safe . Some day they might want to use *it* , but really for "
+         "now, what more could they wish for?", "safe"),
+        id="t5-special-42",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "target", "expected"), WSC_REPAIRS)
+def test_wsc_official_files_and_hub_give_t5_wsc_simple_examples(tmp_path, text, target, expected):
+    wsc = get_task("wsc")
+    dist = {"text": text, "target": target, "idx": 7, "label": True}
+    write_jsonl(tmp_path / "dist" / "WSC" / "train.jsonl", [dist])
+    # The hub parquet was built by the loading script that already repaired the spans.
+    repaired = {"text": text, **target, "span1_text": expected[1], "idx": 7, "label": 1}
+    write_parquet(tmp_path / "hub" / "train.parquet", [repaired])
+    for source in ("dist", "hub"):
+        examples = wsc.examples("train", tmp_path / source)
+        assert [(ex.inputs, ex.targets) for ex in examples] == [expected], source
+        assert examples[0].meta["referent"] == expected[1]
+
+
+def test_wsc_span_repairs_leave_spans_found_in_the_text_alone():
+    from repro.tasks.superglue import fix_wsc_spans
+
+    record = {**WSC_HUB, "span1_text": "trophy does not"}  # a substring: nothing to repair
+    assert fix_wsc_spans(record) == record
+    scold = {**WSC_HUB, "span2_text": "theyscold", "span2_index": 3}
+    assert fix_wsc_spans(scold)["span2_index"] == 10  # TFDS's one index repair
+
+
+def test_wsc_marks_every_blank_as_t5_does():
+    # T5 blanks the pronoun with "X" and then replaces every " X " in the text.
+    record = {**WSC_HUB, "text": "Give X the box because it is X sized .", "span2_index": 5}
+    assert fmt("wsc", record)[0][0] == "Give *it* the box because *it* is *it* sized ."
+
+
 def test_qqp_and_mrpc_formats():
     qqp = {"question1": "How old?", "question2": "What age?", "idx": 0, "label": 1}
     mrpc = {"sentence1": "A b.", "sentence2": "B a.", "idx": 0, "label": 0}

@@ -94,9 +94,9 @@ def format_record_task(task: Task, record: Mapping[str, Any], train: bool) -> li
 def mark_pronoun(text: str, index: int, pronoun: str) -> str:
     """Marks the pronoun at word ``index`` (words split on single spaces) as ``*pronoun*``.
 
-    Two WSC texts do not have ``pronoun`` at ``index``: one glues it to punctuation
-    (``him,"``), one is off by one word. T5 special-cases both; here the first gets the mark
-    with the punctuation split off (``*him* ,"``), the second the nearest matching word.
+    For a text T5 cannot mark (``wsc_simple`` asserts the pronoun sits at ``index``): punctuation
+    glued to the pronoun (``him,"``) is split off (``*him* ,"``); otherwise the nearest word equal
+    to the pronoun is marked. :func:`wsc_inputs` uses this only for texts outside SuperGLUE.
     """
     words = text.split(" ")
     if not 0 <= index < len(words):
@@ -115,6 +115,37 @@ def mark_pronoun(text: str, index: int, pronoun: str) -> str:
     return " ".join(words)
 
 
+# T5's ``_wsc_inputs`` hard-codes the blanked text of the two SuperGLUE WSC texts whose pronoun
+# is not the word at ``span2_index`` (train 137/453/533 glue "him" to punctuation and end with a
+# space; validation 42 points one word off). Keys: the text; values: T5's text with "X".
+T5_WSC_SPECIAL_CASES = {
+    "The boy continued to whip the pony , and eventually the pony threw him over. John laughed "
+    'out quite loud. "Good for him," he said. ': "The boy continued to whip the pony , and "
+    'eventually the pony threw him over. John laughed out quite loud. "Good for X ," he said.',
+    "When they had eventually calmed down a bit , and had gotten home, Mr. Farley put the magic "
+    "pebble in an iron safe . Some day they might want to use it , but really for now, what more "
+    "could they wish for?": "When they had eventually calmed down a bit , and had gotten home, "
+    "Mr. Farley put the magic pebble in an iron safe . Some day they might want to use X , but "
+    "really for now, what more could they wish for?",
+}
+
+
+def wsc_inputs(text: str, index: int, pronoun: str) -> str:
+    """T5's ``wsc_simple`` inputs (without its ``wsc:`` prefix): the pronoun marked ``*he*``.
+
+    As T5: the word at ``index`` (text split on single spaces) is replaced by ``X`` (or the text
+    is one of :data:`T5_WSC_SPECIAL_CASES`), then every ``" X "`` becomes ``" *pronoun* "``.
+    Texts T5 would reject (pronoun not at ``index``, or at word 0) go to :func:`mark_pronoun`.
+    """
+    blanked = T5_WSC_SPECIAL_CASES.get(text)
+    if blanked is None:
+        words = text.split(" ")
+        if not (0 < index < len(words) and words[index] == pronoun):
+            return mark_pronoun(text, index, pronoun)
+        blanked = " ".join([" ".join(words[:index]), "X", " ".join(words[index + 1 :])])
+    return re.sub(" X ", lambda _: f" *{pronoun}* ", blanked)
+
+
 def format_wsc(task: Task, record: Mapping[str, Any], train: bool) -> list[Example]:
     """The text with the pronoun marked ``*he*`` → the candidate referent (``span1_text``).
 
@@ -124,7 +155,7 @@ def format_wsc(task: Task, record: Mapping[str, Any], train: bool) -> list[Examp
     label = int(record["label"])
     if train and label != 1:
         return []
-    inputs = mark_pronoun(record["text"], int(record["span2_index"]), record["span2_text"])
+    inputs = wsc_inputs(record["text"], int(record["span2_index"]), record["span2_text"])
     meta = {"idx": record.get("idx"), "label": label, "referent": record["span1_text"]}
     return [Example(inputs, record["span1_text"], meta)]
 
@@ -182,12 +213,44 @@ def normalise_record(task: Task, record: Mapping[str, Any]) -> list[dict[str, An
     ]
 
 
+# Spans TFDS's ``_fix_wst`` leaves as they are: the referent has words between its parts.
+WSC_UNFIXABLE_SPANS = ("Kamenev and Zinoviev", "Kamenev, Zinoviev, and Stalin")
+
+
+def fix_wsc_spans(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The span repairs of ``super_glue/wsc.fixed`` (TFDS and the hub's loading script).
+
+    A span text that is not a substring of the text gets the case of the text's word at the
+    span's index on its first letter, loses trailing ``.``, and has ``\\n`` turned into a space
+    (the official files' 49 True train + validation examples such as ``The demonstrators`` for
+    "the demonstrators"). A span already in the text is kept, so records from the hub (fixed
+    already) pass through unchanged. As in TFDS, a span containing ``theyscold`` moves
+    ``span2_index`` to 10 (TFDS's text repair there is a no-op and is not copied).
+    """
+    out = dict(record)
+    for key in ("span1", "span2"):
+        span, index = out[f"{key}_text"], int(out[f"{key}_index"])
+        if span in out["text"] or span in WSC_UNFIXABLE_SPANS:
+            continue
+        if "theyscold" in span:
+            out["span2_index"] = 10
+        words = out["text"].split()
+        if span and 0 <= index < len(words):
+            first = span[0].lower() if words[index][0].islower() else span[0].upper()
+            span = first + span[1:]
+        out[f"{key}_text"] = span.rstrip(".").replace("\n", " ")
+    return out
+
+
 def normalise_wsc(task: Task, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Distribution: the spans sit in a nested ``target`` dict."""
+    """Distribution: the spans sit in a nested ``target`` dict; both schemas get ``wsc.fixed``'s
+    span repairs (:func:`fix_wsc_spans`)."""
     out = dict(record)
     target = out.pop("target", None)
     if isinstance(target, Mapping):
         out.update(target)
+    if all(f"{k}_{f}" in out for k in ("span1", "span2") for f in ("text", "index")):
+        out = fix_wsc_spans(out)
     return normalise_flat(task, out)
 
 
