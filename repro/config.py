@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from repro.factoring import parse_factored
+
 # `${repro_dir:}` in conf/ = this package's directory, so configs name the shipped toy
 # checkpoints (repro/toy_models/) wherever the command runs from.
 OmegaConf.register_new_resolver(
@@ -148,6 +150,17 @@ class OptimizerConfig:
     # prompt's own steps. The official runs continue the restored checkpoint's global step
     # (T5.1.1's 1M + LM adaptation's 100K), so β2 starts near 1: trainer=official sets 1100000.
     initial_step: int = 0
+    # Second moment of the [p, d] prompt. auto = t5x's size rule, which the official runs hit
+    # (t5x ignores the "do not factor" rule of the prompt-tuning gin for rank <= 2 parameters):
+    # factored iff p >= min_dim_size_to_factor and d >= it, so p = 150 is factored, p <= 127 not.
+    # true = factor every rank >= 2 tensor (transformers' Adafactor); false = never (the gin's
+    # intent). Case-insensitive (Hydra hands "True" for factored=true).
+    factored: str = "auto"
+    min_dim_size_to_factor: int = 128
+
+    def __post_init__(self) -> None:
+        self.factored = parse_factored(self.factored, "trainer.optimizer.factored")
+        _check_positive_int("trainer.optimizer.min_dim_size_to_factor", self.min_dim_size_to_factor)
 
 
 @dataclass

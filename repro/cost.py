@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.config import Config, CostConfig, ModelConfig
+from repro.config import Config, CostConfig, ModelConfig, OptimizerConfig
+from repro.factoring import second_moment_numel
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NUM_BUCKETS = 32  # T5's relative-attention buckets (first layer of each stack)
@@ -190,6 +191,14 @@ def lengths(cfg: Config, task_name: str) -> tuple[int, int]:
     return cfg.prompt_len + max_in, max_tgt
 
 
+def prompt_state_bytes(prompt_len: int, d_model: int, optimizer: OptimizerConfig) -> int:
+    """fp32 prompt [p, d] + its gradient + Adafactor's second moment: p·d floats, or p + d when
+    the optimiser factors it (``trainer.optimizer.factored``; auto: p ≥ 128 and d ≥ 128)."""
+    shape = (prompt_len, d_model)
+    v = second_moment_numel(shape, optimizer.factored, optimizer.min_dim_size_to_factor)
+    return (2 * prompt_len * d_model + v) * 4
+
+
 def estimate(cfg: Config) -> JobCost:
     """Parameters, memory, FLOPs and GPU-hours of one job, without loading anything."""
     from repro.tasks import task_names
@@ -210,7 +219,7 @@ def estimate(cfg: Config) -> JobCost:
         steps=t.steps,
         params=params,
         weights_bytes=params * BYTES[cfg.model.dtype],
-        prompt_state_bytes=3 * cfg.prompt_len * shape.d_model * 4,
+        prompt_state_bytes=prompt_state_bytes(cfg.prompt_len, shape.d_model, t.optimizer),
         activation_bytes=activation_bytes(
             shape, t.batch_size // t.grad_accum, te, td, bytes_per, checkpointing
         ),

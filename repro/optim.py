@@ -21,6 +21,24 @@ Both the decay and the step use the parameter value from before the update (t5x:
 the second moment is kept in fp32. ``weight_decay_lr_scaled=True`` gives the torch/HF variant
 θ ← (1 − lr·wd)·θ − lr·y instead (HF also decays the old θ first).
 
+β and 1 − β are float32 numbers, as in t5x (``_decay_rate_pow``: t = float32(i) + 1,
+β = 1 − t^−c and ``mixing_rate = 1 − β``, all in float32). It matters at the official step
+counter (i ≈ 1.1M below): there 1 − β ≈ 1.4e-5 and float32 rounding of β moves it by ~1.5e-3
+relative to the float64 value. A clipped update hardly notices (it is invariant to a common scale
+of v), but every unclipped one does, and the prompts drift apart from there on.
+
+Factored second moment (t5x ``_factored_dims`` and the factored branch of
+``apply_param_gradient``). With d1 = the second-largest and d0 = the largest dim of the tensor:
+
+    v_row ← β·v_row + (1 − β)·mean(g² + ε1, over d0)
+    v_col ← β·v_col + (1 − β)·mean(g² + ε1, over d1)
+    y     = g · (v_row / mean(v_row))^−½ (broadcast along d0) · v_col^−½ (broadcast along d1)
+
+then the same clipping and weight decay. Which tensors are factored is ``factored``
+(repro/factoring.py): ``"auto"`` = t5x's rule, only if the second-largest dim is
+≥ ``min_dim_size_to_factor`` (128); ``"true"`` = every tensor of rank ≥ 2 (transformers'
+Adafactor); ``"false"`` = never. Note t5x's own ``factored=True`` is our ``"auto"``.
+
 Where the step counter starts. In t5x the step passed to Adafactor is the optimiser state's global
 step minus ``step_offset`` (0 in the prompt config). Prompt tuning restores a pre-trained T5X
 checkpoint, step included (``prompt_finetune.gin``: "TRAIN_STEPS includes pretrain steps"), so in
@@ -29,11 +47,12 @@ the second moment never happens; the first updates are then always clipped to RM
 states β2_t = 1 − t^−0.8 for the prompt's own steps, which is the default here (``initial_step=0``);
 pass ``initial_step`` = the backbone's pre-training steps to reproduce the official behaviour.
 
-Factoring. t5x's factored estimate (``factored=True``) is kept for big matrices: a 2-D tensor is
-factored only if both its dimensions are ≥ ``min_dim_size_to_factor`` (128). In the t5x version
-read, a ≤2-D parameter falls back to that size heuristic even when the prompt's factor rule says
-"unfactored", so a [100, d] prompt is unfactored but a [150, d] prompt would be factored; the
-paper (and PAPER.md) say the prompt's second moment is not factored, hence ``factored=False``.
+Which rule the prompt gets. The prompt-tuning configs mark the prompt's length axis "do not
+factor", but t5x (``_parse_rule``) ignores a factor rule for any parameter of rank ≤ 2 without a
+batch axis and falls back to the size heuristic. So in the official runs a [p, d] prompt's second
+moment (d ≥ 128 for every T5 size) is unfactored for p ≤ 127 and factored for p ≥ 128: the
+p = 150 point of Figure 3(a) was trained with a factored v (PAPER.md, Training). Hence the
+default ``factored="auto"``; ``"false"`` gives what the gin file intends.
 """
 
 from __future__ import annotations
@@ -42,8 +61,23 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from repro.factoring import factored_dims, parse_factored
+
+
+def decay_rates(i: int, decay_rate: float) -> tuple[float, float]:
+    """(β, 1 − β) at optimiser step ``i`` (from 0), computed in float32 as t5x does.
+
+    t5x ``_decay_rate_pow``: t = float32(i) + 1, β = 1 − t^−c; ``mixing_rate = 1 − β``, each
+    operation rounded to float32. Returned as Python floats holding those float32 values exactly.
+    """
+    one = np.float32(1.0)
+    t = np.float32(i) + one
+    beta = one - t ** np.float32(-decay_rate)
+    return float(beta), float(one - beta)
 
 
 class Adafactor(torch.optim.Optimizer):
@@ -58,9 +92,12 @@ class Adafactor(torch.optim.Optimizer):
         eps: ε1 added to g² before averaging (keeps v > 0 where g = 0).
         weight_decay: wd ≥ 0; θ ← (1 − wd)·θ per step (official t5x), not scaled by lr.
         weight_decay_lr_scaled: if True, use θ ← (1 − lr·wd)·θ instead (torch / HF convention).
-        factored: factor the second moment of 2-D tensors whose two dims are both
-            ≥ ``min_dim_size_to_factor`` into row and column averages (t5x heuristic).
-        min_dim_size_to_factor: see ``factored``.
+        factored: ``"auto"`` (t5x's rule: factor the second moment into row and column averages
+            only if the tensor's second-largest dim is ≥ ``min_dim_size_to_factor``),
+            ``"true"`` (factor every tensor of rank ≥ 2) or ``"false"`` (never); a bool means
+            ``"true"`` / ``"false"``; strings are case-insensitive. t5x's ``factored=True`` is
+            ``"auto"`` here.
+        min_dim_size_to_factor: the size threshold of ``factored="auto"`` (t5x: 128).
         initial_step: value of the step counter i at the first update (0 = paper; the official
             runs continue the pre-trained checkpoint's global step, see the module docstring).
     """
@@ -75,11 +112,12 @@ class Adafactor(torch.optim.Optimizer):
         eps: float = 1e-30,
         weight_decay: float = 1e-5,
         weight_decay_lr_scaled: bool = False,
-        factored: bool = False,
+        factored: str | bool = "auto",
         min_dim_size_to_factor: int = 128,
         initial_step: int = 0,
     ):
         _check_hparams(lr, decay_rate, clip_threshold, eps, weight_decay, initial_step)
+        factored = parse_factored(factored)
         if min_dim_size_to_factor < 1:
             raise ValueError(f"min_dim_size_to_factor must be >= 1, got {min_dim_size_to_factor}")
         defaults = dict(
@@ -97,16 +135,11 @@ class Adafactor(torch.optim.Optimizer):
 
     @staticmethod
     def _factor_dims(shape: torch.Size, group: dict[str, Any]) -> tuple[int, int] | None:
-        """(dim averaged away for v_col, dim averaged away for v_row), or None if unfactored.
+        """t5x's ``(d1, d0)`` = (second-largest, largest dim), or None if v is not factored.
 
-        As t5x: the smaller dim indexes ``v_row``, the larger ``v_col`` (the first dim counts as
-        the smaller one on a tie); only tensors with exactly two dims are ever factored here.
+        ``v_row`` is g² averaged over d0 (so it is indexed by d1), ``v_col`` averaged over d1.
         """
-        if not group["factored"] or len(shape) != 2:
-            return None
-        if min(shape) < group["min_dim_size_to_factor"]:
-            return None
-        return (0, 1) if shape[0] <= shape[1] else (1, 0)
+        return factored_dims(shape, group["factored"], group["min_dim_size_to_factor"])
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         # fp32 second moment even for bf16/fp16 parameters (t5x keeps v in fp32); fp64 stays fp64.
@@ -116,9 +149,12 @@ class Adafactor(torch.optim.Optimizer):
         if dims is None:
             state["v"] = torch.zeros(p.shape, dtype=dtype, device=p.device)
         else:
-            small, large = dims
-            state["v_row"] = torch.zeros(p.shape[small], dtype=dtype, device=p.device)
-            state["v_col"] = torch.zeros(p.shape[large], dtype=dtype, device=p.device)
+            d1, d0 = dims
+            shape = list(p.shape)
+            row_shape = shape[:d0] + shape[d0 + 1 :]
+            col_shape = shape[:d1] + shape[d1 + 1 :]
+            state["v_row"] = torch.zeros(row_shape, dtype=dtype, device=p.device)
+            state["v_col"] = torch.zeros(col_shape, dtype=dtype, device=p.device)
         return state
 
     @torch.no_grad()
@@ -141,22 +177,25 @@ class Adafactor(torch.optim.Optimizer):
                     state.update(self._init_state(p, group))
 
                 i = group["initial_step"] + state["step"]
-                beta = 1.0 - (i + 1.0) ** -group["decay_rate"]
+                beta, mixing_rate = decay_rates(i, group["decay_rate"])  # float32, as t5x
                 dims = self._factor_dims(p.shape, group)
+                _check_state_matches(state, dims, p.shape, group["factored"])
                 v_ref = state["v"] if dims is None else state["v_row"]
                 g = p.grad.to(v_ref.dtype)
                 g_sq = g * g + group["eps"]
 
                 if dims is None:
-                    v = state["v"].mul_(beta).add_(g_sq, alpha=1.0 - beta)
+                    v = state["v"].mul_(beta).add_(mixing_rate * g_sq)
+                    y = g * v.rsqrt()
                 else:
-                    small, large = dims
-                    v_row = state["v_row"].mul_(beta).add_(g_sq.mean(large), alpha=1.0 - beta)
-                    v_col = state["v_col"].mul_(beta).add_(g_sq.mean(small), alpha=1.0 - beta)
-                    # Rank-1 estimate row ⊗ col / mean(row) (Adafactor paper, Alg. 4).
-                    outer = torch.outer(v_row, v_col) if small == 0 else torch.outer(v_col, v_row)
-                    v = outer / v_row.mean()
-                y = g * v.rsqrt()
+                    d1, d0 = dims
+                    v_row = state["v_row"].mul_(beta).add_(mixing_rate * g_sq.mean(d0))
+                    v_col = state["v_col"].mul_(beta).add_(mixing_rate * g_sq.mean(d1))
+                    reduced_d1 = d1 - 1 if d0 < d1 else d1  # d1's index in v_row (d0 removed)
+                    row_col_mean = v_row.mean(reduced_d1, keepdim=True)
+                    row_factor = (v_row / row_col_mean).rsqrt()
+                    col_factor = v_col.rsqrt()
+                    y = g * row_factor.unsqueeze(d0) * col_factor.unsqueeze(d1)
                 rms = y.square().mean().sqrt()
                 y = y / torch.clamp(rms / group["clip_threshold"], min=1.0)
 
@@ -185,6 +224,18 @@ class Adafactor(torch.optim.Optimizer):
             for key, value in saved.items():
                 if isinstance(value, Tensor):
                     self.state[p][key] = value.to(device=p.device, copy=True)
+
+
+def _check_state_matches(
+    state: dict[str, Any], dims: tuple[int, int] | None, shape: torch.Size, factored: Any
+) -> None:
+    """Raise if a loaded state was saved under another factoring than the one in use."""
+    if (dims is None) != ("v" in state):
+        saved = "unfactored (v)" if "v" in state else "factored (v_row, v_col)"
+        raise ValueError(
+            f"optimizer state for a {list(shape)} parameter is {saved}, but factored={factored!r} "
+            "says otherwise; resume with the factored setting the state was saved with"
+        )
 
 
 def _check_hparams(
@@ -220,17 +271,20 @@ def build_prompt_optimizer(
     weight_decay: float = 1e-5,
     weight_decay_lr_scaled: bool = False,
     initial_step: int = 0,
+    factored: str | bool = "auto",
+    min_dim_size_to_factor: int = 128,
 ) -> Adafactor:
-    """The paper's prompt optimiser: constant lr 0.3, β2 exponent 0.8, clip 1, wd 1e-5, unfactored.
+    """The paper's prompt optimiser: constant lr 0.3, β2 exponent 0.8, clip 1, wd 1e-5.
 
     Args:
         params: the trainable parameters (the soft prompt only).
         lr, decay_rate, clip_threshold, eps, weight_decay, weight_decay_lr_scaled,
-            initial_step: see :class:`Adafactor`; defaults are the paper's values with the
-            official wd convention.
+            initial_step, factored, min_dim_size_to_factor: see :class:`Adafactor`; defaults
+            are the official values (wd not scaled by lr; t5x's factoring rule, so a [p, d]
+            prompt's second moment is factored when p ≥ 128 and d ≥ 128).
 
     Returns:
-        An :class:`Adafactor` with an unfactored second moment.
+        An :class:`Adafactor`.
     """
     return Adafactor(
         params,
@@ -240,6 +294,7 @@ def build_prompt_optimizer(
         eps=eps,
         weight_decay=weight_decay,
         weight_decay_lr_scaled=weight_decay_lr_scaled,
-        factored=False,
+        factored=factored,
+        min_dim_size_to_factor=min_dim_size_to_factor,
         initial_step=initial_step,
     )

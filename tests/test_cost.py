@@ -104,6 +104,18 @@ def test_job_estimate_and_gpu_hours_by_hand():
     assert half.gpu_hours == pytest.approx(2 * job.gpu_hours)
 
 
+def test_prompt_state_follows_the_factoring_rule():
+    # prompt + gradient (p·d each) + Adafactor's second moment: p·d floats unfactored, p + d
+    # factored (auto: t5x's rule, both dims >= 128), 4 bytes each.
+    def state(*overrides):
+        return cost.estimate(compose_config("model=xxl", "task=rte", *overrides)).prompt_state_bytes
+
+    assert state("prompt_len=127") == 3 * 127 * 4096 * 4
+    assert state("prompt_len=150") == (2 * 150 * 4096 + 150 + 4096) * 4
+    assert state("prompt_len=150", "trainer.optimizer.factored=false") == 3 * 150 * 4096 * 4
+    assert state("prompt_len=5", "trainer.optimizer.factored=true") == (2 * 5 * 4096 + 5 + 4096) * 4
+
+
 def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
     code = cost.main(["-m", "model=small,xxl", "task=rte", "seed=0,1"])
     out = capsys.readouterr().out.splitlines()
