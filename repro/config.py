@@ -124,7 +124,9 @@ class TaskConfig:
     name: str = "superglue"
     data_dir: str | None = None  # local files instead of the hub (hub or official schema)
     max_input_length: int | None = None  # None: the task's default (512, official demos)
-    max_target_length: int | None = None  # None: the task's default (8, official demos)
+    # None: the task's own limit, else sized from its data (longest train/eval target + eos).
+    # The official demos use 8; a shorter limit than the data's is warned about and counted.
+    max_target_length: int | None = None
     eval_mode: str = "generate"  # the paper decodes greedily; "rank" scores each label string
     max_eval_examples: int | None = None  # cap dev examples (smoke runs); None = all
 

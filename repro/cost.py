@@ -187,7 +187,9 @@ def lengths(cfg: Config, task_name: str) -> tuple[int, int]:
 
     task = get_task(task_name)
     max_in = cfg.cost.input_len or cfg.task.max_input_length or task.max_input_length
-    max_tgt = cfg.cost.target_len or cfg.task.max_target_length or task.max_target_length
+    # SuperGLUE tasks size their target limit from the data at run time (no data is read here):
+    # 8 tokens, the official demos' limit, stands in (label words, most entities and referents).
+    max_tgt = cfg.cost.target_len or cfg.task.max_target_length or task.max_target_length or 8
     return cfg.prompt_len + max_in, max_tgt
 
 

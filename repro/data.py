@@ -59,6 +59,58 @@ def _tokenize(
     return [[*x[: max_length - 1], eos_id] for x in ids], truncated
 
 
+@dataclass(frozen=True)
+class TargetLimit:
+    """How long a task's targets may be, and how many eval golds do not fit.
+
+    Attributes:
+        length: Token limit of the targets, eos included; also the generation cap.
+        source: ``"config"`` (``task.max_target_length``), ``"task"`` (the task's own limit) or
+            ``"data"`` (the longest train or eval gold target, plus eos).
+        longest: The longest target or gold of the data, in tokens with eos.
+        n_golds: Eval gold targets counted (every gold answer of every eval example).
+        n_golds_over: Eval golds longer than ``length``: they can never be produced.
+    """
+
+    length: int
+    source: str
+    longest: int
+    n_golds: int
+    n_golds_over: int
+
+
+def target_limit(
+    train_targets: Sequence[str],
+    eval_golds: Sequence[str],
+    tokenizer,
+    *,
+    configured: int | None = None,
+    task_default: int | None = None,
+) -> TargetLimit:
+    """The target length of a run: ``configured``, else ``task_default``, else from the data.
+
+    Args:
+        train_targets: Every training target string (one per training example).
+        eval_golds: Every gold answer of the eval split (ReCoRD: all answers of each query),
+            exactly as the model must produce it (with the sentinel prefix if any).
+        tokenizer: The run's tokenizer.
+        configured: ``task.max_target_length`` as the user set it (None = not set).
+        task_default: The task's own limit (None = size from the data).
+    """
+    ids = tokenizer([*train_targets, *eval_golds], add_special_tokens=False)["input_ids"]
+    lengths = [len(x) + 1 for x in ids]  # + eos
+    gold_lengths = lengths[len(train_targets) :]
+    longest = max(lengths, default=1)
+    if configured is not None:
+        length, source = configured, "config"
+    elif task_default is not None:
+        length, source = task_default, "task"
+    else:
+        length, source = max(longest, 2), "data"
+    over = sum(n > length for n in gold_lengths)
+    return TargetLimit(length, source, longest, len(gold_lengths), over)
+
+
 def encode(
     examples: Sequence[Example], tokenizer, max_input_length: int, max_target_length: int
 ) -> Encoded:

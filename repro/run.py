@@ -197,7 +197,8 @@ def train_task(
     else:
         dev_inputs = dev_examples
     max_in = cfg.task.max_input_length or task.max_input_length
-    max_tgt = cfg.task.max_target_length or task.max_target_length
+    limit = target_limit_of(cfg, task, train_examples, dev_examples, tokenizer)
+    max_tgt = limit.length
     train_tokens = encode(train_examples, tokenizer, max_in, max_tgt)
     dev_tokens = encode(dev_inputs, tokenizer, max_in, max_tgt)
 
@@ -265,12 +266,52 @@ def train_task(
             "train_targets": train_tokens.n_truncated_targets,
             "eval_inputs": dev_tokens.n_truncated_inputs,
         },
+        # The target limit (eos included; also the generation cap), where it came from, and how
+        # many eval golds are longer than it (0 unless task.max_target_length was set shorter).
+        "max_target_length": limit.length,
+        "max_target_length_source": limit.source,
+        "eval_golds": limit.n_golds,
+        "eval_golds_over_target_limit": limit.n_golds_over,
         "train_s": state.train_seconds,
         "wall_s": time.time() - start,
         "versions": versions(),
         "run_dir": str(out_dir),
         "wandb_id": getattr(sink, "run_id", None),
     }
+
+
+def target_limit_of(cfg: Config, task, train_examples, dev_examples, tokenizer):
+    """The task's target limit for this run (:func:`repro.data.target_limit`), warning when eval
+    golds do not fit. ``train_examples`` carry the objective's sentinel already, ``dev_examples``
+    not: their golds get it here."""
+    from repro.data import target_limit
+    from repro.objectives import SENTINEL
+
+    prefix = f"{SENTINEL} " if cfg.objective.uses_sentinel else ""
+    golds = [prefix + gold for ex in dev_examples for gold in ex.meta.get("answers", (ex.targets,))]
+    limit = target_limit(
+        [ex.targets for ex in train_examples],
+        golds,
+        tokenizer,
+        configured=cfg.task.max_target_length,
+        task_default=task.max_target_length,
+    )
+    if limit.n_golds_over:
+        origin = {
+            "config": f"task.max_target_length={limit.length}",
+            "task": f"task {task.name!r}'s own limit of {limit.length} tokens",
+        }.get(limit.source, f"the limit of {limit.length} tokens")
+        log.warning(
+            "task %s: %d of %d eval gold targets are longer than %s (longest: %d tokens with "
+            "eos) and can never be produced; leave task.max_target_length unset to size it "
+            "from the data",
+            task.name,
+            limit.n_golds_over,
+            limit.n_golds,
+            origin,
+            limit.longest,
+        )
+    return limit
 
 
 def load_examples(task, split: str, data_dir: str | None) -> list:

@@ -78,7 +78,9 @@ class Task:
         dir_names: Sub-directory names (case-insensitive) under which this task's files may sit
             in a ``data_dir`` shared by several tasks, e.g. ``("boolq",)``.
         max_input_length: Token limit of the inputs (eos included).
-        max_target_length: Token limit of the targets (eos included).
+        max_target_length: Token limit of the targets (eos included); None (the SuperGLUE
+            tasks) = sized at run time from the data: the longest train or eval gold target
+            plus eos (:func:`repro.data.target_limit`), so every answer can be produced.
         train_split: Hub split used for training.
         eval_split: Hub split used for evaluation and early stopping.
     """
@@ -95,7 +97,7 @@ class Task:
     normaliser: Normaliser = keep_record
     dir_names: tuple[str, ...] = ()
     max_input_length: int = 512
-    max_target_length: int = 8
+    max_target_length: int | None = None
     train_split: str = "train"
     eval_split: str = "validation"
 
