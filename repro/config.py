@@ -11,6 +11,7 @@ differs, the comment says so and the official value is one override away.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,17 @@ SENTINEL_PLACEMENTS = ("targets", "inputs_and_targets")
 EVAL_MODES = ("generate", "rank")
 DTYPES = ("float32", "bfloat16", "float16")
 LOGGERS = ("none", "wandb")
+BATCHINGS = ("random", "bucketed")
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+# Where LM-adapted backbones come from (Figure 3d): what a user sets, and what a run records.
+LM_ADAPT_SOURCES = ("auto", "own")
+RESOLVED_LM_ADAPT_SOURCES = ("released", "own", "none")
+RELEASED_LM_ADAPT_STEPS = 100_000  # Google released LM-adapted T5.1.1s at this step count only
+# google/t5-<size>-lm-adapt: a hub id, a mirror directory named like it, or a hub-cache snapshot
+# (models--google--t5-<size>-lm-adapt/snapshots/...).
+_RELEASED_LM_ADAPT = re.compile(
+    r"(?:^|/)(?:google/|models--google--)t5-(?:small|base|large|xl|xxl)-lm-adapt(?:/|$)"
+)
 
 
 def _check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -170,6 +181,9 @@ class TrainerConfig:
     steps: int = 30_000
     batch_size: int = 32  # paper; T5X's default is 128
     grad_accum: int = 1  # micro-batches per step; batch_size must be divisible by it
+    # random: i.i.d. batches (T5X; the paper's runs). bucketed: batches of similar length from
+    # pools of 16 batches, less padding and faster, but not random (docs/batching.md).
+    batching: str = "random"
     eval_every: int = 1_000  # also how often last/ is checkpointed
     log_every: int = 100
     eval_batch_size: int = 64
@@ -186,6 +200,7 @@ class TrainerConfig:
         for key in ("steps", "batch_size", "grad_accum", "eval_every", "log_every"):
             _check_positive_int(f"trainer.{key}", getattr(self, key))
         _check_positive_int("trainer.eval_batch_size", self.eval_batch_size)
+        _check_choice("trainer.batching", self.batching, BATCHINGS)
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"trainer.batch_size={self.batch_size} is not a multiple of "

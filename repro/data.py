@@ -198,6 +198,29 @@ def length_batches(
     return [full[i] for i in rng.permutation(len(full))] + last
 
 
+# trainer.batching → batches per length-sorted pool: "random" cuts the epoch's permutation
+# straight into batches (i.i.d. batches, as T5X draws them: prompt tuning packs nothing);
+# "bucketed" sorts pools of 16 batches by length first (less padding, but examples of equal
+# length, e.g. one MultiRC question's answers, then tend to share a batch).
+BATCHINGS = {"random": 1, "bucketed": 16}
+
+
+def train_batches(
+    lengths: Sequence[int], batch_size: int, *, batching: str, seed: int, epoch: int
+) -> list[list[int]]:
+    """One epoch's training batches under ``trainer.batching`` (see :data:`BATCHINGS`)."""
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching={batching!r}; allowed: {', '.join(BATCHINGS)}")
+    return length_batches(
+        lengths,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        epoch=epoch,
+        pool_batches=BATCHINGS[batching],
+    )
+
+
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
     """Share of padded positions when each batch is padded to its longest member."""
     total = padded = 0

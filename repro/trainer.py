@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from repro.config import TrainerConfig
-from repro.data import collate, length_batches
+from repro.data import collate, train_batches
 from repro.model import PromptedT5
 from repro.optim import build_prompt_optimizer
 from repro.prompts import load_prompt, save_prompt
@@ -210,7 +210,9 @@ def train(
     # those steps are done again, and no line may appear twice.
     metrics_log.truncate_after(state.step)
     lengths = [len(x) for x in train_ids]
-    order = length_batches(lengths, cfg.batch_size, shuffle=True, seed=seed, epoch=state.epoch)
+    order = train_batches(
+        lengths, cfg.batch_size, batching=cfg.batching, seed=seed, epoch=state.epoch
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)
 
     def checkpoint_and_eval() -> None:
@@ -239,8 +241,8 @@ def train(
         # next batch (a new epoch reshuffles; the order depends only on seed and epoch)
         if state.position >= len(order):
             state.epoch, state.position = state.epoch + 1, 0
-            order = length_batches(
-                lengths, cfg.batch_size, shuffle=True, seed=seed, epoch=state.epoch
+            order = train_batches(
+                lengths, cfg.batch_size, batching=cfg.batching, seed=seed, epoch=state.epoch
             )
         idx = order[state.position]
         state.position += 1

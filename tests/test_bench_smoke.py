@@ -47,3 +47,48 @@ def test_bench_step_runs_and_prints_the_ratio_lines(capsys, variant):
     # a training step needs memory beyond the loaded model
     for name in results:
         assert results[name]["peak_kb"] > results[name]["rss_before_kb"] > 0
+
+
+def test_bench_batching_runs_on_tiny_data_and_prints_its_ratios(tmp_path, capsys, tiny_t5_dir):
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_batching", SCRIPT.with_name("bench_batching.py")
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "the",
+        "mat",
+        "and",
+        "the",
+        "dog",
+        "ran",
+        "to",
+        "the",
+        "red",
+        "house",
+    ]
+    rows = [
+        {
+            "question": "is it red",
+            "passage": " ".join(words[: 3 + i % 11]),
+            "idx": i,
+            "label": i % 2,
+        }
+        for i in range(40)
+    ]
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = f"--data-dir {tmp_path} --tokenizer {tiny_t5_dir} --quick --d-model 16 --d-kv 4 "
+    args += "--heads 2 --layers 1 --batch 4 --prompt-len 2 --timed 2 --threads 1"
+    results = bench.main(args.split())
+    out = capsys.readouterr().out
+    assert re.search(r"^ratio bucketed/random examples/s: \d+\.\d+", out, re.MULTILINE), out
+    assert results["random"]["batches"] == results["bucketed"]["batches"] == 10
+    # Bucketing never pads more than random batches of the same epoch.
+    assert results["bucketed"]["padded"] <= results["random"]["padded"]
+    assert results["random"]["timed_examples"] == results["bucketed"]["timed_examples"] == 8

@@ -105,3 +105,58 @@ def test_collate_without_labels_and_empty_batch():
     assert set(collate([{"input_ids": [3, 1]}], pad_id=0)) == {"input_ids", "attention_mask"}
     with pytest.raises(ValueError, match="empty"):
         collate([], pad_id=0)
+
+
+def test_target_limit_fits_every_gold_on_a_tokenizer_of_short_pieces():
+    from transformers import ByT5Tokenizer
+
+    from repro.data import target_limit
+
+    bytes_tokenizer = ByT5Tokenizer()  # one piece per byte: "contradiction" is 13 pieces
+    labels = ("entailment", "contradiction", "neutral")
+    limit = target_limit(labels, ["neutral", "contradiction"], bytes_tokenizer)
+    assert (limit.length, limit.source, limit.longest) == (14, "data", 14)  # 13 + eos > 8
+    assert (limit.n_golds, limit.n_golds_over) == (2, 0)
+    enc = encode([Example("a", t) for t in labels], bytes_tokenizer, 16, limit.length)
+    assert enc.n_truncated_targets == 0 and max(map(len, enc.labels)) == 14
+
+    # The official demos' 8 tokens: 1 of the 2 golds can never be produced, and it is counted.
+    short = target_limit(labels, ["neutral", "contradiction"], bytes_tokenizer, configured=8)
+    assert (short.length, short.source, short.n_golds_over) == (8, "config", 1)
+    # A task's own limit is used when the config sets none.
+    own = target_limit(labels, ["contradiction"], bytes_tokenizer, task_default=32)
+    assert (own.length, own.source, own.n_golds_over) == (32, "task", 0)
+
+
+def test_random_batching_is_the_default_and_does_not_group_equal_lengths():
+    from repro.config import TrainerConfig
+    from repro.data import train_batches
+
+    assert TrainerConfig().batching == "random"
+    # MultiRC-like data: groups of 4 examples of one length (the answers to one question).
+    lengths = [100 + 7 * (i // 4) for i in range(512)]
+    same_group = {}
+    for batching in ("random", "bucketed"):
+        batches = train_batches(lengths, 8, batching=batching, seed=0, epoch=0)
+        assert sorted(i for b in batches for i in b) == list(range(512))
+        # Pairs of examples sharing a batch that come from the same group.
+        pairs = [(a, b) for batch in batches for a in batch for b in batch if a < b]
+        same_group[batching] = sum(a // 4 == b // 4 for a, b in pairs) / len(pairs)
+    # Random batches: P(same group) = 3/511 ≈ 0.6 %; bucketed pools sort equal lengths together.
+    assert same_group["random"] < 0.02
+    assert same_group["bucketed"] > 0.05  # measured: 10.6 %, 17x the random share
+    # Random batches are cuts of the epoch's permutation (the order depends on seed and epoch).
+    perm = np.random.default_rng([0, 0]).permutation(512)
+    expected = sorted(sorted(perm[i : i + 8].tolist()) for i in range(0, 512, 8))
+    got = train_batches(lengths, 8, batching="random", seed=0, epoch=0)
+    assert sorted(sorted(b) for b in got) == expected
+
+
+def test_unknown_batching_is_refused():
+    from repro.config import TrainerConfig
+    from repro.data import train_batches
+
+    with pytest.raises(ValueError, match=r"trainer.batching='sorted'.*random, bucketed"):
+        TrainerConfig(batching="sorted")
+    with pytest.raises(ValueError, match="random, bucketed"):
+        train_batches([1, 2], 1, batching="sorted", seed=0, epoch=0)
