@@ -2,8 +2,12 @@
 
 The **results frame** (`collect_runs`, `collect_wandb`) has these columns, in this order:
 
-- the axes: `size`, `params`, `objective`, `lm_adapt_steps`, `prompt_len`, `init`, `task`, `seed`
-  (missing ones are NA, never an error);
+- the axes: `size`, `params`, `objective`, `lm_adapt_steps`, `lm_adapt_source`, `prompt_len`,
+  `init`, `task`, `seed` (missing ones are NA, never an error). `lm_adapt_source` is the recipe
+  of the backbone: `released` (Google's `google/t5-<size>-lm-adapt`), `own` (the suite's
+  `repro.lm_adapt`) or `none` (no LM adaptation); a run that did not record it (result.json
+  from before the key) gets `none` if its axes say no LM adaptation, else it is read from the
+  recorded `checkpoint` (`_infer_lm_adapt_source`), else NA;
 - `status`: `finished` | `failed` | `running` (as the run wrote it in result.json),
   `incomplete` (a run dir with `metrics.jsonl` or `config.yaml` but no result.json: still running,
   killed or pre-empted — we cannot tell which), `corrupt` (result.json unreadable or malformed; a
@@ -37,16 +41,34 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
 import yaml
 
-AXES = ("size", "params", "objective", "lm_adapt_steps", "prompt_len", "init", "task", "seed")
+from repro.config import (
+    LM_ADAPT_SOURCES,
+    RESOLVED_LM_ADAPT_SOURCES,
+    is_released_lm_adapt,
+    resolve_lm_adapt_source,
+)
+
+AXES = (
+    "size",
+    "params",
+    "objective",
+    "lm_adapt_steps",
+    "lm_adapt_source",
+    "prompt_len",
+    "init",
+    "task",
+    "seed",
+)
 # The four Figure 3 panels, in the paper's order (a)-(d).
 ABLATION_AXES = ("prompt_len", "init", "objective", "lm_adapt_steps")
 # The paper's non-ablated setting: LM-adapted T5.1.1 (100K steps), class-label init, 100 tokens.
@@ -56,6 +78,9 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "objective": "lm_adapt",
     "lm_adapt_steps": 100_000,
 }
+# The paper's LM-adapted backbones are Google's releases. Not an entry of PAPER_DEFAULTS: it is
+# held only among LM-adapted runs, and only where a frame mixes recipes (see `panel_runs`).
+PAPER_LM_ADAPT_SOURCE = "released"
 SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
 # Frozen parameter counts of the five T5.1.1 sizes (PAPER.md); fills `params` when a run lacks it.
 T5_PARAMS = {
@@ -85,6 +110,7 @@ _TAIL_COLUMNS = (
     "run_dir",
     "wandb_id",
 )
+_CHECKPOINT = "_checkpoint"  # a row's recorded checkpoint, until `_to_frame` has used it
 # Directories inside a run dir that hold other tools' config.yaml files, never runs.
 _SKIP_DIRS = {".hydra", "wandb", "best", "last", "__pycache__", ".git"}
 
@@ -228,7 +254,42 @@ def _axes_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         value = next((c for c in candidates if not _is_missing(c)), None)
         if value is not None and not isinstance(value, Mapping):
             out[axis] = value
+    # A run's config.yaml holds the choice (auto | own): resolve it as the run did. A W&B
+    # config holds the resolved recipe at its top (from `Config.axes`).
+    source = cfg.get("lm_adapt_source")
+    if source in LM_ADAPT_SOURCES and isinstance(model, Mapping) and "objective" in out:
+        checkpoints = model.get("checkpoints")
+        checkpoints = checkpoints if isinstance(checkpoints, Mapping) else {}
+        source = resolve_lm_adapt_source(
+            out["objective"],
+            out.get("lm_adapt_steps"),
+            source,
+            model.get("path"),
+            checkpoints.get("lm_adapt"),
+        )
+    if source in RESOLVED_LM_ADAPT_SOURCES:
+        out["lm_adapt_source"] = source
     return out
+
+
+def _infer_lm_adapt_source(axes: Mapping[str, Any], checkpoint: Any) -> str | None:
+    """The recipe of a run that did not record one: `none` when its axes say no LM adaptation
+    (a span-corruption objective, or 0 steps); else from the checkpoint it loaded: a Google
+    release (`google/t5-<size>-lm-adapt`) → `released`; a `repro.lm_adapt` output (a `step_<N>`
+    directory, or one under an `lm_adapt` directory) → `own`; anything else → None (NA)."""
+    objective, steps = axes.get("objective"), axes.get("lm_adapt_steps")
+    if _is_missing(objective):
+        return None
+    if objective != "lm_adapt" or (_is_number(steps) and steps == 0):
+        return "none"
+    if not isinstance(checkpoint, str) or not checkpoint:
+        return None
+    if is_released_lm_adapt(checkpoint):
+        return "released"
+    parts = PurePath(checkpoint).parts
+    if any(p == "lm_adapt" or re.fullmatch(r"step_\d+", p) for p in parts):
+        return "own"
+    return None
 
 
 def _group(node: Any, *keys: str) -> Any:
@@ -260,6 +321,7 @@ def _row_from_result(result: Any) -> dict[str, Any]:
     for key in _TAIL_COLUMNS:
         if key in result and key != "run_dir":
             row[key] = result[key]
+    row[_CHECKPOINT] = result.get("checkpoint")  # not a column: infers a missing lm_adapt_source
     return row
 
 
@@ -340,6 +402,10 @@ def _plain(obj: Any) -> Any:
 
 
 def _to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    for row in rows:  # once every other axis is filled in (from config.yaml, W&B config)
+        checkpoint = row.pop(_CHECKPOINT, None)
+        if row.get("lm_adapt_source") not in RESOLVED_LM_ADAPT_SOURCES:
+            row["lm_adapt_source"] = _infer_lm_adapt_source(row, checkpoint)
     metric_cols = sorted({k for r in rows for k in r if k.startswith(METRIC_PREFIX)})
     columns = [*AXES, "status", "score", *metric_cols, *_TAIL_COLUMNS]
     df = pd.DataFrame(list(rows), columns=columns)
@@ -347,7 +413,8 @@ def _to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     for col in _INT_COLUMNS:
         df[col] = _to_int(df[col])
-    for col in ("size", "objective", "init", "task", "status", "error", "run_dir", "wandb_id"):
+    strings = ("size", "objective", "lm_adapt_source", "init", "task", "status", "error")
+    for col in (*strings, "run_dir", "wandb_id"):
         df[col] = df[col].astype("object").where(df[col].notna(), None)
     # Known T5 sizes carry their parameter count even when a run did not record it.
     missing = df["params"].isna() & df["size"].isin(list(T5_PARAMS))
@@ -416,13 +483,29 @@ def panel_runs(
         if sel.loc[lm, "lm_adapt_steps"].nunique(dropna=False) > 1:
             keep = sel["lm_adapt_steps"].eq(defaults["lm_adapt_steps"]).fillna(False).astype(bool)
             sel = sel[~lm | keep]
+    if axis != "lm_adapt_steps" and "lm_adapt_source" in sel.columns:
+        sel = _hold_lm_adapt_source(sel, defaults.get("lm_adapt_source", PAPER_LM_ADAPT_SOURCE))
+    return sel
+
+
+def _hold_lm_adapt_source(sel: pd.DataFrame, preferred: str) -> pd.DataFrame:
+    """One recipe per panel outside Figure 3(d): where LM-adapted runs come from two recipes (a
+    frame holding an `lm_adapt_source=own` sweep has own runs at 100K beside the released
+    ones), keep the `preferred` ones. `none` runs (span corruption, 0 steps) always stay; a
+    frame without any `preferred` run is left as it is (its points are checked later)."""
+    source = sel["lm_adapt_source"]
+    adapted = source.ne("none").fillna(True).astype(bool)
+    keep = source.eq(preferred).fillna(False).astype(bool)
+    if source[adapted].nunique(dropna=False) > 1 and keep.any():
+        sel = sel[~adapted | keep]
     return sel
 
 
 def superglue_scores(
     df: pd.DataFrame, axis: str | None, tasks: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Per (size, params, axis value, seed): the SuperGLUE score of one seed.
+    """Per (size, params, axis value, seed): the SuperGLUE score of one seed (in Figure 3(d),
+    per recipe too: `_point_keys`).
 
     Only `finished` rows of the given tasks count (failed, running, incomplete and corrupt rows
     are left out here, but stay in the run frame). Several finished runs of the same task at the
@@ -450,7 +533,7 @@ def superglue_scores(
         raise KeyError(f"axis {axis!r} is not a column of the frame; columns: {list(df.columns)}")
     if axis in ("size", "params", "seed", "task"):
         raise ValueError(f"axis {axis!r} is a grouping key already; pick an ablation axis or None")
-    keys = ["size", "params", *([axis] if axis else []), "seed"]
+    keys = [*_point_keys(df, axis), "seed"]
     done = df[(df["status"] == "finished") & df["task"].isin(tasks)]
     _check_single_setting(done, keys, axis)
 
@@ -494,10 +577,11 @@ def superglue_frame(
 
     Returns:
         Columns `size`, `params`, `<axis>` (if any), `mean`, `std`, `n_seeds`, `n_incomplete`,
-        sorted by params then axis value.
+        sorted by params then axis value; for `lm_adapt_steps` (Figure 3(d)) also
+        `lm_adapt_source` after the axis, when the runs have it: one point per recipe.
     """
     seeds = superglue_scores(df, axis, tasks)
-    keys = ["size", "params", *([axis] if axis else [])]
+    keys = _point_keys(df, axis)
     if seeds.empty:
         return pd.DataFrame(columns=[*keys, "mean", "std", "n_seeds", "n_incomplete"])
     grouped = seeds.groupby(keys, dropna=False, sort=False)["superglue"]
@@ -512,9 +596,19 @@ def superglue_frame(
     return out.sort_values(["params", *keys[2:]], kind="stable").reset_index(drop=True)
 
 
+def _point_keys(df: pd.DataFrame, axis: str | None) -> list[str]:
+    """What tells one figure point from another: size, params, the axis; in Figure 3(d) also
+    the LM-adaptation recipe, so that a released and an own 100K point are never averaged."""
+    keys = ["size", "params", *([axis] if axis else [])]
+    if axis == "lm_adapt_steps" and "lm_adapt_source" in df.columns:
+        keys.append("lm_adapt_source")
+    return keys
+
+
 def _check_single_setting(done: pd.DataFrame, keys: list[str], axis: str | None) -> None:
-    """Raise if one point would average runs that differ in another ablation axis."""
-    others = [a for a in ABLATION_AXES if a != axis and a in done.columns]
+    """Raise if one point would average runs that differ in another ablation axis (or, outside
+    Figure 3(d), in the LM-adaptation recipe)."""
+    others = [a for a in (*ABLATION_AXES, "lm_adapt_source") if a not in keys and a in done.columns]
     if done.empty or not others:
         return
     counts = done.groupby([*keys, "task"], dropna=False)[others].nunique(dropna=False)

@@ -56,6 +56,46 @@ def _check_positive_int(what: str, value: Any, minimum: int = 1) -> None:
         raise ValueError(f"{what} must be an integer >= {minimum}; got {value!r}")
 
 
+def is_released_lm_adapt(checkpoint: str | None) -> bool:
+    """True if ``checkpoint`` names one of Google's released LM-adapted T5.1.1s (100K steps)."""
+    return bool(checkpoint) and _RELEASED_LM_ADAPT.search(str(checkpoint)) is not None
+
+
+def resolve_lm_adapt_source(
+    objective: str | None,
+    lm_adapt_steps: int | None,
+    choice: str = "auto",
+    model_path: str | None = None,
+    lm_adapt_checkpoint: str | None = None,
+) -> str:
+    """Which LM-adaptation recipe made the backbone a run loads: ``released``, ``own``, ``none``.
+
+    - ``none``: no LM adaptation: a span-corruption objective, or 0 steps (T5.1.1 itself).
+    - ``released``: Google's recipe, i.e. the backbone is one of its releases
+      (``google/t5-<size>-lm-adapt``, :func:`is_released_lm_adapt`): ``choice="auto"`` at 100K
+      steps on a model whose ``checkpoints.lm_adapt`` is one.
+    - ``own``: the suite's ``repro.lm_adapt`` (batch 128, no packing, a fresh Adafactor state):
+      every step count with ``choice="own"``, and the counts Google never released with
+      ``auto``. A model whose ``checkpoints.lm_adapt`` is *not* a Google release (the tiny and
+      toy models, LM-adapted by the suite itself) is ``own`` at 100K too: Google released no
+      other LM-adapted T5, so any other checkpoint was made by this suite (or its user).
+
+    A local ``model_path`` is what the run loads whatever else is set: ``released`` if it names
+    a Google release, else ``own``.
+
+    Args:
+        choice: the config's ``lm_adapt_source`` (auto | own).
+        lm_adapt_checkpoint: the model's ``checkpoints.lm_adapt`` (what ``auto`` loads at 100K).
+    """
+    if objective != "lm_adapt" or not lm_adapt_steps:
+        return "none"
+    if model_path:
+        return "released" if is_released_lm_adapt(model_path) else "own"
+    if choice == "own" or lm_adapt_steps != RELEASED_LM_ADAPT_STEPS:
+        return "own"
+    return "released" if is_released_lm_adapt(lm_adapt_checkpoint) else "own"
+
+
 @dataclass
 class ModelConfig:
     """A backbone size; ``checkpoints`` maps objective → hub id; ``path`` (a local dir) overrides."""
@@ -262,6 +302,9 @@ class Config:
     prompt_len: int = 100
     seed: int = 0
     lm_adapt_steps: int = 100_000  # 100K = the released LM-adapted checkpoints
+    # auto: Google's released checkpoint where there is one (100K), repro.lm_adapt's elsewhere
+    # (10K, 50K); own: repro.lm_adapt's for every step count, 100K included (docs/lm_adapt.md).
+    lm_adapt_source: str = "auto"
     sweep_name: str = "sweep"
     name: str = MISSING  # run name; default built from the axes in conf/config.yaml
     # Print parameters, memory, FLOPs and GPU-hours of the job(s) and exit; no weights loaded.
@@ -278,6 +321,12 @@ class Config:
                 f"lm_adapt_steps={self.lm_adapt_steps} only applies with objective=lm_adapt "
                 f"(got objective={self.objective.name})"
             )
+        _check_choice("lm_adapt_source", self.lm_adapt_source, LM_ADAPT_SOURCES)
+        if self.lm_adapt_source != "auto" and self.objective.name != "lm_adapt":
+            raise ValueError(
+                f"lm_adapt_source={self.lm_adapt_source} only applies with objective=lm_adapt "
+                f"(got objective={self.objective.name})"
+            )
 
     @property
     def axes(self) -> dict[str, Any]:
@@ -287,6 +336,14 @@ class Config:
             "params": self.model.params,
             "objective": self.objective.name,
             "lm_adapt_steps": self.lm_adapt_steps if self.objective.name == "lm_adapt" else None,
+            # released | own | none: the recipe of the backbone (not the `auto`/`own` choice)
+            "lm_adapt_source": resolve_lm_adapt_source(
+                self.objective.name,
+                self.lm_adapt_steps,
+                self.lm_adapt_source,
+                self.model.path,
+                self.model.checkpoints.get("lm_adapt"),
+            ),
             "prompt_len": self.prompt_len,
             "init": self.init.name,
             "task": self.task.name,

@@ -12,6 +12,12 @@ way Hydra's basic sweeper does and prints every job and the total. The formulas 
 - a training step of a frozen backbone = forward + activation backward (≈ the forward again: the
   gradient must reach the prompt at the encoder's input, but no weight gradient is formed), + one
   more forward with activation checkpointing;
+- LM adaptation (``repro.lm_adapt``), which jobs loading the suite's own ``step_<N>/`` need
+  first (``lm_adapt_source=own``, or 10K/50K with ``auto``): once per size, one run to the
+  largest step count needed (it writes every smaller one on the way), priced from
+  conf/lm_adapt.yaml's defaults (batch 128, input 512 / target 512 tokens) whether or not its
+  checkpoints exist already. All weights train, so a step = forward + activation backward +
+  weight-gradient backward ≈ 3 × forward: FLOPs = steps × 3 × batch × forward(512, 512);
 - GPU-hours = FLOPs / (peak FLOP/s × utilisation) / 3600.
 """
 
@@ -236,6 +242,66 @@ def gpu_hours(flops: float, cost: CostConfig) -> float:
     return flops / (cost.peak_tflops * 1e12 * cost.utilisation) / 3600
 
 
+@dataclass
+class AdaptationCost:
+    """The ``repro.lm_adapt`` run one size needs before its jobs can load ``step_<N>/``."""
+
+    size: str
+    steps: int  # the largest step count needed: one run writes every smaller one on the way
+    needed: tuple[int, ...]  # the step counts the jobs load
+    batch_size: int
+    input_len: int
+    target_len: int
+    params: int
+    flops_per_step: int
+    total_flops: int
+    gpu_hours: float
+    cost: CostConfig
+
+
+def lm_adapt_defaults() -> dict:
+    """The ``lm_adapt:`` node of conf/lm_adapt.yaml (what ``python -m repro.lm_adapt`` runs)."""
+    import yaml
+
+    return yaml.safe_load((CONF / "lm_adapt.yaml").read_text())["lm_adapt"]
+
+
+def adaptation_costs(configs: Sequence[Config]) -> list[AdaptationCost]:
+    """The LM adaptation a sweep's jobs need, once per size (``repro.run.own_lm_adapt_steps``:
+    jobs with ``lm_adapt_source=own``, or at 10K/50K): one run to the largest step count,
+    all weights trained, 3 × forward FLOPs per example (module docstring)."""
+    from repro.run import own_lm_adapt_steps
+
+    needed: dict[str, tuple[Config, set[int]]] = {}
+    for cfg in configs:
+        steps = own_lm_adapt_steps(cfg)
+        if steps is not None:
+            needed.setdefault(cfg.model.size, (cfg, set()))[1].add(steps)
+    defaults = lm_adapt_defaults()
+    batch, t_in, t_out = (defaults[k] for k in ("batch_size", "input_length", "target_length"))
+    out = []
+    for size, (cfg, steps) in needed.items():
+        shape = shape_of(cfg.model)
+        per_step = 3 * batch * forward_flops(shape, t_in, t_out)
+        total = max(steps) * per_step
+        out.append(
+            AdaptationCost(
+                size=size,
+                steps=max(steps),
+                needed=tuple(sorted(steps)),
+                batch_size=batch,
+                input_len=t_in,
+                target_len=t_out,
+                params=count_params(shape),
+                flops_per_step=per_step,
+                total_flops=total,
+                gpu_hours=gpu_hours(total, cfg.cost),
+                cost=cfg.cost,
+            )
+        )
+    return out
+
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.3f} MB"
 
@@ -252,12 +318,26 @@ def describe(job: JobCost) -> str:
     )
 
 
-def describe_total(jobs: Sequence[JobCost]) -> str:
-    flops = sum(j.total_flops for j in jobs)
-    hours = sum(j.gpu_hours for j in jobs)
-    peak = max((j.memory_bytes for j in jobs), default=0)
+def describe_adaptation(a: AdaptationCost) -> str:
+    """One line per size whose jobs need the suite's own LM adaptation first."""
+    c = a.cost
     return (
-        f"total: {len(jobs)} job(s) | {flops:.3e} FLOP | {hours:.2f} GPU-h | "
+        f"lm adaptation {a.size}: 1 run of {a.steps} steps "
+        f"(writes step_{{{','.join(map(str, a.needed))}}}) | batch {a.batch_size} × "
+        f"{a.input_len}/{a.target_len} tokens, all {a.params:,} weights trained | "
+        f"{a.flops_per_step:.3e} FLOP/step | {a.total_flops:.3e} FLOP | "
+        f"{a.gpu_hours:.2f} GPU-h at {c.utilisation:.0%} of {c.peak_tflops:g} TFLOP/s ({c.gpu})"
+    )
+
+
+def describe_total(jobs: Sequence[JobCost], adaptations: Sequence[AdaptationCost] = ()) -> str:
+    """The sum over the jobs and the LM adaptation they need."""
+    flops = sum(j.total_flops for j in jobs) + sum(a.total_flops for a in adaptations)
+    hours = sum(j.gpu_hours for j in jobs) + sum(a.gpu_hours for a in adaptations)
+    peak = max((j.memory_bytes for j in jobs), default=0)
+    adapt = f" + LM adaptation of {len(adaptations)} size(s)" if adaptations else ""
+    return (
+        f"total: {len(jobs)} job(s){adapt} | {flops:.3e} FLOP | {hours:.2f} GPU-h | "
         f"largest job memory ≈ {_gb(peak)}"
     )
 
@@ -324,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config_name=args.config_name,
         )
         jobs = [estimate(cfg) for cfg in configs]
+        adaptations = adaptation_costs(configs)
     except Exception as err:
         message = cli_error_message(err)
         if message is None:
@@ -332,7 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for job in jobs:
         print(describe(job))
-    print(describe_total(jobs))
+    for adaptation in adaptations:
+        print(describe_adaptation(adaptation))
+    print(describe_total(jobs, adaptations))
     return 0
 
 

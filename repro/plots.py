@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,17 @@ PANEL_TITLES = {
 }
 SIZE_LABELS = {"small": "Small", "base": "Base", "large": "Large", "xl": "XL", "xxl": "XXL"}
 _REFERENCE_MARKERS = ("*", "D", "s", "^", "v", "P")
+# Figure 3(d): the LM-adaptation recipe of each line (`lm_adapt_source` of the frame), shown in
+# its legend label and its line style; a step count keeps its colour across recipes.
+SOURCE_LABELS = {"released": "released", "own": "own", "none": "none: T5.1.1"}
+SOURCE_STYLES = {"released": ("-", "o"), "own": ("--", "s"), "none": (":", "^")}
+_UNKNOWN_SOURCE = ("source unknown", ("-.", "x"))
+# Rows of results/paper/reference.csv whose split says the number is not checked are not drawn.
+UNSTATED_SPLITS = ("", "unverified")
+
+
+class ReferenceWarning(UserWarning):
+    """Reference rows left out of a plot because their source is not stated."""
 
 
 def axis_label(axis: str, value: Any) -> str:
@@ -82,6 +94,25 @@ def _axis_order(axis: str, values: Sequence[Any]) -> list[Any]:
         return (1, float(v2) if number else 0.0, str(v2))
 
     return sorted(values, key=key)
+
+
+def _source_order(sources: pd.Series) -> list[Any]:
+    """The recipes present in a Figure 3(d) line group: released, own, none, then unknown (NA)."""
+    present = list(sources.dropna().unique())
+    known = [s for s in SOURCE_STYLES if s in present]
+    other = sorted(s for s in present if s not in SOURCE_STYLES)
+    return known + other + ([None] if sources.isna().any() else [])
+
+
+def _same_source(sources: pd.Series, source: Any) -> pd.Series:
+    return sources.isna() if source is None else sources.eq(source).fillna(False).astype(bool)
+
+
+def _source_legend(source: Any) -> tuple[str, tuple[str, str]]:
+    """(legend text, (line style, marker)) of an LM-adaptation recipe."""
+    if source in SOURCE_STYLES:
+        return SOURCE_LABELS[source], SOURCE_STYLES[source]
+    return _UNKNOWN_SOURCE if source is None else (str(source), _UNKNOWN_SOURCE[1])
 
 
 def _size_ticks(ax: Axes, ticks: dict[float, str]) -> None:
@@ -129,9 +160,13 @@ def plot_panel(
     Args:
         frame: `superglue_frame(runs, axis)` (columns size, params, <axis>, mean, std).
         axis: `prompt_len`, `init`, `objective`, `lm_adapt_steps` (or any column of `frame`).
+            For `lm_adapt_steps`, a frame with `lm_adapt_source` draws one line per step count
+            and recipe, labelled e.g. "100K (released)", "10K (own)", "0K (none: T5.1.1)",
+            the recipe also in the line style (released solid, own dashed, none dotted).
         ax: draw into this axes (e.g. one cell of a grid); default a new figure.
         title: default the paper's panel caption, e.g. "(a) Prompt length".
-        reference: optional reference points (`results/paper/reference.csv` layout).
+        reference: optional reference points (`results/paper/reference.csv` layout); only
+            rows with a stated source are drawn (`stated_reference`).
         ylabel: y-axis label; say which tasks were averaged when they are not SuperGLUE's.
 
     Returns:
@@ -142,17 +177,27 @@ def plot_panel(
         fig, ax = plt.subplots(figsize=(4.5, 3.6))
     fig = ax.figure
     drawn = frame[frame["mean"].notna()]
-    for value in _axis_order(axis, list(drawn[axis].dropna().unique())):
-        line = drawn[drawn[axis] == value].sort_values("params")
-        ax.errorbar(
-            line["params"].astype(float).to_numpy(),
-            line["mean"].astype(float).to_numpy(),
-            yerr=np.nan_to_num(line["std"].astype(float).to_numpy()),  # 1 seed: no bar
-            marker="o",
-            markersize=4,
-            capsize=3,
-            label=axis_label(axis, value),
-        )
+    by_source = axis == "lm_adapt_steps" and "lm_adapt_source" in drawn.columns
+    for i, value in enumerate(_axis_order(axis, list(drawn[axis].dropna().unique()))):
+        rows = drawn[drawn[axis] == value]
+        for source in _source_order(rows["lm_adapt_source"]) if by_source else [None]:
+            line = rows if not by_source else rows[_same_source(rows["lm_adapt_source"], source)]
+            label, (linestyle, marker) = axis_label(axis, value), ("-", "o")
+            if by_source:
+                name, (linestyle, marker) = _source_legend(source)
+                label = f"{label} ({name})"
+            line = line.sort_values("params")
+            ax.errorbar(
+                line["params"].astype(float).to_numpy(),
+                line["mean"].astype(float).to_numpy(),
+                yerr=np.nan_to_num(line["std"].astype(float).to_numpy()),  # 1 seed: no bar
+                color=f"C{i % 10}",
+                linestyle=linestyle,
+                marker=marker,
+                markersize=4,
+                capsize=3,
+                label=label,
+            )
     ticks = {
         float(p): _size_label(s, float(p))
         for s, p in zip(drawn["size"], drawn["params"], strict=True)
@@ -169,14 +214,39 @@ def plot_panel(
     return fig
 
 
-def _draw_reference(ax: Axes, reference: pd.DataFrame) -> dict[float, str]:
-    """Scatter the paper's reported points; returns extra x ticks (e.g. GPT-3 175B)."""
-    needed = ["method", "model", "params", "superglue"]
+def stated_reference(reference: pd.DataFrame) -> pd.DataFrame:
+    """The reference rows whose source is stated: a row whose `split` is `unverified` (or
+    empty) or whose `source` is empty is left out, with one `ReferenceWarning` naming them."""
+    needed = ["method", "model", "params", "superglue", "split", "source"]
     missing = [c for c in needed if c not in reference.columns]
     if missing:
         raise KeyError(f"reference table lacks columns {missing}; see results/paper/README.md")
+    split = reference["split"].fillna("").astype(str).str.strip()
+    source = reference["source"].fillna("").astype(str).str.strip()
+    stated = ~split.str.lower().isin(UNSTATED_SPLITS) & source.ne("")
+    if not stated.all():
+        skipped = [
+            f"{r.method} ({r.model}): split={s!r}, source={src!r}"
+            for r, s, src in zip(
+                reference[~stated].itertuples(index=False),
+                split[~stated],
+                source[~stated],
+                strict=True,
+            )
+        ]
+        warnings.warn(
+            f"reference rows without a stated source are not drawn: {'; '.join(skipped)}",
+            ReferenceWarning,
+            stacklevel=3,
+        )
+    return reference[stated]
+
+
+def _draw_reference(ax: Axes, reference: pd.DataFrame) -> dict[float, str]:
+    """Scatter the paper's reported points whose source is stated (`stated_reference`), each
+    labelled with its split; returns extra x ticks (e.g. GPT-3 175B)."""
     ticks: dict[float, str] = {}
-    for i, row in enumerate(reference.itertuples(index=False)):
+    for i, row in enumerate(stated_reference(reference).itertuples(index=False)):
         ax.scatter(
             [float(row.params)],
             [float(row.superglue)],
@@ -184,7 +254,7 @@ def _draw_reference(ax: Axes, reference: pd.DataFrame) -> dict[float, str]:
             s=60,
             color="black",  # the paper's numbers stay apart from our coloured lines
             zorder=3,
-            label=f"{row.method} ({row.model}, paper)",
+            label=f"{row.method} ({row.model}, paper, {str(row.split).strip()})",
         )
         model = str(row.model)
         size = model.removeprefix("T5-").lower()

@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from repro.config import Config, register_configs, to_config
+from repro.config import RELEASED_LM_ADAPT_STEPS, Config, register_configs, to_config
 from repro.tracking import read_json, write_json_atomic
 from repro.trainer import Interrupted, StopFlag
 
@@ -67,8 +67,24 @@ def _steps_label(steps: int) -> str:
     return f"{steps // 1000}k" if steps and steps % 1000 == 0 else str(steps)
 
 
-def run_name(task, size, objective, lm_adapt_steps, prompt_len, init, seed) -> str:
+def own_replaces_release(objective, lm_adapt_steps, lm_adapt_source) -> bool:
+    """True where ``lm_adapt_source=own`` loads another backbone than ``auto``: at 100K steps,
+    where auto loads the model's ``checkpoints.lm_adapt`` (Google's release) and own loads
+    ``repro.lm_adapt``'s ``step_100000/``. At 0 steps (T5.1.1) and at the counts Google never
+    released (``step_<N>/`` either way) both choices load the same backbone: the same run."""
+    return (
+        objective == "lm_adapt"
+        and str(lm_adapt_source) == "own"
+        and int(lm_adapt_steps) == RELEASED_LM_ADAPT_STEPS
+    )
+
+
+def run_name(
+    task, size, objective, lm_adapt_steps, prompt_len, init, seed, lm_adapt_source="auto"
+) -> str:
     steps = _steps_label(int(lm_adapt_steps)) if objective == "lm_adapt" else None
+    if steps and own_replaces_release(objective, lm_adapt_steps, lm_adapt_source):
+        steps += "_own"  # never the directory of a run on the released checkpoint
     objective = f"{objective}{steps}" if steps else objective
     return f"{task}-{size}-{objective}-p{prompt_len}-{init}-s{seed}"
 
@@ -80,22 +96,48 @@ register_configs()
 # --- what a run loads -------------------------------------------------------------------------
 
 
+def own_lm_adapt_steps(cfg: Config) -> int | None:
+    """The step count of the ``repro.lm_adapt`` checkpoint this run loads
+    (``<paths.lm_adapt_dir>/<size>/step_<N>/``), or None: a ``model.path``, no LM adaptation, or
+    the model's own ``checkpoints.lm_adapt`` (``lm_adapt_source=auto`` at 100K)."""
+    if cfg.model.path or cfg.objective.name != "lm_adapt" or cfg.lm_adapt_steps == 0:
+        return None
+    if cfg.lm_adapt_source == "own" or cfg.lm_adapt_steps != RELEASED_LM_ADAPT_STEPS:
+        return cfg.lm_adapt_steps
+    return None
+
+
+def lm_adapt_command(size: str, steps: int) -> str:
+    """The ``repro.lm_adapt`` command that makes ``step_<steps>/`` (the paper's counts at once:
+    one run to 100K writes 10K and 50K on the way)."""
+    paper = (10_000, 50_000, RELEASED_LM_ADAPT_STEPS)
+    listed = ",".join(map(str, paper if steps in paper else (steps,)))
+    return f"python -m repro.lm_adapt model={size} lm_adapt.steps=[{listed}]"
+
+
 def checkpoint_for(cfg: Config) -> str:
-    """The backbone to load: a local ``model.path`` wins; else size × objective × LM steps."""
+    """The backbone to load: a local ``model.path`` wins; else size × objective × LM steps ×
+    ``lm_adapt_source`` (own: ``repro.lm_adapt``'s ``step_<N>/``, 100K included)."""
     if cfg.model.path:
         return cfg.model.path
+    steps = own_lm_adapt_steps(cfg)
+    if steps is not None:
+        own = Path(cfg.paths.lm_adapt_dir) / cfg.model.size / f"step_{steps}"
+        if not (own / "config.json").exists():
+            why = (
+                "lm_adapt_source=own loads the suite's own LM adaptation, not Google's release"
+                if steps == RELEASED_LM_ADAPT_STEPS
+                else f"only {RELEASED_LM_ADAPT_STEPS} was released"
+            )
+            raise RunError(
+                f"no LM-adapted checkpoint for model={cfg.model.size} lm_adapt_steps={steps} "
+                f"at {own}; {why} — make it with `{lm_adapt_command(cfg.model.size, steps)}` "
+                "or set model.path"
+            )
+        return str(own)
     objective = cfg.objective.name
     if objective == "lm_adapt" and cfg.lm_adapt_steps == 0:
         objective = "span_corruption"  # 0 LM-adaptation steps = T5.1.1 itself
-    if objective == "lm_adapt" and cfg.lm_adapt_steps != 100_000:
-        own = Path(cfg.paths.lm_adapt_dir) / cfg.model.size / f"step_{cfg.lm_adapt_steps}"
-        if not (own / "config.json").exists():
-            raise RunError(
-                f"no LM-adapted checkpoint for model={cfg.model.size} "
-                f"lm_adapt_steps={cfg.lm_adapt_steps} at {own}; only 100000 was released — "
-                f"make it with `python -m repro.lm_adapt model={cfg.model.size}` or set model.path"
-            )
-        return str(own)
     if objective not in cfg.model.checkpoints:
         raise RunError(
             f"model={cfg.model.size} names no checkpoint for objective={objective}; "
@@ -109,6 +151,10 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     plain = dataclasses.asdict(cfg)
     for key in NON_RESULT_KEYS:
         plain.pop(key, None)
+    if not own_replaces_release(cfg.objective.name, cfg.lm_adapt_steps, cfg.lm_adapt_source):
+        # Both choices load the same backbone here; and run dirs made before the key existed
+        # (all of them `auto`) keep matching their fingerprint.
+        plain.pop("lm_adapt_source", None)
     plain["trainer"].pop("progress", None)
     plain["trainer"].pop("stop_after_steps", None)
     for key in NON_RESULT_MODEL_KEYS:

@@ -344,6 +344,129 @@ def test_panel_runs_objective_keeps_lm_adapt_at_100k():
     assert list(panel_runs(frame, "lm_adapt_steps")["lm_adapt_steps"]) == [10000, 100000]
 
 
+# ----------------------------------------------------------------------------- LM-adaptation recipe
+
+
+def test_lm_adapt_source_column_recorded_resolved_or_inferred(tmp_path):
+    """Recorded in result.json; else resolved from config.yaml's choice; else read from the
+    recorded checkpoint of an older result.json; else NA."""
+    old = result()  # a result.json from before lm_adapt_source
+    runs = {
+        "recorded": result(lm_adapt_source="own", checkpoint="google/t5-base-lm-adapt"),
+        "old_release": {**old, "checkpoint": "google/t5-base-lm-adapt"},
+        "old_own": {**old, "lm_adapt_steps": 10000, "checkpoint": "/c/lm_adapt/base/step_10000"},
+        "old_toy": {**old, "checkpoint": "/repro/toy_models/toy_small/step_500"},
+        "old_t5_1_1": {**old, "lm_adapt_steps": 0, "checkpoint": "google/t5-v1_1-base"},
+        "old_span": {**old, "objective": "span_corruption", "lm_adapt_steps": None},
+        "old_unknown": {**old, "checkpoint": "/somewhere/tiny-t5"},
+        "old_no_checkpoint": old,
+    }
+    for name, res in runs.items():
+        write_run(tmp_path / name, res)
+    model = "model: {size: base, path: null, checkpoints: {lm_adapt: google/t5-base-lm-adapt}}\n"
+    for name, choice, steps in (("cfg_auto", "auto", 100000), ("cfg_own", "own", 100000)):
+        write_run(
+            tmp_path / name,
+            config=f"{model}objective: {{name: lm_adapt}}\n"
+            f"lm_adapt_steps: {steps}\nlm_adapt_source: {choice}\n",
+        )
+    write_run(
+        tmp_path / "cfg_own_0",
+        config=f"{model}objective: {{name: lm_adapt}}\nlm_adapt_steps: 0\nlm_adapt_source: own\n",
+    )
+    df = collect_runs([tmp_path])
+    got = {Path(d).name: s for d, s in zip(df["run_dir"], df["lm_adapt_source"], strict=True)}
+    assert got == {
+        "recorded": "own",
+        "old_release": "released",
+        "old_own": "own",
+        "old_toy": "own",
+        "old_t5_1_1": "none",
+        "old_span": "none",
+        "old_unknown": None,
+        "old_no_checkpoint": None,
+        "cfg_auto": "released",
+        "cfg_own": "own",
+        "cfg_own_0": "none",
+    }
+    assert list(df.columns[: len(AXES)]) == list(AXES) and "_checkpoint" not in df.columns
+
+
+def test_collect_wandb_reads_the_recipe_from_summary_config_or_checkpoint():
+    config = {"size": "base", "objective": "lm_adapt", "lm_adapt_steps": 100000, "seed": 0}
+    api = FakeApi(
+        [
+            fake_run("a", {**config, "lm_adapt_source": "own"}, result(lm_adapt_source="own")),
+            fake_run("b", {**config, "lm_adapt_source": "released"}, {}, state="running"),
+            fake_run("c", config, result(checkpoint="google/t5-base-lm-adapt")),
+            fake_run("d", config, result()),
+        ]
+    )
+    wb = collect_wandb("ent/proj", api=api)
+    assert list(wb["lm_adapt_source"]) == ["own", "released", "released", None]
+
+
+def recipe_runs():
+    """Figure 3(d) runs of one size on two tasks, 2 seeds: 0 (none), 10K (own), 100K released
+    and 100K own (an `lm_adapt_source=own` sweep in the same frame), own scoring 10 lower."""
+    rows = []
+    points = [(0, "none", 50.0), (10000, "own", 60.0), (100000, "released", 80.0)]
+    points.append((100000, "own", 70.0))
+    for steps, source, base in points:
+        for seed in (0, 1):
+            for task in ("t1", "t2"):
+                rows.append(
+                    {
+                        "size": "small",
+                        "params": 76961152,
+                        "objective": "lm_adapt",
+                        "lm_adapt_steps": steps,
+                        "lm_adapt_source": source,
+                        "prompt_len": 100,
+                        "init": "class_label",
+                        "task": task,
+                        "seed": seed,
+                        "score": base + seed,
+                        "status": "finished",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_figure_3d_never_averages_two_recipes_at_one_step_count():
+    runs = recipe_runs()
+    out = superglue_frame(panel_runs(runs, "lm_adapt_steps"), "lm_adapt_steps", tasks=["t1", "t2"])
+    assert list(out.columns[:4]) == ["size", "params", "lm_adapt_steps", "lm_adapt_source"]
+    means = {(s, src): m for s, src, m in out[["lm_adapt_steps", "lm_adapt_source", "mean"]].values}
+    assert means == pytest.approx(
+        {(0, "none"): 50.5, (10000, "own"): 60.5, (100000, "released"): 80.5, (100000, "own"): 70.5}
+    )
+
+
+def test_other_panels_hold_the_released_recipe_where_a_frame_mixes_two():
+    runs = recipe_runs()
+    runs = pd.concat([runs, runs.assign(prompt_len=1, score=runs["score"] - 40)])
+    sel = panel_runs(runs, "prompt_len")
+    assert set(zip(sel["lm_adapt_steps"], sel["lm_adapt_source"], strict=True)) == {
+        (100000, "released")
+    }
+    out = superglue_frame(sel, "prompt_len", tasks=["t1", "t2"])
+    assert out.set_index("prompt_len")["mean"].to_dict() == pytest.approx({1: 40.5, 100: 80.5})
+    # the objective panel: span corruption (none) stays beside the released LM-adapted runs
+    span = runs.assign(objective="span_corruption", lm_adapt_steps=None, lm_adapt_source="none")
+    sel = panel_runs(pd.concat([runs, span]), "objective")
+    assert set(zip(sel["objective"], sel["lm_adapt_source"], strict=True)) == {
+        ("span_corruption", "none"),
+        ("lm_adapt", "released"),
+    }
+    # without a released run to prefer, a point mixing two recipes is refused, not averaged
+    at_100k = recipe_runs().query("lm_adapt_steps == 100000")
+    own = at_100k["lm_adapt_source"] == "own"
+    mixed = pd.concat([at_100k[own], at_100k[~own].assign(lm_adapt_source=None)])
+    with pytest.raises(ValueError, match=r"differ in \['lm_adapt_source'\]"):
+        superglue_frame(panel_runs(mixed, "prompt_len"), "prompt_len", tasks=["t1", "t2"])
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

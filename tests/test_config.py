@@ -122,6 +122,91 @@ def test_lm_adapt_steps_need_the_lm_adapt_objective():
         compose_config("objective=span_corruption", "lm_adapt_steps=50000")
 
 
+def test_lm_adapt_source_is_validated_and_needs_the_lm_adapt_objective():
+    assert compose_config().lm_adapt_source == "auto"
+    with pytest.raises(ValueError) as info:
+        compose_config("lm_adapt_source=google")
+    assert str(info.value) == "lm_adapt_source='google' is not allowed; choose one of: auto, own"
+    with pytest.raises(
+        ValueError,
+        match=r"^lm_adapt_source=own only applies with objective=lm_adapt "
+        r"\(got objective=span_corruption_sentinel\)$",
+    ):
+        compose_config("objective=span_corruption_sentinel", "lm_adapt_source=own")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "source"),
+    [
+        ((), "released"),  # google/t5-base-lm-adapt
+        (("lm_adapt_source=own",), "own"),  # repro.lm_adapt's step_100000/
+        (("lm_adapt_steps=10000",), "own"),  # never released: repro.lm_adapt's either way
+        (("lm_adapt_steps=50000", "lm_adapt_source=own"), "own"),
+        (("lm_adapt_steps=0",), "none"),  # T5.1.1 itself
+        (("lm_adapt_steps=0", "lm_adapt_source=own"), "none"),
+        (("objective=span_corruption",), "none"),
+        (("model=toy_small",), "own"),  # its checkpoints.lm_adapt is the suite's own step_500
+        (("experiment=smoke",), "own"),  # the suite's tiny model (model.path)
+        (("model.path=/ckpt/google/t5-base-lm-adapt",), "released"),  # a mirror of the release
+        (("model.path=/data/lm_adapt/base/step_100000",), "own"),
+    ],
+)
+def test_each_run_records_the_recipe_of_its_backbone(overrides, source):
+    assert compose_config(*overrides).axes["lm_adapt_source"] == source
+
+
+def test_the_lm_adapt_source_rule():
+    from repro.config import is_released_lm_adapt, resolve_lm_adapt_source
+
+    assert is_released_lm_adapt("google/t5-xxl-lm-adapt")
+    assert is_released_lm_adapt("/hf/hub/models--google--t5-small-lm-adapt/snapshots/abc123")
+    for other in ("google/t5-v1_1-base", "google/t5-base-lm-adapt-v2", "me/t5-base-lm-adapt", ""):
+        assert not is_released_lm_adapt(other), other
+    rule = resolve_lm_adapt_source
+    released = "google/t5-large-lm-adapt"
+    assert rule("lm_adapt", 100_000, "auto", None, released) == "released"
+    assert rule("lm_adapt", 100_000, "own", None, released) == "own"
+    # a model whose LM-adapted checkpoint is not a Google release: the suite made it, so own
+    assert rule("lm_adapt", 100_000, "auto", None, "/repro/toy_models/toy_small/step_500") == "own"
+    assert rule("lm_adapt", 100_000, "auto", None, None) == "own"
+    # a model.path is what is loaded, whatever the choice
+    assert rule("lm_adapt", 100_000, "own", released, None) == "released"
+    assert rule("lm_adapt", 10_000, "auto", None, released) == "own"
+    assert rule("lm_adapt", 0, "own", None, released) == "none"
+    assert rule("span_corruption", 100_000, "auto", None, released) == "none"
+
+
+def test_own_adaptation_gets_its_own_run_dir_only_where_it_loads_another_backbone():
+    from repro.run import fingerprint
+
+    auto, own = compose_config(), compose_config("lm_adapt_source=own")
+    assert auto.name == "superglue-base-lm_adapt100k-p100-class_label-s0"  # unchanged
+    assert own.name == "superglue-base-lm_adapt100k_own-p100-class_label-s0"
+    assert fingerprint(own)["lm_adapt_source"] == "own"
+    # auto's fingerprint has no such key: run dirs made before it existed still match
+    assert "lm_adapt_source" not in fingerprint(auto)
+    for steps in (0, 10000, 50000):  # T5.1.1, or repro.lm_adapt's step_<N>/ either way
+        a = compose_config(f"lm_adapt_steps={steps}")
+        o = compose_config(f"lm_adapt_steps={steps}", "lm_adapt_source=own")
+        assert a.name == o.name and fingerprint(a) == fingerprint(o)
+
+
+def test_own_adaptation_loads_the_suites_100k_checkpoint(tmp_path):
+    from repro.run import RunError, checkpoint_for
+
+    cfg = compose_config("model=small", "lm_adapt_source=own", f"paths.lm_adapt_dir={tmp_path}")
+    with pytest.raises(RunError) as info:
+        checkpoint_for(cfg)
+    assert str(tmp_path / "small/step_100000") in str(info.value)
+    command = "`python -m repro.lm_adapt model=small lm_adapt.steps=[10000,50000,100000]`"
+    assert command in str(info.value)
+    (tmp_path / "small/step_100000").mkdir(parents=True)
+    (tmp_path / "small/step_100000/config.json").write_text("{}")
+    assert checkpoint_for(cfg) == str(tmp_path / "small/step_100000")
+    auto = compose_config("model=small", f"paths.lm_adapt_dir={tmp_path}")
+    assert checkpoint_for(auto) == "google/t5-small-lm-adapt"
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -145,6 +145,47 @@ def test_cost_cli_reads_a_sweep_file(capsys):
     assert out[-1].startswith("total: 75 job(s)")
 
 
+def test_own_lm_adaptation_is_priced_once_per_size(capsys):
+    """own 100K on Small costs exactly one 100K-step LM adaptation of Small more than auto (the
+    released checkpoint); a 3(d) sweep adapts each size once, to its largest step count."""
+    args = ["model=small", "task=rte"]
+    auto = cost.sweep_configs(args)
+    own = cost.sweep_configs([*args, "lm_adapt_source=own"])
+    assert cost.adaptation_costs(auto) == []
+    (adapt,) = cost.adaptation_costs(own)
+    shape = cost.shape_of(own[0].model)
+    # conf/lm_adapt.yaml: batch 128, 512 input / 512 target tokens; all weights: 3 × forward
+    per_step = 3 * 128 * cost.forward_flops(shape, 512, 512)
+    assert (adapt.size, adapt.steps, adapt.needed) == ("small", 100_000, (100_000,))
+    assert adapt.flops_per_step == per_step and adapt.total_flops == 100_000 * per_step
+    assert adapt.gpu_hours == pytest.approx(100_000 * per_step / (312e12 * 0.4) / 3600)
+    assert cost.estimate(own[0]).total_flops == cost.estimate(auto[0]).total_flops
+
+    assert cost.main([*args, "lm_adapt_source=own"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("lm adaptation small: 1 run of 100000 steps")
+    job = cost.estimate(own[0])
+    assert out[2].startswith("total: 1 job(s) + LM adaptation of 1 size(s)")
+    assert f"| {job.total_flops + adapt.total_flops:.3e} FLOP |" in out[2]
+    assert cost.main(args) == 0
+    assert "lm adaptation" not in capsys.readouterr().out
+
+    sweep = ["--config-dir", str(ROOT / "sweeps"), "--config-name", "fig3d_lm_adapt_steps"]
+    narrow = ["model=small,xxl", "seed=0"]
+    by_source = {}
+    for source in ("auto", "own"):
+        assert cost.main(["-m", *sweep, *narrow, f"lm_adapt_source={source}"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        by_source[source] = [x for x in lines if x.startswith("lm adaptation")]
+        assert lines[-1].startswith("total: 8 job(s) + LM adaptation of 2 size(s)")
+    # auto needs step_10000 and step_50000 (one run to 50K); own also step_100000
+    assert [x.split(" (")[0] for x in by_source["auto"]] == [
+        "lm adaptation small: 1 run of 50000 steps",
+        "lm adaptation xxl: 1 run of 50000 steps",
+    ]
+    assert "(writes step_{10000,50000,100000})" in by_source["own"][1]
+
+
 def test_cost_cli_bad_override_is_one_line(capsys):
     assert cost.main(["model=huge"]) == 2
     err = capsys.readouterr().err

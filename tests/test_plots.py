@@ -9,6 +9,7 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from repro.plots import (
+    ReferenceWarning,
     axis_label,
     figure1,
     figure3,
@@ -125,19 +126,20 @@ def test_plot_figure1_overlays_reference_points(tmp_path):
             "n_incomplete": [0, 0],
         }
     )
-    ax = plot_figure1(frame, ref).axes[0]
+    with pytest.warns(ReferenceWarning) as caught:
+        ax = plot_figure1(frame, ref).axes[0]
     lines = errorbar_lines(ax)
     assert lines["Prompt Tuning (ours)"][:2] == ([SMALL, BASE], [60.0, 70.0])
     points = {
-        c.get_label(): tuple(c.get_offsets()[0])
-        for c in ax.collections
-        if c.get_label().endswith("paper)")
+        c.get_label(): tuple(c.get_offsets()[0]) for c in ax.collections if "paper" in c.get_label()
     }
+    # each label names its split; the unverified 89.3 (model tuning) is not drawn, and said so
     assert points == {
-        "Prompt Design (GPT-3 175B, paper)": (175e9, 71.8),
-        "Model Tuning (T5-XXL, paper)": (11135332352, 89.3),
-        "Prompt Tuning (T5-XXL, paper)": (11135332352, 90.5),
+        "Prompt Design (GPT-3 175B, paper, dev)": (175e9, 71.8),
+        "Prompt Tuning (T5-XXL, paper, dev)": (11135332352, 90.5),
     }
+    (warning,) = [str(w.message) for w in caught if w.category is ReferenceWarning]
+    assert "Model Tuning (T5-XXL): split='unverified'" in warning
     assert "GPT-3 175B" in [t.get_text() for t in ax.get_xticklabels()]
     with pytest.raises(ValueError, match="one point per size"):
         plot_figure1(pd.concat([frame, frame]), ref)
@@ -218,3 +220,56 @@ def test_unknown_numeric_axis_values_sort_as_numbers():
     values = list(np.array([500, 250, 0, 50], dtype=np.int64))
     assert [int(v) for v in _axis_order("lm_adapt_steps", values)] == [0, 50, 250, 500]
     assert _axis_order("prompt_len", [150.0, 3, 1]) == [1, 150.0, 3]  # paper's values first
+
+
+def test_lm_adapt_steps_panel_shows_the_recipe_of_each_point():
+    """Figure 3(d) mixes Google's released 100K checkpoints with the suite's own 10K/50K: each
+    line says its recipe in the legend and in its style; released and own 100K stay apart."""
+    frame = pd.DataFrame(
+        {
+            "size": ["small", "base"] * 4,
+            "params": pd.array([SMALL, BASE] * 4, dtype="Int64"),
+            "lm_adapt_steps": pd.array([100000, 100000, 0, 0, 10000, 10000, 100000, 100000]),
+            "lm_adapt_source": ["own"] * 2 + ["none"] * 2 + ["own"] * 2 + ["released"] * 2,
+            "mean": [70.0, 75.0, 50.0, 55.0, 60.0, 65.0, 80.0, 85.0],
+            "std": [1.0] * 8,
+        }
+    )
+    ax = plot_panel(frame, "lm_adapt_steps").axes[0]
+    lines = errorbar_lines(ax)
+    assert list(lines) == ["0K (none: T5.1.1)", "10K (own)", "100K (released)", "100K (own)"]
+    assert lines["100K (released)"][:2] == ([SMALL, BASE], [80.0, 85.0])
+    assert lines["100K (own)"][:2] == ([SMALL, BASE], [70.0, 75.0])
+    style = {c.get_label(): c.lines[0] for c in ax.containers}
+    assert style["100K (released)"].get_linestyle() == "-"
+    assert style["100K (own)"].get_linestyle() == "--"
+    assert style["0K (none: T5.1.1)"].get_linestyle() == ":"
+    # one colour per step count, the recipe in the style
+    assert style["100K (released)"].get_color() == style["100K (own)"].get_color()
+    assert style["10K (own)"].get_color() != style["100K (own)"].get_color()
+    # a frame without the column (an older CSV) draws one plain line per step count
+    plain = plot_panel(frame.drop(columns="lm_adapt_source").iloc[2:6], "lm_adapt_steps")
+    assert list(errorbar_lines(plain.axes[0])) == ["0K", "10K"]
+
+
+def test_reference_rows_without_a_stated_source_are_not_drawn():
+    ref = pd.DataFrame(
+        {
+            "method": ["A", "B", "C", "D"],
+            "model": ["T5-XXL", "T5-XXL", "GPT-3 175B", "T5-XL"],
+            "params": [11135332352, 11135332352, 175e9, 2849757184],
+            "superglue": [90.0, 89.0, 70.0, 80.0],
+            "split": ["dev", "unverified", "test", ""],
+            "source": ["Table 3", "issue 5", "  ", "Figure 1"],
+        }
+    )
+    with pytest.warns(ReferenceWarning) as caught:
+        ax = plot_panel(panel_frame(), "prompt_len", reference=ref).axes[0]
+    labels = [c.get_label() for c in ax.collections if not c.get_label().startswith("_")]
+    assert labels == ["A (T5-XXL, paper, dev)"]
+    (warning,) = [str(w.message) for w in caught if w.category is ReferenceWarning]
+    for skipped in ("B (T5-XXL): split='unverified'", "C (GPT-3 175B)", "D (T5-XL): split=''"):
+        assert skipped in warning
+    assert "A (T5-XXL)" not in warning
+    with pytest.raises(KeyError, match=r"lacks columns \['source'\]"):
+        plot_panel(panel_frame(), "prompt_len", reference=ref.drop(columns="source"))

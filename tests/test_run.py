@@ -74,6 +74,39 @@ def test_smoke_run_learns_and_writes_the_run_directory(tmp_path, tiny_t5_dir):
         "seed": 0,
     }
     assert result["status"] == "finished" and result["wall_s"] > 0
+    assert result["lm_adapt_source"] == "own"  # the tiny model is the suite's own, not Google's
+
+    # best/ alone, loaded into a fresh frozen model, scores exactly the best dev metrics.
+    best_metrics = rescore_best_prompt(cfg, run_dir / "best", result)
+    assert best_metrics == result["metrics"]
+
+
+def rescore_best_prompt(cfg, best_dir, result):
+    from transformers import AutoTokenizer
+
+    from repro.data import encode
+    from repro.evaluate import evaluate
+    from repro.model import PromptedT5, load_backbone
+    from repro.prompts import SoftPrompt, load_prompt
+    from repro.tasks import get_task
+
+    task = get_task(cfg.task.name)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+    dev = task.examples(task.eval_split, cfg.task.data_dir)
+    tokens = encode(dev, tokenizer, task.max_input_length, result["max_target_length"])
+    prompt, sidecar = load_prompt(best_dir)
+    assert sidecar["step"] == result["best_step"]
+    model = PromptedT5(load_backbone(cfg.model.path), SoftPrompt(prompt))
+    metrics, _ = evaluate(
+        model,
+        tokenizer,
+        task,
+        dev,
+        tokens.input_ids,
+        batch_size=cfg.trainer.eval_batch_size,
+        max_new_tokens=result["max_target_length"],
+    )
+    return metrics
 
 
 def test_resume_after_interrupt_ends_with_the_same_metrics(tmp_path, tiny_t5_dir):
@@ -118,6 +151,26 @@ def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path, tiny_t5
     with pytest.raises(repro.run.RunError, match=r"different config \(differs in: trainer.steps\)"):
         run_experiment(other, tmp_path / "r")
     assert (tmp_path / "r/result.json").read_bytes() == before
+
+
+def test_own_lm_adaptation_is_the_same_run_only_where_it_loads_the_same_backbone(
+    tmp_path, tiny_t5_dir
+):
+    """lm_adapt_source=own at a count Google never released loads what auto loads: the finished
+    auto run is that run (skipped). At 100K own replaces the release: another run, refused in
+    the auto run's directory (its default name differs, `..._own`)."""
+    short = ["trainer.steps=4", "trainer.eval_every=4"]
+    auto = smoke_config(tmp_path, tiny_t5_dir, *short, "lm_adapt_steps=20")
+    run_experiment(auto, tmp_path / "r")
+    before = (tmp_path / "r/result.json").read_bytes()
+    own = smoke_config(tmp_path, tiny_t5_dir, *short, "lm_adapt_steps=20", "lm_adapt_source=own")
+    assert run_experiment(own, tmp_path / "r")["status"] == "finished"
+    assert (tmp_path / "r/result.json").read_bytes() == before
+
+    run_experiment(smoke_config(tmp_path, tiny_t5_dir, *short), tmp_path / "s")
+    own_100k = smoke_config(tmp_path, tiny_t5_dir, *short, "lm_adapt_source=own")
+    with pytest.raises(repro.run.RunError, match=r"differs in: lm_adapt_source\)"):
+        run_experiment(own_100k, tmp_path / "s")
 
 
 def test_non_finite_loss_fails_the_run_naming_the_step(tmp_path, tiny_t5_dir, monkeypatch):

@@ -201,6 +201,52 @@ def test_sweep_jobs_compose_at_the_paper_defaults(stem):
     assert len(names) == len(_diagonal(jobs, stem))  # one run directory per job
 
 
+def test_fig3d_whole_curve_on_the_suites_own_lm_adaptation(tmp_path):
+    """`fig3d_lm_adapt_steps lm_adapt_source=own` (the header's command): every step count > 0
+    from repro.lm_adapt's step_<N>/, 0 = T5.1.1; 100K in a directory of its own, the other
+    counts the default sweep's own runs (same backbone, same name, same fingerprint)."""
+    from repro.run import fingerprint
+
+    stem = "fig3d_lm_adapt_steps"
+    text = header(SWEEPS / f"{stem}.yaml")
+    launch = f"python -m repro.run -m --config-dir sweeps --config-name {stem} lm_adapt_source=own"
+    assert launch in text
+    assert "python -m repro.lm_adapt model=small lm_adapt.steps=[10000,50000,100000]" in text
+    lm_dir = tmp_path / "lm_adapt"
+    narrow = ["model=small,xxl", "seed=0", f"paths.lm_adapt_dir={lm_dir}"]
+    own_jobs = sweep_jobs(SWEEPS, stem, *narrow, "lm_adapt_source=own")
+    auto_jobs = sweep_jobs(SWEEPS, stem, *narrow)
+    assert len(own_jobs) == len(auto_jobs) == 8
+    assert len(sweep_jobs(SWEEPS, stem, "lm_adapt_source=own")) == 60
+    for own_job, auto_job in zip(own_jobs, auto_jobs, strict=True):
+        own, _ = compose_job(SWEEPS, stem, own_job)
+        auto, _ = compose_job(SWEEPS, stem, auto_job)
+        size, steps = own.model.size, own.lm_adapt_steps
+        assert own.axes["lm_adapt_source"] == ("none" if steps == 0 else "own")
+        assert auto.axes["lm_adapt_source"] == {0: "none", 100_000: "released"}.get(steps, "own")
+        if steps == 0:
+            assert checkpoint_for(own) == f"google/t5-v1_1-{size}"
+            continue
+        command = f"python -m repro.lm_adapt model={size} lm_adapt.steps=[10000,50000,100000]"
+        with pytest.raises(RunError, match=re.escape(command)):
+            checkpoint_for(own)
+        (lm_dir / size / f"step_{steps}").mkdir(parents=True)
+        (lm_dir / size / f"step_{steps}/config.json").write_text("{}")
+        assert checkpoint_for(own) == str(lm_dir / size / f"step_{steps}")
+        if steps == 100_000:  # never the released run's directory
+            assert own.name == f"superglue-{size}-lm_adapt100k_own-p100-class_label-s0"
+            assert own.name != auto.name and fingerprint(own) != fingerprint(auto)
+            assert checkpoint_for(auto) == f"google/t5-{size}-lm-adapt"
+        else:
+            assert own.name == auto.name and fingerprint(own) == fingerprint(auto)
+    # the CPU twins compose with the option too (their step counts are all own already)
+    for sweep_dir in (SMOKE, SWEEPS / "toy"):
+        for job in sweep_jobs(sweep_dir, stem, "lm_adapt_source=own", "seed=0")[:4]:
+            cfg, _ = compose_job(sweep_dir, stem, job)
+            assert cfg.lm_adapt_source == "own"
+            assert cfg.axes["lm_adapt_source"] == ("none" if cfg.lm_adapt_steps == 0 else "own")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", sorted(PANELS))
 def test_every_job_of_every_sweep_composes(stem):

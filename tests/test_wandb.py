@@ -164,6 +164,8 @@ def test_offline_run_logs_config_metrics_and_result(wandb_env, tmp_path, tiny_t5
     assert {"size=tiny", "prompt_len=20", "init=class_label", "task=toy_keyword", "seed=0"} <= set(
         run.tags
     )
+    # the LM-adaptation recipe of the backbone (the tiny model is the suite's own)
+    assert "lm_adapt_source=own" in run.tags and run.config["lm_adapt_source"] == "own"
     # the resolved config, the axes at the top, the Hydra choices
     assert run.config["prompt_len"] == 20 and run.config["task"] == "toy_keyword"
     assert run.config["config"]["trainer"]["steps"] == 6
