@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heads", type=int)
     parser.add_argument("--max-examples", type=int, default=None, help="use the first N only")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--toy", type=Path, default=None, help="print a toy sweep's table")
     args = parser.parse_args(argv)
@@ -133,6 +134,8 @@ def time_steps(args, lengths, ids, epochs) -> dict[str, list[tuple[int, float]]]
     model = PromptedT5(
         backbone, SoftPrompt(init_prompt("sampled_vocab", table, args.prompt_len, seed=0))
     ).train()
+    device = torch.device(args.device)
+    model.to(device)
     optimizer = build_prompt_optimizer(model.trainable_parameters())
     labels = [[1176, 1]] * len(lengths)  # "True" + eos: BoolQ targets are one piece
 
@@ -142,11 +145,14 @@ def time_steps(args, lengths, ids, epochs) -> dict[str, list[tuple[int, float]]]
 
     def step(batch_idx: list[int]) -> float:
         batch = collate([{"input_ids": ids[i], "labels": labels[i]} for i in batch_idx], 0)
+        batch = {k: v.to(device) for k, v in batch.items()}
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
     step(picks["random"][0])  # warm-up, not counted
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"model: random T5.1.1 shape d_model {args.d_model}, {args.layers}+{args.layers} layers, "
         f"{args.heads} heads; prompt {args.prompt_len}; batch {args.batch}; "
-        f"{args.timed} batches timed per mode"
+        f"{args.timed} batches timed per mode on {args.device}"
     )
     print()
     header = f"{'mode':<9} {'batches':>7} {'positions/epoch':>15} {'padded/epoch':>12} "
