@@ -32,7 +32,6 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -79,27 +78,6 @@ def load_inputs(data_dir: Path, max_examples: int | None) -> list[str]:
         sys.exit(f"error: --data-dir {data_dir} is not a directory (it must hold val.jsonl)")
     examples = get_task("boolq").examples("validation", data_dir)
     return [ex.inputs for ex in examples[:max_examples]]
-
-
-def train_tokenizer(texts: list[str], workdir: Path):
-    """A SentencePiece unigram model of 8,000 pieces on ``texts``, as a T5 tokenizer."""
-    import sentencepiece as spm
-    from transformers import T5Tokenizer
-
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_prefix=str(workdir / "spiece"),
-        vocab_size=8000,
-        model_type="unigram",
-        character_coverage=1.0,
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        num_threads=2,
-        minloglevel=2,
-    )
-    return T5Tokenizer.from_pretrained(str(workdir), extra_ids=100)
 
 
 def epoch_padding(lengths: list[int], batches: list[list[int]], prompt_len: int) -> dict:
@@ -197,21 +175,21 @@ def toy_table(sweep_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     from repro.data import train_batches
+    from repro.tiny import sentencepiece_t5_tokenizer
 
     args = parse_args(argv)
     if args.toy is not None:
         return toy_table(args.toy)
     texts = load_inputs(args.data_dir, args.max_examples)
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.tokenizer:
-            from transformers import AutoTokenizer
+    if args.tokenizer:
+        from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-            source = args.tokenizer
-        else:
-            tokenizer = train_tokenizer(texts, Path(tmp))
-            source = "SentencePiece unigram, 8,000 pieces, trained on the file itself"
-        raw = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        source = args.tokenizer
+    else:
+        tokenizer = sentencepiece_t5_tokenizer(texts, 8000, num_threads=2)
+        source = "SentencePiece unigram, 8,000 pieces, trained on the file itself"
+    raw = tokenizer(texts, add_special_tokens=False)["input_ids"]
     ids = [[*x[:511], 1] for x in raw]  # cut to 512 with eos, as the suite's encode()
     lengths = [len(x) for x in ids]
 

@@ -155,9 +155,6 @@ def write_tiny_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 400, seed
     tokenizer class, as in the real T5 vocabulary. Like T5's own vocabulary there is no byte
     fallback: characters never seen in the corpus become ``<unk>``.
     """
-    import sentencepiece as spm
-    from transformers import T5Tokenizer
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -169,25 +166,35 @@ def write_tiny_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 400, seed
 
     lines = [sentence() for _ in range(3000)]
     lines += [*CORPUS_WORDS, PUNCTUATION + "0123456789" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+    sentencepiece_t5_tokenizer(
+        lines, vocab_size, hard_vocab_limit=False, seed_sentencepiece_size=100_000
+    ).save_pretrained(out_dir)
+    return out_dir
+
+
+def sentencepiece_t5_tokenizer(lines, vocab_size: int, num_threads: int = 1, **options):
+    """A SentencePiece unigram model trained on ``lines``, as a T5 tokenizer with T5's ids (pad
+    0, eos 1, unk 2, no bos, 100 ``<extra_id_*>`` sentinels on top). ``options`` go to the
+    trainer as they are (e.g. ``hard_vocab_limit=False``)."""
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
     with tempfile.TemporaryDirectory() as tmp:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines),
             model_prefix=f"{tmp}/spiece",
             vocab_size=vocab_size,
             model_type="unigram",
-            hard_vocab_limit=False,
             character_coverage=1.0,
             pad_id=0,
             eos_id=1,
             unk_id=2,
             bos_id=-1,
-            seed_sentencepiece_size=100_000,
-            num_threads=1,
+            num_threads=num_threads,
             minloglevel=2,
+            **options,
         )
-        tokenizer = T5Tokenizer.from_pretrained(tmp, extra_ids=100)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+        return T5Tokenizer.from_pretrained(tmp, extra_ids=100)
 
 
 def tiny_t5_config(

@@ -94,6 +94,24 @@ TASK_TARGETS = {
 }
 
 
+def tiny_job_config(tmp_path, tiny_t5_dir, *overrides):
+    """The real config on the session's tiny model: batch 4, no progress bar, a temp cache."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_config(
+            compose(
+                config_name="config",
+                overrides=[
+                    "model=tiny",
+                    f"model.path={tiny_t5_dir}",
+                    "trainer.batch_size=4",
+                    "trainer.progress=false",
+                    f"paths.cache_dir={tmp_path / 'cache'}",
+                    *overrides,
+                ],
+            )
+        )
+
+
 @pytest.fixture
 def superglue_dir(tmp_path):
     rng = random.Random(0)
@@ -111,27 +129,18 @@ def superglue_dir(tmp_path):
 def test_superglue_job_trains_eight_prompts_and_scores_them(
     tmp_path, tiny_t5_dir, tokenizer, superglue_dir, eval_mode, logger
 ):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = to_config(
-            compose(
-                config_name="config",
-                overrides=[
-                    "model=tiny",
-                    f"model.path={tiny_t5_dir}",
-                    "task=superglue",
-                    f"task.data_dir={superglue_dir}",
-                    f"task.eval_mode={eval_mode}",
-                    "prompt_len=3",
-                    f"logger={logger}",
-                    *(["logger.mode=offline", "logger.project=repro-test"] * (logger == "wandb")),
-                    "trainer.steps=2",
-                    "trainer.eval_every=2",
-                    "trainer.batch_size=4",
-                    "trainer.progress=false",
-                    f"paths.cache_dir={tmp_path / 'cache'}",
-                ],
-            )
-        )
+    cfg = tiny_job_config(
+        tmp_path,
+        tiny_t5_dir,
+        "task=superglue",
+        f"task.data_dir={superglue_dir}",
+        f"task.eval_mode={eval_mode}",
+        "prompt_len=3",
+        f"logger={logger}",
+        *(["logger.mode=offline", "logger.project=repro-test"] * (logger == "wandb")),
+        "trainer.steps=2",
+        "trainer.eval_every=2",
+    )
     run_dir = tmp_path / "job"
     summary = run_experiment(cfg, run_dir)
     assert summary["status"] == "finished", summary
@@ -201,24 +210,15 @@ def test_record_target_limit_fits_long_entities_or_counts_those_cut(
             rows.append(row)
         (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     overrides = [f"task.max_target_length={max_target_length}"] if max_target_length else []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = to_config(
-            compose(
-                config_name="config",
-                overrides=[
-                    "model=tiny",
-                    f"model.path={tiny_t5_dir}",
-                    "task=record",
-                    f"task.data_dir={root}",
-                    "prompt_len=2",
-                    "trainer.steps=1",
-                    "trainer.batch_size=4",
-                    "trainer.progress=false",
-                    f"paths.cache_dir={tmp_path / 'cache'}",
-                    *overrides,
-                ],
-            )
-        )
+    cfg = tiny_job_config(
+        tmp_path,
+        tiny_t5_dir,
+        "task=record",
+        f"task.data_dir={root}",
+        "prompt_len=2",
+        "trainer.steps=1",
+        *overrides,
+    )
     with caplog.at_level("WARNING", logger="repro.run"):
         assert run_experiment(cfg, tmp_path / "job")["status"] == "finished"
     result = json.loads((tmp_path / "job" / "result.json").read_text())
