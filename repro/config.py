@@ -183,9 +183,12 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _check_choice("task.eval_mode", self.eval_mode, EVAL_MODES)
-        for key in ("max_input_length", "max_target_length", "max_eval_examples"):
+        # A length limit counts eos: 2 is the least that holds one token.
+        for key, least in (("max_input_length", 2), ("max_target_length", 2)):
             if getattr(self, key) is not None:
-                _check_positive_int(f"task.{key}", getattr(self, key))
+                _check_positive_int(f"task.{key}", getattr(self, key), minimum=least)
+        if self.max_eval_examples is not None:
+            _check_positive_int("task.max_eval_examples", self.max_eval_examples)
 
 
 @dataclass

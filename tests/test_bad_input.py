@@ -124,6 +124,16 @@ COMPOSE_CASES = [
     (["model.attn_implementation=fast"], ["model.attn_implementation='fast' is not allowed"]),
     (["model.dropout=1.0"], ["model.dropout must be in [0, 1); got 1.0"]),
     (["dry_run=true", "cost.utilisation=1.5"], ["cost.utilisation must be in (0, 1]; got 1.5"]),
+    (["task.max_target_length=1"], ["task.max_target_length must be an integer >= 2; got 1"]),
+    (
+        ["trainer.batching=sorted"],
+        ["trainer.batching='sorted' is not allowed; choose one of: random, bucketed"],
+    ),
+    (
+        ["trainer.optimizer.factored=maybe"],
+        ["trainer.optimizer.factored='maybe' is not allowed; choose one of: auto, true, false"],
+    ),
+    (["lm_adapt_source=mine"], ["lm_adapt_source='mine' is not allowed; choose one of: auto, own"]),
 ]
 
 
