@@ -7,6 +7,7 @@ and exposes the loss, greedy generation and label ranking the trainer and evalua
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.hub import load_from_cache_only
 from repro.prompts import SoftPrompt, prepend_prompt
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -24,6 +26,43 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; allowed: {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def checkpoint_config(name_or_path: str | os.PathLike, trust_remote_code: bool = False):
+    """Check a checkpoint without reading its weights: ``(config, source, cache_only)``.
+
+    A local directory must exist and hold a readable ``config.json`` and intact safetensors
+    headers (:func:`check_checkpoint_files`); a hub id must be reachable or cached
+    (``repro.hub``); the model must be a T5-family encoder-decoder. Each failure is one line.
+    """
+    from transformers import AutoConfig
+
+    local = Path(name_or_path).expanduser()
+    if str(name_or_path).startswith((".", "/", "~")) and not local.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {name_or_path} does not exist")
+    if local.is_dir():
+        source, cache_only = str(local), False
+        check_checkpoint_files(local)
+    else:  # a hub id: fail in seconds, not after minutes of retries, when the hub is away
+        source, cache_only = str(name_or_path), load_from_cache_only(str(name_or_path))
+    try:
+        config = AutoConfig.from_pretrained(
+            source, trust_remote_code=trust_remote_code, local_files_only=cache_only
+        )
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" and not local.is_dir()
+        hint = " (HF_HUB_OFFLINE=1 is set: pass a local directory instead)" if offline else ""
+        raise OSError(f"cannot load a checkpoint from {name_or_path!r}{hint}: {err}") from None
+    except Exception as err:  # a config.json transformers cannot read (unknown type, bad field)
+        if not local.is_dir():
+            raise
+        raise ValueError(f"cannot use {local / 'config.json'}: {_first_line(err)}") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"{name_or_path} holds a {config.model_type!r} model; prompt tuning here needs a "
+            "T5-family encoder-decoder (t5, mt5, umt5, ...)"
+        )
+    return config, source, cache_only
 
 
 def load_backbone(
@@ -50,24 +89,12 @@ def load_backbone(
             Non-reentrant, so the gradient still reaches a prompt in front of frozen layers.
         fused_gelu: compute T5.1.1's gelu_new with torch's one-kernel tanh GELU (`fuse_gelu`).
     """
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForSeq2SeqLM
 
-    local = Path(name_or_path).expanduser()
-    if str(name_or_path).startswith((".", "/", "~")) and not local.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {name_or_path} does not exist")
-    source = str(local) if local.is_dir() else str(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1 is set: pass a local directory instead)" if offline else ""
-        raise OSError(f"cannot load a checkpoint from {name_or_path!r}{hint}: {err}") from None
-    if not getattr(config, "is_encoder_decoder", False):
-        raise ValueError(
-            f"{name_or_path} holds a {config.model_type!r} model; prompt tuning here needs a "
-            "T5-family encoder-decoder (t5, mt5, umt5, ...)"
-        )
+    config, source, cache_only = checkpoint_config(name_or_path, trust_remote_code)
     kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
+    if cache_only:
+        kwargs["local_files_only"] = True
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
@@ -101,6 +128,99 @@ def load_backbone(
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
+
+
+def check_checkpoint_files(directory: Path) -> None:
+    """Refuse, in one line naming the file, a local checkpoint transformers would fail on with a
+    library traceback: no or unparsable ``config.json``, a truncated ``*.safetensors``."""
+    from safetensors import SafetensorError, safe_open
+
+    config = directory / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"checkpoint directory {directory} has no config.json "
+            "(save_pretrained writes it next to model.safetensors)"
+        )
+    try:
+        parsed = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{config} is not valid JSON ({_first_line(err)})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{config} holds a JSON {type(parsed).__name__}, not a config object")
+    for weights in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt"):  # reads and checks the header only
+                pass
+        except (SafetensorError, OSError) as err:
+            raise OSError(
+                f"{weights} is truncated or corrupt ({_first_line(err)}); copy it again"
+            ) from None
+
+
+# Which files hold a tokenizer: T5's SentencePiece model (spiece.model) or its fast version
+# (tokenizer.json), plus the files other tokenizers of the family (ByT5) are made of.
+TOKENIZER_FILE_PATTERNS = (
+    "tokenizer*.json",
+    "*.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab*",
+)
+_SANITY_TEXT = "the cat sat on the mat"
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = False):
+    """The checkpoint's tokenizer, refused in one line (ValueError / OSError) if it cannot be
+    the one the model was trained with.
+
+    ``AutoTokenizer`` does not fail on a directory without tokenizer files: it picks the class
+    from ``config.json`` (``T5Tokenizer`` for model_type t5), and a ``T5Tokenizer`` without a
+    vocabulary file builds a placeholder one (``<pad> </s> <unk> ▁`` + 100 sentinels), so every
+    word becomes ``▁ <unk>`` and a run trains on nothing and scores 0 with exit code 0. Hence:
+    a local directory must hold tokenizer files, the tokenizer must have an eos token, and it
+    must map a plain English sentence to something other than ``<unk>``.
+    """
+    from transformers import AutoTokenizer
+
+    local = Path(name_or_path).expanduser()
+    cache_only = False
+    if local.is_dir():
+        if not any(next(local.glob(p), None) for p in TOKENIZER_FILE_PATTERNS):
+            raise FileNotFoundError(
+                f"{local} has no tokenizer files: a T5 tokenizer needs spiece.model or "
+                "tokenizer.json (copy them from the checkpoint the weights came from)"
+            )
+        source = str(local)
+    else:
+        source, cache_only = str(name_or_path), load_from_cache_only(str(name_or_path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=trust_remote_code, local_files_only=cache_only
+        )
+    except Exception as err:  # tokenizers raises bare Exceptions for a corrupt tokenizer.json
+        raise OSError(f"cannot load a tokenizer from {source!r}: {_first_line(err)}") from None
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"the tokenizer of {source} has no eos token; T5 targets end with </s>: "
+            "check its tokenizer_config.json / special_tokens_map.json"
+        )
+    ids = tokenizer(_SANITY_TEXT, add_special_tokens=False)["input_ids"]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    words = [i for i, piece in zip(ids, pieces, strict=True) if piece.strip("▁Ġ ")]
+    if not words or all(i == tokenizer.unk_token_id for i in words):
+        raise ValueError(
+            f"the tokenizer of {source} maps {_SANITY_TEXT!r} to <unk> only: its vocabulary is "
+            "missing or wrong; a T5 tokenizer needs spiece.model or tokenizer.json"
+        )
+    return tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    """A library error in one line; a first line that ends in ":" keeps the line it announces."""
+    lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}"
+    return lines[0] if lines else type(err).__name__
 
 
 def fuse_gelu(module: nn.Module) -> int:

@@ -57,7 +57,6 @@ default ``factored="auto"``; ``"false"`` gives what the gin file intends.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,6 +64,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from repro.config import check_optimizer_hparams
 from repro.factoring import factored_dims, parse_factored
 
 
@@ -116,7 +116,7 @@ class Adafactor(torch.optim.Optimizer):
         min_dim_size_to_factor: int = 128,
         initial_step: int = 0,
     ):
-        _check_hparams(lr, decay_rate, clip_threshold, eps, weight_decay, initial_step)
+        check_optimizer_hparams(lr, decay_rate, clip_threshold, eps, weight_decay, initial_step)
         factored = parse_factored(factored)
         if min_dim_size_to_factor < 1:
             raise ValueError(f"min_dim_size_to_factor must be >= 1, got {min_dim_size_to_factor}")
@@ -236,29 +236,6 @@ def _check_state_matches(
             f"optimizer state for a {list(shape)} parameter is {saved}, but factored={factored!r} "
             "says otherwise; resume with the factored setting the state was saved with"
         )
-
-
-def _check_hparams(
-    lr: float,
-    decay_rate: float,
-    clip_threshold: float,
-    eps: float,
-    weight_decay: float,
-    initial_step: int,
-) -> None:
-    """Raise ValueError naming the first hyper-parameter outside its allowed range."""
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if not 0 < decay_rate <= 1:
-        raise ValueError(f"decay_rate must be in (0, 1] (β_i = 1 − (i+1)^−c), got {decay_rate!r}")
-    if not clip_threshold > 0:
-        raise ValueError(f"clip_threshold must be > 0 (math.inf disables), got {clip_threshold!r}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
-    if not 0 <= weight_decay < 1:
-        raise ValueError(f"weight_decay must be in [0, 1), got {weight_decay!r}")
-    if not (isinstance(initial_step, int) and initial_step >= 0):
-        raise ValueError(f"initial_step must be an int >= 0, got {initial_step!r}")
 
 
 def build_prompt_optimizer(
