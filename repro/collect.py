@@ -39,8 +39,10 @@ CLI: `python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/pr
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import re
 import sys
 import warnings
@@ -625,7 +627,13 @@ def _check_single_setting(done: pd.DataFrame, keys: list[str], axis: str | None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project]`."""
+    """`python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project]`.
+
+    Refuses (one `error:` line, exit 2, the output file left as it was) a directory that does
+    not exist, a collection that finds no run at all (an empty frame would replace a good CSV)
+    and an output it cannot write. The output is written aside and renamed: a failed write
+    never leaves half a file in place of the old one.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m repro.collect", description=__doc__.split("\n")[0]
     )
@@ -642,21 +650,58 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     frames = []
     if args.paths:
-        frames.append(collect_runs(args.paths))
+        try:
+            frames.append(collect_runs(args.paths))
+        except FileNotFoundError as err:
+            return _error(f"{err}; give a sweep dir (multirun/<sweep_name>), runs/ or a run dir")
     if args.wandb:
         frames.append(collect_wandb(args.wandb, group=args.group))
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if df.empty:
+        searched = [*args.paths, *([f"W&B {args.wandb}"] if args.wandb else [])]
+        kept = f"{output} left as it is" if output.exists() else f"{output} not written"
+        return _error(
+            f"no run found in {', '.join(map(str, searched))} (a run dir holds result.json, "
+            f"metrics.jsonl or config.yaml); {kept}"
+        )
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".parquet":
-        df.to_parquet(output, index=False)
-    else:
-        df.to_csv(output, index=False)
+    try:
+        _write_frame(df, output)
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename and str(err.filename) != str(output) else ""
+        return _error(
+            f"cannot write {output}: {where}{err.strerror or err}; give -o a writable .csv or "
+            ".parquet path"
+        )
     counts = df["status"].value_counts(dropna=False)
     print(f"{len(df)} runs -> {output}")
     for status, n in counts.items():
         print(f"  {status}: {n}")
     return 0
+
+
+def _write_frame(df: pd.DataFrame, output: Path) -> None:
+    """Write aside, then rename over `output`: readers see the old frame or the new one."""
+    if output.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(output))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:  # a file where the path needs a directory
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), err.filename) from None
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        if output.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

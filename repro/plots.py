@@ -333,6 +333,41 @@ def _score_label(tasks: Sequence[str] | None) -> str:
     return f"Mean score ({', '.join(tasks)})"
 
 
+# The columns of a run frame (`repro.collect`) that the figures read.
+RUN_COLUMNS = ("size", "params", "seed", "task", "status", "score")
+
+
+def no_points_reason(runs: pd.DataFrame, tasks: Sequence[str] | None) -> str:
+    """Why a run frame gives no figure point for `tasks` (default SuperGLUE's 8), in one line
+    naming what was asked and what the frame holds: a task it has no run of, a task without a
+    finished run that has a score, or no point with a scored run of every task."""
+    asked = list(tasks) if tasks is not None else list(SUPERGLUE_TASKS)
+    held = sorted(map(str, runs["task"].dropna().unique()))
+    absent = [t for t in asked if t not in held]
+    if absent:
+        return (
+            f"nothing to plot: the frame has no run of task(s) {absent} (asked for {asked}); "
+            f"it holds runs of {held}: choose among them with --tasks"
+        )
+    mine = runs[runs["task"].isin(asked)]
+    finished = mine["status"].eq("finished")
+    scored = finished & mine["score"].notna()
+    unscored = [t for t in asked if not scored[mine["task"].eq(t)].any()]
+    if unscored:
+        theirs = mine[mine["task"].isin(unscored)]
+        statuses = ", ".join(f"{n} {s}" for s, n in theirs["status"].value_counts().items())
+        no_score = int((finished & mine["score"].isna())[theirs.index].sum())
+        nan = f" ({no_score} finished with score NaN)" if no_score else ""
+        return (
+            f"nothing to plot: no run of task(s) {unscored} is finished with a score; the frame "
+            f"holds {statuses} run(s) of them{nan}"
+        )
+    return (
+        f"nothing to plot: no figure point (size, axis value, seed) has a finished, scored run of "
+        f"every task in {asked}; the frame has scored runs of each, never all at one point"
+    )
+
+
 def present_panels(runs: pd.DataFrame) -> list[str]:
     """The Figure 3 axes that take more than one value among a run frame's finished runs."""
     done = runs[runs["status"] == "finished"]
@@ -359,7 +394,8 @@ def figure3(
         `{name: [png, pdf]}` for `figure3<letter>_<axis>` and the combined `figure3`.
 
     Raises:
-        ValueError: no axis takes more than one value among the finished runs.
+        ValueError: no axis takes more than one value among the finished runs, or no panel has a
+            point to draw (`no_points_reason` says why).
     """
     axes = present_panels(frame_runs)
     if not axes:
@@ -368,6 +404,8 @@ def figure3(
             "its finished runs"
         )
     frames = {a: superglue_frame(panel_runs(frame_runs, a), a, tasks=tasks) for a in axes}
+    if not any(frame["mean"].notna().any() for frame in frames.values()):
+        raise ValueError(no_points_reason(frame_runs, tasks))
     written: dict[str, list[Path]] = {}
     for a, frame in frames.items():
         fig = plot_panel(frame, a, reference=reference, ylabel=_score_label(tasks))
@@ -395,8 +433,14 @@ def figure1(
     *,
     tasks: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Figure 1 from a run frame: runs at the paper's default setting vs size; writes PNG+PDF."""
+    """Figure 1 from a run frame: runs at the paper's default setting vs size; writes PNG+PDF.
+
+    Raises:
+        ValueError: no size has a point to draw (`no_points_reason` says why).
+    """
     frame = superglue_frame(panel_runs(frame_runs, None), None, tasks=tasks)
+    if not frame["mean"].notna().any():
+        raise ValueError(no_points_reason(frame_runs, tasks))
     fig = plot_figure1(frame, reference, ylabel=_score_label(tasks))
     paths = save_figure(fig, out_dir, "figure1")
     plt.close(fig)
@@ -423,6 +467,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = load_frame(args.frame)
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: cannot read the run frame {args.frame}: {reason}", file=sys.stderr)
+        return 2
+    missing = [c for c in RUN_COLUMNS if c not in runs.columns]
+    if missing:
+        print(
+            f"error: {args.frame} lacks column(s) {missing}; the figures read {list(RUN_COLUMNS)}: "
+            "write the frame with python -m repro.collect",
+            file=sys.stderr,
+        )
+        return 2
+    try:
         # A frame of one sweep over model size holds Figure 1 only: no Figure 3 panel to draw.
         drawn_alone = args.figure1 and not present_panels(runs)
         written = {} if drawn_alone else figure3(runs, args.out_dir, tasks=args.tasks)

@@ -487,3 +487,85 @@ def test_task_list_matches_the_task_registry():
     from repro.tasks import SUPERGLUE
 
     assert SUPERGLUE_TASKS == SUPERGLUE
+
+
+# --- CLI refusals: one `error:` line, exit 2, the output file as it was ----------------------
+
+
+def test_cli_refuses_a_missing_directory(tmp_path, capsys):
+    from tests.test_bad_input import assert_one_error
+
+    out = tmp_path / "x.csv"
+    code = main([str(tmp_path / "nope"), "-o", str(out)])
+    assert_one_error(
+        code,
+        capsys.readouterr().err,
+        f"no such run, runs or sweep directory: {tmp_path / 'nope'}",
+        "give a sweep dir (multirun/<sweep_name>), runs/ or a run dir",
+    )
+    assert not out.exists()
+
+
+def test_cli_never_replaces_a_frame_with_an_empty_one(sweep, tmp_path, capsys):
+    from tests.test_bad_input import assert_one_error
+
+    out = tmp_path / "x.csv"
+    with pytest.warns(CollectWarning):
+        assert main([str(sweep), "-o", str(out)]) == 0
+    before = (out.read_bytes(), out.stat().st_mtime_ns)
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)  # directories, but no run in them
+    code = main([str(empty), "-o", str(out)])
+    assert_one_error(
+        code,
+        capsys.readouterr().err,
+        f"no run found in {empty} (a run dir holds result.json",
+        f"{out} left as it is",
+    )
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before
+    new = tmp_path / "new.csv"
+    code = main([str(empty), "-o", str(new)])
+    assert_one_error(code, capsys.readouterr().err, f"{new} not written")
+    assert not new.exists()
+
+
+@pytest.mark.parametrize("where", ["below a file", "a directory"])
+def test_cli_refuses_an_output_it_cannot_write(sweep, tmp_path, capsys, where):
+    from tests.test_bad_input import assert_one_error
+
+    taken = tmp_path / "taken.csv"
+    if where == "below a file":
+        taken.write_text("not a directory")
+        out, why = taken / "x.csv", f"{taken}: Not a directory"
+    else:
+        taken.mkdir()
+        out, why = taken, "Is a directory"
+    with pytest.warns(CollectWarning):
+        code = main([str(sweep), "-o", str(out)])
+    assert_one_error(
+        code,
+        capsys.readouterr().err,
+        f"cannot write {out}: {why}; give -o a writable .csv or .parquet path",
+    )
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_cli_failed_write_leaves_the_old_frame(sweep, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from tests.test_bad_input import assert_one_error
+
+    out = tmp_path / "x.csv"
+    out.write_text("size,status\nbase,finished\n")
+
+    def full_disk(self, path, **kwargs):
+        Path(path).write_text("size,sta")  # half written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    with pytest.warns(CollectWarning):
+        code = main([str(sweep), "-o", str(out)])
+    assert_one_error(code, capsys.readouterr().err, f"cannot write {out}: No space left on device")
+    assert out.read_text() == "size,status\nbase,finished\n"
+    assert not list(tmp_path.rglob("*.tmp"))

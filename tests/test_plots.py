@@ -1,5 +1,6 @@
 """repro.plots: the drawn lines carry the frame's numbers; PNG and PDF files are written."""
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -273,3 +274,113 @@ def test_reference_rows_without_a_stated_source_are_not_drawn():
     assert "A (T5-XXL)" not in warning
     with pytest.raises(KeyError, match=r"lacks columns \['source'\]"):
         plot_panel(panel_frame(), "prompt_len", reference=ref.drop(columns="source"))
+
+
+# --- CLI refusals: one `error:` line, exit 2, no figure written ---------------------------------
+
+
+def never_complete():
+    """t1 ran only at Small, t2 only at Base: no point has both tasks."""
+    runs = run_frame()
+    t1_small = runs["task"].eq("t1") & runs["size"].eq("small")
+    t2_base = runs["task"].eq("t2") & runs["size"].eq("base")
+    return runs[t1_small | t2_base]
+
+
+NOTHING_TO_PLOT = [
+    # (case, frame, extra args, fragments of the one error line)
+    (
+        "task not in the frame",
+        run_frame,
+        ["--tasks", "t9"],
+        [
+            "nothing to plot: the frame has no run of task(s) ['t9'] (asked for ['t9'])",
+            "it holds runs of ['t1', 't2']: choose among them with --tasks",
+        ],
+    ),
+    (
+        "SuperGLUE's tasks by default",
+        run_frame,
+        [],
+        ["no run of task(s) ['boolq', 'cb', 'copa', 'multirc', 'record', 'rte', 'wic', 'wsc']"],
+    ),
+    (
+        "one of two tasks not in the frame",
+        run_frame,
+        ["--tasks", "t1", "t9"],
+        ["no run of task(s) ['t9'] (asked for ['t1', 't9']); it holds runs of ['t1', 't2']"],
+    ),
+    (
+        "only NaN scores",
+        lambda: run_frame().assign(score=float("nan")),
+        ["--tasks", "t1", "t2"],
+        [
+            "no run of task(s) ['t1', 't2'] is finished with a score",
+            "the frame holds 24 finished, 1 failed run(s) of them (24 finished with score NaN)",
+        ],
+    ),
+    (
+        "only failed runs of a task",
+        lambda: run_frame().assign(
+            status=lambda f: f["status"].where(f["task"].eq("t1"), "failed")
+        ),
+        ["--tasks", "t1", "t2"],
+        ["no run of task(s) ['t2'] is finished with a score; the frame holds 12 failed run(s)"],
+    ),
+    (
+        "tasks never together at one point",
+        never_complete,
+        ["--tasks", "t1", "t2"],
+        ["no figure point (size, axis value, seed) has a finished, scored run of every task"],
+    ),
+    (
+        "Figure 1 alone, only NaN scores",
+        lambda: (
+            run_frame()
+            .query("prompt_len == 100 and init == 'class_label'")
+            .assign(score=float("nan"))
+        ),
+        ["--tasks", "t1", "t2", "--figure1", "--reference", str(REFERENCE_CSV)],
+        ["no run of task(s) ['t1', 't2'] is finished with a score"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("frame", "extra", "fragments"),
+    [c[1:] for c in NOTHING_TO_PLOT],
+    ids=[c[0] for c in NOTHING_TO_PLOT],
+)
+def test_cli_refuses_a_frame_with_nothing_to_plot(tmp_path, capsys, frame, extra, fragments):
+    from repro.plots import main
+    from tests.test_bad_input import assert_one_error
+
+    frame().to_csv(tmp_path / "runs.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CollectWarning: the points that lack a task
+        code = main([str(tmp_path / "runs.csv"), "-o", str(tmp_path / "fig"), *extra])
+    assert_one_error(code, capsys.readouterr().err, *fragments)
+    assert not (tmp_path / "fig").exists()  # no empty figure
+
+
+def test_cli_names_the_missing_columns_and_the_file(tmp_path, capsys):
+    from repro.plots import main
+    from tests.test_bad_input import assert_one_error
+
+    path = tmp_path / "runs.csv"
+    run_frame().drop(columns=["status", "seed"]).to_csv(path, index=False)
+    code = main([str(path), "-o", str(tmp_path / "fig"), "--tasks", "t1", "t2"])
+    assert_one_error(
+        code,
+        capsys.readouterr().err,
+        f"{path} lacks column(s) ['seed', 'status']",
+        "write the frame with python -m repro.collect",
+    )
+    path.write_text("")  # an empty file: no columns at all
+    code = main([str(path), "-o", str(tmp_path / "fig")])
+    assert_one_error(
+        code,
+        capsys.readouterr().err,
+        f"cannot read the run frame {path}: No columns to parse from file",
+    )
+    assert not (tmp_path / "fig").exists()
