@@ -538,3 +538,17 @@ def test_every_registered_task_is_a_frozen_task():
     for task in TASKS.values():
         assert isinstance(task, Task)
         assert task.eval_split != "test" or task.name == "mrqa"
+
+
+def test_the_core_does_not_import_the_toy_world():
+    """Layers point one way: the toy world registers its tasks with the core, not the reverse."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, repro.tasks, repro.model, repro.trainer, repro.rundir;"
+        "assert not [m for m in sys.modules if m.startswith('repro.toyworld')], 'imported';"
+        "import repro.toyworld; from repro.tasks import get_task;"
+        "assert get_task('toy_review').generate is not None"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

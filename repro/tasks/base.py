@@ -83,6 +83,9 @@ class Task:
             plus eos (:func:`repro.data.target_limit`), so every answer can be produced.
         train_split: Hub split used for training.
         eval_split: Hub split used for evaluation and early stopping.
+        generate: For a task whose data the suite generates (toy tasks): writes its
+            ``train.jsonl`` and ``validation.jsonl`` into the directory it is given (seeded,
+            the same files every time). None: the data come from the hub or ``data_dir``.
     """
 
     name: str
@@ -100,6 +103,7 @@ class Task:
     max_target_length: int | None = None
     train_split: str = "train"
     eval_split: str = "validation"
+    generate: Callable[[Path], Any] | None = None
 
     @property
     def class_words(self) -> tuple[str, ...]:
@@ -142,6 +146,9 @@ class Task:
     def _load_hub(self, split: str) -> list[dict]:
         import datasets  # imported late: loading from disk must not need the hub stack
 
+        from repro.hub import check_hub_reachable  # seconds, not minutes of retries, if offline
+
+        check_hub_reachable(needed_for=f"to download task {self.name!r} ({self.hub_id})")
         try:
             dataset = datasets.load_dataset(self.hub_id, self.hub_config, split=split)
         except Exception as err:  # network, offline mode, unknown config: one clear line
@@ -315,3 +322,34 @@ def label_id(task: Task, value: Any) -> int:
         f"task {task.name!r}: unknown label {value!r}; expected an int, a bool or one of "
         f"{list(task.labels)}"
     )
+
+
+def data_dir_for(task: Task, data_dir: str | Path | None, cache_dir: str | Path) -> Path | None:
+    """Where a run reads ``task``'s data: the user's ``data_dir`` (read, never written to), else
+    a generated task's files under ``<cache_dir>/toy-data/<task>``, else None (the hub)."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if task.generate is not None:
+        return Path(cache_dir).expanduser() / "toy-data" / task.name
+    return None
+
+
+def ensure_generated(task: Task, directory: Path) -> Path:
+    """Generate ``task``'s data into ``directory`` once; concurrent jobs race safely (each
+    writes a directory of its own beside it and renames it into place; the first wins)."""
+    if (directory / "validation.jsonl").exists():
+        return directory
+    import contextlib
+    import shutil
+    import tempfile
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    try:
+        task.generate(staging)
+        # If another job got there first, its files are the same (seeded): keep them.
+        with contextlib.suppress(OSError):
+            staging.rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory

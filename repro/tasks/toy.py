@@ -1,9 +1,9 @@
 """Toy tasks the suite generates itself, in the same text-to-text form as SuperGLUE.
 
 They exist so the whole pipeline (local data loading, formatting, training, scoring) runs
-offline on a CPU. ``write_toy_data`` writes seeded ``train.jsonl`` / ``validation.jsonl`` files
-in the same hub-like schema the real tasks read, and the tasks are registered like the real
-ones; a smoke run points ``task.data_dir`` at the generated directory.
+offline on a CPU. Each task's ``generate`` (:func:`generator`) writes seeded ``train.jsonl`` /
+``validation.jsonl`` files in the same hub-like schema the real tasks read; a run generates them
+once into the cache (``<paths.cache_dir>/toy-data/<task>``) and reads them from there.
 
 - ``toy_keyword``: filler words with one of the label words ``negative`` / ``positive`` among
   them; the target is that word. A prompt on a *random* frozen T5 can learn to find it, so the
@@ -13,25 +13,20 @@ ones; a smoke run points ``task.data_dir`` at the generated directory.
 - ``toy_overlap``: ``hypothesis: … premise: …``; ``entailment`` if every hypothesis word
   occurs in the premise, else ``not_entailment`` (RTE-like, pair input).
 
-Two more belong to the toy world (``repro.toyworld``, docs/toy_world.md), whose shipped
-checkpoints were pre-trained on text that uses their label words:
-
-- ``toy_review``: ``sentence: <a one-sentence review>`` → ``negative`` / ``positive``
-  (SST-2-like); 3 of the 10 adjectives per class in its dev split never occur in its train split.
-- ``toy_fact``: ``passage: <2-3 facts> question: <yes/no question>`` → ``no`` / ``yes``
-  (BoolQ-like, pair input, keys in alphabetical order as in T5).
+Two more, ``toy_review`` and ``toy_fact``, belong to the toy world built on top of the suite
+(``repro.toyworld.tasks``, docs/toy_world.md), which registers them with the same pieces.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from repro.tasks.base import Example, Task, classification_metric, label_id
-from repro.toyworld import world
 
 POSITIVE = ("good", "great", "happy", "fine")
 NEGATIVE = ("bad", "awful", "sad", "poor")
@@ -67,8 +62,6 @@ FILLER = tuple(
     ]
 )
 SIZES = {"train": 512, "validation": 128}
-# The toy world's tasks: more dev examples, so a 3-seed mean is not dominated by dev noise.
-WORLD_SIZES = {"train": 1000, "validation": 200}
 
 
 def _polarity_record(rng: random.Random, idx: int) -> dict[str, Any]:
@@ -100,37 +93,41 @@ def _overlap_record(rng: random.Random, idx: int) -> dict[str, Any]:
     }
 
 
-GENERATORS = {
-    "toy_keyword": _keyword_record,
-    "toy_polarity": _polarity_record,
-    "toy_overlap": _overlap_record,
-    # split-aware: (rng, idx, split)
-    "toy_review": world.review_record,
-    "toy_fact": world.fact_record,
-}
-_SPLIT_AWARE = ("toy_review", "toy_fact")
+def write_records(
+    out_dir: str | Path,
+    *,
+    name: str,
+    record: Callable[..., dict[str, Any]],
+    sizes: Mapping[str, int] = SIZES,
+    split_aware: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write seeded ``train.jsonl`` and ``validation.jsonl`` of ``record(rng, idx[, split])``.
 
-
-def write_toy_data(name: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Write ``train.jsonl`` and ``validation.jsonl`` for toy task ``name`` (seeded)."""
-    if name not in GENERATORS:
-        raise ValueError(f"unknown toy task {name!r}; allowed: {', '.join(GENERATORS)}")
+    The rows depend only on (name, seed, split), so every run reads the same files.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sizes = WORLD_SIZES if name in _SPLIT_AWARE else SIZES
     for offset, (split, size) in enumerate(sizes.items()):
         rng = random.Random(f"{name}-{seed}-{offset}")
-        if name in _SPLIT_AWARE:
-            rows = [GENERATORS[name](rng, i, split) for i in range(size)]
+        if split_aware:
+            rows = [record(rng, i, split) for i in range(size)]
         else:
-            rows = [GENERATORS[name](rng, i) for i in range(size)]
+            rows = [record(rng, i) for i in range(size)]
         tmp = out_dir / f".{split}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(out_dir / f"{split}.jsonl")
     return out_dir
 
 
-def _format_polarity(task: Task, record: Mapping[str, Any], train: bool) -> list[Example]:
+def generator(name: str, record, sizes=SIZES, split_aware: bool = False) -> Callable[[Path], Path]:
+    """A task's ``generate``: :func:`write_records` with the task's record function."""
+    return functools.partial(
+        write_records, name=name, record=record, sizes=sizes, split_aware=split_aware
+    )
+
+
+def format_polarity(task: Task, record: Mapping[str, Any], train: bool) -> list[Example]:
     label = label_id(task, record["label"])
     meta = {"idx": record["idx"], "label": label}
     return [Example(f"sentence: {record['sentence']}", task.labels[label], meta)]
@@ -143,14 +140,18 @@ def _format_overlap(task: Task, record: Mapping[str, Any], train: bool) -> list[
     return [Example(text, task.labels[label], meta)]
 
 
-def _format_fact(task: Task, record: Mapping[str, Any], train: bool) -> list[Example]:
-    label = label_id(task, record["label"])
-    meta = {"idx": record["idx"], "label": label}
-    text = f"passage: {record['passage']} question: {record['question']}"
-    return [Example(text, task.labels[label], meta)]
-
-
-def _toy_task(name, labels, formatter, columns, source="repro.tasks.toy", target_length=8):
+def toy_task(
+    name,
+    labels,
+    formatter,
+    columns,
+    record,
+    *,
+    source="repro.tasks.toy",
+    target_length=8,
+    sizes=SIZES,
+    split_aware=False,
+):
     """A generated classification task scored by accuracy, with no init words."""
     return Task(
         name=name,
@@ -164,22 +165,16 @@ def _toy_task(name, labels, formatter, columns, source="repro.tasks.toy", target
         columns=columns,
         max_input_length=64,
         max_target_length=target_length,
+        generate=generator(name, record, sizes, split_aware),
     )
 
 
 SENTENCE, PAIR = ("sentence", "label", "idx"), ("premise", "hypothesis", "label", "idx")
-WORLD = "repro.toyworld.world"
+POLAR = ("negative", "positive")
 TOY_TASKS = (
-    _toy_task("toy_keyword", ("negative", "positive"), _format_polarity, SENTENCE),
-    _toy_task("toy_polarity", ("negative", "positive"), _format_polarity, SENTENCE),
-    _toy_task("toy_overlap", ("entailment", "not_entailment"), _format_overlap, PAIR),
-    _toy_task("toy_review", world.REVIEW_LABELS, _format_polarity, SENTENCE, WORLD, 4),
-    _toy_task(
-        "toy_fact",
-        world.FACT_LABELS,
-        _format_fact,
-        ("passage", "question", "label", "idx"),
-        WORLD,
-        4,
+    toy_task("toy_keyword", POLAR, format_polarity, SENTENCE, _keyword_record),
+    toy_task("toy_polarity", POLAR, format_polarity, SENTENCE, _polarity_record),
+    toy_task(
+        "toy_overlap", ("entailment", "not_entailment"), _format_overlap, PAIR, _overlap_record
     ),
 )
