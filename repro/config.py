@@ -11,6 +11,8 @@ differs, the comment says so and the official value is one override away.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,54 @@ def _check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _check_positive_int(what: str, value: Any, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{what} must be an integer >= {minimum}; got {value!r}")
+
+
+def check_optimizer_hparams(
+    lr: float,
+    decay_rate: float,
+    clip_threshold: float,
+    eps: float,
+    weight_decay: float,
+    initial_step: int,
+    prefix: str = "",
+) -> None:
+    """Raise ValueError naming the first Adafactor hyper-parameter outside its allowed range.
+
+    The one copy of these rules: ``OptimizerConfig`` runs it (``prefix="trainer.optimizer."``)
+    so a bad override fails before anything loads, and ``repro.optim.Adafactor`` runs it too.
+    """
+    step_ok = isinstance(initial_step, int) and not isinstance(initial_step, bool)
+    rules = (
+        ("lr", lr, "a finite number > 0", lr > 0 and math.isfinite(lr)),
+        ("decay_rate", decay_rate, "in (0, 1] (β_i = 1 − (i+1)^−c)", 0 < decay_rate <= 1),
+        ("clip_threshold", clip_threshold, "> 0 (inf disables clipping)", clip_threshold > 0),
+        ("eps", eps, ">= 0", eps >= 0),
+        ("weight_decay", weight_decay, "in [0, 1)", 0 <= weight_decay < 1),
+        ("initial_step", initial_step, "an integer >= 0", step_ok and initial_step >= 0),
+    )
+    for key, value, allowed, ok in rules:
+        if not ok:
+            raise ValueError(f"{prefix}{key} must be {allowed}; got {value!r}")
+
+
+# What `trainer.device` may name: auto, or a torch device type with an optional index.
+DEVICE_FORMS = "cpu, mps, cuda, cuda:N, xpu, xpu:N, npu[:N], hpu[:N], mtia[:N], xla[:N]"
+_DEVICE = re.compile(r"auto|cpu|mps|(?:cuda|xpu|npu|hpu|mtia|xla)(?::\d+)?")
+# from_pretrained's device_map strategies (accelerate); a device string places the whole model.
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+# The modes wandb.init accepts (wandb.sdk.wandb_settings.Settings.mode).
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+
+
+def check_wandb_mode_env() -> None:
+    """Refuse a ``WANDB_MODE`` environment variable wandb.init would reject: wandb reads it even
+    when ``logger.mode`` is set, and fails with a pydantic traceback."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode and mode not in WANDB_MODES:
+        raise ValueError(
+            f"environment variable WANDB_MODE={mode!r} is not a W&B mode; allowed: "
+            f"{', '.join(WANDB_MODES)} — unset or fix it, or use logger=none"
+        )
 
 
 def is_released_lm_adapt(checkpoint: str | None) -> bool:
@@ -130,6 +180,16 @@ class ModelConfig:
             raise ValueError(f"model.dropout must be in [0, 1); got {self.dropout}")
         if self.attn_implementation is not None:
             _check_choice("model.attn_implementation", self.attn_implementation, ATTENTIONS)
+        if self.device_map is not None and not (
+            self.device_map in DEVICE_MAP_STRATEGIES or _DEVICE.fullmatch(self.device_map)
+        ):
+            raise ValueError(
+                f"model.device_map={self.device_map!r} is not allowed; choose one of: "
+                f"{', '.join(DEVICE_MAP_STRATEGIES)}, or one device: {DEVICE_FORMS}"
+            )
+        for key in ("params", "d_model", "num_layers", "num_heads", "d_kv", "d_ff", "vocab_size"):
+            if getattr(self, key) is not None:
+                _check_positive_int(f"model.{key}", getattr(self, key))
 
 
 @dataclass
@@ -216,6 +276,15 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         self.factored = parse_factored(self.factored, "trainer.optimizer.factored")
+        check_optimizer_hparams(
+            self.lr,
+            self.decay_rate,
+            self.clip_threshold,
+            self.eps,
+            self.weight_decay,
+            self.initial_step,
+            prefix="trainer.optimizer.",
+        )
         _check_positive_int("trainer.optimizer.min_dim_size_to_factor", self.min_dim_size_to_factor)
 
 
@@ -244,6 +313,14 @@ class TrainerConfig:
             _check_positive_int(f"trainer.{key}", getattr(self, key))
         _check_positive_int("trainer.eval_batch_size", self.eval_batch_size)
         _check_choice("trainer.batching", self.batching, BATCHINGS)
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(
+                f"trainer.device={self.device!r} is not allowed; choose one of: auto, {DEVICE_FORMS}"
+            )
+        if not (self.z_loss >= 0 and math.isfinite(self.z_loss)):
+            raise ValueError(f"trainer.z_loss must be a finite number >= 0; got {self.z_loss!r}")
+        if self.stop_after_steps is not None:
+            _check_positive_int("trainer.stop_after_steps", self.stop_after_steps)
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"trainer.batch_size={self.batch_size} is not a multiple of "
@@ -264,6 +341,20 @@ class LoggerConfig:
         _check_choice("logger", self.name, LOGGERS)
         if self.mode is not None:
             _check_choice("logger.mode", self.mode, ("online", "offline", "disabled"))
+        if self.name != "wandb":
+            return
+        # What wandb.init would refuse only after the model has loaded (wandb_settings.py).
+        if not 0 < len(self.project) <= 128 or set(self.project) & set("/\\#?%:"):
+            raise ValueError(
+                f"logger.project={self.project!r} is not allowed: W&B wants 1-128 characters "
+                f"and none of / \\ # ? % :"
+            )
+        for tag in self.tags:
+            if not 0 < len(str(tag)) <= 64:
+                raise ValueError(
+                    f"logger.tags: {tag!r} is not allowed; W&B tags are 1-64 characters"
+                )
+        check_wandb_mode_env()
 
 
 @dataclass
@@ -352,6 +443,75 @@ class Config:
             "task": self.task.name,
             "seed": self.seed,
         }
+
+
+# --- what a run loads ------------------------------------------------------------------------
+
+
+class RunError(Exception):
+    """A problem with the user's input, reported as one line (no traceback)."""
+
+
+def own_replaces_release(objective, lm_adapt_steps, lm_adapt_source) -> bool:
+    """True where ``lm_adapt_source=own`` loads another backbone than ``auto``: at 100K steps,
+    where auto loads the model's ``checkpoints.lm_adapt`` (Google's release) and own loads
+    ``repro.lm_adapt``'s ``step_100000/``. At 0 steps (T5.1.1) and at the counts Google never
+    released (``step_<N>/`` either way) both choices load the same backbone: the same run."""
+    return (
+        objective == "lm_adapt"
+        and str(lm_adapt_source) == "own"
+        and int(lm_adapt_steps) == RELEASED_LM_ADAPT_STEPS
+    )
+
+
+def own_lm_adapt_steps(cfg: Config) -> int | None:
+    """The step count of the ``repro.lm_adapt`` checkpoint this run loads
+    (``<paths.lm_adapt_dir>/<size>/step_<N>/``), or None: a ``model.path``, no LM adaptation, or
+    the model's own ``checkpoints.lm_adapt`` (``lm_adapt_source=auto`` at 100K)."""
+    if cfg.model.path or cfg.objective.name != "lm_adapt" or cfg.lm_adapt_steps == 0:
+        return None
+    if cfg.lm_adapt_source == "own" or cfg.lm_adapt_steps != RELEASED_LM_ADAPT_STEPS:
+        return cfg.lm_adapt_steps
+    return None
+
+
+def lm_adapt_command(size: str, steps: int) -> str:
+    """The ``repro.lm_adapt`` command that makes ``step_<steps>/`` (the paper's counts at once:
+    one run to 100K writes 10K and 50K on the way)."""
+    paper = (10_000, 50_000, RELEASED_LM_ADAPT_STEPS)
+    listed = ",".join(map(str, paper if steps in paper else (steps,)))
+    return f"python -m repro.lm_adapt model={size} lm_adapt.steps=[{listed}]"
+
+
+def checkpoint_for(cfg: Config) -> str:
+    """The backbone to load: a local ``model.path`` wins; else size × objective × LM steps ×
+    ``lm_adapt_source`` (own: ``repro.lm_adapt``'s ``step_<N>/``, 100K included)."""
+    if cfg.model.path:
+        return cfg.model.path
+    steps = own_lm_adapt_steps(cfg)
+    if steps is not None:
+        own = Path(cfg.paths.lm_adapt_dir) / cfg.model.size / f"step_{steps}"
+        if not (own / "config.json").exists():
+            why = (
+                "lm_adapt_source=own loads the suite's own LM adaptation, not Google's release"
+                if steps == RELEASED_LM_ADAPT_STEPS
+                else f"only {RELEASED_LM_ADAPT_STEPS} was released"
+            )
+            raise RunError(
+                f"no LM-adapted checkpoint for model={cfg.model.size} lm_adapt_steps={steps} "
+                f"at {own}; {why} — make it with `{lm_adapt_command(cfg.model.size, steps)}` "
+                "or set model.path"
+            )
+        return str(own)
+    objective = cfg.objective.name
+    if objective == "lm_adapt" and cfg.lm_adapt_steps == 0:
+        objective = "span_corruption"  # 0 LM-adaptation steps = T5.1.1 itself
+    if objective not in cfg.model.checkpoints:
+        raise RunError(
+            f"model={cfg.model.size} names no checkpoint for objective={objective}; "
+            f"known: {sorted(cfg.model.checkpoints)}; set model.path to a local checkpoint"
+        )
+    return cfg.model.checkpoints[objective]
 
 
 def register_configs() -> None:

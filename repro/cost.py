@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
 from repro.config import Config, CostConfig, ModelConfig, OptimizerConfig
 from repro.factoring import second_moment_numel
 
@@ -270,7 +271,7 @@ def adaptation_costs(configs: Sequence[Config]) -> list[AdaptationCost]:
     """The LM adaptation a sweep's jobs need, once per size (``repro.run.own_lm_adapt_steps``:
     jobs with ``lm_adapt_source=own``, or at 10K/50K): one run to the largest step count,
     all weights trained, 3 × forward FLOPs per example (module docstring)."""
-    from repro.run import own_lm_adapt_steps
+    from repro.config import own_lm_adapt_steps
 
     needed: dict[str, tuple[Config, set[int]]] = {}
     for cfg in configs:
@@ -360,8 +361,10 @@ def sweep_configs(
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import open_dict
 
-    import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
-    from repro.config import to_config
+    import repro.rundir  # noqa: F401  (registers the run_name resolver)
+    from repro.config import register_configs, to_config
+
+    register_configs()
 
     primary = Path(config_dir).resolve() if config_dir else CONF
     search = [f"hydra.searchpath=[file://{CONF}]"] if config_dir else []
@@ -394,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config-name", "-cn", default="config")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    from repro.run import cli_error_message
+    from repro.cli import cli_error_message
 
     try:
         configs = sweep_configs(

@@ -25,175 +25,38 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from repro.config import RELEASED_LM_ADAPT_STEPS, Config, register_configs, to_config
-from repro.tracking import read_json, write_json_atomic
+import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
+from repro import rundir
+from repro.cli import USER_ERRORS, cli_error_message
+from repro.config import (
+    Config,
+    RunError,
+    checkpoint_for,
+    register_configs,
+    to_config,
+)
+from repro.rundir import fingerprint, read_json, run_name, write_json_atomic  # noqa: F401
 from repro.trainer import Interrupted, StopFlag
 
 log = logging.getLogger("repro.run")
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-# Keys that do not change what a run computes: a finished run with only these different is
-# the same run (a relaunched sweep skips it).
-NON_RESULT_KEYS = ("logger", "paths", "sweep_name", "name", "dry_run", "cost")
-# Model keys that only describe the checkpoint's shape or where/how it runs, not what it computes.
-NON_RESULT_MODEL_KEYS = (
-    "gradient_checkpointing",
-    "fused_gelu",  # the same function as transformers' gelu_new, to ~2e-7
-    "device_map",
-    "num_layers",
-    "num_heads",
-    "d_kv",
-    "d_ff",
-    "vocab_size",
-    "trust_remote_code",
-)
 
 # Exit code of a run stopped by a preemption signal after checkpointing: sysexits' EX_TEMPFAIL
 # ("try again later"). Clusters can requeue on it (slurm.conf RequeueExit=75); see docs/cluster.md.
 EXIT_REQUEUE = 75
 # SIGTERM: SLURM's preemption / scancel; SIGUSR1: `sbatch --signal=USR1@120` before the time
 # limit; SIGUSR2: submitit's default preemption/timeout signal (hydra/launcher=slurm).
-PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+# SIGINT (Ctrl-C) does what they do — checkpoint, one line, resumable — but exits 130 (128 + 2,
+# the shell's code for an interrupt) and is not handed on; a second Ctrl-C aborts at once.
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
+EXIT_INTERRUPT = 130
 
 
-class RunError(Exception):
-    """A problem with the user's input, reported as one line (no traceback)."""
-
-
-def _steps_label(steps: int) -> str:
-    """100000 → "100k"; a count that is not whole thousands stays exact (50 → "50")."""
-    return f"{steps // 1000}k" if steps and steps % 1000 == 0 else str(steps)
-
-
-def own_replaces_release(objective, lm_adapt_steps, lm_adapt_source) -> bool:
-    """True where ``lm_adapt_source=own`` loads another backbone than ``auto``: at 100K steps,
-    where auto loads the model's ``checkpoints.lm_adapt`` (Google's release) and own loads
-    ``repro.lm_adapt``'s ``step_100000/``. At 0 steps (T5.1.1) and at the counts Google never
-    released (``step_<N>/`` either way) both choices load the same backbone: the same run."""
-    return (
-        objective == "lm_adapt"
-        and str(lm_adapt_source) == "own"
-        and int(lm_adapt_steps) == RELEASED_LM_ADAPT_STEPS
-    )
-
-
-def run_name(
-    task, size, objective, lm_adapt_steps, prompt_len, init, seed, lm_adapt_source="auto"
-) -> str:
-    steps = _steps_label(int(lm_adapt_steps)) if objective == "lm_adapt" else None
-    if steps and own_replaces_release(objective, lm_adapt_steps, lm_adapt_source):
-        steps += "_own"  # never the directory of a run on the released checkpoint
-    objective = f"{objective}{steps}" if steps else objective
-    return f"{task}-{size}-{objective}-p{prompt_len}-{init}-s{seed}"
-
-
-OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 register_configs()
 
 
 # --- what a run loads -------------------------------------------------------------------------
-
-
-def own_lm_adapt_steps(cfg: Config) -> int | None:
-    """The step count of the ``repro.lm_adapt`` checkpoint this run loads
-    (``<paths.lm_adapt_dir>/<size>/step_<N>/``), or None: a ``model.path``, no LM adaptation, or
-    the model's own ``checkpoints.lm_adapt`` (``lm_adapt_source=auto`` at 100K)."""
-    if cfg.model.path or cfg.objective.name != "lm_adapt" or cfg.lm_adapt_steps == 0:
-        return None
-    if cfg.lm_adapt_source == "own" or cfg.lm_adapt_steps != RELEASED_LM_ADAPT_STEPS:
-        return cfg.lm_adapt_steps
-    return None
-
-
-def lm_adapt_command(size: str, steps: int) -> str:
-    """The ``repro.lm_adapt`` command that makes ``step_<steps>/`` (the paper's counts at once:
-    one run to 100K writes 10K and 50K on the way)."""
-    paper = (10_000, 50_000, RELEASED_LM_ADAPT_STEPS)
-    listed = ",".join(map(str, paper if steps in paper else (steps,)))
-    return f"python -m repro.lm_adapt model={size} lm_adapt.steps=[{listed}]"
-
-
-def checkpoint_for(cfg: Config) -> str:
-    """The backbone to load: a local ``model.path`` wins; else size × objective × LM steps ×
-    ``lm_adapt_source`` (own: ``repro.lm_adapt``'s ``step_<N>/``, 100K included)."""
-    if cfg.model.path:
-        return cfg.model.path
-    steps = own_lm_adapt_steps(cfg)
-    if steps is not None:
-        own = Path(cfg.paths.lm_adapt_dir) / cfg.model.size / f"step_{steps}"
-        if not (own / "config.json").exists():
-            why = (
-                "lm_adapt_source=own loads the suite's own LM adaptation, not Google's release"
-                if steps == RELEASED_LM_ADAPT_STEPS
-                else f"only {RELEASED_LM_ADAPT_STEPS} was released"
-            )
-            raise RunError(
-                f"no LM-adapted checkpoint for model={cfg.model.size} lm_adapt_steps={steps} "
-                f"at {own}; {why} — make it with `{lm_adapt_command(cfg.model.size, steps)}` "
-                "or set model.path"
-            )
-        return str(own)
-    objective = cfg.objective.name
-    if objective == "lm_adapt" and cfg.lm_adapt_steps == 0:
-        objective = "span_corruption"  # 0 LM-adaptation steps = T5.1.1 itself
-    if objective not in cfg.model.checkpoints:
-        raise RunError(
-            f"model={cfg.model.size} names no checkpoint for objective={objective}; "
-            f"known: {sorted(cfg.model.checkpoints)}; set model.path to a local checkpoint"
-        )
-    return cfg.model.checkpoints[objective]
-
-
-def fingerprint(cfg: Config) -> dict[str, Any]:
-    """The parts of the config that decide the result."""
-    plain = dataclasses.asdict(cfg)
-    for key in NON_RESULT_KEYS:
-        plain.pop(key, None)
-    if not own_replaces_release(cfg.objective.name, cfg.lm_adapt_steps, cfg.lm_adapt_source):
-        # Both choices load the same backbone here; and run dirs made before the key existed
-        # (all of them `auto`) keep matching their fingerprint.
-        plain.pop("lm_adapt_source", None)
-    plain["trainer"].pop("progress", None)
-    plain["trainer"].pop("stop_after_steps", None)
-    for key in NON_RESULT_MODEL_KEYS:
-        plain["model"].pop(key, None)
-    return plain
-
-
-def check_run_dir(run_dir: Path, cfg: Config) -> bool:
-    """True if ``run_dir`` already holds this finished run; error if it holds another config."""
-    saved = read_json(run_dir / "fingerprint.json")
-    if saved is None:
-        return False
-    mine = fingerprint(cfg)
-    if saved != mine:
-        diffs = sorted(_diff(saved, mine))
-        raise RunError(
-            f"{run_dir} already holds a run of a different config (differs in: "
-            f"{', '.join(diffs)}); choose another directory with name=... or delete it"
-        )
-    summary = read_json(run_dir / "summary.json") or read_json(run_dir / "result.json") or {}
-    return summary.get("status") == "finished"
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}")
-    return out
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Readers (and a killed writer) see the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:
@@ -227,11 +90,12 @@ def train_task(
     from repro.model import PromptedT5, count_parameters
     from repro.prompts import SoftPrompt, init_prompt, label_token_ids
     from repro.tasks import get_task
+    from repro.tasks.base import data_dir_for
     from repro.trainer import resolve_device, train
 
     start = time.time()
     task = get_task(task_name)
-    data_dir = cfg.task.data_dir
+    data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir)
     train_examples = load_examples(task, task.train_split, data_dir)
     dev_examples = load_examples(task, task.eval_split, data_dir)
     if cfg.task.max_eval_examples:
@@ -383,6 +247,8 @@ def failed_result(cfg: Config | None, task_name: str, out_dir: Path, error: Base
     return {
         "status": "failed",
         "error": f"{type(error).__name__}: {error}",
+        # the user's to fix (bad data, path, value: the CLI exits 2) or a bug (exit 1)
+        "user_error": isinstance(error, USER_ERRORS),
         **axes,
         "task": task_name,
         "run_dir": str(out_dir),
@@ -399,45 +265,57 @@ def run_experiment(
     *,
     choices: dict[str, str] | None = None,
     stop: StopFlag | None = None,
+    hydra_files: dict[str, str] | None = None,
 ) -> dict:
     """Run every task of one job in ``run_dir``; returns the job summary.
 
-    Status "interrupted" (no result.json written) when ``stop`` was set or the session's step
-    budget ran out: launching the same job again resumes it.
+    The directory's rules — lock, identity, claim, resume, atomic writes — are
+    :mod:`repro.rundir`'s. Status "interrupted" (no result.json written) when ``stop`` was set
+    or the session's step budget ran out: launching the same job again resumes it. A finished
+    run is not run again (``"skipped": True`` in the returned summary).
+
+    Args:
+        hydra_files: Hydra's record of the command (``config.yaml``, ``hydra.yaml``,
+            ``overrides.yaml``), written to ``.hydra/`` when the job claims the directory.
     """
-    from transformers import AutoTokenizer
-
-    from repro.model import load_backbone, set_dropout
     from repro.tasks import task_names
-    from repro.tracking import ScopedSink, build_sink
+    from repro.trainer import resolve_device
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if check_run_dir(run_dir, cfg):
-        log.info("%s already holds this finished run: skipped", run_dir)
-        return read_json(run_dir / "summary.json") or read_json(run_dir / "result.json")
     names = task_names(cfg.task.name)
     checkpoint = checkpoint_for(cfg)
-    prepare_assets(cfg, names)
+    if cfg.model.device_map is None:
+        resolve_device(cfg.trainer.device)  # a device this machine lacks: refused before loading
+    prepare_assets(cfg, names)  # generated assets go to the cache, never into a given dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with rundir.locked(run_dir):
+        mine = rundir.fingerprint(cfg, names)
+        if rundir.status_of(run_dir, mine) == "finished":
+            log.info("%s already holds this finished run: skipped", run_dir)
+            done = read_json(run_dir / rundir.SUMMARY) or read_json(run_dir / rundir.RESULT)
+            return {**done, "skipped": True}
+        summary = _run_tasks(cfg, names, checkpoint, run_dir, mine, choices, stop, hydra_files)
+        if summary["status"] == "failed" and rundir.release_if_unstarted(run_dir):
+            log.info("%s: no task took a training step; the directory is not claimed", run_dir)
+        return summary
 
-    trust = cfg.model.trust_remote_code
-    # The backbone first: its errors name the checkpoint and say what is wrong with it.
+
+def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) -> dict:
+    from repro.model import checkpoint_config, load_backbone, load_tokenizer, set_dropout
+    from repro.tracking import ScopedSink, build_sink
+
+    # Cheap checks first (config, files, tokenizer: seconds), then the weights (minutes for
+    # XXL): each refuses a checkpoint it cannot use with one line naming it.
+    checkpoint_config(checkpoint, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(checkpoint, trust_remote_code=cfg.model.trust_remote_code)
     backbone = load_backbone(
         checkpoint,
         dtype=cfg.model.dtype,
         attn_implementation=cfg.model.attn_implementation,
         device_map=cfg.model.device_map,
-        trust_remote_code=trust,
+        trust_remote_code=cfg.model.trust_remote_code,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         fused_gelu=cfg.model.fused_gelu,
     )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trust)
-    except (OSError, ValueError) as err:
-        raise RunError(f"cannot load a tokenizer from {checkpoint!r}: {_first_line(err)}") from None
-    # Claimed only once the job can start: a job that failed to load leaves no fingerprint, so
-    # running it again with the mistake fixed (say, model.path) is not refused.
-    write_json_atomic(run_dir / "fingerprint.json", fingerprint(cfg))
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     set_dropout(backbone, cfg.model.dropout)
     tags = [f"{k}={v}" for k, v in cfg.axes.items() if v is not None and k != "params"]
     sink = build_sink(
@@ -448,11 +326,14 @@ def run_experiment(
         run_dir=run_dir,
         tags=tags,
     )
+    # Claimed only once the job can start: a job that failed to load (or to start its W&B run)
+    # leaves no fingerprint, so running it again with the mistake fixed is not refused.
+    rundir.claim(run_dir, fp, OmegaConf.to_yaml(OmegaConf.structured(cfg)), hydra_files)
     results, interrupted = {}, None
     for name in names:
         out_dir = run_dir if len(names) == 1 else run_dir / name
         out_dir.mkdir(parents=True, exist_ok=True)
-        done = read_json(out_dir / "result.json")
+        done = read_json(out_dir / rundir.RESULT)
         if done and done.get("status") == "finished":
             results[name] = done
             continue
@@ -464,22 +345,25 @@ def run_experiment(
             result = train_task(
                 cfg, name, backbone, tokenizer, checkpoint, out_dir, task_sink, stop
             )
+            rundir.clear_error(out_dir)
         except Interrupted as err:  # state is in last/; no result.json until the run ends
             log.warning("task %s: %s", name, err)
             interrupted = str(err)
             break
         except Exception as err:  # one task failing must not stop the others
             log.error("task %s failed: %s", name, err)
-            (out_dir / "error.txt").write_text(traceback.format_exc())
+            rundir.write_text_atomic(out_dir / rundir.ERROR, traceback.format_exc())
             result = failed_result(cfg, name, out_dir, err)
-        write_json_atomic(out_dir / "result.json", result)
+        write_json_atomic(out_dir / rundir.RESULT, result)
         results[name] = result
     if interrupted:
         sink.finish(failed=False)
         return {"status": "interrupted", "error": interrupted, **cfg.axes, "run_dir": str(run_dir)}
     summary = summarise(cfg, results, run_dir)
     if len(names) > 1:
-        write_json_atomic(run_dir / "summary.json", summary)
+        write_json_atomic(run_dir / rundir.SUMMARY, summary)
+        if summary["status"] == "finished":
+            rundir.clear_error(run_dir)
     # A multi-task job is one W&B run: its summary carries every task's result, so that
     # `collect --wandb` gives the same rows per task as the local run directories.
     sink.summary({**summary, "results": results} if len(names) > 1 else results[names[0]])
@@ -496,23 +380,34 @@ def summarise(cfg: Config, results: dict[str, dict], run_dir: Path) -> dict[str,
     summary = {"status": status, **cfg.axes, "scores": scores, "run_dir": str(run_dir)}
     if status != "finished":
         summary["errors"] = {name: r.get("error") for name, r in results.items() if r.get("error")}
+        summary["user_error"] = all(r.get("user_error") for r in results.values() if r.get("error"))
     if set(results) == set(SUPERGLUE) and status == "finished":
         summary["superglue_score"] = superglue_score(scores)
     return summary
 
 
 def prepare_assets(cfg: Config, names) -> None:
-    """Build what the smoke/toy setting makes itself: the tiny model, the toy data."""
-    from repro.tasks.toy import GENERATORS, write_toy_data
+    """Build what the smoke/toy setting makes itself, in the cache only: the tiny model (at its
+    default place, never at a path the user gave) and generated task data (never into a given
+    ``task.data_dir``)."""
+    from repro.tasks import get_task
+    from repro.tasks.base import data_dir_for, ensure_generated
     from repro.tiny import ensure_tiny_t5
 
     if cfg.model.build_tiny and cfg.model.path:
-        ensure_tiny_t5(cfg.model.path)
+        default = Path(cfg.paths.cache_dir).expanduser() / "tiny-t5"
+        path = Path(cfg.model.path).expanduser()
+        if path.resolve() == default.resolve():
+            ensure_tiny_t5(path)
+        elif not (path / "config.json").exists():
+            raise RunError(
+                f"model.path={cfg.model.path} holds no checkpoint (no config.json); the tiny "
+                f"model is only built at its default place {default} (leave model.path unset)"
+            )
     for name in names:
-        if name in GENERATORS and cfg.task.data_dir:
-            data_dir = Path(cfg.task.data_dir)
-            if not (data_dir / "validation.jsonl").exists():
-                write_toy_data(name, data_dir)
+        task = get_task(name)
+        if task.generate is not None and not cfg.task.data_dir:
+            ensure_generated(task, data_dir_for(task, None, cfg.paths.cache_dir))
 
 
 # --- preemption ------------------------------------------------------------------------------
@@ -536,17 +431,25 @@ class PreemptionHandler:
         if self.signum is None:
             self.signum = signum
             self.stop.set(f"received {signal.Signals(signum).name}")
+        elif signum == signal.SIGINT:  # Ctrl-C twice: stop now, without a checkpoint
+            raise KeyboardInterrupt
+
+    @property
+    def exit_code(self) -> int:
+        """130 after Ctrl-C, else 75 (requeue)."""
+        return EXIT_INTERRUPT if self.signum == signal.SIGINT else EXIT_REQUEUE
 
     def forward(self) -> None:
-        """Call the handler ours replaced for the received signal (e.g. submitit's requeue)."""
+        """Call the handler ours replaced for the received signal (e.g. submitit's requeue);
+        never for Ctrl-C, whose default handler would raise KeyboardInterrupt."""
         previous = self.previous.get(self.signum)
-        if callable(previous):
+        if callable(previous) and self.signum != signal.SIGINT:
             previous(self.signum, None)
 
 
 @contextlib.contextmanager
 def preemption_signals(stop: StopFlag) -> Iterator[PreemptionHandler]:
-    """While inside, SIGTERM/SIGUSR1/SIGUSR2 set ``stop`` instead of killing the process."""
+    """While inside, SIGTERM/SIGUSR1/SIGUSR2/SIGINT set ``stop`` instead of killing the process."""
     handler = PreemptionHandler(stop)
     if threading.current_thread() is not threading.main_thread():
         yield handler  # signal handlers can only be installed from the main thread
@@ -579,45 +482,15 @@ def spread_over_local_gpus(cfg: Config, job_num: int | None) -> None:
 # --- the Hydra entry --------------------------------------------------------------------------
 
 
-# What a user can get wrong: reported as one line, no traceback. Anything else is a bug.
-USER_ERRORS = (RunError, ValueError, KeyError, OSError, OmegaConfBaseException)
-USER_ERROR_NAMES = {
-    "RunError",
-    "ValueError",
-    "KeyError",
-    "OSError",
-    "FileNotFoundError",
-    "NotADirectoryError",
-    "PermissionError",
-}
-
-
-def cli_error_message(err: BaseException) -> str | None:
-    """One line for a user's mistake (bad override, value, path, ...); None for anything else."""
-    from hydra.errors import HydraException, MissingConfigException
-
-    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
-        group, _, option = err.missing_cfg_file.rpartition("/")
-        options = sorted(o for o in (err.options or []) if o != "schema")
-        if group and options:
-            return f"{group}={option!r} is not allowed; choose one of: {', '.join(options)}"
-    if not isinstance(err, (HydraException, *USER_ERRORS)):
-        return None
-    from hydra.errors import OverrideParseException
-
-    first = _first_line(err)
-    if isinstance(err, OverrideParseException):
-        return f"cannot parse the overrides: {first}"
-    cause = err.__cause__ or err.__context__
-    if isinstance(err, HydraException) and cause is not None and _first_line(cause) not in first:
-        first = f"{first.rstrip('.')}: {_first_line(cause)}"
-    return first
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    lines = [x.strip() for x in text.splitlines() if x.strip()]
-    return lines[0] if lines else type(err).__name__
+def hydra_record(dcfg: DictConfig, hydra_cfg) -> dict[str, str]:
+    """What Hydra itself would write to ``.hydra/`` (``hydra.output_subdir`` is off in
+    conf/config.yaml, so that a refused relaunch rewrites nothing): written when the job claims
+    its directory (:func:`repro.rundir.claim`)."""
+    return {
+        "config.yaml": OmegaConf.to_yaml(dcfg),
+        "hydra.yaml": OmegaConf.to_yaml({"hydra": OmegaConf.to_container(hydra_cfg)}),
+        "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task)),
+    }
 
 
 # An absolute path: the same conf/ whether run as ``python -m repro.run`` or called in-process.
@@ -639,13 +512,17 @@ def main(dcfg: DictConfig) -> float | None:
             spread_over_local_gpus(cfg, hydra_cfg.job.get("num"))
         with preemption_signals(stop) as preemption:
             summary = run_experiment(
-                cfg, run_dir, choices=dict(hydra_cfg.runtime.choices), stop=stop
+                cfg,
+                run_dir,
+                choices=dict(hydra_cfg.runtime.choices),
+                stop=stop,
+                hydra_files=hydra_record(dcfg, hydra_cfg),
             )
             if preemption.signum is not None and summary["status"] == "interrupted":
                 # last/ is on disk: let the launcher requeue (submitit), else exit so SLURM can
                 print(f"{run_dir}: {summary['error']}", file=sys.stderr)
                 preemption.forward()
-                sys.exit(EXIT_REQUEUE)
+                sys.exit(preemption.exit_code)
             if (
                 preemption.signum is not None
                 and multirun
@@ -654,23 +531,33 @@ def main(dcfg: DictConfig) -> float | None:
                 # The signal came as this job ended: stop the in-process sweep before the next
                 # job starts (under submitit every job is its own process and this one is done).
                 print(f"{run_dir}: {summary['status']}; {preemption.stop.reason}: sweep stopped")
-                sys.exit(EXIT_REQUEUE)
+                sys.exit(preemption.exit_code)
     except USER_ERRORS as err:
         print(f"error: {cli_error_message(err)}", file=sys.stderr)
         if multirun:  # the other jobs of the sweep go on; a dir holding a run is never touched
-            if not any((run_dir / f).exists() for f in ("result.json", "fingerprint.json")):
+            mine = not isinstance(err, rundir.RunDirError)  # (in use, or another config's)
+            if mine and not any(
+                (run_dir / f).exists() for f in ("result.json", "fingerprint.json")
+            ):
                 task = OmegaConf.select(dcfg, "task.name", default="?")
-                write_json_atomic(run_dir / "result.json", failed_result(cfg, task, run_dir, err))
+                result = failed_result(cfg, task, run_dir, err)
+                if cfg is None:  # rejected by to_config: keep the axes the command gave
+                    from repro.sweep import job_axes
+
+                    result.update(job_axes(dcfg))
+                write_json_atomic(run_dir / "result.json", result)
             return None
         sys.exit(2)
-    print(f"{run_dir}: {summary['status']}  scores={summary.get('scores')}")
+    scores = summary.get("scores") or {summary.get("task"): summary.get("score")}
+    skipped = " (already finished: skipped)" if summary.get("skipped") else ""
+    print(f"{run_dir}: {summary['status']}{skipped}  scores={scores}")
     if summary["status"] == "interrupted":
         print(f"{run_dir}: {summary['error']}", file=sys.stderr)
     elif summary["status"] != "finished" and not multirun:
         errors = [e for e in (summary.get("errors") or {}).values() if e]
         for error in errors:  # "ValueError: task 'rte': ..." → "error: task 'rte': ..."
             print(f"error: {error.partition(': ')[2] or error}", file=sys.stderr)
-        user = errors and all(e.split(":")[0] in USER_ERROR_NAMES for e in errors)
+        user = errors and summary.get("user_error")
         sys.exit(2 if user else 1)  # 2: fix the input; 1: the run itself failed
     return summary.get("superglue_score")
 

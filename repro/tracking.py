@@ -1,6 +1,6 @@
 """Where a run's numbers go: local files always, W&B when asked — through one sink interface.
 
-Local files (the run directory contract, see docs/architecture.md):
+Local files (the run directory contract: repro/rundir.py):
   ``metrics.jsonl``  one JSON object per line (``{"kind": "train"|"eval", "step": ...}``);
                      each line is written with a single ``write`` on an append-mode file, and a
                      resumed run first drops lines past its checkpoint, so no line is broken or
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import netrc
 import os
 from collections.abc import Mapping
@@ -20,38 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from repro.config import check_wandb_mode_env
+from repro.rundir import _jsonable, read_json, write_json_atomic, write_text_atomic  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/inf; keep the information as text
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
-    """Write JSON to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(_jsonable(data), f, indent=2, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
-    """A JSON file's content, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class MetricsLog:
@@ -83,9 +54,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Keep only records up to ``step`` (a resumed run re-does what came after)."""
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class NullSink:
@@ -101,6 +70,25 @@ class NullSink:
 
     def finish(self, failed: bool = False) -> None:
         pass
+
+
+class WandbUnavailable(OSError):
+    """wandb could not start a run: reported as one line saying which setting to change."""
+
+
+def _wandb_error(err: Exception) -> str:
+    """One line for a wandb.init failure; pydantic's (a bad setting) names the field and value."""
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            env = f"WANDB_{where.upper()}"
+            return f"setting {where}={first['input']!r} ({env}, if you set it): {first['msg']}"
+        except (TypeError, LookupError, AttributeError):
+            pass
+    lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 class WandbSink:
@@ -124,21 +112,38 @@ class WandbSink:
         run_dir: Path,
         resume_id: str | None = None,
     ):
-        import wandb
-
-        self._run = wandb.init(
-            project=project,
-            entity=entity,
-            group=group,
-            name=name,
-            tags=tags,
-            mode=mode or default_mode(),
-            config=dict(config),
-            dir=str(run_dir),
-            id=resume_id,
-            resume="allow" if resume_id else None,
-            reinit="finish_previous",
-        )
+        check_wandb_mode_env()  # wandb reads $WANDB_MODE even when `mode` is given
+        try:
+            import wandb
+        except ImportError:
+            raise WandbUnavailable(
+                "logger=wandb needs the wandb package: pip install wandb, or use logger=none"
+            ) from None
+        mode = mode or default_mode()
+        try:
+            self._run = wandb.init(
+                project=project,
+                entity=entity,
+                group=group,
+                name=name,
+                tags=tags,
+                mode=mode,
+                config=dict(config),
+                dir=str(run_dir),
+                id=resume_id,
+                resume="allow" if resume_id else None,
+                reinit="finish_previous",
+            )
+        except Exception as err:  # no network, no login, a bad entity, a bad WANDB_* variable
+            fixes = "use logger=none to log only to the run directory"
+            if mode not in ("offline", "disabled"):
+                fixes += (
+                    ", or logger.mode=offline (or WANDB_MODE=offline) to log locally and "
+                    "`wandb sync` later"
+                )
+            raise WandbUnavailable(
+                f"W&B could not start a run in mode {mode!r} ({_wandb_error(err)}); {fixes}"
+            ) from None
         self.run_id = getattr(self._run, "id", None)
         # The trainer's step restarts at 0 for each task of a task=superglue job and goes back
         # to the checkpoint on resume, but W&B drops every row logged with a `step=` below the

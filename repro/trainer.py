@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from repro.data import collate, train_batches
 from repro.model import PromptedT5
 from repro.optim import build_prompt_optimizer
 from repro.prompts import load_prompt, save_prompt
+from repro.rundir import publish_dir, recover_dir
 from repro.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,27 @@ class StopFlag:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``trainer.device`` → a torch device; a device this machine does not have is refused."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    available = {
+        "cuda": torch.cuda.is_available,
+        "mps": lambda: torch.backends.mps.is_available(),
+    }.get(device.type, lambda: True)
+    if not available():
+        raise ValueError(
+            f"trainer.device={name!r}: this machine has no {device.type} device; use auto or cpu"
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ValueError(
+            f"trainer.device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return device
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -94,41 +112,58 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 def save_checkpoint(
     directory: Path, model: PromptedT5, optimizer, state: TrainState, sidecar: Mapping
 ) -> None:
-    """Write ``last/`` (prompt, optimizer, RNG, step, data position) aside, then swap it in."""
-    staging = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_prompt(model.prompt.weight, staging, step=state.step, **sidecar)
-    torch.save(
-        {"state": asdict(state), "optimizer": optimizer.state_dict(), "rng": _rng_state()},
-        staging / STATE_FILE,
-    )
-    old = directory.with_name(f".{directory.name}.old")
-    if directory.exists():
-        directory.rename(old)
-    staging.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write ``last/`` (prompt, optimizer, RNG, step, data position) crash-safely
+    (:func:`repro.rundir.publish_dir`: written aside, then swapped in)."""
+
+    def write(staging: Path) -> None:
+        save_prompt(model.prompt.weight, staging, step=state.step, **sidecar)
+        torch.save(
+            {"state": asdict(state), "optimizer": optimizer.state_dict(), "rng": _rng_state()},
+            staging / STATE_FILE,
+        )
+
+    publish_dir(directory, write)
 
 
 def load_checkpoint(directory: Path, model: PromptedT5, optimizer) -> TrainState | None:
-    """Restore from ``last/`` (or the previous one if a crash hit mid-swap); None if absent."""
-    for candidate in (directory, directory.with_name(f".{directory.name}.old")):
-        if (candidate / STATE_FILE).exists():
-            break
-    else:
+    """Restore from ``last/`` (repaired first if a kill hit mid-swap); None if there is none.
+
+    Raises:
+        ValueError: a checkpoint file that cannot be read, naming it (delete ``last/`` to start
+            the run over), or a prompt of another shape than this run builds.
+    """
+    recover_dir(directory)
+    if not (directory / STATE_FILE).exists():
         return None
-    prompt, _ = load_prompt(candidate, d_model=model.prompt.width)
+    try:
+        prompt, _ = load_prompt(directory, d_model=model.prompt.width)
+    except (OSError, ValueError, RuntimeError) as err:
+        if "width" in str(err):
+            raise
+        raise ValueError(_unreadable(directory / "prompt.safetensors", err)) from None
     if prompt.shape != model.prompt.weight.shape:
         raise ValueError(
-            f"checkpoint {candidate} holds a prompt of shape {tuple(prompt.shape)}, but this run "
+            f"checkpoint {directory} holds a prompt of shape {tuple(prompt.shape)}, but this run "
             f"builds one of shape {tuple(model.prompt.weight.shape)}"
         )
-    # weights_only: a checkpoint is data, never code.
-    saved = torch.load(candidate / STATE_FILE, weights_only=True)
+    try:  # weights_only: a checkpoint is data, never code.
+        saved = torch.load(directory / STATE_FILE, weights_only=True)
+        saved_state = TrainState(**saved["state"])
+    except Exception as err:  # torch raises several kinds for a torn or foreign file
+        raise ValueError(_unreadable(directory / STATE_FILE, err)) from None
     with torch.no_grad():
         model.prompt.weight.copy_(prompt)
     optimizer.load_state_dict(saved["optimizer"])
     _set_rng_state(saved["rng"])
-    return TrainState(**saved["state"])
+    return saved_state
+
+
+def _unreadable(path: Path, err: BaseException) -> str:
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return (
+        f"checkpoint file {path} cannot be read ({reason}); delete {path.parent} to start this "
+        "run over from step 0"
+    )
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -221,7 +256,10 @@ def train(
         record = {"kind": "eval", "step": state.step, **metrics, "score": score}
         if score > state.best_score:
             state.best_step, state.best_score, state.best_metrics = state.step, score, metrics
-            save_prompt(model.prompt.weight, out_dir / "best", step=state.step, **sidecar)
+            publish_dir(
+                out_dir / "best",
+                lambda d: save_prompt(model.prompt.weight, d, step=state.step, **sidecar),
+            )
         record["best_score"] = state.best_score
         metrics_log.append(record)
         sink.log(record, step=state.step)

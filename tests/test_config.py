@@ -85,7 +85,13 @@ def test_official_values_are_one_override_away():
 def test_smoke_experiment_uses_only_local_assets():
     cfg = compose_config("experiment=smoke")
     assert cfg.model.size == "tiny" and cfg.model.build_tiny and cfg.model.path
-    assert cfg.task.name == "toy_keyword" and cfg.task.data_dir
+    # generated data: read from the cache (repro.tasks.base.data_dir_for), never the hub
+    from repro.tasks import get_task
+    from repro.tasks.base import data_dir_for
+
+    assert cfg.task.name == "toy_keyword" and cfg.task.data_dir is None
+    cached = data_dir_for(get_task("toy_keyword"), None, cfg.paths.cache_dir)
+    assert cached == Path(cfg.paths.cache_dir).expanduser() / "toy-data" / "toy_keyword"
 
 
 @pytest.mark.parametrize(

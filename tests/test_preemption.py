@@ -121,8 +121,11 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_t5_dir) -> Path:
+    return make_reference(tmp_path_factory.mktemp("reference"), tiny_t5_dir)
+
+
+def make_reference(root: Path, tiny_t5_dir) -> Path:
     """One uninterrupted run, in a subprocess like the interrupted ones; API keys in its env."""
-    root = tmp_path_factory.mktemp("reference")
     proc = start(smoke_args(tiny_t5_dir, root, "logger=none"), env_extra=SECRETS)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
@@ -141,8 +144,11 @@ def test_no_api_key_reaches_any_file_or_the_console(reference):
 
 def test_everything_the_run_writes_is_data(reference):
     """Tensors in safetensors; the one torch file (optimizer + RNG state) loads weights_only."""
-    suffixes = {p.suffix for p in reference.rglob("*") if p.is_file()}
+    files = [p for p in reference.rglob("*") if p.is_file() and p.name != ".lock"]
+    suffixes = {p.suffix for p in files}
     assert suffixes <= {".safetensors", ".json", ".jsonl", ".yaml", ".log", ".pt"}, suffixes
+    # .lock holds one line of text: who holds (or last held) the directory
+    assert (reference / ".lock").read_text().startswith("pid ")
     (torch_file,) = [p for p in reference.rglob("*.pt")]
     assert torch_file.name == "trainer_state.pt"
     torch.load(torch_file, weights_only=True)

@@ -89,10 +89,11 @@ def rescore_best_prompt(cfg, best_dir, result):
     from repro.model import PromptedT5, load_backbone
     from repro.prompts import SoftPrompt, load_prompt
     from repro.tasks import get_task
+    from repro.tasks.base import data_dir_for
 
     task = get_task(cfg.task.name)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
-    dev = task.examples(task.eval_split, cfg.task.data_dir)
+    dev = task.examples(task.eval_split, data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir))
     tokens = encode(dev, tokenizer, task.max_input_length, result["max_target_length"])
     prompt, sidecar = load_prompt(best_dir)
     assert sidecar["step"] == result["best_step"]
@@ -218,7 +219,8 @@ def test_multirun_of_two_jobs_and_a_failing_job_does_not_stop_the_sweep(tmp_path
         "task.max_eval_examples=16",
         cwd=ROOT,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # the sweep went on past the failing job, and ends saying so: exit 1, the job named
+    assert proc.returncode == 1, proc.stderr[-2000:]
     sweep = tmp_path / "multirun/smoke"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == [
@@ -232,6 +234,11 @@ def test_multirun_of_two_jobs_and_a_failing_job_does_not_stop_the_sweep(tmp_path
     assert failed["status"] == "failed"
     assert "task 'rte': cannot load split 'train' of aps/super_glue (rte)" in failed["error"]
     assert "set task.data_dir to local files" in failed["error"]
+    summary, header, named = proc.stderr.splitlines()[-3:]
+    assert summary == f"sweep {sweep}: 2 jobs: 1 finished, 1 failed, 0 interrupted, 0 skipped"
+    assert header == "1 of 2 jobs failed:"
+    assert named == f"  {sweep / jobs[0]}: {failed['error'].splitlines()[0]}"
+    assert "Traceback" not in proc.stderr
 
 
 def test_cli_bad_value_is_one_line_without_traceback(tmp_path):
@@ -239,3 +246,209 @@ def test_cli_bad_value_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: prompt_len must be an integer >= 1; got 0"
     assert not list(tmp_path.glob("runs/*/result.json"))
+
+
+# --- how a sweep ends: its jobs counted, the failed ones named, exit 1 (repro/sweep.py) ---------
+
+P0 = "toy_keyword-tiny-lm_adapt100k-p0-class_label-s0"
+P3 = "toy_keyword-tiny-lm_adapt100k-p3-class_label-s0"
+
+
+def sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, *overrides):
+    """``python -m repro.run -m`` on the tiny smoke setting, in this process: (code, out, err)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.test_bad_input import smoke  # as test_bad_input.cli, but stdout is kept too
+
+    monkeypatch.setattr(sys, "argv", ["repro.run", "-m", *smoke(tmp_path, tiny_t5_dir, *overrides)])
+    code = 0
+    try:
+        repro.run.cli()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_sweep_with_a_rejected_value_names_it_exits_1_and_keeps_its_axes(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    from repro.collect import collect_runs
+
+    sweep = tmp_path / "multirun/smoke"
+    code, _, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=0,3")
+    assert code == 1, err
+    assert err.splitlines()[-3:] == [
+        f"sweep {sweep}: 2 jobs: 1 finished, 1 failed, 0 interrupted, 0 skipped",
+        "1 of 2 jobs failed:",
+        f"  {sweep / P0}: prompt_len must be an integer >= 1; got 0",
+    ]
+    assert "Traceback" not in err
+    # one `error:` line per failed job (the job's own); the summary adds none
+    assert [x for x in err.splitlines() if x.startswith("error:")] == [
+        "error: prompt_len must be an integer >= 1; got 0"
+    ]
+    assert not (sweep / ".sweep_jobs").exists()  # the jobs' records are read, then removed
+    # the rejected job's row says which job it was
+    row = collect_runs([sweep]).set_index("run_dir").loc[str(sweep / P0)]
+    assert row["status"] == "failed" and "prompt_len must be an integer >= 1" in row["error"]
+    assert (row["prompt_len"], row["size"], row["task"], row["seed"]) == (
+        0,
+        "tiny",
+        "toy_keyword",
+        0,
+    )
+    assert (row["init"], row["objective"], row["lm_adapt_steps"]) == (
+        "class_label",
+        "lm_adapt",
+        100000,
+    )
+
+    # Launched again: the finished job is skipped; the rejected one writes nothing this time (its
+    # result.json is there) and still counts as failed. Another sweep's records are not counted.
+    other = sweep / ".sweep_jobs/an-earlier-sweep"
+    other.mkdir(parents=True)
+    (other / "0.json").write_text(json.dumps({"job": 0, "run_dir": "x", "status": "failed"}))
+    code, _, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=0,3")
+    assert code == 1, err
+    assert err.splitlines()[-3:] == [
+        f"sweep {sweep}: 2 jobs: 0 finished, 1 failed, 0 interrupted, 1 skipped",
+        "1 of 2 jobs failed:",
+        f"  {sweep / P0}: prompt_len must be an integer >= 1; got 0",
+    ]
+    assert (other / "0.json").exists()
+
+    # no failure: one line on stdout, exit 0
+    code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3")
+    assert code == 0, err
+    assert out.splitlines()[-1] == (
+        f"sweep {sweep}: 1 job: 0 finished, 0 failed, 0 interrupted, 1 skipped"
+    )
+    assert "error:" not in err
+
+
+def test_sweep_job_refused_by_its_directory_counts_as_failed(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    """A job refused because its directory holds another config's run writes nothing there; it
+    still counts as failed, with the refusal as its error."""
+    sweep = tmp_path / "multirun/smoke"
+    code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3")
+    assert code == 0, err
+    assert out.splitlines()[-1].endswith(": 1 job: 1 finished, 0 failed, 0 interrupted, 0 skipped")
+    before = (sweep / P3 / "result.json").read_bytes()
+    code, _, err = sweep_cli(
+        monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3", "trainer.steps=4"
+    )
+    assert code == 1, err
+    summary, header, named = err.splitlines()[-3:]
+    assert summary == f"sweep {sweep}: 1 job: 0 finished, 1 failed, 0 interrupted, 0 skipped"
+    assert header == "1 of 1 jobs failed:"
+    assert named.startswith(f"  {sweep / P3}: ")
+    assert "already holds a run of a different config (differs in: trainer.steps)" in named
+    assert (sweep / P3 / "result.json").read_bytes() == before
+
+
+def test_sweep_with_an_interrupted_job_counts_it_and_exits_0(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    overrides = ["prompt_len=3", "trainer.steps=4", "trainer.stop_after_steps=1"]
+    code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, *overrides)
+    assert code == 0, err
+    assert out.splitlines()[-1] == (
+        f"sweep {tmp_path / 'multirun/smoke'}: 1 job: 0 finished, 0 failed, 1 interrupted, 0 skipped"
+    )
+
+
+def test_preempted_sweep_still_exits_75(tmp_path, tiny_t5_dir, monkeypatch, capsys):
+    """A preemption signal during a job stops the in-process sweep with exit 75 (requeue): the
+    summary must not turn it into 0 or 1, and no later job starts."""
+    import signal
+    import time
+
+    from repro.run import EXIT_REQUEUE
+
+    started = []
+
+    def preempted(cfg, run_dir, **kwargs):
+        started.append(run_dir.name)
+        os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends; the job's handler catches it
+        time.sleep(0.05)
+        return {"status": "interrupted", "error": "stopped at step 1 (received SIGTERM)"}
+
+    monkeypatch.setattr(repro.run, "run_experiment", preempted)
+    code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3,4")
+    assert code == EXIT_REQUEUE, err
+    assert started == [P3]
+    assert "sweep " not in out + err and "jobs failed" not in err
+
+
+@pytest.mark.slow  # 3 processes (the sweep + 2 jobs through submitit) import torch: ~30-50 s
+def test_sweep_through_the_local_launcher_names_its_failed_job(tmp_path, tiny_t5_dir):
+    """Under hydra-submitit-launcher every job runs in its own process; what each job recorded
+    still reaches the summary that the launching process prints, and its exit code."""
+    proc = run_cli(
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.gpus_per_node=0",
+        "experiment=smoke",
+        "prompt_len=0,3",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "trainer.steps=2",
+        "trainer.eval_every=2",
+        "task.max_eval_examples=8",
+        cwd=ROOT,
+    )
+    sweep = tmp_path / "multirun/smoke"
+    assert (sweep / ".submitit").is_dir()  # really went through submitit's executor
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-3:] == [
+        f"sweep {sweep}: 2 jobs: 1 finished, 1 failed, 0 interrupted, 0 skipped",
+        "1 of 2 jobs failed:",
+        f"  {sweep / P0}: prompt_len must be an integer >= 1; got 0",
+    ]
+
+
+def test_job_outcome_reads_what_the_job_wrote_and_only_that(tmp_path):
+    """Each rule of `repro.sweep.job_outcome`, on run directories written by hand."""
+    from repro.sweep import job_outcome
+    from repro.sweep import outcome_stamps as stamps
+
+    job = tmp_path / "superglue-job"  # task=superglue: summary.json, one error per task
+    job.mkdir()
+    before = stamps(job)
+    errors = {"boolq": "ValueError: bad\nmore", "cb": "RuntimeError: CUDA OOM"}
+    (job / "summary.json").write_text(json.dumps({"status": "failed", "errors": errors}))
+    assert job_outcome(job, before, []) == {
+        "status": "failed",
+        "error": "boolq: ValueError: bad; cb: RuntimeError: CUDA OOM",
+    }
+    # an earlier launch's failed result, not rewritten by this one: not this job's outcome
+    assert job_outcome(job, stamps(job), [])["status"] == "interrupted"
+    # an earlier finished run, not rewritten: skipped; unless the job printed an error
+    (job / "summary.json").write_text(json.dumps({"status": "finished"}))
+    assert job_outcome(job, stamps(job), [])["status"] == "skipped"
+    assert job_outcome(job, stamps(job), ["it holds another config"]) == {
+        "status": "failed",
+        "error": "it holds another config",
+    }
+
+
+def test_error_lines_passes_everything_through_and_keeps_error_lines():
+    import io
+
+    from repro.sweep import ErrorLines
+
+    sink = io.StringIO()
+    tee = ErrorLines(sink)
+    print("error: prompt_len must be", end="", file=tee)  # a line in two writes
+    print(" >= 1; got 0", file=tee)
+    print("Loading weights: 10%\rLoading weights: 100%", file=tee)
+    tee.write("\r" + "x" * 10_000)  # a progress bar with no newline yet: kept short
+    assert sink.getvalue().startswith("error: prompt_len must be >= 1; got 0\nLoading")
+    assert tee.lines == ["prompt_len must be >= 1; got 0"]
+    assert len(tee._line) <= ErrorLines.MAX_LINE

@@ -1,0 +1,43 @@
+"""How a user's mistake reaches the terminal: one ``error:`` line, no traceback.
+
+Shared by the entry points (``repro.run``, ``repro.cost``, ``repro.collect``, ``repro.plots``):
+an exception that is the user's to fix (a bad override, value or path) becomes its first line;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from omegaconf.errors import OmegaConfBaseException
+
+from repro.config import RunError
+
+# What a user can get wrong: reported as one line, no traceback. Anything else is a bug.
+USER_ERRORS = (RunError, ValueError, KeyError, OSError, OmegaConfBaseException)
+
+
+def cli_error_message(err: BaseException) -> str | None:
+    """One line for a user's mistake (bad override, value, path, ...); None for anything else."""
+    from hydra.errors import HydraException, MissingConfigException
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        options = sorted(o for o in (err.options or []) if o != "schema")
+        if group and options:
+            return f"{group}={option!r} is not allowed; choose one of: {', '.join(options)}"
+    if not isinstance(err, (HydraException, *USER_ERRORS)):
+        return None
+    from hydra.errors import OverrideParseException
+
+    first = first_line(err)
+    if isinstance(err, OverrideParseException):
+        return f"cannot parse the overrides: {first}"
+    cause = err.__cause__ or err.__context__
+    if isinstance(err, HydraException) and cause is not None and first_line(cause) not in first:
+        first = f"{first.rstrip('.')}: {first_line(cause)}"
+    return first
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return lines[0] if lines else type(err).__name__

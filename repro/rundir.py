@@ -1,0 +1,428 @@
+"""The run directory as a crash-proof unit: identity, lock, atomic writes, claim and resume.
+
+One job = one directory (named from the axes, ``conf/config.yaml: name``). What lies in it::
+
+    .lock              held (flock) by the process running the job; says who holds it
+    fingerprint.json   the config minus what does not change the result: the run's identity
+    config.yaml        the resolved config;  .hydra/  Hydra's record of the command
+    metrics.jsonl      one JSON line per log/eval, each a single append-mode write
+    best/  last/       the best prompt; the full training state (prompt, optimizer, RNG, step)
+    result.json        written last (summary.json for a multi-task job); error.txt on failure
+
+The rules, and what a kill at any moment leaves:
+
+- **Lock.** A job takes an exclusive ``flock`` on ``.lock`` before it reads or writes anything
+  of the run; a second launch of the same run refuses at once, naming the holder (pid, host,
+  start time). The kernel drops the lock when the holder dies, even by SIGKILL.
+- **Identity.** ``fingerprint.json`` holds what decides the result, never where files lie:
+  data given by ``task.data_dir`` enter as the SHA-256 of the files read, and paths under the
+  cache or the package are written relative to them, so moving a results tree or
+  ``REPRO_CACHE`` keeps a finished run the same run. A directory holding another fingerprint is
+  refused, naming the keys that differ.
+- **Claim.** The fingerprint, ``config.yaml`` and ``.hydra/`` are written only once the job can
+  start (config valid, backbone and tokenizer loaded), and taken back if the job fails before
+  its first training step, so the corrected command is not refused. A refused launch writes
+  nothing at all.
+- **Atomic files.** JSON and text files are written aside, fsynced and renamed.
+- **Atomic directories** (``last/``, ``best/``): written complete into ``.<name>.tmp/`` (with a
+  ``COMPLETE`` marker), then swapped in; :func:`recover_dir` repairs whatever a kill between any
+  two of those file operations left, so the next launch resumes.
+- **Metrics.** A resumed run first drops the lines past its checkpoint's step.
+
+Crash injection: :func:`fault_point` marks each gap between two file operations; with
+``REPRO_KILL_AT=<point>[:<n>]`` in the environment the process SIGKILLs itself at the n-th
+(default first) time it reaches that point. ``tests/test_crash.py`` kills a job at every point
+and checks that the relaunch ends exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from repro.config import RunError, own_replaces_release
+
+FINGERPRINT = "fingerprint.json"
+CONFIG = "config.yaml"
+RESULT = "result.json"
+SUMMARY = "summary.json"
+ERROR = "error.txt"
+LOCK = ".lock"
+HYDRA = ".hydra"
+METRICS = "metrics.jsonl"
+COMPLETE = "COMPLETE"
+
+# Keys that do not change what a run computes: a finished run with only these different is
+# the same run (a relaunched sweep skips it).
+NON_RESULT_KEYS = ("logger", "paths", "sweep_name", "name", "dry_run", "cost")
+NON_RESULT_TRAINER_KEYS = ("progress", "stop_after_steps")
+# Model keys that only describe the checkpoint's shape or where/how it runs, not what it computes.
+NON_RESULT_MODEL_KEYS = (
+    "gradient_checkpointing",
+    "fused_gelu",  # the same function as transformers' gelu_new, to ~2e-7
+    "device_map",
+    "num_layers",
+    "num_heads",
+    "d_kv",
+    "d_ff",
+    "vocab_size",
+    "trust_remote_code",
+)
+
+
+class RunDirError(RunError):
+    """A run directory that cannot be used as asked (another config, in use): one line."""
+
+
+# --- naming ----------------------------------------------------------------------------------
+
+
+def _steps_label(steps: int) -> str:
+    """100000 → "100k"; a count that is not whole thousands stays exact (50 → "50")."""
+    return f"{steps // 1000}k" if steps and steps % 1000 == 0 else str(steps)
+
+
+def run_name(
+    task, size, objective, lm_adapt_steps, prompt_len, init, seed, lm_adapt_source="auto"
+) -> str:
+    """The default directory name of a job, from its axes (``conf/config.yaml: name``)."""
+    steps = _steps_label(int(lm_adapt_steps)) if objective == "lm_adapt" else None
+    if steps and own_replaces_release(objective, lm_adapt_steps, lm_adapt_source):
+        steps += "_own"  # never the directory of a run on the released checkpoint
+    objective = f"{objective}{steps}" if steps else objective
+    return f"{task}-{size}-{objective}-p{prompt_len}-{init}-s{seed}"
+
+
+# conf/config.yaml names every run `${run_name:...}`: whoever composes the config (repro.run,
+# repro.cost, the tests) imports this module first.
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+
+
+# --- crash injection -------------------------------------------------------------------------
+
+_FAULT_HITS: dict[str, int] = {}
+KILL_ENV = "REPRO_KILL_AT"
+
+
+def fault_point(name: str) -> None:
+    """A gap between two file operations: SIGKILL here if ``REPRO_KILL_AT`` names it."""
+    wanted = os.environ.get(KILL_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.rpartition(":")  # point names hold ": " themselves
+    if not nth.isdigit():
+        point, nth = wanted, "1"
+    if point != name:
+        return
+    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+    if _FAULT_HITS[name] == int(nth):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- atomic files ----------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep the information as text
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Readers (and a killed writer) see the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    fault_point(f"write {path.name}")
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    write_bytes_atomic(path, json.dumps(_jsonable(data), indent=2).encode())
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --- atomic directories ----------------------------------------------------------------------
+
+
+def _staging(target: Path) -> Path:
+    return target.with_name(f".{target.name}.tmp")
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def recover_dir(target: Path) -> None:
+    """Repair what a kill during :func:`publish_dir` left, so that ``target`` is whole or absent.
+
+    ``target`` only ever appears by renaming a complete staging directory, so if it exists it is
+    whole, and leftovers beside it are dropped. If it is missing, the newest whole copy takes
+    its place: the staging directory if it was completed, else the one moved aside.
+    """
+    staging, aside = _staging(target), _aside(target)
+    if target.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+        fault_point(f"recover {target.name}: aside removed")
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    if (staging / COMPLETE).exists():
+        staging.rename(target)
+        fault_point(f"recover {target.name}: staging promoted")
+        shutil.rmtree(aside, ignore_errors=True)
+        (target / COMPLETE).unlink(missing_ok=True)
+    elif aside.is_dir():
+        aside.rename(target)
+        fault_point(f"recover {target.name}: aside restored")
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_dir(target: Path, write: Callable[[Path], Any]) -> None:
+    """Replace directory ``target`` by what ``write(staging)`` writes, crash-safely.
+
+    Steps, each followed by a fault point: write everything into ``.<target>.tmp/`` and mark
+    it ``COMPLETE``; drop a stale ``.<target>.old/``; move ``target`` aside; rename staging to
+    ``target``; drop the copy moved aside. A kill between any two leaves a state
+    :func:`recover_dir` turns into a whole ``target`` (the old one or the new one).
+    """
+    recover_dir(target)  # a previous kill may have left the only whole copy in staging
+    staging, aside = _staging(target), _aside(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write(staging)
+    fault_point(f"publish {target.name}: files written")
+    for file in staging.iterdir():
+        with open(file, "rb") as f:
+            os.fsync(f.fileno())
+    with open(staging / COMPLETE, "w") as f:
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(staging)
+    fault_point(f"publish {target.name}: staged")
+    shutil.rmtree(aside, ignore_errors=True)
+    if target.exists():
+        target.rename(aside)
+        fault_point(f"publish {target.name}: moved aside")
+    staging.rename(target)
+    _fsync_dir(target.parent)
+    fault_point(f"publish {target.name}: swapped")
+    shutil.rmtree(aside, ignore_errors=True)
+    (target / COMPLETE).unlink(missing_ok=True)  # the marker only means something in staging
+
+
+# --- lock ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock while inside; refuse at once if another process holds it.
+
+    ``flock`` locks belong to the open file: the kernel releases them when the holder exits or
+    is killed, so a stale lock never blocks a relaunch. (Local and most cluster filesystems
+    honour ``flock``; on an NFS mount without lock support, two launches are not detected.)
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            raise RunDirError(
+                f"{run_dir} is in use by {holder}; wait for it to end or stop it "
+                "(two launches of one run would write over each other)"
+            ) from None
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the file drops the lock
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_identity(cfg, task_names) -> dict[str, dict[str, str]] | None:
+    """What the run's data are, not where they lie: per task and split, the SHA-256 of the file
+    read from ``task.data_dir`` (None: the hub's data, named by the task itself)."""
+    if not cfg.task.data_dir:
+        return None
+    from repro.tasks import get_task
+
+    root = Path(cfg.task.data_dir).expanduser()
+    identity = {}
+    for name in task_names:
+        task = get_task(name)
+        identity[name] = {
+            split: _file_sha256(task.find_split_file(split, root)) for split in task.splits
+        }
+    return identity
+
+
+def _relative_paths(value: Any, roots: Mapping[str, str]) -> Any:
+    """Strings under one of ``roots`` (cache dir, package dir) written relative to it."""
+    if isinstance(value, dict):
+        return {k: _relative_paths(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_paths(v, roots) for v in value]
+    if isinstance(value, str):
+        for label, root in roots.items():
+            if value == root or value.startswith(root.rstrip("/") + "/"):
+                return f"${{{label}}}{value[len(root.rstrip('/')) :]}"
+    return value
+
+
+def fingerprint(cfg, task_names=None) -> dict[str, Any]:
+    """The parts of the config that decide the result, with data and paths made portable."""
+    from repro.tasks import task_names as expand
+
+    plain = dataclasses.asdict(cfg)
+    for key in NON_RESULT_KEYS:
+        plain.pop(key, None)
+    if not own_replaces_release(cfg.objective.name, cfg.lm_adapt_steps, cfg.lm_adapt_source):
+        # Both choices load the same backbone here; and run dirs made before the key existed
+        # (all of them `auto`) keep matching their fingerprint.
+        plain.pop("lm_adapt_source", None)
+    for key in NON_RESULT_TRAINER_KEYS:
+        plain["trainer"].pop(key, None)
+    for key in NON_RESULT_MODEL_KEYS:
+        plain["model"].pop(key, None)
+    plain["task"]["data_dir"] = data_identity(cfg, task_names or expand(cfg.task.name))
+    roots = {
+        "cache": str(Path(cfg.paths.cache_dir).expanduser()),
+        "lm_adapt_dir": str(Path(cfg.paths.lm_adapt_dir).expanduser()),
+        "repro": str(Path(__file__).resolve().parent),
+    }
+    return _relative_paths(plain, roots)
+
+
+def diff_keys(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_keys(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+# --- claim and resume ------------------------------------------------------------------------
+
+
+def status_of(run_dir: Path, mine: Mapping[str, Any]) -> str:
+    """``"new"`` (unclaimed), ``"finished"`` (this run, done: skip it) or ``"resume"``.
+
+    Raises:
+        RunDirError: the directory holds a run of another config, naming the keys that differ.
+    """
+    saved = read_json(run_dir / FINGERPRINT)
+    if saved is None:
+        return "new"
+    if saved != mine:
+        raise RunDirError(
+            f"{run_dir} already holds a run of a different config (differs in: "
+            f"{', '.join(sorted(diff_keys(saved, mine)))}); choose another directory with name=... or "
+            "delete it"
+        )
+    summary = read_json(run_dir / SUMMARY) or read_json(run_dir / RESULT) or {}
+    return "finished" if summary.get("status") == "finished" else "resume"
+
+
+def claim(run_dir: Path, fp: Mapping[str, Any], config_yaml: str, hydra_files=None) -> None:
+    """Make the directory this run's: Hydra's record, the config, then the fingerprint."""
+    for name, text in (hydra_files or {}).items():
+        (run_dir / HYDRA).mkdir(exist_ok=True)
+        write_text_atomic(run_dir / HYDRA / name, text)
+    write_text_atomic(run_dir / CONFIG, config_yaml)
+    write_json_atomic(run_dir / FINGERPRINT, fp)
+
+
+def holds_progress(run_dir: Path) -> bool:
+    """Whether any task of the job left something of its training: a metrics line or a
+    checkpoint (``last/``, or the pieces of one a kill left)."""
+    for directory in (run_dir, *(d for d in run_dir.iterdir() if d.is_dir())):
+        last = directory / "last"
+        if any(d.exists() for d in (last, _staging(last), _aside(last))):
+            return True
+        metrics = directory / METRICS
+        if metrics.exists() and metrics.stat().st_size > 0:
+            return True
+    return False
+
+
+def release_if_unstarted(run_dir: Path) -> bool:
+    """Take the claim back from a job that failed before its first step; True if released."""
+    if holds_progress(run_dir):
+        return False
+    for name in (FINGERPRINT, CONFIG):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).unlink()
+    shutil.rmtree(run_dir / HYDRA, ignore_errors=True)
+    return True
+
+
+def clear_error(directory: Path) -> None:
+    """A run that succeeded leaves no ``error.txt`` of an earlier failure behind."""
+    with contextlib.suppress(FileNotFoundError):
+        (directory / ERROR).unlink()

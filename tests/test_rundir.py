@@ -1,0 +1,233 @@
+"""The run directory as a crash-proof unit (repro/rundir.py): swap protocol, lock, portable
+identity, claim rules; and, end to end, two launches of one run and a user's data directory."""
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from test_bad_input import RTE_ROW, assert_one_error, cli, smoke, snapshot, write_rte
+from test_preemption import (
+    assert_intact,
+    finish,
+    run_dir_of,
+    smoke_args,
+    start,
+    wait_for_step,
+)
+from test_run import smoke_config
+
+from repro import rundir
+from repro.rundir import COMPLETE, RunDirError, publish_dir, recover_dir
+from repro.tasks.toy import SIZES
+
+# --- the swap protocol: every state a kill can leave ---------------------------------------
+
+
+def whole(directory: Path, version: str) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "data.txt").write_text(version)
+    return directory
+
+
+def test_publish_replaces_a_directory_and_leaves_nothing_beside_it(tmp_path):
+    target = tmp_path / "last"
+    publish_dir(target, lambda d: (d / "data.txt").write_text("v1"))
+    publish_dir(target, lambda d: (d / "data.txt").write_text("v2"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    assert sorted(p.name for p in target.iterdir()) == ["data.txt"]  # the marker is gone
+    assert (target / "data.txt").read_text() == "v2"
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        # killed while writing the new copy: the old one stays
+        ({"last": "v1", ".last.tmp": None}, "v1"),
+        # killed after the swap, before the old copy was dropped (the issue's ENOTEMPTY case)
+        ({"last": "v2", ".last.old": "v1"}, "v2"),
+        # killed with the old copy aside and the new one complete: the new one
+        ({".last.old": "v1", ".last.tmp": "v2"}, "v2"),
+        # killed with the old copy aside and the new one incomplete: the old one
+        ({".last.old": "v1", ".last.tmp": None}, "v1"),
+        # killed while writing the very first copy: nothing
+        ({".last.tmp": None}, None),
+    ],
+)
+def test_recover_leaves_a_whole_directory_or_none(tmp_path, state, expected):
+    for name, version in state.items():
+        d = whole(tmp_path / name, version or "partial")
+        if name == ".last.tmp" and version is not None:
+            (d / COMPLETE).touch()
+    recover_dir(tmp_path / "last")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    if expected is None:
+        assert left == []
+    else:
+        assert left == ["last"]
+        assert (tmp_path / "last" / "data.txt").read_text() == expected
+        assert not (tmp_path / "last" / COMPLETE).exists()
+    # and a new copy can be published from that state
+    publish_dir(tmp_path / "last", lambda d: (d / "data.txt").write_text("v3"))
+    assert (tmp_path / "last" / "data.txt").read_text() == "v3"
+
+
+def test_a_failing_write_leaves_the_old_copy(tmp_path):
+    target = whole(tmp_path / "last", "v1")
+
+    def fail(directory):
+        (directory / "data.txt").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        publish_dir(target, fail)
+    recover_dir(target)
+    assert (target / "data.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+# --- the lock -----------------------------------------------------------------------------
+
+
+def test_a_second_holder_is_refused_naming_the_first(tmp_path):
+    busy = pytest.raises(RunDirError, match=rf"is in use by pid {os.getpid()} on ")
+    with rundir.locked(tmp_path), busy, rundir.locked(tmp_path):
+        pass
+    with rundir.locked(tmp_path):  # released on exit: the next launch gets it
+        pass
+
+
+# --- identity -----------------------------------------------------------------------------
+
+
+def test_fingerprint_does_not_depend_on_where_the_cache_or_the_data_lie(tmp_path, tiny_t5_dir):
+    a = smoke_config(tmp_path / "a", tiny_t5_dir)
+    b = smoke_config(tmp_path / "b", tiny_t5_dir)
+    assert a.paths.cache_dir != b.paths.cache_dir
+    assert rundir.fingerprint(a) == rundir.fingerprint(b)
+    # a user's data: the same files elsewhere are the same run; other content is not
+    one = write_rte(tmp_path / "one", [RTE_ROW] * 4)
+    two = Path(shutil.copytree(one, tmp_path / "two"))
+    fps = [
+        rundir.fingerprint(smoke_config(tmp_path, tiny_t5_dir, "task=rte", f"task.data_dir={d}"))
+        for d in (one, two)
+    ]
+    assert fps[0] == fps[1]
+    assert set(fps[0]["task"]["data_dir"]["rte"]) == {"train", "validation"}
+    rows = [json.loads(x) for x in (two / "train.jsonl").read_text().splitlines()]
+    write_rte(two, [{**rows[0], "premise": "Another premise."}] * 4, splits=("train",))
+    changed = rundir.fingerprint(
+        smoke_config(tmp_path, tiny_t5_dir, "task=rte", f"task.data_dir={two}")
+    )
+    assert rundir.diff_keys(fps[0], changed) == ["task.data_dir.rte.train"]
+
+
+# --- end to end ----------------------------------------------------------------------------
+
+
+def wait_for_lock_holder(run_dir: Path, proc, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (run_dir / ".lock").exists() or not (run_dir / ".lock").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, "the first launch never ran"
+        time.sleep(0.01)
+
+
+def test_two_launches_of_one_run_the_second_refuses_and_nothing_is_duplicated(
+    tmp_path, tiny_t5_dir
+):
+    # The first launch trains until it is stopped, so the second always meets it running.
+    args = smoke_args(tiny_t5_dir, tmp_path, "trainer.steps=1000000", "trainer.eval_every=500")
+    first = start(args)
+    run_dir = tmp_path / "runs" / "toy_keyword-tiny-lm_adapt100k-p20-class_label-s0"
+    wait_for_lock_holder(run_dir, first)
+    wait_for_step(run_dir / "metrics.jsonl", 1, first)
+    code, err = finish(start(args))
+    assert code == 2, err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert f"is in use by pid {first.pid} on " in lines[0]
+    first.send_signal(signal.SIGTERM)  # checkpoint and stop (exit 75: requeue)
+    code, err = finish(first)
+    assert code == 75, err[-2000:]
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in records]
+    assert keys and len(keys) == len(set(keys)), keys
+    leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith((".tmp", ".old"))]
+    assert not leftovers and (run_dir / "last" / "trainer_state.pt").exists()
+
+
+def test_the_suite_never_writes_into_a_data_dir_it_was_given(tmp_path, tiny_t5_dir):
+    """A user's own train.jsonl + val.jsonl for a toy task are read, never overwritten."""
+    data = tmp_path / "mine"
+    data.mkdir()
+    rows = [{"sentence": f"the cat {w}", "label": i % 2, "idx": i} for i, w in enumerate("ab" * 8)]
+    for name in ("train.jsonl", "val.jsonl"):
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = snapshot(data)
+    cfg = ["trainer.steps=2", "trainer.eval_every=2", f"task.data_dir={data}"]
+    code, err = finish(start(smoke_args(tiny_t5_dir, tmp_path, *cfg)))
+    assert code == 0, err[-2000:]
+    assert snapshot(data) == before
+    result = json.loads((run_dir_of(tmp_path) / "result.json").read_text())
+    assert (result["n_train"], result["n_eval"]) == (16, 16)  # the user's files, not generated
+    assert SIZES["train"] != 16
+
+
+def test_a_failed_launch_does_not_claim_its_directory(tmp_path, tiny_t5_dir, monkeypatch, capsys):
+    """Failed before its first step (labels outside the task's set): the corrected command, even
+    with another config, runs in the same directory; its success clears the stale error.txt."""
+    bad = write_rte(tmp_path / "rte", [{**RTE_ROW, "label": 7}, RTE_ROW])
+    args = smoke(tmp_path, tiny_t5_dir, "task=rte", f"task.data_dir={bad}")
+    code, err = cli(monkeypatch, capsys, *args)
+    assert_one_error(code, err, "label(s) 7 outside the task's label set")
+    run_dir = tmp_path / "runs" / "rte-tiny-lm_adapt100k-p20-class_label-s0"
+    assert (run_dir / "error.txt").exists() and not (run_dir / "fingerprint.json").exists()
+    assert not (run_dir / ".hydra").exists()
+
+    write_rte(bad, [RTE_ROW, {**RTE_ROW, "label": 1}])
+    fixed = [*args, "trainer.steps=3", "trainer.eval_every=3"]  # another config
+    code, err = cli(monkeypatch, capsys, *fixed)
+    assert code == 0, err
+    assert (run_dir / "fingerprint.json").exists() and (run_dir / ".hydra/overrides.yaml").exists()
+    assert not (run_dir / "error.txt").exists()
+    assert json.loads((run_dir / "result.json").read_text())["steps"] == 3
+
+
+def test_ctrl_c_checkpoints_says_one_line_exits_130_and_resumes(tmp_path, tiny_t5_dir):
+    proc = start(smoke_args(tiny_t5_dir, tmp_path))
+    run_dir = tmp_path / "runs" / "toy_keyword-tiny-lm_adapt100k-p20-class_label-s0"
+    while not (run_dir / "metrics.jsonl").exists():
+        assert proc.poll() is None
+        time.sleep(0.01)
+    wait_for_step(run_dir / "metrics.jsonl", 12, proc)
+    proc.send_signal(signal.SIGINT)
+    code, err = finish(proc)
+    assert code == 130, err[-2000:]
+    assert "Traceback" not in err and "received SIGINT" in err
+    assert (run_dir / "last" / "trainer_state.pt").exists()
+    code, err = finish(start(smoke_args(tiny_t5_dir, tmp_path)))
+    assert code == 0, err[-2000:]
+    assert_intact(run_dir)
+
+
+def test_a_corrupt_checkpoint_file_is_named(tmp_path, tiny_t5_dir, monkeypatch, capsys):
+    args = smoke(tmp_path, tiny_t5_dir, "trainer.steps=4", "trainer.stop_after_steps=2")
+    assert cli(monkeypatch, capsys, *args)[0] == 0
+    state = tmp_path / "runs/toy_keyword-tiny-lm_adapt100k-p20-class_label-s0/last/trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # torn
+    code, err = cli(monkeypatch, capsys, *args)
+    assert_one_error(code, err, f"checkpoint file {state} cannot be read", "delete")
+
+
+def test_a_model_path_that_does_not_exist_is_never_built(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    """experiment=smoke builds its random tiny model only at its default place in the cache."""
+    nope = tmp_path / "nope"
+    args = smoke(tmp_path, tiny_t5_dir, f"model.path={nope}")
+    code, err = cli(monkeypatch, capsys, *args)
+    assert_one_error(code, err, f"model.path={nope} holds no checkpoint", "tiny-t5")
+    assert not nope.exists()
