@@ -515,18 +515,15 @@ def checkpoint_for(cfg: Config) -> str:
 
 
 def register_configs() -> None:
-    """Register the schemas so conf/*.yaml are validated against them."""
+    """Register the schema so conf/*.yaml are validated against it.
+
+    One schema, the whole ``Config``, first in conf/config.yaml's defaults: every group's file
+    merges into its typed field, so a typo'd key or a wrongly typed value fails there. (No
+    per-group ``schema`` option: ``--help`` would list it beside the real options.)
+    """
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=Config)
-    cs.store(group="model", name="schema", node=ModelConfig)
-    cs.store(group="objective", name="schema", node=ObjectiveConfig)
-    cs.store(group="init", name="schema", node=InitConfig)
-    cs.store(group="task", name="schema", node=TaskConfig)
-    cs.store(group="trainer", name="schema", node=TrainerConfig)
-    cs.store(group="logger", name="schema", node=LoggerConfig)
-    cs.store(group="paths", name="schema", node=PathsConfig)
+    ConfigStore.instance().store(name="schema", node=Config)
 
 
 def to_config(cfg: DictConfig) -> Config:

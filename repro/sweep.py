@@ -257,6 +257,8 @@ class SweepSummary(Callback):
         line = summary_line(self.sweep_dir, jobs)
         if not failed:
             print(line)
+            if any(j.get("status") in ("finished", "skipped") for j in jobs):
+                print(f"next: {next_step(self.sweep_dir, jobs)}")
             return
         print(line, file=sys.stderr)
         # no `error:` prefix here: each failed job printed its own `error:` line already
@@ -268,6 +270,26 @@ class SweepSummary(Callback):
     @staticmethod
     def _in_sweep(config: DictConfig) -> bool:
         return OmegaConf.select(config, "hydra.mode", default=None) == RunMode.MULTIRUN
+
+
+def next_step(sweep_dir: str, jobs: list[dict[str, Any]]) -> str:
+    """Where the frame and the figure come from: the two commands after a sweep (with the
+    sweep's tasks named when they are not SuperGLUE's, which the figures assume)."""
+    from repro.rundir import read_json
+    from repro.tasks import SUPERGLUE
+
+    tasks = set()
+    for job in jobs:
+        run_dir = Path(str(job.get("run_dir", "")))
+        result = read_json(run_dir / "result.json") if run_dir.name else None
+        if result and result.get("task"):
+            tasks.add(result["task"])
+    extra = sorted(tasks - set(SUPERGLUE))
+    name = Path(sweep_dir).name
+    plots = f"python -m repro.plots results/{name}.csv -o results/figures"
+    if extra:
+        plots += f" --tasks {' '.join(sorted(tasks))}"
+    return f"python -m repro.collect {sweep_dir} -o results/{name}.csv && {plots}"
 
 
 def summary_line(sweep_dir: str, jobs: list[dict[str, Any]]) -> str:

@@ -235,3 +235,15 @@ def test_typos_and_wrong_types_fail_at_composition():
         compose_config("prompt_len=2.5")
     with pytest.raises((ValidationError, ConfigCompositionException)):
         compose_config("trainer.steps=many")
+
+
+def test_help_lists_only_real_options():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "repro.run", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    groups = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "model: base, large, small, tiny" in groups
+    assert "schema" not in groups

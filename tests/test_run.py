@@ -320,12 +320,14 @@ def test_sweep_with_a_rejected_value_names_it_exits_1_and_keeps_its_axes(
     ]
     assert (other / "0.json").exists()
 
-    # no failure: one line on stdout, exit 0
+    # no failure: the summary on stdout, then the commands for the frame and figure; exit 0
     code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3")
     assert code == 0, err
-    assert out.splitlines()[-1] == (
-        f"sweep {sweep}: 1 job: 0 finished, 0 failed, 0 interrupted, 1 skipped"
-    )
+    assert out.splitlines()[-2:] == [
+        f"sweep {sweep}: 1 job: 0 finished, 0 failed, 0 interrupted, 1 skipped",
+        f"next: python -m repro.collect {sweep} -o results/smoke.csv && python -m repro.plots "
+        "results/smoke.csv -o results/figures --tasks toy_keyword",
+    ]
     assert "error:" not in err
 
 
@@ -337,7 +339,7 @@ def test_sweep_job_refused_by_its_directory_counts_as_failed(
     sweep = tmp_path / "multirun/smoke"
     code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3")
     assert code == 0, err
-    assert out.splitlines()[-1].endswith(": 1 job: 1 finished, 0 failed, 0 interrupted, 0 skipped")
+    assert out.splitlines()[-2].endswith(": 1 job: 1 finished, 0 failed, 0 interrupted, 0 skipped")
     before = (sweep / P3 / "result.json").read_bytes()
     code, _, err = sweep_cli(
         monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3", "trainer.steps=4"
