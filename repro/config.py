@@ -370,6 +370,10 @@ class CostConfig:
 
     gpu: str = "A100 bf16"  # only a label for the printout
     peak_tflops: float = 312.0  # dense bf16 peak of an A100
+    # memory of one GPU in GB (10⁹ bytes, as printed): a job needing more is flagged with the
+    # switches that make it fit. 80: the A100-80GB (80 GiB ≈ 85.9 GB; the rest covers the CUDA
+    # context and the allocator's slack).
+    gpu_memory_gb: float = 80.0
     utilisation: float = 0.4  # fraction of the peak a frozen-T5 step sustains (MFU)
     input_len: int | None = None  # encoder input tokens per example; None = the task's maximum
     target_len: int | None = None  # decoder tokens per example; None = the task's maximum
@@ -377,6 +381,8 @@ class CostConfig:
     def __post_init__(self) -> None:
         if not self.peak_tflops > 0:
             raise ValueError(f"cost.peak_tflops must be > 0; got {self.peak_tflops}")
+        if not self.gpu_memory_gb > 0:
+            raise ValueError(f"cost.gpu_memory_gb must be > 0; got {self.gpu_memory_gb}")
         if not 0 < self.utilisation <= 1:
             raise ValueError(f"cost.utilisation must be in (0, 1]; got {self.utilisation}")
         for key in ("input_len", "target_len"):

@@ -2,7 +2,9 @@
 
 ``python -m repro.run ... dry_run=true`` prints one job's estimate and exits;
 ``python -m repro.cost [-m] [--config-dir D --config-name N] overrides...`` expands a sweep the
-way Hydra's basic sweeper does and prints every job and the total. The formulas (docs/cluster.md):
+way Hydra's basic sweeper does and prints one line per group of jobs that cost the same (by
+model size, then the sweep's other axes that change the cost), a subtotal per size and the total
+(``--jobs``: one line per job). The formulas (docs/cluster.md):
 
 - parameters of a T5.1.1 encoder-decoder from its shape (gated-GELU FFN, relative position
   buckets in the first layer, untied LM head);
@@ -18,20 +20,29 @@ way Hydra's basic sweeper does and prints every job and the total. The formulas 
   conf/lm_adapt.yaml's defaults (batch 128, input 512 / target 512 tokens) whether or not its
   checkpoints exist already. All weights train, so a step = forward + activation backward +
   weight-gradient backward ≈ 3 × forward: FLOPs = steps × 3 × batch × forward(512, 512);
-- GPU-hours = FLOPs / (peak FLOP/s × utilisation) / 3600.
+- GPU-hours = FLOPs / (peak FLOP/s × utilisation) / 3600;
+- a job whose memory exceeds ``cost.gpu_memory_gb`` is flagged with the smallest sets of memory
+  switches that make it fit, found by re-estimating the job with each (:func:`memory_fixes`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 
 import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
-from repro.config import Config, CostConfig, ModelConfig, OptimizerConfig
+from repro.config import (
+    DEVICE_MAP_STRATEGIES,
+    Config,
+    CostConfig,
+    ModelConfig,
+    OptimizerConfig,
+)
 from repro.factoring import second_moment_numel
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -171,6 +182,7 @@ class JobCost:
     """The estimate for one job (all of its tasks)."""
 
     name: str
+    size: str  # model.size
     tasks: tuple[str, ...]
     steps: int  # per task
     params: int
@@ -181,6 +193,7 @@ class JobCost:
     total_flops: int  # every step of every task (evaluation not included)
     gpu_hours: float
     cost: CostConfig
+    config: Config | None = field(default=None, repr=False, compare=False)  # to re-estimate
 
     @property
     def memory_bytes(self) -> int:
@@ -224,6 +237,7 @@ def estimate(cfg: Config) -> JobCost:
     te, td = max(per_task)
     return JobCost(
         name=cfg.name,
+        size=cfg.model.size,
         tasks=tasks,
         steps=t.steps,
         params=params,
@@ -236,6 +250,7 @@ def estimate(cfg: Config) -> JobCost:
         total_flops=total,
         gpu_hours=gpu_hours(total, cfg.cost),
         cost=cfg.cost,
+        config=cfg,
     )
 
 
@@ -303,20 +318,150 @@ def adaptation_costs(configs: Sequence[Config]) -> list[AdaptationCost]:
     return out
 
 
+# --- does a job fit its GPU? -----------------------------------------------------------------
+
+MAX_GPUS = 8  # model.device_map spreads a job over the GPUs of one machine
+
+
+def memory_per_gpu(job: JobCost, gpus: int = 1) -> int:
+    """Bytes on the fullest GPU when ``model.device_map`` spreads the job's layers over ``gpus``
+    GPUs: weights and activations split evenly (accelerate's balanced map; layer granularity
+    ignored), the prompt state whole on one of them. ``gpus=1``: the job's memory."""
+    return -(-(job.weights_bytes + job.activation_bytes) // gpus) + job.prompt_state_bytes
+
+
+def _fits(job: JobCost, gpus: int) -> bool:
+    return memory_per_gpu(job, gpus) <= job.cost.gpu_memory_gb * 1e9
+
+
+def gpus_needed(job: JobCost) -> int | None:
+    """The fewest GPUs of ``cost.gpu_memory_gb`` that hold the job: 1, or up to MAX_GPUS when
+    its ``model.device_map`` spreads it (auto, balanced, ...); None if it does not fit."""
+    spread = job.config is not None and job.config.model.device_map in DEVICE_MAP_STRATEGIES
+    return next((k for k in range(1, MAX_GPUS + 1 if spread else 2) if _fits(job, k)), None)
+
+
+@dataclass(frozen=True)
+class MemoryFix:
+    """Switches with which a job fits its GPU, and what the job then needs."""
+
+    overrides: tuple[str, ...]  # Hydra overrides, e.g. ("model.gradient_checkpointing=true",)
+    gpus: int  # model.device_map=auto over this many GPUs (1: not spread)
+    memory_bytes: int  # on the fullest GPU
+    gpu_hours: float  # × gpus: the job holds every one of them while it runs
+
+
+def memory_fixes(cfg: Config) -> list[MemoryFix]:
+    """The smallest sets of memory switches with which the job fits ``cost.gpu_memory_gb``,
+    found by re-estimating it with each set: no part of a set fits alone, each switch is at its
+    smallest setting; fewest GPUs, then fewest switches, then fewest GPU-hours first.
+
+    The switches (those the job does not use yet): ``model.dtype=bfloat16`` (weights and
+    activations in 2 bytes), ``model.gradient_checkpointing=true`` (activations: each block's
+    input only; 1.5 × the FLOPs), ``trainer.grad_accum=N`` (batch_size / N examples per
+    micro-batch; N divides batch_size), ``model.device_map=auto`` over 2..MAX_GPUS GPUs
+    (:func:`memory_per_gpu`; the job holds all of them, so k × the GPU-hours).
+    """
+    model, trainer = cfg.model, cfg.trainer
+    batch = trainer.batch_size
+    accums = [n for n in range(trainer.grad_accum + 1, batch + 1) if batch % n == 0]
+    spread = model.device_map in DEVICE_MAP_STRATEGIES  # already spread by the job itself
+    switches = [
+        *(["model.dtype=bfloat16"] if model.dtype == "float32" else []),
+        *([] if model.gradient_checkpointing else ["model.gradient_checkpointing=true"]),
+        *(["trainer.grad_accum"] if accums else []),
+        *([] if spread else ["model.device_map=auto"]),
+    ]
+    fixes: list[tuple[set[str], MemoryFix]] = []
+    for n in range(1, len(switches) + 1):
+        for chosen in itertools.combinations(switches, n):
+            if any(found <= set(chosen) for found, _ in fixes):
+                continue  # a part of this set fits already
+            base = replace(
+                cfg,
+                model=replace(
+                    model,
+                    dtype="bfloat16" if "model.dtype=bfloat16" in chosen else model.dtype,
+                    gradient_checkpointing=model.gradient_checkpointing
+                    or "model.gradient_checkpointing=true" in chosen,
+                    device_map="auto" if "model.device_map=auto" in chosen else model.device_map,
+                ),
+            )
+            if "model.device_map=auto" in chosen:
+                gpu_counts = range(2, MAX_GPUS + 1)
+            else:
+                gpu_counts = range(1, MAX_GPUS + 1 if spread else 2)
+            options = []  # (gpus, grad_accum, job): the fewest GPUs, then the largest micro-batch
+            for accum in accums if "trainer.grad_accum" in chosen else [trainer.grad_accum]:
+                job = estimate(replace(base, trainer=replace(trainer, grad_accum=accum)))
+                gpus = next((k for k in gpu_counts if _fits(job, k)), None)
+                if gpus is not None:
+                    options.append((gpus, accum, job))
+            if not options:
+                continue
+            gpus, accum, job = min(options, key=lambda o: o[:2])
+            overrides = tuple(
+                f"trainer.grad_accum={accum}" if x == "trainer.grad_accum" else x for x in chosen
+            )
+            fix = MemoryFix(overrides, gpus, memory_per_gpu(job, gpus), gpus * job.gpu_hours)
+            fixes.append((set(chosen), fix))
+    return sorted(
+        (fix for _, fix in fixes),
+        key=lambda f: (f.gpus, len(f.overrides), f.gpu_hours, f.memory_bytes),
+    )
+
+
+def describe_fix(fix: MemoryFix, job: JobCost) -> str:
+    """``trainer.grad_accum=16 (≈ 64.11 GB)``; with what the fix adds: GPUs, GPU-hours."""
+    gpus = f" on {fix.gpus} GPUs" if fix.gpus > 1 else ""
+    each = " each" if fix.gpus > 1 else ""
+    ratio = fix.gpu_hours / job.gpu_hours if job.gpu_hours else 1.0
+    hours = f", {ratio:.3g}× the GPU-h" if abs(ratio - 1) > 1e-9 else ""
+    return f"{' '.join(fix.overrides)}{gpus} (≈ {_gb(fix.memory_bytes)}{each}{hours})"
+
+
+def memory_warning(job: JobCost) -> str | None:
+    """A warning if the job does not fit one GPU of ``cost.gpu_memory_gb``, with the switches
+    that make it fit (:func:`memory_fixes`); a note if its own ``model.device_map`` needs
+    several; None if it fits one."""
+    gpus, c = gpus_needed(job), job.cost
+    if gpus == 1:
+        return None
+    if gpus is not None:
+        return (
+            f"  note: model.device_map={job.config.model.device_map} must spread it over "
+            f">= {gpus} GPUs of {c.gpu_memory_gb:g} GB (≈ {_gb(memory_per_gpu(job, gpus))} "
+            f"each; {gpus}× the GPU-h)"
+        )
+    fixes = memory_fixes(job.config) if job.config is not None else []
+    fits = (
+        f"fits with: {' | '.join(describe_fix(f, job) for f in fixes)}"
+        if fixes
+        else f"no combination of the memory switches fits it, even on {MAX_GPUS} GPUs"
+    )
+    return (
+        f"  WARNING: needs ≈ {_gb(job.memory_bytes)}, more than the {c.gpu_memory_gb:g} GB of "
+        f"one GPU ({c.gpu}; cost.gpu_memory_gb); {fits}"
+    )
+
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.3f} MB"
 
 
 def describe(job: JobCost) -> str:
-    """One line per job: what ``dry_run=true`` prints."""
+    """One line per job, and a second if it does not fit its GPU (:func:`memory_warning`): what
+    ``dry_run=true`` prints."""
     c = job.cost
-    return (
+    line = (
         f"dry run {job.name}: {len(job.tasks)} task(s) × {job.steps} steps | "
         f"params {job.params:,} | memory ≈ {_gb(job.memory_bytes)} "
         f"(weights {_gb(job.weights_bytes)}, activations {_gb(job.activation_bytes)}/micro-batch)"
         f" | {job.flops_per_step:.3e} FLOP/step | {job.total_flops:.3e} FLOP | "
         f"{job.gpu_hours:.2f} GPU-h at {c.utilisation:.0%} of {c.peak_tflops:g} TFLOP/s ({c.gpu})"
     )
+    warning = memory_warning(job)
+    return line if warning is None else f"{line}\n{warning}"
 
 
 def describe_adaptation(a: AdaptationCost) -> str:
@@ -343,6 +488,121 @@ def describe_total(jobs: Sequence[JobCost], adaptations: Sequence[AdaptationCost
     )
 
 
+# --- a sweep in groups -----------------------------------------------------------------------
+
+
+@dataclass
+class JobGroup:
+    """Jobs of one model size and one value of each sweep axis that changes the cost."""
+
+    size: str
+    axes: tuple[str, ...]  # the axis overrides, e.g. ("prompt_len=100",)
+    jobs: list[JobCost]
+
+    @property
+    def label(self) -> str:
+        return " ".join((f"model={self.size}", *self.axes))
+
+    @property
+    def largest(self) -> JobCost:
+        return max(self.jobs, key=lambda j: j.memory_bytes)
+
+
+def _signature(job: JobCost) -> tuple:
+    """What a group line shows of a job: jobs with equal signatures print alike."""
+    return (
+        job.size,
+        job.tasks,
+        job.steps,
+        job.params,
+        job.memory_bytes,
+        job.flops_per_step,
+        job.total_flops,
+        astuple(job.cost),
+    )
+
+
+def group_jobs(jobs: Sequence[JobCost], overrides: Sequence[Sequence[str]]) -> list[JobGroup]:
+    """The jobs of a sweep grouped by model size, then by the sweep's other axes (the override
+    keys whose value differs between jobs) in sweep order, leaving out every axis along which
+    the jobs cost the same (a seed, an initialiser): within a group all jobs print alike.
+    Sizes, and groups within a size, in sweep order.
+
+    Args:
+        overrides: each job's overrides (``key=value``), as the sweeper expanded them.
+    """
+    values = [dict(o.split("=", 1) for o in job if "=" in o) for job in overrides]
+    keys = dict.fromkeys(k for v in values for k in v)
+    axes = [k for k in keys if k != "model" and len({v.get(k) for v in values}) > 1]
+
+    def split(axes: Sequence[str]) -> dict[tuple[str, ...], list[JobCost]]:
+        groups: dict[tuple[str, ...], list[JobCost]] = {}
+        for job, v in zip(jobs, values, strict=True):
+            key = (job.size, *(f"{k}={v[k]}" for k in axes if k in v))
+            groups.setdefault(key, []).append(job)
+        return groups
+
+    for axis in reversed(list(axes)):  # the last axes first: seeds usually come last
+        fewer = [k for k in axes if k != axis]
+        if all(len({_signature(j) for j in g}) == 1 for g in split(fewer).values()):
+            axes = fewer
+    groups = [JobGroup(key[0], key[1:], group) for key, group in split(axes).items()]
+    sizes = list(dict.fromkeys(g.size for g in groups))
+    return sorted(groups, key=lambda g: sizes.index(g.size))  # stable: sweep order within
+
+
+def describe_group(group: JobGroup, width: int = 0) -> str:
+    """One line per group: its jobs, steps, memory of its largest job, FLOPs and GPU-hours."""
+    job = group.largest
+    flops = sum(j.total_flops for j in group.jobs)
+    hours = sum(j.gpu_hours for j in group.jobs)
+    return (
+        f"{group.label + ':':<{width + 1}} {len(group.jobs)} job(s) × {len(job.tasks)} task(s) × "
+        f"{job.steps} steps | params {job.params:,} | memory ≈ {_gb(job.memory_bytes)} | "
+        f"{flops:.3e} FLOP | {hours:.2f} GPU-h"
+    )
+
+
+def describe_subtotal(size: str, jobs: Sequence[JobCost]) -> str:
+    """The jobs of one model size."""
+    flops = sum(j.total_flops for j in jobs)
+    hours = sum(j.gpu_hours for j in jobs)
+    peak = max(j.memory_bytes for j in jobs)
+    return (
+        f"subtotal model={size}: {len(jobs)} job(s) | {flops:.3e} FLOP | {hours:.2f} GPU-h | "
+        f"largest job memory ≈ {_gb(peak)}"
+    )
+
+
+def describe_groups(jobs: Sequence[JobCost], overrides: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a grouped sweep: a header with the GPU assumed, per size its groups (each
+    followed by its memory warning, if any) and, if it has several, their subtotal."""
+    groups = group_jobs(jobs, overrides)
+    axes = dict.fromkeys(a.split("=", 1)[0] for g in groups for a in g.axes)
+    costs = {astuple(j.cost) for j in jobs}
+    c = jobs[0].cost
+    gpu = (
+        f"{c.gpu}: {c.gpu_memory_gb:g} GB, {c.utilisation:.0%} of {c.peak_tflops:g} TFLOP/s"
+        if len(costs) == 1
+        else "cost.* differs between the groups"
+    )
+    lines = [
+        f"{len(jobs)} job(s) in {len(groups)} group(s) of equal cost, by "
+        f"{', '.join(['model', *axes])} ({gpu}; --jobs: one line per job)"
+    ]
+    width = max(len(g.label) for g in groups)
+    for size in dict.fromkeys(g.size for g in groups):
+        of_size = [g for g in groups if g.size == size]
+        for group in of_size:
+            lines.append(describe_group(group, width))
+            warning = memory_warning(group.largest)
+            if warning is not None:
+                lines.append(warning)
+        if len(of_size) > 1:
+            lines.append(describe_subtotal(size, [j for g in of_size for j in g.jobs]))
+    return lines
+
+
 # --- the sweep CLI ----------------------------------------------------------------------------
 
 
@@ -356,6 +616,19 @@ def sweep_configs(
     """The validated config of every job ``python -m repro.run [-m] ...`` would launch, in order
     (the config's ``hydra.sweeper.params`` first, then the command line, as Hydra's basic
     sweeper expands them)."""
+    jobs = sweep_jobs(overrides, multirun=multirun, config_dir=config_dir, config_name=config_name)
+    return [cfg for _, cfg in jobs]
+
+
+def sweep_jobs(
+    overrides: Sequence[str],
+    *,
+    multirun: bool = False,
+    config_dir: str | None = None,
+    config_name: str = "config",
+) -> list[tuple[list[str], Config]]:
+    """Every job of :func:`sweep_configs` with its overrides (``key=value``, as the sweeper
+    expanded them)."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -382,17 +655,20 @@ def sweep_configs(
             cfg = compose(config_name, overrides=[*search, *job], return_hydra_config=True)
             with open_dict(cfg):
                 del cfg["hydra"]
-            configs.append(to_config(cfg))
+            configs.append((list(job), to_config(cfg)))
     return configs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m repro.cost",
-        description="Per-job and total cost of `python -m repro.run [-m] overrides...` "
-        "(parameters, memory, FLOPs, GPU-hours); loads no weights.",
+        description="Cost of `python -m repro.run [-m] overrides...` (parameters, memory, "
+        "FLOPs, GPU-hours), a sweep in groups of jobs that cost the same, with subtotals per "
+        "model size and the total; warns about jobs that do not fit cost.gpu_memory_gb. "
+        "Loads no weights.",
     )
     parser.add_argument("-m", "--multirun", action="store_true", help="expand a sweep")
+    parser.add_argument("--jobs", action="store_true", help="one line per job, not per group")
     parser.add_argument("--config-dir", "-cd", default=None)
     parser.add_argument("--config-name", "-cn", default="config")
     parser.add_argument("overrides", nargs="*")
@@ -400,12 +676,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from repro.cli import cli_error_message
 
     try:
-        configs = sweep_configs(
+        expanded = sweep_jobs(
             args.overrides,
             multirun=args.multirun,
             config_dir=args.config_dir,
             config_name=args.config_name,
         )
+        configs = [cfg for _, cfg in expanded]
         jobs = [estimate(cfg) for cfg in configs]
         adaptations = adaptation_costs(configs)
     except Exception as err:
@@ -414,8 +691,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    for job in jobs:
-        print(describe(job))
+    if args.jobs or len(jobs) == 1:
+        for job in jobs:
+            print(describe(job))
+    else:
+        print("\n".join(describe_groups(jobs, [o for o, _ in expanded])))
     for adaptation in adaptations:
         print(describe_adaptation(adaptation))
     print(describe_total(jobs, adaptations))

@@ -117,32 +117,165 @@ def test_prompt_state_follows_the_factoring_rule():
 
 
 def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
-    code = cost.main(["-m", "model=small,xxl", "task=rte", "seed=0,1"])
+    code = cost.main(["-m", "--jobs", "model=small,xxl", "task=rte", "seed=0,1"])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert len(out) == 5  # 4 jobs + the total
-    assert [line.split(":")[0] for line in out[:4]] == [
+    lines = [x for x in out if x.startswith("dry run")]
+    assert [line.split(":")[0] for line in lines] == [
         "dry run rte-small-lm_adapt100k-p100-class_label-s0",
         "dry run rte-small-lm_adapt100k-p100-class_label-s1",
         "dry run rte-xxl-lm_adapt100k-p100-class_label-s0",
         "dry run rte-xxl-lm_adapt100k-p100-class_label-s1",
     ]
-    assert "params 11,135,332,352" in out[3]
+    assert "params 11,135,332,352" in lines[3]
+    # each xxl job (358 GB in fp32) is followed by its memory warning; small fits
+    assert out == [lines[0], lines[1], lines[2], out[3], lines[3], out[5], out[6]]
+    assert out[3].startswith("  WARNING") and out[5] == out[3]
     jobs = [
         cost.estimate(c)
         for c in cost.sweep_configs(["model=small,xxl", "task=rte", "seed=0,1"], multirun=True)
     ]
     hours = sum(j.gpu_hours for j in jobs)
-    assert out[4].startswith("total: 4 job(s)") and f"| {hours:.2f} GPU-h" in out[4]
+    assert out[6].startswith("total: 4 job(s)") and f"| {hours:.2f} GPU-h" in out[6]
 
 
-def test_cost_cli_reads_a_sweep_file(capsys):
-    assert (
-        cost.main(["-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "fig3a_prompt_len"])
-        == 0
+def test_a_sweep_file_prints_in_groups_by_size_then_the_axes_that_change_the_cost():
+    """Figure 3(a): 75 jobs = 5 sizes × 5 prompt lengths × 3 seeds print as 25 groups of 3 (the
+    seed changes nothing), a subtotal per size and the total, which sum the jobs exactly."""
+    expanded = cost.sweep_jobs(
+        [], multirun=True, config_dir=str(ROOT / "sweeps"), config_name="fig3a_prompt_len"
     )
+    jobs = [cost.estimate(cfg) for _, cfg in expanded]
+    out = cost.describe_groups(jobs, [o for o, _ in expanded])
+    assert out[0].startswith("75 job(s) in 25 group(s) of equal cost, by model, prompt_len (")
+    groups = [x for x in out[1:] if x.startswith("model=")]
+    sizes = ["small", "base", "large", "xl", "xxl"]
+    labels = [f"model={m} prompt_len={p}" for m in sizes for p in (1, 5, 20, 100, 150)]
+    assert [x.split(":")[0].strip() for x in groups] == labels
+    steps = "3 job(s) × 8 task(s) × 30000 steps |"
+    assert all(x.split(":")[1].lstrip().startswith(steps) for x in groups)
+    for size in sizes:
+        of_size = [j for j in jobs if j.size == size]
+        hours = sum(j.gpu_hours for j in of_size)
+        flops = sum(j.total_flops for j in of_size)
+        (line,) = [x for x in out if x.startswith(f"subtotal model={size}:")]
+        assert line == (
+            f"subtotal model={size}: 15 job(s) | {flops:.3e} FLOP | {hours:.2f} GPU-h | "
+            f"largest job memory ≈ {cost._gb(max(j.memory_bytes for j in of_size))}"
+        )
+    xxl_150 = [j for j in jobs if j.size == "xxl" and j.config.prompt_len == 150]
+    assert groups[-1].endswith(
+        f"memory ≈ {cost._gb(xxl_150[0].memory_bytes)} | "
+        f"{sum(j.total_flops for j in xxl_150):.3e} FLOP | "
+        f"{sum(j.gpu_hours for j in xxl_150):.2f} GPU-h"
+    )
+    # a warning under each group that does not fit 80 GB, none under those that do
+    by_label = {f"model={j.size} prompt_len={j.config.prompt_len}": j for j in jobs}
+    for i, line in enumerate(out):
+        if line.startswith("model="):
+            job = by_label[line.split(":")[0].strip()]
+            warned = i + 1 < len(out) and out[i + 1].startswith("  WARNING")
+            assert warned == (job.memory_bytes > 80e9)
+    assert len(out) == 1 + 25 + sum(j.memory_bytes > 80e9 for j in by_label.values()) + 5
+    assert cost.describe_total(jobs).startswith("total: 75 job(s)")
+
+
+def test_cost_cli_prints_groups_then_the_total(capsys):
+    args = ["model=small,xl", "task=rte", "prompt_len=1,100", "seed=0,1"]
+    assert cost.main(["-m", *args]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].startswith("total: 75 job(s)")
+    expanded = cost.sweep_jobs(args, multirun=True)
+    jobs = [cost.estimate(cfg) for _, cfg in expanded]
+    assert out == [*cost.describe_groups(jobs, [o for o, _ in expanded]), cost.describe_total(jobs)]
+    assert out[-1].startswith("total: 8 job(s)")
+
+
+def test_groups_leave_out_the_axes_along_which_the_jobs_cost_the_same():
+    args = ["model=small,base", "task=rte", "prompt_len=1,100", "init=random_uniform,class_label"]
+    expanded = cost.sweep_jobs([*args, "seed=0,1"], multirun=True)
+    jobs = [cost.estimate(cfg) for _, cfg in expanded]
+    groups = cost.group_jobs(jobs, [o for o, _ in expanded])
+    assert [(g.label, len(g.jobs)) for g in groups] == [
+        ("model=small prompt_len=1", 4),
+        ("model=small prompt_len=100", 4),
+        ("model=base prompt_len=1", 4),
+        ("model=base prompt_len=100", 4),
+    ]
+    assert sorted(j.name for g in groups for j in g.jobs) == sorted(j.name for j in jobs)
+
+
+def test_a_single_job_prints_one_line_as_before(capsys):
+    for argv in (["model=small", "task=rte"], ["-m", "model=small", "task=rte"]):
+        assert cost.main(argv) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert [x.split(":")[0] for x in out] == [
+            "dry run rte-small-lm_adapt100k-p100-class_label-s0",
+            "total",
+        ]
+
+
+def _fixes_printed(warning: str) -> list[tuple[list[str], int]]:
+    """(overrides, GPUs) of each switch set a warning names after "fits with: "."""
+    fixes = []
+    for entry in warning.split("fits with: ", 1)[1].split(" | "):
+        head = entry.split(" (≈")[0]
+        gpus = int(head.split(" on ")[1].split()[0]) if " on " in head else 1
+        fixes.append(([x for x in head.split() if "=" in x], gpus))
+    return fixes
+
+
+def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
+    """XXL at the defaults (fp32, batch 32 × 612 tokens) needs ≈ 358 GB. Each switch set the
+    warning names, applied as an override and estimated again, fits the 80 GB; none of its
+    parts does; the docs' recipe (bf16 + checkpointing) fits; Small fits and is not warned."""
+    args = ["model=xxl", "task=rte"]
+    job = cost.estimate(compose_config(*args))
+    assert job.cost.gpu_memory_gb == 80 and job.memory_bytes > 350e9
+    line, warning = cost.describe(job).split("\n")
+    assert line.startswith("dry run rte-xxl") and warning.startswith(
+        f"  WARNING: needs ≈ {cost._gb(job.memory_bytes)}, more than the 80 GB of one GPU"
+    )
+    fixes = _fixes_printed(warning)
+    assert (["trainer.grad_accum=16"], 1) in fixes
+    assert (["model.gradient_checkpointing=true"], 1) in fixes
+    assert (["model.device_map=auto"], 5) in fixes
+    assert [gpus for _, gpus in fixes] == sorted(gpus for _, gpus in fixes)  # one GPU first
+
+    def per_gpu(overrides, gpus):
+        return cost.memory_per_gpu(cost.estimate(compose_config(*args, *overrides)), gpus)
+
+    for overrides, gpus in fixes:
+        assert per_gpu(overrides, gpus) <= 80e9, overrides
+        for dropped in overrides:  # no part of the set fits
+            rest = [x for x in overrides if x != dropped]
+            assert per_gpu(rest, 1 if "device_map" in dropped else gpus) > 80e9, rest
+        if gpus > 1:
+            assert per_gpu(overrides, gpus - 1) > 80e9
+    assert per_gpu(["trainer.grad_accum=8"], 1) > 80e9  # 16 is the smallest that fits
+    assert per_gpu(["model.dtype=bfloat16", "model.gradient_checkpointing=true"], 1) <= 80e9
+    docs = cost.estimate(
+        compose_config(*args, "model.dtype=bfloat16", "model.gradient_checkpointing=true")
+    )
+    assert cost.memory_warning(docs) is None
+
+    small = cost.estimate(compose_config("model=small", "task=rte"))
+    assert cost.memory_warning(small) is None and "\n" not in cost.describe(small)
+    # a smaller card: Small no longer fits 8 GB, and is told what does
+    tight = cost.estimate(compose_config("model=small", "task=rte", "cost.gpu_memory_gb=8"))
+    assert "more than the 8 GB of one GPU" in cost.describe(tight)
+
+
+def test_a_job_spread_by_its_own_device_map_is_told_how_many_gpus():
+    job = cost.estimate(compose_config("model=xxl", "task=rte", "model.device_map=auto"))
+    assert cost.gpus_needed(job) == 5
+    assert cost.memory_per_gpu(job, 5) <= 80e9 < cost.memory_per_gpu(job, 4)
+    assert cost.memory_warning(job).startswith(
+        "  note: model.device_map=auto must spread it over >= 5 GPUs of 80 GB"
+    )
+    huge = cost.estimate(compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=1"))
+    assert cost.memory_warning(huge).endswith(
+        "no combination of the memory switches fits it, even on 8 GPUs"
+    )
 
 
 def test_own_lm_adaptation_is_priced_once_per_size(capsys):
@@ -192,6 +325,8 @@ def test_cost_cli_bad_override_is_one_line(capsys):
     models = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
     assert "base, large, small, tiny" in models and "xl, xxl" in models
     assert err == f"error: model='huge' is not allowed; choose one of: {models}\n"
+    assert cost.main(["cost.gpu_memory_gb=0"]) == 2
+    assert capsys.readouterr().err == "error: cost.gpu_memory_gb must be > 0; got 0.0\n"
 
 
 def test_dry_run_prints_and_loads_nothing(tmp_path):
@@ -223,3 +358,20 @@ def test_dry_run_prints_and_loads_nothing(tmp_path):
     assert not (tmp_path / "cache").exists()  # nor the toy data
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert {p.name for p in run_dir.iterdir()} <= {".hydra", "run.log"}
+
+
+def test_dry_run_of_a_job_too_large_prints_one_job_and_its_warning(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    args = ["model=xxl", "task=rte"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "repro.run", *args, "dry_run=true", f"paths.root={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [x for x in proc.stdout.splitlines() if x.startswith(("dry run", "  WARNING"))]
+    assert lines == cost.describe(cost.estimate(compose_config(*args))).splitlines()
+    assert len(lines) == 2 and "fits with: " in lines[1]
