@@ -1,22 +1,38 @@
 """The paper's figures redrawn from our runs: Figure 3 (a)-(d) panels and Figure 1.
 
-Every panel reads a SuperGLUE frame (`repro.collect.superglue_frame`): x = frozen model
-parameters (log scale, one tick per size present), y = SuperGLUE score, one line per axis value
-with the paper's legend label, error bars = std over seeds. Points whose `mean` is NA (no seed
-with all tasks finished) are not drawn; a single seed draws no error bar.
+Every panel reads a SuperGLUE frame (`repro.collect.superglue_frame`) and is drawn the way the
+paper's are, with what a reader needs to trust it:
+
+- x = frozen model parameters on a log axis, one tick at each size's parameter count (labelled
+  with the count, e.g. "77M", "11.1B"); the size names ("Small" … "XXL") sit at the same
+  positions on a top axis. A single size gets a decade around it.
+- y = SuperGLUE score, limits always inside [0, 100] (a saturated panel reads 90-100, never
+  95-105), at least 10 points tall.
+- one line per axis value with the paper's legend label; the legend (outside the axes, so it
+  covers no point) has a title naming the axis, e.g. "Prompt length".
+- mean ± std over seeds: error bars and a light band. A point with one seed has no spread, and
+  the legend says so ("1 seed: no spread") rather than drawing nothing silently.
+- series never hide each other: at each size the lines are spread around the tick by a small
+  fixed factor (the "dodge", `DODGE_FRACTION`), the same for every point of a line.
+- the paper's reference points (`results/paper/reference.csv`: T5-XXL, GPT-3) are drawn only
+  next to T5.1.1 sizes (`non_t5_sizes`): beside a toy or tiny model they would read as a
+  comparison, so they are left out with a `ReferenceWarning`, and the plot says "toy model,
+  not T5". Points whose `mean` is NA (no seed with all tasks finished) are not drawn.
 
     runs = collect_runs(["multirun/fig3a"])
     fig = plot_panel(superglue_frame(panel_runs(runs, "prompt_len"), "prompt_len"), "prompt_len")
-    save_figure(fig, "results/figures", "figure3a_prompt_len")
+    save_figure(fig, "results/figures", "figure3a_prompt_len")  # .png and .pdf
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +44,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, NullLocator
+from matplotlib.ticker import NullLocator
 
-from repro.collect import ABLATION_AXES, SUPERGLUE_TASKS, panel_runs, superglue_frame
+from repro.collect import ABLATION_AXES, SUPERGLUE_TASKS, T5_PARAMS, panel_runs, superglue_frame
 
 # Legend labels and line order exactly as in the paper's Figure 3.
 AXIS_LABELS: dict[str, dict[Any, str]] = {
@@ -54,6 +71,13 @@ PANEL_TITLES = {
     "objective": "(c) Pre-training method",
     "lm_adapt_steps": "(d) LM adaptation steps",
 }
+# The legend's title: which axis the lines vary.
+LEGEND_TITLES = {
+    "prompt_len": "Prompt length",
+    "init": "Prompt initialization",
+    "objective": "Pre-training objective",
+    "lm_adapt_steps": "LM adaptation steps",
+}
 SIZE_LABELS = {"small": "Small", "base": "Base", "large": "Large", "xl": "XL", "xxl": "XXL"}
 _REFERENCE_MARKERS = ("*", "D", "s", "^", "v", "P")
 # Figure 3(d): the LM-adaptation recipe of each line (`lm_adapt_source` of the frame), shown in
@@ -64,9 +88,26 @@ _UNKNOWN_SOURCE = ("source unknown", ("-.", "x"))
 # Rows of results/paper/reference.csv whose split says the number is not checked are not drawn.
 UNSTATED_SPLITS = ("", "unverified")
 
+# The dodge: with n lines in a panel, line i is drawn at params × 10^((i - (n-1)/2) · step),
+# the same factor at every size, so equal scores sit side by side instead of on top of each
+# other; the ticks stay at the true counts. step = DODGE_FRACTION of the axis' span in decades
+# (at least one decade), and at most MAX_DODGE_SHARE of the narrowest gap between two sizes
+# shared among the lines, so the clusters of two sizes never meet.
+DODGE_FRACTION = 0.02
+MAX_DODGE_SHARE = 0.5
+SCORE_LIMITS = (0.0, 100.0)  # the y axis never leaves them (scores are percentages)
+MIN_SCORE_SPAN = 10.0  # a flat panel still reads as a score axis, not 51.9-52.1
+# The paper's numbers are for T5.1.1 (and GPT-3); a point is comparable with them only if its
+# size is one of small…xxl with at least T5_MIN_PARAMS parameters (T5.1.1 Small has 77M).
+T5_MIN_PARAMS = 7e7
+TOY_NOTE = "toy model, not T5"
+SINGLE_SEED_NOTE = "1 seed: no spread"
+LEGEND_FONTSIZE = 9
+
 
 class ReferenceWarning(UserWarning):
-    """Reference rows left out of a plot because their source is not stated."""
+    """Reference rows left out of a plot: their source is not stated, or the plotted models are
+    not T5.1.1 sizes (a toy model beside T5-XXL and GPT-3 would read as a comparison)."""
 
 
 def axis_label(axis: str, value: Any) -> str:
@@ -115,23 +156,20 @@ def _source_legend(source: Any) -> tuple[str, tuple[str, str]]:
     return _UNKNOWN_SOURCE if source is None else (str(source), _UNKNOWN_SOURCE[1])
 
 
-def _size_ticks(ax: Axes, ticks: dict[float, str]) -> None:
-    """One labelled tick per model size on the log x axis, no minor-tick clutter."""
-    xs = sorted(ticks)
-    ax.set_xscale("log")
-    ax.set_xticks(xs, [ticks[x] for x in xs])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    if len(xs) == 1:  # a single size: give the log axis some room either side
-        ax.set_xlim(xs[0] / 2, xs[0] * 2)
-
-
 def _size_label(size: Any, params: float) -> str:
     if isinstance(size, str) and size.lower() in SIZE_LABELS:
         return SIZE_LABELS[size.lower()]
     if isinstance(size, str) and size:
         return size
-    return f"{params / 1e6:.3g}M" if params < 1e9 else f"{params / 1e9:.3g}B"
+    return _count_label(params)
+
+
+def _count_label(params: float) -> str:
+    """A parameter count as the x tick reads it: 76961152 → "77M", 11135332352 → "11.1B"."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if params >= scale:
+            return f"{params / scale:.3g}{suffix}"
+    return f"{params:.3g}"
 
 
 def _check_frame(frame: pd.DataFrame, needed: Sequence[str]) -> None:
@@ -146,6 +184,208 @@ def _check_frame(frame: pd.DataFrame, needed: Sequence[str]) -> None:
         raise ValueError(f"no parameter count for size(s) {sizes}: the x axis needs `params`")
 
 
+def non_t5_sizes(frame: pd.DataFrame) -> list[str]:
+    """The sizes of a figure frame that are no T5.1.1 size: not one of small…xxl, or fewer than
+    `T5_MIN_PARAMS` parameters (toy and tiny models). Empty: the paper's points may be drawn
+    beside this frame's."""
+    size = frame["size"].astype(str).str.lower()
+    t5 = size.isin(list(T5_PARAMS)) & frame["params"].astype(float).ge(T5_MIN_PARAMS)
+    return sorted(set(frame.loc[~t5, "size"].astype(str)))
+
+
+@dataclass
+class _Line:
+    """One drawn series: its points (sorted by params) and how it looks."""
+
+    label: str
+    rows: pd.DataFrame  # params, size, mean, std (NaN: one seed), n_seeds if known
+    color: str
+    linestyle: str = "-"
+    marker: str = "o"
+
+    def single_seed(self) -> np.ndarray:
+        single = self.rows["std"].isna()
+        if "n_seeds" in self.rows.columns:
+            single |= self.rows["n_seeds"].eq(1).fillna(False).astype(bool)
+        return single.to_numpy(dtype=bool)
+
+
+def _seed_note(line: _Line) -> str:
+    """What the legend adds to a line with one seed somewhere: " (1 seed: no spread)", or
+    " (1 seed at Base: no spread)" when only some sizes have one; "" otherwise."""
+    single = line.single_seed()
+    if not single.any():
+        return ""
+    if single.all():
+        return f" ({SINGLE_SEED_NOTE})"
+    rows = line.rows[single]
+    at = dict.fromkeys(map(_size_label, rows["size"], rows["params"].astype(float)))
+    return f" (1 seed at {', '.join(at)}: no spread)"
+
+
+def _dodge_step(xs: Sequence[float], n_lines: int) -> float:
+    """The dodge step in decades for `n_lines` lines over sizes `xs` (see `DODGE_FRACTION`)."""
+    if n_lines < 2:
+        return 0.0
+    logs = np.log10(sorted(set(xs)))
+    step = DODGE_FRACTION * max(float(logs[-1] - logs[0]), 1.0)
+    if len(logs) > 1:
+        step = min(step, MAX_DODGE_SHARE * float(np.diff(logs).min()) / (n_lines - 1))
+    return step
+
+
+def dodge_factors(n_lines: int, step: float) -> list[float]:
+    """The x factor of each of `n_lines` lines, centred on 1: 10^((i - (n-1)/2) · step)."""
+    return [10 ** ((i - (n_lines - 1) / 2) * step) for i in range(n_lines)]
+
+
+def _score_limits(low: float, high: float) -> tuple[float, float]:
+    """y limits around [low, high] with a margin, at least MIN_SCORE_SPAN tall, inside
+    SCORE_LIMITS (a panel at 100 reads 90-100, not 95-105)."""
+    floor, ceil = SCORE_LIMITS
+    pad = max(0.08 * (high - low), 1.0)
+    low, high = max(floor, low - pad), min(ceil, high + pad)
+    if high - low < MIN_SCORE_SPAN:
+        mid = (low + high) / 2
+        low, high = mid - MIN_SCORE_SPAN / 2, mid + MIN_SCORE_SPAN / 2
+        if low < floor:
+            low, high = floor, floor + MIN_SCORE_SPAN
+        if high > ceil:
+            low, high = ceil - MIN_SCORE_SPAN, ceil
+    return low, high
+
+
+def _size_axis(ax: Axes, ticks: dict[float, str], half_cluster: float) -> None:
+    """The log x axis: a tick at each parameter count (labelled with the count), the size
+    names at the same positions on a top axis, room for the dodged clusters either side."""
+    xs = sorted(ticks)
+    logs = np.log10(xs)
+    span = float(logs[-1] - logs[0])
+    pad = 0.5 if span == 0 else 0.1 * span + half_cluster  # one size: a decade around it
+    ax.set_xscale("log")
+    ax.set_xlim(10 ** (logs[0] - pad), 10 ** (logs[-1] + pad))
+    ax.set_xticks(xs, [_count_label(x) for x in xs])
+    ax.xaxis.set_minor_locator(NullLocator())
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(xs, [ticks[x] for x in xs])
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(axis="x", labelsize=LEGEND_FONTSIZE)
+
+
+def _draw(
+    ax: Axes,
+    lines: list[_Line],
+    reference: pd.DataFrame | None,
+    *,
+    legend_title: str | None,
+    title: str,
+    ylabel: str,
+) -> None:
+    """Draw `lines` (dodged, error bars + band) and the reference rows; set both axes, the
+    title and the legend."""
+    ticks: dict[float, str] = {}
+    for line in lines:
+        for s, p in zip(line.rows["size"], line.rows["params"], strict=True):
+            ticks[float(p)] = _size_label(s, float(p))
+    ref_ticks = {} if reference is None else _reference_ticks(reference)
+    ticks = {**ref_ticks, **ticks}  # a size's own name wins over a reference's
+    step = _dodge_step(list(ticks), len(lines))
+    lows: list[float] = []
+    highs: list[float] = []
+
+    # the lines: a light band and error bars where there is a spread
+    all_single = bool(lines) and all(line.single_seed().all() for line in lines)
+    for line, factor in zip(lines, dodge_factors(len(lines), step), strict=True):
+        x = line.rows["params"].astype(float).to_numpy() * factor
+        mean = line.rows["mean"].astype(float).to_numpy()
+        std = line.rows["std"].astype(float).to_numpy()  # NaN: one seed, nothing drawn
+        spread = np.isfinite(std)
+        label = line.label if all_single else line.label + _seed_note(line)
+        if spread.any():
+            ax.fill_between(
+                x, mean - std, mean + std, where=spread, color=line.color, alpha=0.15, linewidth=0
+            )
+        container = ax.errorbar(
+            x,
+            mean,
+            yerr=std,
+            color=line.color,
+            linestyle=line.linestyle,
+            marker=line.marker,
+            markersize=5,
+            capsize=3,
+            label=label,
+        )
+        container.lines[0].set_clip_on(False)  # a point at 0 or 100 shows whole at the edge
+        lows += list(np.where(spread, mean - std, mean))
+        highs += list(np.where(spread, mean + std, mean))
+
+    # the paper's points, in black and never dodged
+    if reference is not None:
+        for i, row in enumerate(reference.itertuples(index=False)):
+            ax.scatter(
+                [float(row.params)],
+                [float(row.superglue)],
+                marker=_REFERENCE_MARKERS[i % len(_REFERENCE_MARKERS)],
+                s=60,
+                color="black",  # the paper's numbers stay apart from our coloured lines
+                zorder=3,
+                label=f"{row.method} ({row.model}, paper, {str(row.split).strip()})",
+            )
+            lows.append(float(row.superglue))
+            highs.append(float(row.superglue))
+
+    if ticks:
+        _size_axis(ax, ticks, (len(lines) - 1) / 2 * step)
+    if lows:
+        ax.set_ylim(*_score_limits(float(np.nanmin(lows)), float(np.nanmax(highs))))
+    ax.set_xlabel("Model Parameters")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if all_single:
+        legend_title = f"{legend_title}\n({SINGLE_SEED_NOTE})" if legend_title else SINGLE_SEED_NOTE
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ours = [i for i, h in enumerate(handles) if isinstance(h, ErrorbarContainer)]
+        order = ours + [i for i in range(len(handles)) if i not in ours]  # our lines first
+        ax.legend(
+            [handles[i] for i in order],
+            [labels[i] for i in order],
+            title=legend_title,
+            alignment="left",
+            fontsize=LEGEND_FONTSIZE,
+            title_fontsize=LEGEND_FONTSIZE,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),  # outside the axes: the legend covers no point
+            borderaxespad=0.0,
+            frameon=False,
+        )
+
+
+def _references_for(frame: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The reference rows to draw beside `frame`'s points: none unless every point is a T5.1.1
+    size (`non_t5_sizes`, else a `ReferenceWarning` says why), and of those only the rows
+    whose source is stated (`stated_reference`)."""
+    if reference is None:
+        return None
+    others = non_t5_sizes(frame)
+    if others:
+        warnings.warn(
+            f"the paper's reference points (T5-XXL, GPT-3) are left out: size(s) {others} are "
+            f"no T5.1.1 size (small…xxl, >= {T5_MIN_PARAMS:.0e} parameters), and the paper's "
+            "scores beside a toy model's would read as a comparison",
+            ReferenceWarning,
+            stacklevel=3,
+        )
+        return None
+    return stated_reference(reference)
+
+
+def _toy_title(title: str, frame: pd.DataFrame) -> str:
+    return f"{title}\n({TOY_NOTE})" if non_t5_sizes(frame) else title
+
+
 def plot_panel(
     frame: pd.DataFrame,
     axis: str,
@@ -158,15 +398,17 @@ def plot_panel(
     """One Figure 3 panel: a line per value of `axis`, mean ± std over seeds vs model size.
 
     Args:
-        frame: `superglue_frame(runs, axis)` (columns size, params, <axis>, mean, std).
+        frame: `superglue_frame(runs, axis)` (columns size, params, <axis>, mean, std; n_seeds
+            if present marks single-seed points).
         axis: `prompt_len`, `init`, `objective`, `lm_adapt_steps` (or any column of `frame`).
             For `lm_adapt_steps`, a frame with `lm_adapt_source` draws one line per step count
             and recipe, labelled e.g. "100K (released)", "10K (own)", "0K (none: T5.1.1)",
             the recipe also in the line style (released solid, own dashed, none dotted).
         ax: draw into this axes (e.g. one cell of a grid); default a new figure.
-        title: default the paper's panel caption, e.g. "(a) Prompt length".
-        reference: optional reference points (`results/paper/reference.csv` layout); only
-            rows with a stated source are drawn (`stated_reference`).
+        title: default the paper's panel caption, e.g. "(a) Prompt length" (+ "toy model, not
+            T5" for a frame of other sizes).
+        reference: optional reference points (`results/paper/reference.csv` layout); drawn only
+            beside T5.1.1 sizes and only rows with a stated source (`_references_for`).
         ylabel: y-axis label; say which tasks were averaged when they are not SuperGLUE's.
 
     Returns:
@@ -174,10 +416,11 @@ def plot_panel(
     """
     _check_frame(frame, ["size", "params", axis, "mean", "std"])
     if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 3.6))
+        fig, ax = plt.subplots(figsize=(6.4, 3.9))
     fig = ax.figure
     drawn = frame[frame["mean"].notna()]
     by_source = axis == "lm_adapt_steps" and "lm_adapt_source" in drawn.columns
+    lines = []
     for i, value in enumerate(_axis_order(axis, list(drawn[axis].dropna().unique()))):
         rows = drawn[drawn[axis] == value]
         for source in _source_order(rows["lm_adapt_source"]) if by_source else [None]:
@@ -186,31 +429,18 @@ def plot_panel(
             if by_source:
                 name, (linestyle, marker) = _source_legend(source)
                 label = f"{label} ({name})"
-            line = line.sort_values("params")
-            ax.errorbar(
-                line["params"].astype(float).to_numpy(),
-                line["mean"].astype(float).to_numpy(),
-                yerr=np.nan_to_num(line["std"].astype(float).to_numpy()),  # 1 seed: no bar
-                color=f"C{i % 10}",
-                linestyle=linestyle,
-                marker=marker,
-                markersize=4,
-                capsize=3,
-                label=label,
-            )
-    ticks = {
-        float(p): _size_label(s, float(p))
-        for s, p in zip(drawn["size"], drawn["params"], strict=True)
-    }
-    if reference is not None:
-        ticks.update(_draw_reference(ax, reference))
-    if ticks:
-        _size_ticks(ax, ticks)
-    ax.set_xlabel("Model Parameters")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title if title is not None else PANEL_TITLES.get(axis, axis))
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+            lines.append(_Line(label, line.sort_values("params"), f"C{i % 10}", linestyle, marker))
+    legend_title = LEGEND_TITLES.get(axis, axis)
+    if by_source:
+        legend_title += " (recipe)"
+    _draw(
+        ax,
+        lines,
+        _references_for(drawn, reference),
+        legend_title=legend_title,
+        title=title if title is not None else _toy_title(PANEL_TITLES.get(axis, axis), drawn),
+        ylabel=ylabel,
+    )
     return fig
 
 
@@ -237,25 +467,16 @@ def stated_reference(reference: pd.DataFrame) -> pd.DataFrame:
         warnings.warn(
             f"reference rows without a stated source are not drawn: {'; '.join(skipped)}",
             ReferenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return reference[stated]
 
 
-def _draw_reference(ax: Axes, reference: pd.DataFrame) -> dict[float, str]:
-    """Scatter the paper's reported points whose source is stated (`stated_reference`), each
-    labelled with its split; returns extra x ticks (e.g. GPT-3 175B)."""
+def _reference_ticks(reference: pd.DataFrame) -> dict[float, str]:
+    """Extra x ticks of the reference points: T5 sizes by name ("XXL"), others by model name
+    ("GPT-3 175B")."""
     ticks: dict[float, str] = {}
-    for i, row in enumerate(stated_reference(reference).itertuples(index=False)):
-        ax.scatter(
-            [float(row.params)],
-            [float(row.superglue)],
-            marker=_REFERENCE_MARKERS[i % len(_REFERENCE_MARKERS)],
-            s=60,
-            color="black",  # the paper's numbers stay apart from our coloured lines
-            zorder=3,
-            label=f"{row.method} ({row.model}, paper, {str(row.split).strip()})",
-        )
+    for row in reference.itertuples(index=False):
         model = str(row.model)
         size = model.removeprefix("T5-").lower()
         ticks[float(row.params)] = (
@@ -273,6 +494,9 @@ def plot_figure1(
 ) -> Figure:
     """Figure 1: our prompt tuning (mean ± std over seeds) vs T5 size, with the paper's points.
 
+    A frame of other sizes (toy, tiny: `non_t5_sizes`) is drawn without the paper's points,
+    with a `ReferenceWarning`, and labelled "toy model, not T5" in its legend and title.
+
     Args:
         frame: `superglue_frame(panel_runs(runs, None), None)`: one row per size.
         reference: `results/paper/reference.csv` (GPT-3 prompt design, T5-XXL model tuning and
@@ -285,29 +509,48 @@ def plot_figure1(
             "with superglue_frame(panel_runs(runs, None), None)"
         )
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.5, 4.0))
+        fig, ax = plt.subplots(figsize=(7.0, 4.2))
     fig = ax.figure
     drawn = frame[frame["mean"].notna()].sort_values("params")
-    ax.errorbar(
-        drawn["params"].astype(float).to_numpy(),
-        drawn["mean"].astype(float).to_numpy(),
-        yerr=np.nan_to_num(drawn["std"].astype(float).to_numpy()),
-        marker="o",
-        markersize=4,
-        capsize=3,
-        label="Prompt Tuning (ours)",
+    toy = bool(non_t5_sizes(drawn))
+    label = f"Prompt Tuning ({TOY_NOTE})" if toy else "Prompt Tuning (ours)"
+    _draw(
+        ax,
+        [_Line(label, drawn, "C0")],
+        _references_for(drawn, reference),
+        legend_title="Method",
+        title=_toy_title("Figure 1: prompt tuning vs model size", drawn),
+        ylabel=ylabel,
     )
-    ticks = {
-        float(p): _size_label(s, float(p))
-        for s, p in zip(drawn["size"], drawn["params"], strict=True)
-    }
-    ticks.update(_draw_reference(ax, reference))
-    _size_ticks(ax, ticks)
-    ax.set_xlabel("Model Parameters")
-    ax.set_ylabel(ylabel)
-    ax.set_title("Figure 1: prompt tuning vs model size")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_grid(
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    ylabel: str = "SuperGLUE Score",
+    reference: pd.DataFrame | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """Figure 3 as one figure: a panel per `{axis: superglue frame}`, in the given order.
+
+    Exactly one axes per panel: 1-3 panels side by side, 4 as the paper's 2x2 grid.
+    """
+    n = len(frames)
+    if n == 0:
+        raise ValueError("no panel to draw")
+    cols = n if n <= 3 else 2
+    rows = math.ceil(n / cols)
+    fig, grid = plt.subplots(
+        rows, cols, figsize=(6.4 * cols, 3.9 * rows), squeeze=False, layout="constrained"
+    )
+    cells = list(grid.flat)
+    for cell in cells[n:]:  # only for more than 4 panels: no empty slot left behind
+        cell.remove()
+    for cell, (axis, frame) in zip(cells, frames.items(), strict=False):
+        plot_panel(frame, axis, ax=cell, reference=reference, ylabel=ylabel)
+    if suptitle:
+        fig.suptitle(suptitle)
     return fig
 
 
@@ -413,14 +656,7 @@ def figure3(
         written[name] = save_figure(fig, out_dir, name)
         plt.close(fig)
 
-    cols = min(2, len(axes))
-    rows = math.ceil(len(axes) / cols)
-    fig, grid = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
-    for cell, a in zip(grid.flat, axes, strict=False):
-        plot_panel(frames[a], a, ax=cell, reference=reference, ylabel=_score_label(tasks))
-    for cell in list(grid.flat)[len(axes) :]:
-        cell.set_visible(False)
-    fig.tight_layout()
+    fig = plot_grid(frames, ylabel=_score_label(tasks), reference=reference)
     written["figure3"] = save_figure(fig, out_dir, "figure3")
     plt.close(fig)
     return written
@@ -450,21 +686,41 @@ def figure1(
 # ----------------------------------------------------------------------------- CLI
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m repro.plots results/<name>.csv -o results/figures [--tasks t1 t2] [--figure1]`."""
-    import argparse
-
-    from repro.collect import load_frame
-
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's options (`python -m repro.plots --help`); every option says what it does."""
     parser = argparse.ArgumentParser(prog="python -m repro.plots", description=main.__doc__)
     parser.add_argument("frame", help="a run frame written by python -m repro.collect")
-    parser.add_argument("-o", "--out-dir", default="results/figures", help="where PNG+PDF go")
     parser.add_argument(
-        "--tasks", nargs="+", help="tasks averaged per point (default: SuperGLUE's 8)"
+        "-o",
+        "--out-dir",
+        default="results/figures",
+        help="where every figure goes, as PNG and PDF (default %(default)s)",
     )
-    parser.add_argument("--figure1", action="store_true", help="also draw Figure 1")
-    parser.add_argument("--reference", default="results/paper/reference.csv")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        help="tasks averaged per point (default: SuperGLUE's 8; a toy or smoke frame names its "
+        "own, e.g. --tasks toy_review toy_fact)",
+    )
+    parser.add_argument(
+        "--figure1",
+        action="store_true",
+        help="also draw Figure 1 (runs at the paper's default setting vs size)",
+    )
+    parser.add_argument(
+        "--reference",
+        default="results/paper/reference.csv",
+        help="the paper's reported points drawn on Figure 1 (default %(default)s; see "
+        "results/paper/README.md); drawn only beside T5.1.1 sizes, never beside toy models",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m repro.plots results/<name>.csv -o results/figures [--tasks t1 t2] [--figure1]`."""
+    from repro.collect import load_frame
+
+    args = build_parser().parse_args(argv)
     try:
         runs = load_frame(args.frame)
     except (OSError, ValueError) as err:

@@ -1,27 +1,42 @@
-"""repro.plots: the drawn lines carry the frame's numbers; PNG and PDF files are written."""
+"""repro.plots: the drawn lines carry the frame's numbers and read like the paper's figures (log
+x axis ticked at the parameter counts, y inside [0, 100], titled legends, no series hidden,
+spread shown or said absent, the paper's points only beside T5); PNG and PDF files are written."""
 
 import warnings
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
+from repro.collect import T5_PARAMS
 from repro.plots import (
+    LEGEND_TITLES,
     ReferenceWarning,
     axis_label,
+    build_parser,
     figure1,
     figure3,
     load_reference,
     plot_figure1,
+    plot_grid,
     plot_panel,
     save_figure,
 )
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "reference.csv"
 SMALL, BASE = 76961152, 247577856
+TOY = {"toy_small": 154048, "toy_base": 394816, "toy_large": 963328}
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
 
 
 def panel_frame():
@@ -40,14 +55,28 @@ def panel_frame():
 
 
 def errorbar_lines(ax):
-    """{label: (x, y, half-length of each error bar)} from the errorbar containers."""
+    """{label: (sizes' params, y, half-length of each error bar, NaN: none)} from the errorbar
+    containers; the drawn x of a line is its sizes' params times one dodge factor (`dodged`)."""
     out = {}
     for c in ax.containers:
         assert isinstance(c, ErrorbarContainer)
         data_line, _caps, (bars,) = c.lines
-        halves = [abs(seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments()]
-        out[c.get_label()] = (list(data_line.get_xdata()), list(data_line.get_ydata()), halves)
+        halves = [
+            abs(seg[1][1] - seg[0][1]) / 2 if len(seg) else float("nan")
+            for seg in bars.get_segments()
+        ]
+        sizes = undodged(data_line.get_xdata())
+        out[c.get_label()] = (sizes, list(data_line.get_ydata()), halves)
     return out
+
+
+def undodged(xs):
+    """The parameter counts behind a line's drawn x: one common factor, within 10% of 1."""
+    known = [*T5_PARAMS.values(), *TOY.values()]
+    sizes = [min(known, key=lambda p, x=x: abs(np.log(x / p))) for x in xs]
+    factors = np.asarray(xs, dtype=float) / np.asarray(sizes, dtype=float)
+    assert np.allclose(factors, factors[0]) and 0.9 < factors[0] < 1.1, (xs, sizes)
+    return sizes
 
 
 def test_backend_is_agg():
@@ -58,17 +87,21 @@ def test_plot_panel_lines_equal_the_frame(tmp_path):
     fig = plot_panel(panel_frame(), "prompt_len")
     ax = fig.axes[0]
     lines = errorbar_lines(ax)
-    assert list(lines) == ["1", "100"]  # the paper's legend labels, in its order
-    assert lines["1"][:2] == ([SMALL, BASE], [50.0, 55.0])
-    assert lines["1"][2] == pytest.approx([1.0, 0.0])  # a single seed: NaN std → no bar
+    one = "1 (1 seed at Base: no spread)"  # the legend says where there is no spread
+    assert list(lines) == [one, "100"]  # the paper's legend labels, in its order
+    assert lines[one][:2] == ([SMALL, BASE], [50.0, 55.0])
+    assert lines[one][2] == pytest.approx([1.0, float("nan")], nan_ok=True)  # 1 seed: no bar
     assert lines["100"][:2] == ([SMALL, BASE], [60.0, 70.0])
     assert lines["100"][2] == pytest.approx([2.0, 4.0])
     assert ax.get_xscale() == "log"
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["Small", "Base"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["77M", "248M"]
     assert list(ax.get_xticks()) == [SMALL, BASE]
+    (top,) = ax.child_axes  # the size names, at the same positions
+    assert [t.get_text() for t in top.get_xticklabels()] == ["Small", "Base"]
+    assert list(top.get_xticks()) == [SMALL, BASE]
     assert ax.get_title() == "(a) Prompt length"
     assert ax.get_ylabel() == "SuperGLUE Score"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "100"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [one, "100"]
     paths = save_figure(fig, tmp_path / "figs", "panel")
     assert [p.name for p in paths] == ["panel.png", "panel.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
@@ -81,7 +114,7 @@ def test_legend_labels_follow_the_paper():
     assert axis_label("objective", "lm_adapt") == "LM Adaptation (100K)"
     assert axis_label("lm_adapt_steps", 50000.0) == "50K"  # CSV floats too
     assert axis_label("prompt_len", 150.0) == "150"
-    frame = panel_frame().rename(columns={"prompt_len": "init"})
+    frame = panel_frame().rename(columns={"prompt_len": "init"}).assign(std=1.0, n_seeds=3)
     frame["init"] = ["class_label", "random_uniform", "class_label", "random_uniform"]
     ax = plot_panel(frame, "init").axes[0]
     assert list(errorbar_lines(ax)) == ["Random Uniform", "Class Label"]
@@ -141,7 +174,8 @@ def test_plot_figure1_overlays_reference_points(tmp_path):
     }
     (warning,) = [str(w.message) for w in caught if w.category is ReferenceWarning]
     assert "Model Tuning (T5-XXL): split='unverified'" in warning
-    assert "GPT-3 175B" in [t.get_text() for t in ax.get_xticklabels()]
+    assert "GPT-3 175B" in [t.get_text() for t in ax.child_axes[0].get_xticklabels()]
+    assert "175B" in [t.get_text() for t in ax.get_xticklabels()]
     with pytest.raises(ValueError, match="one point per size"):
         plot_figure1(pd.concat([frame, frame]), ref)
 
@@ -305,6 +339,17 @@ NOTHING_TO_PLOT = [
         ["no run of task(s) ['boolq', 'cb', 'copa', 'multirc', 'record', 'rte', 'wic', 'wsc']"],
     ),
     (
+        "a toy frame without --tasks",
+        lambda: run_frame().assign(
+            task=lambda f: f["task"].map({"t1": "toy_review", "t2": "toy_fact"})
+        ),
+        [],
+        [
+            "no run of task(s) ['boolq', 'cb', 'copa', 'multirc', 'record', 'rte', 'wic', 'wsc']",
+            "it holds runs of ['toy_fact', 'toy_review']: choose among them with --tasks",
+        ],
+    ),
+    (
         "one of two tasks not in the frame",
         run_frame,
         ["--tasks", "t1", "t9"],
@@ -384,3 +429,223 @@ def test_cli_names_the_missing_columns_and_the_file(tmp_path, capsys):
         f"cannot read the run frame {path}: No columns to parse from file",
     )
     assert not (tmp_path / "fig").exists()
+
+
+# --- Figures that read like the paper's (issue 15) ---------------------------------------------
+
+PANEL_VALUES = {
+    "prompt_len": [1, 20, 100],
+    "init": ["random_uniform", "sampled_vocab", "class_label"],
+    "objective": ["span_corruption", "span_corruption_sentinel", "lm_adapt"],
+    "lm_adapt_steps": [0, 10_000, 100_000],
+}
+
+
+def axis_frame(axis, sizes=("small", "base", "large"), seeds=3, mean=None):
+    """A superglue_frame-shaped frame over `sizes`: at the first size every value scores the
+    same (identical dots), elsewhere they differ; std 1.5 (NaN with one seed)."""
+    rows = []
+    for j, size in enumerate(sizes):
+        for i, value in enumerate(PANEL_VALUES[axis]):
+            rows.append(
+                {
+                    "size": size,
+                    "params": T5_PARAMS.get(size) or TOY[size],
+                    axis: value,
+                    "mean": mean if mean is not None else 60.0 if j == 0 else 50 + 10 * j + 3 * i,
+                    "std": 1.5 if seeds > 1 else float("nan"),
+                    "n_seeds": seeds,
+                    "n_incomplete": 0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def drawn_points(ax):
+    """{label: [(x, y), ...]} as drawn (dodged x)."""
+    return {
+        c.get_label(): list(zip(c.lines[0].get_xdata(), c.lines[0].get_ydata(), strict=True))
+        for c in ax.containers
+    }
+
+
+@pytest.mark.parametrize("axis", list(PANEL_VALUES))
+def test_each_panel_reads_like_the_papers(axis):
+    """Log x ticked at the parameter counts (size names on top), y inside [0, 100], a legend
+    titled with the axis, one visible legend entry per line, no line hidden by another."""
+    fig = plot_panel(axis_frame(axis), axis)
+    ax = fig.axes[0]
+    params = [T5_PARAMS["small"], T5_PARAMS["base"], T5_PARAMS["large"]]
+    assert ax.get_xscale() == "log"
+    assert list(ax.get_xticks()) == params
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["77M", "248M", "783M"]
+    assert ax.get_xlabel() == "Model Parameters"
+    (top,) = ax.child_axes
+    assert list(top.get_xticks()) == params
+    assert [t.get_text() for t in top.get_xticklabels()] == ["Small", "Base", "Large"]
+    low, high = ax.get_ylim()
+    assert 0 <= low < high <= 100
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == LEGEND_TITLES[axis]
+    assert min(t.get_fontsize() for t in [legend.get_title(), *legend.get_texts()]) >= 8
+    # every line has its own visible legend entry
+    labels = [axis_label(axis, v) for v in PANEL_VALUES[axis]]
+    assert [t.get_text() for t in legend.get_texts()] == labels
+    assert [c.get_label() for c in ax.containers] == labels
+    assert all(h.get_visible() for h in legend.legend_handles)
+    # no line hides another: where scores coincide (every value at Small), the x positions differ
+    points = drawn_points(ax)
+    at_small = [pts[0] for pts in points.values()]
+    assert len({y for _, y in at_small}) == 1 and len({x for x, _ in at_small}) == len(labels)
+    for a, b in ((a, b) for a in points for b in points if a < b):
+        for (xa, ya), (xb, yb) in zip(points[a], points[b], strict=True):
+            assert xa != xb or ya != yb, (a, b)
+    # ... every point on the axes, and the legend beside them, covering none
+    xlow, xhigh = ax.get_xlim()
+    assert all(xlow < x < xhigh and low <= y <= high for pts in points.values() for x, y in pts)
+    fig.canvas.draw()
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+
+
+def test_dodge_is_one_factor_per_line_and_small():
+    """Each line keeps one x factor at every size (`undodged` checks it), centred on the tick."""
+    ax = plot_panel(axis_frame("prompt_len"), "prompt_len").axes[0]
+    factors = []
+    for x, _ in (pts[1] for pts in drawn_points(ax).values()):
+        factors.append(x / T5_PARAMS["base"])
+    assert factors == sorted(factors) and factors[0] < 1 < factors[-1]
+    assert factors[0] * factors[-1] == pytest.approx(1.0)  # symmetric around the true count
+    errorbar_lines(ax)  # raises unless each line has a single factor within 10%
+
+
+def test_saturated_and_zero_panels_stay_inside_0_100():
+    """A panel at 100 reads 90-100 (was 95-105), one at 0 starts at 0; dots at the edge whole."""
+    ax = plot_panel(axis_frame("init", mean=100.0).assign(std=3.0), "init").axes[0]
+    assert ax.get_ylim() == pytest.approx((90.0, 100.0))
+    assert all(not c.lines[0].get_clip_on() for c in ax.containers)  # markers drawn whole
+    ax = plot_panel(axis_frame("init", mean=0.0), "init").axes[0]
+    assert ax.get_ylim() == pytest.approx((0.0, 10.0))
+    flat = plot_panel(axis_frame("init", mean=52.0).assign(std=0.0), "init").axes[0]
+    low, high = flat.get_ylim()
+    assert high - low >= 10 and low < 52 < high  # not 51.9-52.1
+
+
+def test_a_single_size_gives_one_tick_and_room_around_it():
+    ax = plot_panel(axis_frame("prompt_len", sizes=("base",)), "prompt_len").axes[0]
+    assert list(ax.get_xticks()) == [BASE]
+    assert [t.get_text() for t in ax.child_axes[0].get_xticklabels()] == ["Base"]
+    low, high = ax.get_xlim()
+    assert low <= BASE / 2 and high >= BASE * 2
+    xs = [x for pts in drawn_points(ax).values() for x, _ in pts]
+    assert len(set(xs)) == 3 and all(low < x < high for x in xs)
+
+
+def test_spread_is_drawn_with_two_seeds_and_said_absent_with_one():
+    ax = plot_panel(axis_frame("prompt_len", seeds=2), "prompt_len").axes[0]
+    for _sizes, _y, halves in errorbar_lines(ax).values():
+        assert halves == pytest.approx([1.5] * 3)  # error bars: ± std
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 3  # a light band per line
+    for band, (_label, pts) in zip(bands, drawn_points(ax).items(), strict=True):
+        ys = band.get_paths()[0].vertices[:, 1]
+        assert min(ys) == pytest.approx(min(y for _, y in pts) - 1.5)
+    assert "seed" not in ax.get_legend().get_title().get_text()
+
+    one = plot_panel(axis_frame("prompt_len", seeds=1), "prompt_len").axes[0]
+    assert one.get_legend().get_title().get_text() == "Prompt length\n(1 seed: no spread)"
+    assert not [c for c in one.collections if isinstance(c, PolyCollection)]  # no band
+    assert all(np.isnan(errorbar_lines(one)[k][2]).all() for k in ("1", "20", "100"))  # no bar
+
+
+def test_figure3_composite_has_one_axes_per_panel(tmp_path, monkeypatch):
+    import repro.plots as plots
+
+    axes_in = {}
+    real_save = plots.save_figure
+
+    def save(fig, out_dir, name):
+        axes_in[name] = len(fig.axes)
+        return real_save(fig, out_dir, name)
+
+    monkeypatch.setattr(plots, "save_figure", save)
+    figure3(run_frame(), tmp_path, tasks=["t1", "t2"])  # prompt length and init: 2 panels
+    assert axes_in == {"figure3a_prompt_len": 1, "figure3b_init": 1, "figure3": 2}
+    for n in (1, 2, 3, 4):
+        frames = {a: axis_frame(a) for a in list(PANEL_VALUES)[:n]}
+        fig = plot_grid(frames)
+        assert len(fig.axes) == n and all(ax.get_visible() for ax in fig.axes)
+        rows, cols = fig.axes[0].get_subplotspec().get_gridspec().get_geometry()
+        assert (rows, cols) == ((1, n) if n < 4 else (2, 2))
+
+
+def toy_points():
+    return pd.DataFrame(
+        {
+            "size": ["toy_small", "toy_base"],
+            "params": [TOY["toy_small"], TOY["toy_base"]],
+            "mean": [52.0, 77.0],
+            "std": [0.5, 1.0],
+            "n_seeds": [3, 3],
+            "n_incomplete": [0, 0],
+        }
+    )
+
+
+def test_figure1_on_a_toy_frame_has_no_reference_markers_and_warns(tmp_path):
+    ref = load_reference(REFERENCE_CSV)
+    with pytest.warns(ReferenceWarning, match=r"left out: size\(s\) \['toy_base', 'toy_small'\]"):
+        ax = plot_figure1(toy_points(), ref).axes[0]
+    assert not ax.collections or all("paper" not in c.get_label() for c in ax.collections)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "Prompt Tuning (toy model, not T5)"
+    ]
+    assert "toy model, not T5" in ax.get_title()
+    assert "GPT-3 175B" not in [t.get_text() for t in ax.child_axes[0].get_xticklabels()]
+    # a size named like T5 but with a toy's parameter count is no T5 either
+    fake = toy_points().assign(size=["small", "base"])
+    with pytest.warns(ReferenceWarning, match="no T5.1.1 size"):
+        ax = plot_figure1(fake, ref).axes[0]
+    assert all("paper" not in c.get_label() for c in ax.collections)
+    # the same rule on a Figure 3 panel, and end to end from a toy run frame
+    with pytest.warns(ReferenceWarning, match="toy_small"):
+        ax = plot_panel(axis_frame("init", sizes=("toy_small",)), "init", reference=ref).axes[0]
+    assert all("paper" not in c.get_label() for c in ax.collections)
+    assert "toy model, not T5" in ax.get_title()
+    runs = run_frame().assign(
+        size=lambda f: f["size"].map({"small": "toy_small", "base": "toy_base"}),
+        params=lambda f: f["size"].map(TOY),
+    )
+    with pytest.warns(ReferenceWarning, match="toy"):
+        paths = figure1(runs, tmp_path, ref, tasks=["t1", "t2"])
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+
+
+def test_every_cli_option_has_help():
+    parser = build_parser()
+    undocumented = [a.dest for a in parser._actions if not (a.help or "").strip()]
+    assert undocumented == []
+    assert "reference" in parser.format_help()
+
+
+def test_toy_report_figures_are_png_and_pdf_with_only_the_present_panels(tmp_path, monkeypatch):
+    import repro.plots as plots
+    from repro.toyworld.report import figures
+
+    axes_in = {}
+    real_save = plots.save_figure
+
+    def save(fig, out_dir, name):
+        axes_in[name] = len(fig.axes)
+        return real_save(fig, out_dir, name)
+
+    monkeypatch.setattr(plots, "save_figure", save)
+    points = {
+        "fig3a_prompt_len": axis_frame("prompt_len", sizes=tuple(TOY)),
+        "fig3c_objective": axis_frame("objective", sizes=tuple(TOY)),
+    }
+    written = figures(points, tmp_path)
+    assert sorted(written) == ["figure3", "figure3a_prompt_len", "figure3c_objective"]
+    for paths in written.values():
+        assert [p.suffix for p in paths] == [".png", ".pdf"]
+        assert all(p.stat().st_size > 1000 for p in paths)
+    assert axes_in["figure3"] == 2  # no empty slot for panels (b) and (d)

@@ -288,36 +288,58 @@ def probe_lines(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+def figures(points: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, list[Path]]:
+    """Each toy panel (``figure3<letter>_<axis>``) and the panels together (``figure3``: only
+    the panels present, the paper's 2x2 when all four are), PNG and PDF, drawn by
+    ``repro.plots`` (which marks them "toy model, not T5").
+
+    Args:
+        points: ``{panel: panel_points(...)}`` for the panels of ``PANELS`` present.
+    """
+    import matplotlib.pyplot as plt
+
+    from repro.collect import ABLATION_AXES
+    from repro.plots import plot_grid, plot_panel, save_figure
+
+    ylabel = f"Mean score ({', '.join(TASKS)})"
+    ordered = {AXES[p]: points[p] for p in PANELS if p in points}
+    written = {}
+    for axis, pts in ordered.items():
+        fig = plot_panel(pts, axis, ylabel=ylabel)
+        name = f"figure3{'abcd'[ABLATION_AXES.index(axis)]}_{axis}"
+        written[name] = save_figure(fig, out_dir, name)
+        plt.close(fig)
+    if ordered:
+        fig = plot_grid(
+            ordered,
+            ylabel=ylabel,
+            suptitle="Toy world: suite-built toy T5s on a CPU (not a result about T5)",
+        )
+        written["figure3"] = save_figure(fig, out_dir, "figure3")
+        plt.close(fig)
+    return written
+
+
 def report(
     frame: str | Path = "results/toy/runs.csv", out_dir: str | Path = "results/toy"
 ) -> list[dict[str, Any]]:
-    """From the run frame of the toy sweeps: the four panels (PNG) and the 2x2 grid, the
-    figure points (``points.csv``), the invalid-output counts of panel (c) and the paper's four
-    effects as measured (``effects.csv``, ``effects.md``); returns the effects."""
-    import matplotlib.pyplot as plt
-
-    from repro.collect import ABLATION_AXES, load_frame
-    from repro.plots import plot_panel
+    """From the run frame of the toy sweeps: the panels and their grid (``figures``, PNG and
+    PDF), the figure points (``points.csv``), the invalid-output counts of panel (c) and the
+    paper's four effects as measured (``effects.csv``, ``effects.md``); returns the effects."""
+    from repro.collect import load_frame
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = load_frame(frame)
     frames = panel_frames(runs)
-    ylabel = f"Mean score ({', '.join(TASKS)})"
-    points = []
-    for panel, sel in frames.items():
-        axis = AXES[panel]
-        pts = panel_points(sel, axis)
-        points.append(pts.assign(panel=panel, value=pts[axis].astype(str)).drop(columns=[axis]))
-        fig = plot_panel(pts, axis, ylabel=ylabel)
-        fig.savefig(
-            out_dir / f"figure3{'abcd'[ABLATION_AXES.index(axis)]}_{axis}.png",
-            dpi=120,
-            bbox_inches="tight",
-        )
-        plt.close(fig)
+    points = {panel: panel_points(sel, AXES[panel]) for panel, sel in frames.items()}
+    figures(points, out_dir)
     if points:
-        pd.concat(points, ignore_index=True).to_csv(out_dir / "points.csv", index=False)
+        table = [
+            pts.assign(panel=panel, value=pts[AXES[panel]].astype(str)).drop(columns=[AXES[panel]])
+            for panel, pts in points.items()
+        ]
+        pd.concat(table, ignore_index=True).to_csv(out_dir / "points.csv", index=False)
     invalid = None
     if "fig3c_objective" in frames:
         invalid = invalid_outputs(frames["fig3c_objective"])
@@ -337,19 +359,4 @@ def report(
 
     lines += probe_lines(json.loads((DEFAULT_OUT / "manifest.json").read_text()))
     (out_dir / "effects.md").write_text("\n".join(lines) + "\n")
-    if frames:
-        fig, grid = plt.subplots(2, 2, figsize=(9, 7.2))
-        for cell, panel in zip(grid.flat, PANELS, strict=True):
-            if panel in frames:
-                plot_panel(
-                    panel_points(frames[panel], AXES[panel]), AXES[panel], ax=cell, ylabel=ylabel
-                )
-            else:
-                cell.set_visible(False)
-        fig.suptitle(
-            "Toy world: suite-built toy T5s on a CPU (not a result about T5)", fontsize="medium"
-        )
-        fig.tight_layout()
-        fig.savefig(out_dir / "figure3.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
     return found
