@@ -49,8 +49,8 @@ def root(tmp_path):
     assert snapshot(earlier) == before, "a bad command touched an earlier run"
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """``python -m repro.run *args`` in this process: (exit code, stderr)."""
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``python -m repro.run *args`` in this process: (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["repro.run", *args])
     code = 0
     try:
@@ -59,7 +59,14 @@ def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         code = exit_.code if isinstance(exit_.code, int) else 1
     finally:
         GlobalHydra.instance().clear()
-    return code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``python -m repro.run *args`` in this process: (exit code, stderr)."""
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    return code, err
 
 
 # (test id, the one error line, exit code) of every checked mistake; with REPRO_BAD_INPUT_TABLE

@@ -10,16 +10,14 @@ import json
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
+from test_bad_input import cli
 
-import repro.run
 from repro import hub
 from repro.config import LoggerConfig
 from repro.model import load_backbone, load_tokenizer
@@ -35,19 +33,6 @@ def one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in message, message
     return message
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """``python -m repro.run *args`` in this process: (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["repro.run", *args])
-    code = 0
-    try:
-        repro.run.cli()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-    return code, capsys.readouterr().err
 
 
 def error_lines(err: str) -> list[str]:

@@ -256,20 +256,9 @@ P3 = "toy_keyword-tiny-lm_adapt100k-p3-class_label-s0"
 
 def sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, *overrides):
     """``python -m repro.run -m`` on the tiny smoke setting, in this process: (code, out, err)."""
-    from hydra.core.global_hydra import GlobalHydra
+    from test_bad_input import run_cli, smoke
 
-    from tests.test_bad_input import smoke  # as test_bad_input.cli, but stdout is kept too
-
-    monkeypatch.setattr(sys, "argv", ["repro.run", "-m", *smoke(tmp_path, tiny_t5_dir, *overrides)])
-    code = 0
-    try:
-        repro.run.cli()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(monkeypatch, capsys, "-m", *smoke(tmp_path, tiny_t5_dir, *overrides))
 
 
 def test_sweep_with_a_rejected_value_names_it_exits_1_and_keeps_its_axes(
