@@ -37,7 +37,8 @@ def cli_error_message(err: BaseException) -> str | None:
     return first
 
 
-def first_line(err: BaseException) -> str:
+def first_line(err: object) -> str:
+    """The first non-empty line of an error (or any text), stripped; the type name if none."""
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     return lines[0] if lines else type(err).__name__

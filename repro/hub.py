@@ -24,6 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from repro.cli import first_line
+
 log = logging.getLogger(__name__)
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -116,20 +118,15 @@ def _probe(endpoint: str, timeout: float) -> str | None:
             # A certificate the stdlib does not trust still means the server is there; the
             # hub client has its own certificate settings.
             cert = isinstance(err.reason, ssl.SSLCertVerificationError)
-            answer.append(None if cert else _one_line(err.reason))
+            answer.append(None if cert else first_line(err.reason))
         except (OSError, ValueError) as err:  # timeouts, resets, a malformed URL
-            answer.append(_one_line(err))
+            answer.append(first_line(err))
 
     # A thread, because urlopen's timeout does not bound the DNS lookup.
     thread = threading.Thread(target=ask, name="hub-probe", daemon=True)
     thread.start()
     thread.join(timeout + 0.5)
     return answer[0] if answer else f"no answer within {timeout:g} s"
-
-
-def _one_line(reason: object) -> str:
-    text = str(reason).strip().splitlines()
-    return text[0] if text else type(reason).__name__
 
 
 def _memo_path() -> Path:

@@ -718,14 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m repro.plots results/<name>.csv -o results/figures [--tasks t1 t2] [--figure1]`."""
+    from repro.cli import first_line
     from repro.collect import load_frame
 
     args = build_parser().parse_args(argv)
     try:
         runs = load_frame(args.frame)
     except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: cannot read the run frame {args.frame}: {reason}", file=sys.stderr)
+        print(f"error: cannot read the run frame {args.frame}: {first_line(err)}", file=sys.stderr)
         return 2
     missing = [c for c in RUN_COLUMNS if c not in runs.columns]
     if missing:

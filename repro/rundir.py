@@ -46,6 +46,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -253,6 +254,23 @@ def publish_dir(target: Path, write: Callable[[Path], Any]) -> None:
     fault_point(f"publish {target.name}: swapped")
     shutil.rmtree(aside, ignore_errors=True)
     (target / COMPLETE).unlink(missing_ok=True)  # the marker only means something in staging
+
+
+def build_once(target: Path, build: Callable[[Path], Any], marker: str) -> Path:
+    """Build directory ``target`` once (it counts as built when it holds ``marker``):
+    concurrent jobs race safely, each building a directory of its own beside it and renaming
+    it into place. The builders are seeded, so whichever job wins, the files are the same."""
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        build(staging)
+        with contextlib.suppress(OSError):  # another job got there first: keep its files
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 # --- lock ------------------------------------------------------------------------------------

@@ -9,10 +9,8 @@ gives the same files.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -254,16 +252,6 @@ def write_tiny_t5(
 
 def ensure_tiny_t5(out_dir: str | os.PathLike, **kwargs) -> Path:
     """Build the tiny model once; concurrent jobs race safely (build aside, then rename)."""
-    out_dir = Path(out_dir)
-    if (out_dir / "config.json").exists():
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
-        write_tiny_t5(staging, **kwargs)
-        # If another job finished first, its files are identical (seeded): keep them.
-        with contextlib.suppress(OSError):
-            staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    from repro.rundir import build_once
+
+    return build_once(Path(out_dir), lambda d: write_tiny_t5(d, **kwargs), marker="config.json")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from repro.cli import first_line
 from repro.config import TrainerConfig
 from repro.data import collate, train_batches
 from repro.model import PromptedT5
@@ -159,9 +160,8 @@ def load_checkpoint(directory: Path, model: PromptedT5, optimizer) -> TrainState
 
 
 def _unreadable(path: Path, err: BaseException) -> str:
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
     return (
-        f"checkpoint file {path} cannot be read ({reason}); delete {path.parent} to start this "
+        f"checkpoint file {path} cannot be read ({first_line(err)}); delete {path.parent} to start this "
         "run over from step 0"
     )
 

@@ -337,19 +337,6 @@ def data_dir_for(task: Task, data_dir: str | Path | None, cache_dir: str | Path)
 def ensure_generated(task: Task, directory: Path) -> Path:
     """Generate ``task``'s data into ``directory`` once; concurrent jobs race safely (each
     writes a directory of its own beside it and renames it into place; the first wins)."""
-    if (directory / "validation.jsonl").exists():
-        return directory
-    import contextlib
-    import shutil
-    import tempfile
+    from repro.rundir import build_once
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
-    try:
-        task.generate(staging)
-        # If another job got there first, its files are the same (seeded): keep them.
-        with contextlib.suppress(OSError):
-            staging.rename(directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    return build_once(directory, task.generate, marker="validation.jsonl")
