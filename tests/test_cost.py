@@ -1,14 +1,12 @@
 """The cost estimate of a dry run: parameter counts of the real configs, FLOPs checked against
 torch's own FLOP counter on the tiny model, GPU-hours by hand, and the CLIs load no weights."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from test_run import run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
@@ -331,23 +329,13 @@ def test_cost_cli_bad_override_is_one_line(capsys):
 
 def test_dry_run_prints_and_loads_nothing(tmp_path):
     never_built = tmp_path / "tiny-never-built"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "repro.run",
-            "experiment=smoke",
-            "dry_run=true",
-            f"model.path={never_built}",
-            f"paths.root={tmp_path}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
+    proc = run_cli(
+        "experiment=smoke",
+        "dry_run=true",
+        f"model.path={never_built}",
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
         cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("dry run")]
@@ -361,16 +349,8 @@ def test_dry_run_prints_and_loads_nothing(tmp_path):
 
 
 def test_dry_run_of_a_job_too_large_prints_one_job_and_its_warning(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     args = ["model=xxl", "task=rte"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "repro.run", *args, "dry_run=true", f"paths.root={tmp_path}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli(*args, "dry_run=true", f"paths.root={tmp_path}", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [x for x in proc.stdout.splitlines() if x.startswith(("dry run", "  WARNING"))]
     assert lines == cost.describe(cost.estimate(compose_config(*args))).splitlines()

@@ -557,7 +557,8 @@ def test_spread_is_drawn_with_two_seeds_and_said_absent_with_one():
     assert all(np.isnan(errorbar_lines(one)[k][2]).all() for k in ("1", "20", "100"))  # no bar
 
 
-def test_figure3_composite_has_one_axes_per_panel(tmp_path, monkeypatch):
+def axes_per_saved_figure(monkeypatch) -> dict[str, int]:
+    """Spy on repro.plots.save_figure: figure name → its number of axes, filled as they save."""
     import repro.plots as plots
 
     axes_in = {}
@@ -568,6 +569,12 @@ def test_figure3_composite_has_one_axes_per_panel(tmp_path, monkeypatch):
         return real_save(fig, out_dir, name)
 
     monkeypatch.setattr(plots, "save_figure", save)
+    return axes_in
+
+
+def test_figure3_composite_has_one_axes_per_panel(tmp_path, monkeypatch):
+
+    axes_in = axes_per_saved_figure(monkeypatch)
     figure3(run_frame(), tmp_path, tasks=["t1", "t2"])  # prompt length and init: 2 panels
     assert axes_in == {"figure3a_prompt_len": 1, "figure3b_init": 1, "figure3": 2}
     for n in (1, 2, 3, 4):
@@ -628,17 +635,9 @@ def test_every_cli_option_has_help():
 
 
 def test_toy_report_figures_are_png_and_pdf_with_only_the_present_panels(tmp_path, monkeypatch):
-    import repro.plots as plots
     from repro.toyworld.report import figures
 
-    axes_in = {}
-    real_save = plots.save_figure
-
-    def save(fig, out_dir, name):
-        axes_in[name] = len(fig.axes)
-        return real_save(fig, out_dir, name)
-
-    monkeypatch.setattr(plots, "save_figure", save)
+    axes_in = axes_per_saved_figure(monkeypatch)
     points = {
         "fig3a_prompt_len": axis_frame("prompt_len", sizes=tuple(TOY)),
         "fig3c_objective": axis_frame("objective", sizes=tuple(TOY)),
