@@ -55,8 +55,10 @@ import yaml
 
 from repro.config import (
     LM_ADAPT_SOURCES,
+    RELEASED_LM_ADAPT_STEPS,
     RESOLVED_LM_ADAPT_SOURCES,
     is_released_lm_adapt,
+    model_lm_adapt_steps,
     resolve_lm_adapt_source,
 )
 
@@ -74,11 +76,14 @@ AXES = (
 # The four Figure 3 panels, in the paper's order (a)-(d).
 ABLATION_AXES = ("prompt_len", "init", "objective", "lm_adapt_steps")
 # The paper's non-ablated setting: LM-adapted T5.1.1 (100K steps), class-label init, 100 tokens.
+# `lm_adapt_steps: MODEL_LM_ADAPT_STEPS` holds each size at its own LM-adapted checkpoint: 100K
+# for the T5 sizes (Google's releases), 500 for the toy world's (`repro.config.model_lm_adapt_steps`).
+MODEL_LM_ADAPT_STEPS = "model"
 PAPER_DEFAULTS: dict[str, Any] = {
     "prompt_len": 100,
     "init": "class_label",
     "objective": "lm_adapt",
-    "lm_adapt_steps": 100_000,
+    "lm_adapt_steps": MODEL_LM_ADAPT_STEPS,
 }
 # The paper's LM-adapted backbones are Google's releases. Not an entry of PAPER_DEFAULTS: it is
 # held only among LM-adapted runs, and only where a frame mixes recipes (see `panel_runs`).
@@ -268,6 +273,7 @@ def _axes_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
             source,
             model.get("path"),
             checkpoints.get("lm_adapt"),
+            model.get("lm_adapt_checkpoint_steps", RELEASED_LM_ADAPT_STEPS),
         )
     if source in RESOLVED_LM_ADAPT_SOURCES:
         out["lm_adapt_source"] = source
@@ -468,7 +474,8 @@ def panel_runs(
     panel must only see runs that differ in its own axis. An axis that takes a single value in
     `df` (e.g. a smoke sweep on a tiny model that fixes its own objective) is left unfiltered.
     For the objective panel, LM-adapted runs are held at `defaults['lm_adapt_steps']` (the
-    "LM Adaptation (100K)" line) while the other objectives keep whatever steps they record.
+    "LM Adaptation (100K)" line; by default each size's own LM-adapted checkpoint:
+    `MODEL_LM_ADAPT_STEPS`) while the other objectives keep whatever steps they record.
     `axis=None` holds every ablation axis (Figure 1: prompt tuning at the paper's setting).
     """
     if axis is not None and axis not in df.columns:
@@ -479,15 +486,26 @@ def panel_runs(
     sel = df
     for col, value in held.items():
         if col in sel.columns and sel[col].nunique(dropna=False) > 1:
-            sel = sel[sel[col].eq(value).fillna(False).astype(bool)]
+            sel = sel[sel[col].eq(_held(sel, col, value)).fillna(False).astype(bool)]
     if axis == "objective" and "lm_adapt_steps" in defaults:
         lm = sel["objective"].eq("lm_adapt").fillna(False).astype(bool)
         if sel.loc[lm, "lm_adapt_steps"].nunique(dropna=False) > 1:
-            keep = sel["lm_adapt_steps"].eq(defaults["lm_adapt_steps"]).fillna(False).astype(bool)
+            steps = _held(sel, "lm_adapt_steps", defaults["lm_adapt_steps"])
+            keep = sel["lm_adapt_steps"].eq(steps).fillna(False).astype(bool)
             sel = sel[~lm | keep]
     if axis != "lm_adapt_steps" and "lm_adapt_source" in sel.columns:
         sel = _hold_lm_adapt_source(sel, defaults.get("lm_adapt_source", PAPER_LM_ADAPT_SOURCE))
     return sel
+
+
+def _held(sel: pd.DataFrame, col: str, value: Any) -> Any:
+    """The value `panel_runs` holds `col` at: `value`, or per row each size's own LM-adapted
+    checkpoint for `MODEL_LM_ADAPT_STEPS`."""
+    if col == "lm_adapt_steps" and value == MODEL_LM_ADAPT_STEPS:
+        if "size" not in sel.columns:
+            return RELEASED_LM_ADAPT_STEPS
+        return sel["size"].map(model_lm_adapt_steps)
+    return value
 
 
 def _hold_lm_adapt_source(sel: pd.DataFrame, preferred: str) -> pd.DataFrame:

@@ -41,6 +41,7 @@ ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 LM_ADAPT_SOURCES = ("auto", "own")
 RESOLVED_LM_ADAPT_SOURCES = ("released", "own", "none")
 RELEASED_LM_ADAPT_STEPS = 100_000  # Google released LM-adapted T5.1.1s at this step count only
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs (conf/*.yaml)
 # google/t5-<size>-lm-adapt: a hub id, a mirror directory named like it, or a hub-cache snapshot
 # (models--google--t5-<size>-lm-adapt/snapshots/...).
 _RELEASED_LM_ADAPT = re.compile(
@@ -117,6 +118,7 @@ def resolve_lm_adapt_source(
     choice: str = "auto",
     model_path: str | None = None,
     lm_adapt_checkpoint: str | None = None,
+    checkpoint_steps: int = RELEASED_LM_ADAPT_STEPS,
 ) -> str:
     """Which LM-adaptation recipe made the backbone a run loads: ``released``, ``own``, ``none``.
 
@@ -135,13 +137,14 @@ def resolve_lm_adapt_source(
 
     Args:
         choice: the config's ``lm_adapt_source`` (auto | own).
-        lm_adapt_checkpoint: the model's ``checkpoints.lm_adapt`` (what ``auto`` loads at 100K).
+        lm_adapt_checkpoint: the model's ``checkpoints.lm_adapt`` (what ``auto`` loads at
+            ``checkpoint_steps``, the model's ``lm_adapt_checkpoint_steps``: 100K).
     """
     if objective != "lm_adapt" or not lm_adapt_steps:
         return "none"
     if model_path:
         return "released" if is_released_lm_adapt(model_path) else "own"
-    if choice == "own" or lm_adapt_steps != RELEASED_LM_ADAPT_STEPS:
+    if choice == "own" or lm_adapt_steps != checkpoint_steps:
         return "own"
     return "released" if is_released_lm_adapt(lm_adapt_checkpoint) else "own"
 
@@ -154,6 +157,9 @@ class ModelConfig:
     params: int | None = None  # frozen parameter count (x axis of the figures)
     d_model: int | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)
+    # The LM-adaptation steps of `checkpoints.lm_adapt`, and so the default `lm_adapt_steps`:
+    # Google's releases are 100K; the toy world ships its own 500-step ones.
+    lm_adapt_checkpoint_steps: int = RELEASED_LM_ADAPT_STEPS
     path: str | None = None
     build_tiny: bool = False  # build the suite's tiny random T5 at `path` if it is missing
     dtype: str = "float32"  # "bfloat16" on GPUs: the official code keeps activations in bf16
@@ -401,7 +407,8 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     prompt_len: int = 100
     seed: int = 0
-    lm_adapt_steps: int = 100_000  # 100K = the released LM-adapted checkpoints
+    # conf/config.yaml: ${model.lm_adapt_checkpoint_steps}, the model's own LM-adapted checkpoint
+    lm_adapt_steps: int = RELEASED_LM_ADAPT_STEPS
     # auto: Google's released checkpoint where there is one (100K), repro.lm_adapt's elsewhere
     # (10K, 50K); own: repro.lm_adapt's for every step count, 100K included (docs/lm_adapt.md).
     lm_adapt_source: str = "auto"
@@ -416,10 +423,12 @@ class Config:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
         _check_positive_int("lm_adapt_steps", self.lm_adapt_steps, minimum=0)
-        if self.lm_adapt_steps != 100_000 and self.objective.name != "lm_adapt":
+        default_steps = self.model.lm_adapt_checkpoint_steps
+        if self.lm_adapt_steps != default_steps and self.objective.name != "lm_adapt":
             raise ValueError(
                 f"lm_adapt_steps={self.lm_adapt_steps} only applies with objective=lm_adapt "
-                f"(got objective={self.objective.name})"
+                f"(got objective={self.objective.name}; leave it at model={self.model.size}'s "
+                f"{default_steps})"
             )
         _check_choice("lm_adapt_source", self.lm_adapt_source, LM_ADAPT_SOURCES)
         if self.lm_adapt_source != "auto" and self.objective.name != "lm_adapt":
@@ -443,6 +452,7 @@ class Config:
                 self.lm_adapt_source,
                 self.model.path,
                 self.model.checkpoints.get("lm_adapt"),
+                self.model.lm_adapt_checkpoint_steps,
             ),
             "prompt_len": self.prompt_len,
             "init": self.init.name,
@@ -456,6 +466,18 @@ class Config:
 
 class RunError(Exception):
     """A problem with the user's input, reported as one line (no traceback)."""
+
+
+def model_lm_adapt_steps(size: Any) -> int:
+    """The LM-adaptation steps of ``model=<size>``'s own ``checkpoints.lm_adapt``: the default
+    ``lm_adapt_steps`` of its runs (``lm_adapt_checkpoint_steps`` in conf/model/<size>.yaml;
+    100K, Google's release, for the T5 sizes and any size without a conf file)."""
+    path = CONF_DIR / "model" / f"{size}.yaml"
+    if isinstance(size, str) and path.is_file():
+        steps = OmegaConf.load(path).get("lm_adapt_checkpoint_steps")
+        if isinstance(steps, int):
+            return steps
+    return RELEASED_LM_ADAPT_STEPS
 
 
 def own_replaces_release(objective, lm_adapt_steps, lm_adapt_source) -> bool:
@@ -476,7 +498,7 @@ def own_lm_adapt_steps(cfg: Config) -> int | None:
     the model's own ``checkpoints.lm_adapt`` (``lm_adapt_source=auto`` at 100K)."""
     if cfg.model.path or cfg.objective.name != "lm_adapt" or cfg.lm_adapt_steps == 0:
         return None
-    if cfg.lm_adapt_source == "own" or cfg.lm_adapt_steps != RELEASED_LM_ADAPT_STEPS:
+    if cfg.lm_adapt_source == "own" or cfg.lm_adapt_steps != cfg.model.lm_adapt_checkpoint_steps:
         return cfg.lm_adapt_steps
     return None
 
@@ -498,11 +520,16 @@ def checkpoint_for(cfg: Config) -> str:
     if steps is not None:
         own = Path(cfg.paths.lm_adapt_dir) / cfg.model.size / f"step_{steps}"
         if not (own / "config.json").exists():
-            why = (
-                "lm_adapt_source=own loads the suite's own LM adaptation, not Google's release"
-                if steps == RELEASED_LM_ADAPT_STEPS
-                else f"only {RELEASED_LM_ADAPT_STEPS} was released"
-            )
+            shipped = cfg.model.lm_adapt_checkpoint_steps
+            if steps == shipped and cfg.lm_adapt_source == "own":
+                why = (
+                    "lm_adapt_source=own loads the suite's own LM adaptation, not Google's release"
+                )
+            elif is_released_lm_adapt(cfg.model.checkpoints.get("lm_adapt")):
+                why = f"only {shipped} was released"
+            else:
+                why = f"model={cfg.model.size}'s checkpoints.lm_adapt is the {shipped}-step one"
+
             raise RunError(
                 f"no LM-adapted checkpoint for model={cfg.model.size} lm_adapt_steps={steps} "
                 f"at {own}; {why} — make it with `{lm_adapt_command(cfg.model.size, steps)}` "

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
 from repro.config import (
+    CONF_DIR,
     DEVICE_MAP_STRATEGIES,
     Config,
     CostConfig,
@@ -47,7 +48,6 @@ from repro.factoring import second_moment_numel
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NUM_BUCKETS = 32  # T5's relative-attention buckets (first layer of each stack)
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ def lm_adapt_defaults() -> dict:
     """The ``lm_adapt:`` node of conf/lm_adapt.yaml (what ``python -m repro.lm_adapt`` runs)."""
     import yaml
 
-    return yaml.safe_load((CONF / "lm_adapt.yaml").read_text())["lm_adapt"]
+    return yaml.safe_load((CONF_DIR / "lm_adapt.yaml").read_text())["lm_adapt"]
 
 
 def adaptation_costs(configs: Sequence[Config]) -> list[AdaptationCost]:
@@ -639,8 +639,8 @@ def sweep_jobs(
 
     register_configs()
 
-    primary = Path(config_dir).resolve() if config_dir else CONF
-    search = [f"hydra.searchpath=[file://{CONF}]"] if config_dir else []
+    primary = Path(config_dir).resolve() if config_dir else CONF_DIR
+    search = [f"hydra.searchpath=[file://{CONF_DIR}]"] if config_dir else []
     with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
         if multirun:
             base = compose(config_name, overrides=search, return_hydra_config=True)

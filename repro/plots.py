@@ -49,6 +49,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from repro.collect import ABLATION_AXES, SUPERGLUE_TASKS, T5_PARAMS, panel_runs, superglue_frame
+from repro.config import model_lm_adapt_steps
 
 # Legend labels and line order exactly as in the paper's Figure 3.
 AXIS_LABELS: dict[str, dict[Any, str]] = {
@@ -120,6 +121,14 @@ def axis_label(axis: str, value: Any) -> str:
     if axis == "lm_adapt_steps" and isinstance(value, int):
         return f"{value // 1000}K" if value % 1000 == 0 else str(value)
     return str(value)
+
+
+def _lm_adapt_label(sizes: pd.Series) -> str:
+    """Panel (c)'s LM-adapted line, named by the checkpoint its sizes load (held at each size's
+    own by `panel_runs`): "LM Adaptation (100K)" for T5, "(500)" for the toy world's."""
+    steps = sorted({model_lm_adapt_steps(size) for size in sizes.dropna().unique()})
+    counts = "/".join(axis_label("lm_adapt_steps", n) for n in steps) or "100K"
+    return f"LM Adaptation ({counts})"
 
 
 def _axis_order(axis: str, values: Sequence[Any]) -> list[Any]:
@@ -426,6 +435,8 @@ def plot_panel(
         for source in _source_order(rows["lm_adapt_source"]) if by_source else [None]:
             line = rows if not by_source else rows[_same_source(rows["lm_adapt_source"], source)]
             label, (linestyle, marker) = axis_label(axis, value), ("-", "o")
+            if axis == "objective" and value == "lm_adapt":
+                label = _lm_adapt_label(line["size"])
             if by_source:
                 name, (linestyle, marker) = _source_legend(source)
                 label = f"{label} ({name})"

@@ -30,6 +30,7 @@ import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's 
 from repro import rundir
 from repro.cli import USER_ERRORS, cli_error_message
 from repro.config import (
+    CONF_DIR,
     Config,
     RunError,
     checkpoint_for,
@@ -40,7 +41,6 @@ from repro.rundir import fingerprint, read_json, run_name, write_json_atomic  # 
 from repro.trainer import Interrupted, StopFlag
 
 log = logging.getLogger("repro.run")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # Exit code of a run stopped by a preemption signal after checkpointing: sysexits' EX_TEMPFAIL
 # ("try again later"). Clusters can requeue on it (slurm.conf RequeueExit=75); see docs/cluster.md.

@@ -344,6 +344,24 @@ def test_panel_runs_objective_keeps_lm_adapt_at_100k():
     assert list(panel_runs(frame, "lm_adapt_steps")["lm_adapt_steps"]) == [10000, 100000]
 
 
+def test_panel_runs_holds_each_size_at_its_own_lm_adapted_checkpoint():
+    """T5 sizes at 100K (Google's releases), toy sizes at their shipped 500 steps."""
+    frame = pd.DataFrame(
+        {
+            "size": ["base", "base", "toy_small", "toy_small", "toy_small"],
+            "objective": "lm_adapt",
+            "lm_adapt_steps": pd.array([10000, 100000, 50, 500, 100000], dtype="Int64"),
+            "prompt_len": [100, 100, 100, 100, 5],
+        }
+    )
+    sel = panel_runs(frame, "prompt_len")
+    assert list(zip(sel["size"], sel["lm_adapt_steps"], strict=True)) == [
+        ("base", 100000),
+        ("toy_small", 500),
+    ]
+    assert list(panel_runs(frame, "objective")["lm_adapt_steps"]) == [100000, 500]
+
+
 # ----------------------------------------------------------------------------- LM-adaptation recipe
 
 

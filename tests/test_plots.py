@@ -112,6 +112,13 @@ def test_legend_labels_follow_the_paper():
     assert axis_label("init", "sampled_vocab") == "Sampled Vocab"
     assert axis_label("objective", "span_corruption_sentinel") == "Span Corruption + Sentinel"
     assert axis_label("objective", "lm_adapt") == "LM Adaptation (100K)"
+    frame = panel_frame().rename(columns={"prompt_len": "objective"}).assign(std=1.0, n_seeds=3)
+    frame["objective"] = ["lm_adapt", "span_corruption", "lm_adapt", "span_corruption"]
+    labels = set(errorbar_lines(plot_panel(frame, "objective").axes[0]))
+    assert labels == {"LM Adaptation (100K)", "Span Corruption"}
+    frame["size"] = ["toy_small", "toy_small", "toy_base", "toy_base"]
+    labels = set(errorbar_lines(plot_panel(frame, "objective").axes[0]))
+    assert labels == {"LM Adaptation (500)", "Span Corruption"}  # the toy's own count
     assert axis_label("lm_adapt_steps", 50000.0) == "50K"  # CSV floats too
     assert axis_label("prompt_len", 150.0) == "150"
     frame = panel_frame().rename(columns={"prompt_len": "init"}).assign(std=1.0, n_seeds=3)

@@ -22,8 +22,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 import repro.run  # noqa: F401  (registers the run-name resolver and the config schemas)
-from repro.collect import PAPER_DEFAULTS, collect_runs
-from repro.config import Config, to_config
+from repro.collect import MODEL_LM_ADAPT_STEPS, PAPER_DEFAULTS, collect_runs
+from repro.config import RELEASED_LM_ADAPT_STEPS, Config, to_config
 from repro.run import RunError, checkpoint_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +160,8 @@ def _check_gpu_job(cfg: Config, sweep_dir: str, stem: str, job: dict[str, str]) 
     for other, default in PAPER_DEFAULTS.items():
         if other == axis or (axis == "objective" and other == "lm_adapt_steps"):
             continue
+        if default == MODEL_LM_ADAPT_STEPS:  # the T5 sizes' own: Google's release
+            default = RELEASED_LM_ADAPT_STEPS
         assert axis_value(cfg, other) == default, (stem, other)
     if axis:
         assert str(axis_value(cfg, axis)) == job[axis]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from repro.config import to_config
+from repro.config import RunError, to_config
 from repro.run import checkpoint_for, run_experiment
 from repro.toyworld import world
 from repro.toyworld.span_corruption import noise_spans, span_corruption, uncorrupt
@@ -274,6 +274,20 @@ def test_toy_experiment_picks_the_shipped_checkpoints(tmp_path):
     cfg = toy_config(tmp_path, "model=toy_large", "objective=span_corruption_sentinel")
     assert checkpoint_for(cfg) == str(MODELS / "toy_large" / "span_corruption")
     assert cfg.init.population == 500 and cfg.task.name == "toy_review"
+
+
+def test_toy_runs_are_named_and_recorded_by_the_checkpoint_they_load(tmp_path):
+    """The default toy run loads step_500: it says 500, never the paper's 100000, and the panel
+    (d) run at 500 is the same run (one directory), not a second copy."""
+    cfg = toy_config(tmp_path, "model=toy_small")
+    assert cfg.lm_adapt_steps == 500 and cfg.axes["lm_adapt_steps"] == 500
+    assert "-lm500-" in cfg.name
+    assert toy_config(tmp_path, "model=toy_small", "lm_adapt_steps=500").name == cfg.name
+    assert cfg.axes["lm_adapt_source"] == "own"  # made by the suite, not Google's release
+    span = toy_config(tmp_path, "model=toy_small", "objective=span_corruption")
+    assert span.lm_adapt_steps == 500 and span.axes["lm_adapt_steps"] is None
+    with pytest.raises(RunError, match=r"lm_adapt_steps=100000 .*toy_small's checkpoints.lm_adapt"):
+        checkpoint_for(toy_config(tmp_path, "model=toy_small", "lm_adapt_steps=100000"))
 
 
 # experiment=toy's own budget (100 steps, batch 16) with a 5-token prompt on the largest toy model,

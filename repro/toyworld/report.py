@@ -182,18 +182,14 @@ def effects(
 def panel_frames(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The runs of each toy panel from the shared frame of ``multirun/toy_figure3``.
 
-    Panels (a)-(c) hold the other axes at the defaults (``lm_adapt_steps=100000`` is the toy
-    models' own LM-adapted checkpoint, 500 steps). Panel (d) spells its steps out (0, 50, 250,
-    500), so the default runs are left out of it rather than drawn twice.
+    Each panel holds the other axes at the defaults: the toy models' own LM-adapted checkpoint
+    is ``lm_adapt_steps=500``, which is also panel (d)'s last point (one run serves both).
     """
     from repro.collect import panel_runs
 
     frames = {}
     for panel, axis in AXES.items():
-        sel = runs
-        if axis == "lm_adapt_steps":
-            sel = runs[runs["lm_adapt_steps"].ne(100_000).fillna(True).astype(bool)]
-        sel = panel_runs(sel, axis)
+        sel = panel_runs(runs, axis)
         if sel[axis].dropna().nunique() > 1:
             frames[panel] = sel
     return frames
