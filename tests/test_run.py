@@ -145,7 +145,9 @@ def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path, tiny_t5
     run_experiment(cfg, tmp_path / "r")
     before = (tmp_path / "r/result.json").read_bytes()
     again = run_experiment(cfg, tmp_path / "r")
-    assert again["status"] == "finished"
+    assert again["status"] == "finished" and again["skipped"]
+    stored = json.loads(before)["score"]
+    assert stored is not None and again["score"] == stored  # its stored score, printed as such
     assert (tmp_path / "r/result.json").read_bytes() == before
 
     other = smoke_config(tmp_path, tiny_t5_dir, "trainer.steps=8", "trainer.eval_every=4")
