@@ -30,7 +30,8 @@ OmegaConf.register_new_resolver(
 
 SIZES = ("small", "base", "large", "xl", "xxl")
 OBJECTIVES = ("span_corruption", "span_corruption_sentinel", "lm_adapt")
-INITS = ("random_uniform", "sampled_vocab", "class_label")
+INITS = ("random_uniform", "sampled_vocab", "class_label", "from_file", "text")
+TEXT_RULES = ("peft", "official")  # init=text: PEFT's TEXT init (default) | from_embedded_string
 SENTINEL_PLACEMENTS = ("targets", "inputs_and_targets")
 EVAL_MODES = ("generate", "rank")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -226,12 +227,29 @@ class InitConfig:
     high: float = 0.5
     # sampled_vocab / class_label filler: the 5,000 most frequent SentencePiece ids
     population: int = 5000
+    # from_file: a prompt to start from (or, with trainer.steps=0, to score): a .npy [P, H]
+    # (the official code's), our prompt dir / .safetensors, a run dir (its best/), or a PEFT
+    # prompt-tuning adapter dir (docs/interop.md)
+    path: str | None = None
+    # text: the text's token embeddings, cut or repeated to prompt_len (PEFT's TEXT init);
+    # text_rule=official: no eos, cut, the rest random_uniform (from_embedded_string)
+    text: str | None = None
+    text_rule: str = "peft"
 
     def __post_init__(self) -> None:
         _check_choice("init", self.name, INITS)
         if not self.low < self.high:
             raise ValueError(f"init.low must be < init.high; got {self.low} and {self.high}")
         _check_positive_int("init.population", self.population)
+        _check_choice("init.text_rule", self.text_rule, TEXT_RULES)
+        for key, owner in (("path", "from_file"), ("text", "text")):
+            value = getattr(self, key)
+            if self.name == owner and (value is None or not str(value).strip()):
+                raise ValueError(f"init={owner} needs init.{key}=...")
+            if self.name != owner and value is not None:
+                raise ValueError(
+                    f"init.{key} only applies with init={owner} (got init={self.name})"
+                )
 
 
 @dataclass
@@ -296,6 +314,8 @@ class OptimizerConfig:
 
 @dataclass
 class TrainerConfig:
+    # 0: no training; the initial prompt (init=from_file: a given one) is scored on the eval
+    # split and kept as best/ (no training data are read)
     steps: int = 30_000
     batch_size: int = 32  # paper; T5X's default is 128
     grad_accum: int = 1  # micro-batches per step; batch_size must be divisible by it
@@ -315,7 +335,8 @@ class TrainerConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "grad_accum", "eval_every", "log_every"):
+        _check_positive_int("trainer.steps", self.steps, minimum=0)  # 0: score the initial prompt
+        for key in ("batch_size", "grad_accum", "eval_every", "log_every"):
             _check_positive_int(f"trainer.{key}", getattr(self, key))
         _check_positive_int("trainer.eval_batch_size", self.eval_batch_size)
         _check_choice("trainer.batching", self.batching, BATCHINGS)
@@ -423,6 +444,16 @@ class Config:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
         _check_positive_int("lm_adapt_steps", self.lm_adapt_steps, minimum=0)
+        if self.init.name == "from_file":  # readable, and as long as the run's prompt
+            from repro.interop import read_prompt
+
+            prompt, _ = read_prompt(self.init.path)
+            if prompt.shape[0] != self.prompt_len:
+                raise ValueError(
+                    f"init.path={self.init.path} holds a prompt of length {prompt.shape[0]} "
+                    f"(shape {tuple(prompt.shape)}) but prompt_len={self.prompt_len}; set "
+                    f"prompt_len={prompt.shape[0]}"
+                )
         default_steps = self.model.lm_adapt_checkpoint_steps
         if self.lm_adapt_steps != default_steps and self.objective.name != "lm_adapt":
             raise ValueError(

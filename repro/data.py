@@ -54,7 +54,7 @@ def _tokenize(
 ) -> tuple[list[list[int]], int]:
     # Tokenise without special tokens, cut to max_length - 1 and then append eos, so that a
     # truncated sequence still ends with eos (as seqio's trim-then-append-eos does).
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
     truncated = sum(len(x) > max_length - 1 for x in ids)
     return [[*x[: max_length - 1], eos_id] for x in ids], truncated
 

@@ -7,6 +7,8 @@ metric code is the same whichever way the predictions were made.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -114,3 +116,91 @@ def evaluate(
     if sentinel:
         predictions = [strip_sentinel(p) for p in predictions]
     return task.score(predictions, examples), predictions
+
+
+# --- a given prompt, no training ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptScore:
+    """What :func:`score_prompt` measured: the task's metrics (0–100), its single score (their
+    mean), one prediction string per eval example, and the generation cap it used."""
+
+    task: str
+    metrics: dict[str, float]
+    score: float
+    predictions: list[str]
+    n_examples: int
+    max_target_length: int
+
+
+def score_prompt(
+    prompt: torch.Tensor,
+    backbone,
+    tokenizer,
+    task: Task | str,
+    *,
+    data_dir: str | Path | None = None,
+    examples: Sequence[Example] | None = None,
+    max_examples: int | None = None,
+    mode: str = "generate",
+    sentinel: bool = False,
+    sentinel_placement: str = "targets",
+    max_input_length: int | None = None,
+    max_target_length: int | None = None,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+) -> PromptScore:
+    """Score a given prompt [P, H] in front of a frozen backbone on a task's eval split.
+
+    The same scoring as a run's evaluation (``repro.run trainer.steps=0 init=from_file``
+    writes the same metrics into a run directory): the task's eval split (or ``examples``),
+    inputs cut to the task's input limit, greedy decoding capped at the target limit (the
+    task's, else its longest label or gold + eos), predictions scored by ``task.score``.
+
+    Args:
+        prompt: [P, H] with H = the backbone's d_model (any float dtype; used as fp32).
+        task: a :class:`Task` or a registered name, e.g. ``"rte"`` (zero-shot transfer: score
+            one task's prompt on another task).
+        data_dir: local data (see :meth:`Task.load_records`); None = the hub.
+        examples: eval examples to score instead of loading the eval split.
+        sentinel: the backbone was prompt-tuned with the ``<extra_id_0>`` target prefix.
+        device: default: where the backbone's embeddings are.
+    """
+    from repro.data import encode, target_limit
+    from repro.objectives import add_sentinel
+    from repro.prompts import SoftPrompt
+    from repro.tasks import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    if examples is None:
+        examples = task.examples(task.eval_split, data_dir, train=False)
+    examples = list(examples)[:max_examples] if max_examples else list(examples)
+    inputs = add_sentinel(examples, sentinel_placement) if sentinel else examples
+    prefix = f"{SENTINEL} " if sentinel else ""
+    golds = [prefix + gold for ex in examples for gold in ex.meta.get("answers", (ex.targets,))]
+    limit = target_limit(
+        [prefix + label for label in task.labels],
+        golds,
+        tokenizer,
+        configured=max_target_length,
+        task_default=task.max_target_length,
+    )
+    tokens = encode(inputs, tokenizer, max_input_length or task.max_input_length, limit.length)
+    device = device or backbone.get_input_embeddings().weight.device
+    model = PromptedT5(backbone, SoftPrompt(prompt)).to(device)
+    metrics, predictions = evaluate(
+        model,
+        tokenizer,
+        task,
+        examples,
+        tokens.input_ids,
+        mode=mode,
+        sentinel=sentinel,
+        batch_size=batch_size,
+        max_new_tokens=limit.length,
+        device=device,
+    )
+    return PromptScore(
+        task.name, metrics, task.task_score(metrics), predictions, len(examples), limit.length
+    )

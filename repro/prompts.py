@@ -141,10 +141,64 @@ def class_label(
     return torch.cat([labelled, sampled_vocab(table, rest, generator, population=population)])
 
 
+def repeat_to_length(ids: Sequence[int], length: int) -> list[int]:
+    """PEFT's TEXT rule: the first ``length`` ids, repeating the whole sequence as often as
+    needed when it is shorter (``ceil(length / len(ids))`` copies, then cut)."""
+    if not ids:
+        raise ValueError("text init got a text that tokenises to no tokens")
+    copies = -(-length // len(ids))
+    return (list(ids) * copies)[:length]
+
+
+def text(
+    table: Tensor,
+    length: int,
+    generator: torch.Generator,
+    *,
+    text_ids: Sequence[int] = (),
+    text_rule: str = "peft",
+    low: float = -0.5,
+    high: float = 0.5,
+    **_: Any,
+) -> Tensor:
+    """Row i = the embedding of the text's i-th token.
+
+    ``text_rule="peft"`` (PEFT's TEXT init): ``text_ids`` are the tokenizer's ids *with* eos,
+    cut to P or repeated until they fill it. ``"official"`` (the official
+    ``from_embedded_string``): ids without eos, cut to P; rows past the text's end come from
+    ``random_uniform(low, high)`` (its fallback initialiser).
+    """
+    if text_rule == "peft":
+        return table[torch.as_tensor(repeat_to_length(text_ids, length))].to(torch.float32).clone()
+    if text_rule != "official":
+        raise ValueError(f"unknown text rule {text_rule!r}; allowed: peft, official")
+    if not text_ids:
+        raise ValueError("text init got a text that tokenises to no tokens")
+    prompt = random_uniform(table, length, generator, low=low, high=high)
+    ids = torch.as_tensor(list(text_ids)[:length])
+    prompt[: len(ids)] = table[ids].to(torch.float32)
+    return prompt
+
+
+def from_file(
+    table: Tensor, length: int, generator: torch.Generator, *, prompt: Tensor, **_: Any
+) -> Tensor:
+    """A given prompt (``init.path``, read by :func:`repro.interop.read_prompt`), unchanged."""
+    expected = (length, table.shape[1])
+    if tuple(prompt.shape) != expected:
+        raise ValueError(
+            f"the prompt file holds shape {tuple(prompt.shape)}; this run needs {expected} "
+            f"(prompt_len, d_model)"
+        )
+    return prompt.detach().to(torch.float32).clone()
+
+
 INITIALISERS: dict[str, Initialiser] = {
     "random_uniform": random_uniform,
     "sampled_vocab": sampled_vocab,
     "class_label": class_label,
+    "text": text,
+    "from_file": from_file,
 }
 
 
@@ -163,6 +217,15 @@ def init_prompt(
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return INITIALISERS[name](table.detach(), length, generator, **kwargs)
+
+
+def text_token_ids(tokenizer, text: str, rule: str = "peft") -> list[int]:
+    """The ids :func:`text` embeds: PEFT's ``tokenizer(text)["input_ids"]`` (eos appended, as
+    T5's tokenizer does), or the official rule's ids without special tokens."""
+    ids = tokenizer(text, add_special_tokens=rule == "peft")["input_ids"]
+    if rule == "official" and not ids:
+        raise ValueError(f"init.text={text!r} tokenises to no tokens")
+    return ids
 
 
 def label_token_ids(tokenizer, words: Sequence[str]) -> list[list[int]]:

@@ -88,7 +88,7 @@ def train_task(
     from repro.data import encode
     from repro.evaluate import evaluate
     from repro.model import PromptedT5, count_parameters
-    from repro.prompts import SoftPrompt, init_prompt, label_token_ids
+    from repro.prompts import SoftPrompt, init_prompt, label_token_ids, text_token_ids
     from repro.tasks import get_task
     from repro.tasks.base import data_dir_for
     from repro.trainer import resolve_device, train
@@ -96,7 +96,8 @@ def train_task(
     start = time.time()
     task = get_task(task_name)
     data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir)
-    train_examples = load_examples(task, task.train_split, data_dir)
+    # trainer.steps=0 only scores the initial prompt: no training data are read
+    train_examples = load_examples(task, task.train_split, data_dir) if cfg.trainer.steps else []
     dev_examples = load_examples(task, task.eval_split, data_dir)
     if cfg.task.max_eval_examples:
         dev_examples = dev_examples[: cfg.task.max_eval_examples]
@@ -116,6 +117,11 @@ def train_task(
     init_kwargs = {"population": cfg.init.population, "low": cfg.init.low, "high": cfg.init.high}
     if cfg.init.name == "class_label":
         init_kwargs["class_token_ids"] = label_token_ids(tokenizer, task.class_words)
+    elif cfg.init.name == "text":
+        init_kwargs["text_ids"] = text_token_ids(tokenizer, cfg.init.text, cfg.init.text_rule)
+        init_kwargs["text_rule"] = cfg.init.text_rule
+    elif cfg.init.name == "from_file":
+        init_kwargs["prompt"] = init_file_prompt(cfg, table.shape[1])
     weight = init_prompt(cfg.init.name, table, cfg.prompt_len, seed=cfg.seed, **init_kwargs)
     model = PromptedT5(backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss)
     if cfg.model.device_map is None:
@@ -190,17 +196,27 @@ def train_task(
     }
 
 
+def init_file_prompt(cfg: Config, d_model: int):
+    """The prompt ``init.path`` holds, refused in one line unless it is [prompt_len, d_model]."""
+    from repro.interop import fit_prompt, read_prompt
+
+    prompt, _ = read_prompt(cfg.init.path)
+    return fit_prompt(prompt, cfg.prompt_len, d_model, f"init.path={cfg.init.path}")
+
+
 def target_limit_of(cfg: Config, task, train_examples, dev_examples, tokenizer):
     """The task's target limit for this run (:func:`repro.data.target_limit`), warning when eval
     golds do not fit. ``train_examples`` carry the objective's sentinel already, ``dev_examples``
-    not: their golds get it here."""
+    not: their golds get it here. Without training examples (``trainer.steps=0``) the task's
+    label strings stand for the training targets, so a label task gets a trained run's limit."""
     from repro.data import target_limit
     from repro.objectives import SENTINEL
 
     prefix = f"{SENTINEL} " if cfg.objective.uses_sentinel else ""
     golds = [prefix + gold for ex in dev_examples for gold in ex.meta.get("answers", (ex.targets,))]
+    train_targets = [ex.targets for ex in train_examples] or [prefix + w for w in task.labels]
     limit = target_limit(
-        [ex.targets for ex in train_examples],
+        train_targets,
         golds,
         tokenizer,
         configured=cfg.task.max_target_length,
@@ -305,7 +321,9 @@ def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) 
 
     # Cheap checks first (config, files, tokenizer: seconds), then the weights (minutes for
     # XXL): each refuses a checkpoint it cannot use with one line naming it.
-    checkpoint_config(checkpoint, cfg.model.trust_remote_code)
+    config, _, _ = checkpoint_config(checkpoint, cfg.model.trust_remote_code)
+    if cfg.init.name == "from_file" and getattr(config, "d_model", None):
+        init_file_prompt(cfg, config.d_model)  # another width: refused before the weights load
     tokenizer = load_tokenizer(checkpoint, trust_remote_code=cfg.model.trust_remote_code)
     backbone = load_backbone(
         checkpoint,

@@ -365,6 +365,18 @@ def fingerprint(cfg, task_names=None) -> dict[str, Any]:
     for key in NON_RESULT_MODEL_KEYS:
         plain["model"].pop(key, None)
     plain["task"]["data_dir"] = data_identity(cfg, task_names or expand(cfg.task.name))
+    # init keys newer than most run dirs appear only where they apply, so that those dirs keep
+    # matching; a given prompt is named by what it holds, not where it lies
+    init = plain["init"]
+    for key in ("path", "text"):
+        if init.get(key) is None:
+            init.pop(key, None)
+    if cfg.init.name != "text":
+        init.pop("text_rule", None)
+    if cfg.init.path:
+        from repro.interop import prompt_identity
+
+        init["path"] = prompt_identity(cfg.init.path)
     roots = {
         "cache": str(Path(cfg.paths.cache_dir).expanduser()),
         "lm_adapt_dir": str(Path(cfg.paths.lm_adapt_dir).expanduser()),

@@ -247,6 +247,24 @@ def test_qqp_and_mrpc_formats():
     assert fmt("mrpc", mrpc) == [("sentence1: A b. sentence2: B a.", "not_equivalent")]
 
 
+def test_sst2_is_the_official_taskless_glue_format(tmp_path):
+    # T5's glue() gives "sst2 sentence: ..." with TFDS's label names; the official prompts were
+    # trained on its taskless variant, the first word removed.
+    record = {"sentence": "it 's a charming journey . ", "idx": 3, "label": 1}
+    assert fmt("sst2", record) == [("sentence: it 's a charming journey . ", "positive")]
+    sst2 = get_task("sst2")
+    assert (sst2.hub_id, sst2.hub_config, sst2.labels) == (
+        "nyu-mll/glue",
+        "sst2",
+        ("negative", "positive"),
+    )
+    rows = [{**record, "label": 0}, record]
+    write_jsonl(tmp_path / "SST-2" / "validation.jsonl", rows)  # a local copy, in a subdir
+    examples = sst2.examples("validation", tmp_path)
+    assert [ex.targets for ex in examples] == ["negative", "positive"]
+    assert sst2.score(["negative", "negative"], examples) == {"accuracy": 50.0}
+
+
 def test_squad_and_mrqa_formats():
     squad = {
         "id": "q1",

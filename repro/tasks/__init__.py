@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from repro.tasks.base import Example, Task
+from repro.tasks.glue import GLUE_TASKS
 from repro.tasks.superglue import SUPERGLUE_TASKS
 from repro.tasks.toy import TOY_TASKS
 from repro.tasks.transfer import TRANSFER_TASKS, map_labels
@@ -51,5 +52,5 @@ def task_names(name: str) -> tuple[str, ...]:
     return (get_task(name).name,)
 
 
-for _task in (*SUPERGLUE_TASKS, *TRANSFER_TASKS, *TOY_TASKS):
+for _task in (*SUPERGLUE_TASKS, *TRANSFER_TASKS, *GLUE_TASKS, *TOY_TASKS):
     register_task(_task)

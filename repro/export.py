@@ -1,0 +1,76 @@
+"""``python -m repro.export <prompt> --to peft|npy|repro <out>``: a prompt in another tool's format.
+
+    python -m repro.export runs/rte-base-lm_adapt100k-p100-class_label-s0 --to peft out/rte_peft
+    python -m repro.export rte.npy --to peft out/rte_peft --base-model google/t5-base-lm-adapt
+    python -m repro.export path/to/peft_adapter --to repro out/rte_prompt
+
+``<prompt>`` is anything :func:`repro.interop.read_prompt` reads: a run directory (its
+``best/``, or ``--which last``), our prompt directory or ``.safetensors``, an official ``.npy``,
+or a PEFT prompt-tuning adapter directory. ``--to peft`` writes an adapter directory that
+``PeftModel.from_pretrained(backbone, out)`` loads (encoder-only, ``num_transformer_submodules
+= 1``); ``--to npy`` the official code's array file; ``--to repro`` our ``prompt.safetensors`` +
+``prompt.json`` (an import: usable as ``init=from_file init.path=<out>``). See docs/interop.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from repro.cli import USER_ERRORS, cli_error_message
+from repro.interop import FORMATS, read_prompt, write_prompt
+
+
+def export(
+    source: str | Path,
+    to: str,
+    out: str | Path,
+    *,
+    base_model: str | None = None,
+    which: str = "best",
+) -> Path:
+    """Read the prompt at ``source`` and write it as ``to`` at ``out``; returns ``out``."""
+    prompt, meta = read_prompt(source, which=which)
+    backbone = base_model or meta.get("backbone")
+    if backbone and Path(backbone).expanduser().is_dir():  # a local checkpoint: a path that
+        backbone = str(Path(backbone).expanduser().resolve())  # works from anywhere
+    provenance = {
+        "source": str(source),
+        "source_format": meta["format"],
+        "backbone": backbone,
+        **{k: meta.get(k) for k in ("task", "init", "step") if meta.get(k) is not None},
+    }
+    return write_prompt(prompt, out, to, base_model=backbone, meta=provenance)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m repro.export",
+        description="Write a prompt in another tool's format (PEFT adapter, official .npy, ours).",
+    )
+    parser.add_argument("source", help="run dir, prompt dir/.safetensors, .npy or PEFT adapter dir")
+    parser.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
+    parser.add_argument("out", help="where to write (must not exist; npy: a .npy file)")
+    parser.add_argument(
+        "--base-model",
+        help="the backbone's hub id or local path (default: the one the prompt records)",
+    )
+    parser.add_argument(
+        "--which",
+        default="best",
+        choices=("best", "last"),
+        help="for a run dir: its best/ (default) or last/ prompt",
+    )
+    args = parser.parse_args(argv)
+    try:
+        out = export(args.source, args.to, args.out, base_model=args.base_model, which=args.which)
+    except USER_ERRORS as err:
+        print(f"error: {cli_error_message(err)}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({args.to})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
