@@ -108,7 +108,10 @@ COMPOSE_CASES = [
     ),
     (
         ["init=zeros"],
-        ["init='zeros' is not allowed; choose one of: class_label, random_uniform, sampled_vocab"],
+        [
+            "init='zeros' is not allowed; choose one of: class_label, from_file, random_uniform, "
+            "sampled_vocab, text"
+        ],
     ),
     (["prompt_len=0"], ["prompt_len must be an integer >= 1; got 0"]),
     (["prompt_len=-3"], ["prompt_len must be an integer >= 1; got -3"]),
@@ -118,7 +121,16 @@ COMPOSE_CASES = [
         ["trainer.batch_size=30", "trainer.grad_accum=4"],
         ["trainer.batch_size=30 is not a multiple of trainer.grad_accum=4"],
     ),
-    (["trainer.steps=0"], ["trainer.steps must be an integer >= 1; got 0"]),
+    (["trainer.steps=-1"], ["trainer.steps must be an integer >= 0; got -1"]),
+    (["init=from_file"], ["init=from_file needs init.path=..."]),
+    (["init=from_file", "init.path=/no/such/rte.npy"], ["no prompt at /no/such/rte.npy; expected"]),
+    (["init=text"], ["init=text needs init.text=..."]),
+    (["init.text=hello"], ["init.text only applies with init=text (got init=class_label)"]),
+    (["init.path=rte.npy"], ["init.path only applies with init=from_file (got init=class_label)"]),
+    (
+        ["init=text", "init.text=hi", "init.text_rule=gpt"],
+        ["init.text_rule='gpt' is not allowed; choose one of: peft, official"],
+    ),
     (
         ["objective=span_corruption", "lm_adapt_steps=50000"],
         ["lm_adapt_steps=50000 only applies with objective=lm_adapt"],
@@ -305,6 +317,63 @@ def test_prompt_file_of_the_wrong_width_is_refused_and_kept(root, tiny_t5_dir, m
     code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir))
     assert_one_error(code, err, "has width 64", "the model's d_model is 32")
     assert snapshot(run_dir / "last") == before
+
+
+def test_prompt_file_of_another_length_is_refused_before_loading(root, monkeypatch, capsys):
+    earlier = root / "runs" / "earlier"  # its best/ holds a [3, 32] prompt; smoke has p = 20
+    code, err = cli(
+        monkeypatch, capsys, "experiment=smoke", f"paths.root={root}", "init=from_file",
+        f"init.path={earlier}", "trainer.steps=0",
+    )  # fmt: skip
+    assert_one_error(
+        code, err, f"init.path={earlier} holds a prompt of length 3", "set prompt_len=3"
+    )
+
+
+def test_prompt_file_of_another_width_is_refused_before_the_weights_load(
+    root, tiny_t5_dir, monkeypatch, capsys
+):
+    import numpy as np
+
+    np.save(root / "rte.npy", np.zeros((20, 768), np.float32))  # an official Base prompt
+    code, err = cli(
+        monkeypatch,
+        capsys,
+        *smoke(root, tiny_t5_dir, "init=from_file", f"init.path={root}/rte.npy"),
+    )
+    assert_one_error(code, err, "holds a prompt of width 768", "the model's d_model is 32")
+    run_dir = root / "runs/toy_keyword-tiny-lm_adapt100k-p20-from_file-s0"
+    assert not (run_dir / "fingerprint.json").exists()  # nothing claimed
+
+
+EXPORT_CASES = [
+    # (what the source is, extra args, fragment)
+    ("missing", [], "no prompt at"),
+    ("npy", [], "the prompt records no backbone; give --base-model"),
+    ("lora", [], "holds a PEFT LORA adapter; only PROMPT_TUNING adapters are prompts"),
+    ("npy_exists", ["--base-model", "google/t5-base-lm-adapt"], "already exists"),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "fragment"), EXPORT_CASES, ids=[c[0] for c in EXPORT_CASES]
+)
+def test_export_mistake_is_one_line_and_writes_nothing(root, capsys, source, extra, fragment):
+    import numpy as np
+
+    from repro.export import main
+
+    np.save(root / "p.npy", np.zeros((4, 8), np.float32))
+    (root / "lora").mkdir()
+    (root / "lora/adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (root / "taken").mkdir()
+    (root / "taken/file").write_text("mine")
+    paths = {"missing": root / "nothing", "npy": root / "p.npy", "lora": root / "lora"}
+    out = root / ("taken" if source == "npy_exists" else "out")
+    before = snapshot(root)
+    code = main([str(paths.get(source, root / "p.npy")), "--to", "peft", str(out), *extra])
+    assert_one_error(code, capsys.readouterr().err, fragment)
+    assert snapshot(root) == before
 
 
 def test_dir_holding_a_finished_run_of_another_config(root, tiny_t5_dir, monkeypatch, capsys):

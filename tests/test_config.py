@@ -103,7 +103,7 @@ def test_smoke_experiment_uses_only_local_assets():
             "trainer.batch_size=30",
             "trainer.batch_size=30 is not a multiple of trainer.grad_accum=4",
         ),
-        ("trainer.steps=0", "trainer.steps must be an integer >= 1; got 0"),
+        ("trainer.steps=-1", "trainer.steps must be an integer >= 0; got -1"),
         (
             "task.eval_mode=beam",
             "task.eval_mode='beam' is not allowed; choose one of: generate, rank",
