@@ -250,3 +250,23 @@ def test_official_text_rule_drops_eos_cuts_and_fills_with_random_uniform(tiny_t5
     assert rest.min() >= 0.0 and rest.max() < 0.01  # the fallback initialiser's range
     cut = init_prompt("text", table, 2, seed=0, text_ids=ids, text_rule="official")
     assert torch.equal(cut, table[ids[:2]])
+
+
+def test_released_prompt_claims_name_registered_tasks_and_their_metrics():
+    import csv
+    from pathlib import Path
+
+    from repro.tasks import get_task
+
+    path = Path(__file__).resolve().parents[1] / "results/paper/released_prompts.csv"
+    rows = list(csv.DictReader(path.open()))
+    claims = {(r["task"], r["metric"]): float(r["claimed"]) for r in rows}
+    assert claims == {
+        ("rte", "accuracy"): 68.6,
+        ("mrpc", "f1"): 89.7,
+        ("mrpc", "accuracy"): 85.3,
+        ("sst2", "accuracy"): 95.07,
+    }
+    for task, metric in claims:  # a check run's result.json reports each under this name
+        assert metric in get_task(task).metric_names
+    assert {(r["prompt_len"], r["backbone"]) for r in rows} == {("100", "google/t5-base-lm-adapt")}
