@@ -49,11 +49,17 @@ def test_run_name_keeps_lm_adapt_steps_exact(steps, label):
     "group",
     ["model", "objective", "init", "task", "trainer", "logger", "paths", "experiment"],
 )
-def test_every_file_of_every_group_composes(group):
+def test_every_file_of_every_group_composes(group, tmp_path):
+    import torch
+
+    from repro.prompts import save_prompt
+
+    save_prompt(torch.zeros(100, 768), tmp_path)  # what init=from_file needs: a given prompt
+    needs = {"from_file": [f"init.path={tmp_path}"], "text": ["init.text=Is it true?"]}
     options = group_options(group)
     assert options, f"conf/{group} is empty"
     for option in options:
-        cfg = compose_config(f"{group}={option}")
+        cfg = compose_config(f"{group}={option}", *needs.get(option, []) * (group == "init"))
         assert isinstance(cfg, Config)
 
 
