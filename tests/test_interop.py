@@ -270,3 +270,15 @@ def test_released_prompt_claims_name_registered_tasks_and_their_metrics():
     for task, metric in claims:  # a check run's result.json reports each under this name
         assert metric in get_task(task).metric_names
     assert {(r["prompt_len"], r["backbone"]) for r in rows} == {("100", "google/t5-base-lm-adapt")}
+
+
+def test_a_run_with_text_init_starts_from_the_texts_embeddings(tmp_path, tiny_t5_dir, tokenizer):
+    cfg = smoke_config(
+        tmp_path, tiny_t5_dir, "init=text", f"init.text={TEXT}", "trainer.steps=0",
+        "task.max_eval_examples=8",
+    )  # fmt: skip
+    assert run_experiment(cfg, tmp_path / "run")["status"] == "finished"
+    table = load_backbone(tiny_t5_dir).get_input_embeddings().weight
+    ids = text_token_ids(tokenizer, TEXT)  # 25 ids with eos; prompt_len 20: cut
+    best, _ = read_prompt(tmp_path / "run")
+    assert torch.equal(best, table[ids[:20]])
