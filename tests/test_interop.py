@@ -282,3 +282,22 @@ def test_a_run_with_text_init_starts_from_the_texts_embeddings(tmp_path, tiny_t5
     ids = text_token_ids(tokenizer, TEXT)  # 25 ids with eos; prompt_len 20: cut
     best, _ = read_prompt(tmp_path / "run")
     assert torch.equal(best, table[ids[:20]])
+
+
+def test_a_trained_prompt_round_trips_through_peft_and_scores_the_same(tmp_path, tiny_t5_dir):
+    common = ["task.max_eval_examples=32", "trainer.eval_every=10"]
+    trained = smoke_config(tmp_path, tiny_t5_dir, "trainer.steps=10", *common)
+    assert run_experiment(trained, tmp_path / "trained")["status"] == "finished"
+    export(tmp_path / "trained", "peft", tmp_path / "adapter")  # best/ → PEFT
+    export(tmp_path / "adapter", "repro", tmp_path / "back")  # PEFT → ours
+    assert torch.equal(read_prompt(tmp_path / "back")[0], read_prompt(tmp_path / "trained")[0])
+
+    scored = smoke_config(
+        tmp_path, tiny_t5_dir, "init=from_file", f"init.path={tmp_path / 'adapter'}",
+        "trainer.steps=0", *common,
+    )  # fmt: skip
+    assert run_experiment(scored, tmp_path / "scored")["status"] == "finished"
+    before, after = (
+        json.loads((tmp_path / d / "result.json").read_text()) for d in ("trained", "scored")
+    )
+    assert after["metrics"] == before["metrics"] and after["max_target_length"] == 8
