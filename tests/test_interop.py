@@ -301,3 +301,13 @@ def test_a_trained_prompt_round_trips_through_peft_and_scores_the_same(tmp_path,
         json.loads((tmp_path / d / "result.json").read_text()) for d in ("trained", "scored")
     )
     assert after["metrics"] == before["metrics"] and after["max_target_length"] == 8
+
+
+def test_run_dirs_made_before_these_inits_keep_their_fingerprint(tmp_path, tiny_t5_dir):
+    from repro.rundir import fingerprint
+
+    # no new key unless it applies: an older run dir's fingerprint.json still matches
+    init = fingerprint(smoke_config(tmp_path, tiny_t5_dir))["init"]
+    assert set(init) == {"name", "low", "high", "population"}
+    text = fingerprint(smoke_config(tmp_path, tiny_t5_dir, "init=text", "init.text=hi"))["init"]
+    assert (text["text"], text["text_rule"]) == ("hi", "peft")
