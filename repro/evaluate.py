@@ -124,14 +124,19 @@ def evaluate(
 @dataclass(frozen=True)
 class PromptScore:
     """What :func:`score_prompt` measured: the task's metrics (0–100), its single score (their
-    mean), one prediction string per eval example, and the generation cap it used."""
+    mean), one prediction string per eval example (``examples``, in order), and the generation
+    cap it used."""
 
     task: str
     metrics: dict[str, float]
     score: float
     predictions: list[str]
-    n_examples: int
+    examples: list[Example]
     max_target_length: int
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.examples)
 
 
 def score_prompt(
@@ -202,5 +207,5 @@ def score_prompt(
         device=device,
     )
     return PromptScore(
-        task.name, metrics, task.task_score(metrics), predictions, len(examples), limit.length
+        task.name, metrics, task.task_score(metrics), predictions, examples, limit.length
     )
