@@ -88,7 +88,13 @@ def train_task(
     from repro.data import encode
     from repro.evaluate import evaluate
     from repro.model import PromptedT5, count_parameters
-    from repro.prompts import SoftPrompt, init_prompt, label_token_ids, text_token_ids
+    from repro.prompts import (
+        SoftPrompt,
+        init_prompt,
+        label_token_ids,
+        save_prompt,
+        text_token_ids,
+    )
     from repro.tasks import get_task
     from repro.tasks.base import data_dir_for
     from repro.trainer import resolve_device, train
@@ -147,6 +153,8 @@ def train_task(
         return metrics
 
     sidecar = {"backbone": checkpoint, "init": cfg.init.name, "task": task.name}
+    if not (out_dir / "init").is_dir():  # the untrained prompt: repro.interpret's baseline
+        rundir.publish_dir(out_dir / "init", lambda d: save_prompt(weight, d, step=0, **sidecar))
     state = train(
         model,
         train_tokens.input_ids,
