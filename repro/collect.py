@@ -8,6 +8,9 @@ The **results frame** (`collect_runs`, `collect_wandb`) has these columns, in th
   `repro.lm_adapt`) or `none` (no LM adaptation); a run that did not record it (result.json
   from before the key) gets `none` if its axes say no LM adaptation, else it is read from the
   recorded `checkpoint` (`_infer_lm_adapt_source`), else NA;
+- `eval_task`: the task whose data the row was scored on: the run's own `task`, or for a
+  zero-shot transfer row (`repro.transfer`, `<run_dir>/transfer/<task>/result.json`) the target
+  task; SuperGLUE points use only rows with `eval_task == task`;
 - `status`: `finished` | `failed` | `running` (as the run wrote it in result.json),
   `incomplete` (a run dir with `metrics.jsonl` or `config.yaml` but no result.json: still running,
   killed or pre-empted — we cannot tell which), `corrupt` (result.json unreadable or malformed; a
@@ -119,7 +122,7 @@ _TAIL_COLUMNS = (
 )
 _CHECKPOINT = "_checkpoint"  # a row's recorded checkpoint, until `_to_frame` has used it
 # Directories inside a run dir that hold other tools' config.yaml files, never runs.
-_SKIP_DIRS = {".hydra", "wandb", "best", "last", "__pycache__", ".git"}
+_SKIP_DIRS = {".hydra", "wandb", "best", "last", "init", "__pycache__", ".git"}
 
 
 class CollectWarning(UserWarning):
@@ -319,6 +322,7 @@ def _row_from_result(result: Any) -> dict[str, Any]:
         if isinstance(key, str) and key.startswith("metrics/"):
             metrics.setdefault(key.removeprefix("metrics/"), value)
     row: dict[str, Any] = {axis: result.get(axis) for axis in AXES}
+    row["eval_task"] = result.get("eval_task")  # set by repro.transfer; else the run's task
     row["status"] = result.get("status")
     row["score"] = result.get("score")
     numeric = [v for v in metrics.values() if _is_number(v)]
@@ -414,14 +418,17 @@ def _to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         checkpoint = row.pop(_CHECKPOINT, None)
         if row.get("lm_adapt_source") not in RESOLVED_LM_ADAPT_SOURCES:
             row["lm_adapt_source"] = _infer_lm_adapt_source(row, checkpoint)
+        if _is_missing(row.get("eval_task")):  # a run scored on its own task's dev split
+            row["eval_task"] = row.get("task")
     metric_cols = sorted({k for r in rows for k in r if k.startswith(METRIC_PREFIX)})
-    columns = [*AXES, "status", "score", *metric_cols, *_TAIL_COLUMNS]
+    columns = [*AXES, "eval_task", "status", "score", *metric_cols, *_TAIL_COLUMNS]
     df = pd.DataFrame(list(rows), columns=columns)
     for col in ["score", "wall_s", *metric_cols]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     for col in _INT_COLUMNS:
         df[col] = _to_int(df[col])
-    strings = ("size", "objective", "lm_adapt_source", "init", "task", "status", "error")
+    strings = ("size", "objective", "lm_adapt_source", "init", "task", "eval_task", "status")
+    strings = (*strings, "error")
     for col in (*strings, "run_dir", "wandb_id"):
         df[col] = df[col].astype("object").where(df[col].notna(), None)
     # Known T5 sizes carry their parameter count even when a run did not record it.
@@ -555,6 +562,9 @@ def superglue_scores(
         raise ValueError(f"axis {axis!r} is a grouping key already; pick an ablation axis or None")
     keys = [*_point_keys(df, axis), "seed"]
     done = df[(df["status"] == "finished") & df["task"].isin(tasks)]
+    if "eval_task" in done.columns:  # zero-shot transfer rows (repro.transfer) score elsewhere
+        own = done["eval_task"].isna() | done["eval_task"].eq(done["task"])
+        done = done[own.fillna(True).astype(bool)]
     _check_single_setting(done, keys, axis)
 
     per_task = done.groupby([*keys, "task"], dropna=False, sort=True)["score"].mean()
