@@ -1,0 +1,186 @@
+"""What prompts mean (paper §7): each prompt token's nearest vocabulary tokens.
+
+    python -m repro.interpret <run dirs or sweep dirs> [-k 5]
+
+For every position of a run's best prompt, the top-k tokens of the frozen embedding table by
+cosine similarity; the share of positions whose k neighbours include a class label of the task;
+and the same for the run's untrained prompt (``init/``, saved by ``repro.run`` before the first
+step; for a run made before that, recomputed from its config: initialisers are deterministic
+given the seed) as the baseline. Written into the run directory::
+
+    interpret/neighbours.csv   prompt (best | init), position, rank, token_id, token, cosine, is_label
+    interpret/summary.csv      prompt, k, positions, label_positions, label_share, init_source
+    interpret/neighbours.md    the summary, then each position's neighbours, best beside init
+
+**Class label.** A neighbour counts as one when its id is a sub-token id of one of the task's
+label words (``task.class_words``: the labels, or ReCoRD/WSC's init words), tokenised as the
+class-label initialiser embeds them; pieces that hold no letter or digit (``▁``, ``_``) do not
+count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from repro.trained import INIT, TrainedRun
+
+OUT_DIR = "interpret"
+
+
+def nearest_tokens(prompt: Tensor, table: Tensor, k: int = 5) -> tuple[Tensor, Tensor]:
+    """Top-k rows of ``table`` [V, H] by cosine similarity to each prompt row [P, H].
+
+    Returns:
+        (ids [P, k], cosine [P, k]), most similar first.
+    """
+    if not 1 <= k <= table.shape[0]:
+        raise ValueError(f"k must be in [1, {table.shape[0]}] (the vocabulary size); got {k}")
+    p = torch.nn.functional.normalize(prompt.float(), dim=-1)
+    t = torch.nn.functional.normalize(table.float(), dim=-1)
+    sims, ids = (p @ t.T).topk(k, dim=-1)
+    return ids, sims
+
+
+def label_ids(tokenizer, words: Sequence[str]) -> set[int]:
+    """Sub-token ids of the label words that hold a letter or digit."""
+    from repro.prompts import label_token_ids
+
+    ids = set()
+    for pieces in label_token_ids(tokenizer, words):
+        for i in pieces:
+            if any(ch.isalnum() for ch in tokenizer.convert_ids_to_tokens(i)):
+                ids.add(i)
+    return ids
+
+
+def initial_prompt(run: TrainedRun, table: Tensor, tokenizer) -> tuple[Tensor, str]:
+    """The run's untrained prompt: ``init/`` if saved, else recomputed from its config."""
+    from repro.prompts import init_prompt, label_token_ids, load_prompt
+
+    if (run.run_dir / INIT).is_dir():
+        return load_prompt(run.run_dir / INIT)[0], "init/"
+    init = run.cfg.init
+    kwargs = {"population": init.population, "low": init.low, "high": init.high}
+    if init.name == "class_label":
+        kwargs["class_token_ids"] = label_token_ids(tokenizer, run.task.class_words)
+    weight = init_prompt(init.name, table, run.cfg.prompt_len, seed=run.cfg.seed, **kwargs)
+    return weight, "recomputed from config"
+
+
+def interpret_run(run: TrainedRun, table: Tensor, tokenizer, k: int = 5):
+    """(neighbours frame, summary frame) of the run's best and initial prompts."""
+    labels = label_ids(tokenizer, run.task.class_words)
+    init, source = initial_prompt(run, table, tokenizer)
+    rows, summary = [], []
+    for name, prompt in (("best", run.best_prompt()), ("init", init)):
+        ids, sims = nearest_tokens(prompt, table, k)
+        hits = 0
+        for pos in range(prompt.shape[0]):
+            pos_ids = ids[pos].tolist()
+            hits += any(i in labels for i in pos_ids)
+            for rank, (i, s) in enumerate(zip(pos_ids, sims[pos].tolist(), strict=True), 1):
+                rows.append(
+                    {
+                        "prompt": name,
+                        "position": pos,
+                        "rank": rank,
+                        "token_id": i,
+                        "token": tokenizer.convert_ids_to_tokens(i),
+                        "cosine": s,
+                        "is_label": i in labels,
+                    }
+                )
+        summary.append(
+            {
+                "prompt": name,
+                "k": k,
+                "positions": prompt.shape[0],
+                "label_positions": hits,
+                "label_share": hits / prompt.shape[0],
+                "init_source": source if name == "init" else "best/",
+                "class_words": " ".join(run.task.class_words),
+            }
+        )
+    return pd.DataFrame(rows), pd.DataFrame(summary)
+
+
+def markdown(run: TrainedRun, neighbours: pd.DataFrame, summary: pd.DataFrame) -> str:
+    k = int(summary["k"].iloc[0])
+    lines = [
+        f"# Prompt neighbours: {run.task.name}, {run.run_dir.name}",
+        "",
+        f"Top-{k} vocabulary tokens by cosine similarity to each prompt token (frozen "
+        f"embedding table of {run.checkpoint}); class labels: {', '.join(run.task.class_words)}.",
+        "",
+        "| prompt | positions | with a class label in its top-k | share |",
+        "|---|---|---|---|",
+    ]
+    for _, r in summary.iterrows():
+        lines.append(
+            f"| {r['prompt']} ({r['init_source']}) | {r['positions']} | {r['label_positions']} | "
+            f"{100 * r['label_share']:.1f} % |"
+        )
+    lines += ["", "| position | best prompt | initial prompt |", "|---|---|---|"]
+
+    def cell(df: pd.DataFrame) -> str:
+        return ", ".join(
+            f"**{t}**" if lab else str(t)
+            for t, lab in zip(df["token"], df["is_label"], strict=True)
+        ).replace("|", "\\|")
+
+    for pos, part in neighbours.groupby("position", sort=True):
+        best, init = part[part["prompt"] == "best"], part[part["prompt"] == "init"]
+        lines.append(f"| {pos} | {cell(best)} | {cell(init)} |")
+    lines += ["", "Bold: a class label's sub-token."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
+    from repro.cli import USER_ERRORS, cli_error_message
+    from repro.collect import _write_frame
+    from repro.rundir import write_text_atomic
+    from repro.trained import find_runs, load_backbone_of, read_run
+
+    parser = argparse.ArgumentParser(
+        prog="python -m repro.interpret", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("paths", nargs="+", help="run directories or sweep directories")
+    parser.add_argument("-k", type=int, default=5, help="neighbours per prompt token (paper: 5)")
+    args = parser.parse_args(argv)
+    try:
+        if args.k < 1:
+            raise ValueError(f"-k must be >= 1; got {args.k}")
+        runs = [read_run(d) for d in find_runs(args.paths)]
+        backbones = {}
+        for run in runs:
+            run._require_prompt("reading its prompt's neighbours")
+            if run.checkpoint not in backbones:
+                backbones[run.checkpoint] = load_backbone_of(run)
+            backbone = backbones[run.checkpoint]
+            table = backbone.model.get_input_embeddings().weight.detach().float().cpu()
+            neighbours, summary = interpret_run(run, table, backbone.tokenizer, args.k)
+            out = run.run_dir / OUT_DIR
+            out.mkdir(exist_ok=True)
+            _write_frame(neighbours, out / "neighbours.csv")
+            _write_frame(summary, out / "summary.csv")
+            write_text_atomic(out / "neighbours.md", markdown(run, neighbours, summary))
+            shares = ", ".join(
+                f"{r['prompt']} {100 * r['label_share']:.1f} %" for _, r in summary.iterrows()
+            )
+            print(f"{run.run_dir}: positions with a class label in the top-{args.k}: {shares}")
+            print(f"  -> {out}/neighbours.csv, summary.csv, neighbours.md")
+    except USER_ERRORS as err:
+        print(f"error: {cli_error_message(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
