@@ -59,3 +59,34 @@ def pytest_sessionfinish(session, exitstatus):
         line = TMP.sub("<tmp>/", line).replace("|", "\\|")
         lines.append(f"| `{test}` | {line} | {code} |")
     Path(out).write_text("\n".join(lines) + "\n")
+
+
+def train_smoke_runs(root: Path, tiny_t5_dir, runs: dict[str, list[str]]) -> dict[str, Path]:
+    """Short smoke runs on the tiny model (20 steps), in-process: {name: run dir}."""
+    from test_run import smoke_config
+
+    from repro.run import run_experiment
+
+    out = {}
+    for name, overrides in runs.items():
+        cfg = smoke_config(
+            root,
+            tiny_t5_dir,
+            "trainer.steps=20",
+            "trainer.eval_every=10",
+            "task.max_eval_examples=32",
+            *overrides,
+        )
+        out[name] = root / "sweep" / name
+        summary = run_experiment(cfg, out[name])
+        assert summary["status"] == "finished", summary
+    return out
+
+
+@pytest.fixture(scope="session")
+def prompt_runs(tmp_path_factory, tiny_t5_dir):
+    """Three toy_keyword prompts (seeds 0-2) and one toy_overlap prompt, on the tiny model."""
+    root = tmp_path_factory.mktemp("prompt-runs")
+    runs = {f"kw-s{seed}": [f"seed={seed}"] for seed in range(3)}
+    runs["overlap-s0"] = ["task=toy_overlap"]
+    return train_smoke_runs(root, tiny_t5_dir, runs)
