@@ -9,8 +9,8 @@ import torch
 
 from repro.ensemble import (
     MultiPromptT5,
-    majority_vote,
     main,
+    majority_vote,
     predict_all,
     prepend_prompts,
     rank_vote,

@@ -16,7 +16,24 @@ from repro.tables import markdown, transfer_table
 from repro.tasks import get_task
 from repro.transfer import TransferError, label_map, main
 
-WORDS = "the cat dog sat ran on a mat in house river tree went saw big small".split()
+WORDS = [
+    "the",
+    "cat",
+    "dog",
+    "sat",
+    "ran",
+    "on",
+    "a",
+    "mat",
+    "in",
+    "house",
+    "river",
+    "tree",
+    "went",
+    "saw",
+    "big",
+    "small",
+]
 
 
 def sentence(rng):
