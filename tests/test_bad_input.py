@@ -9,6 +9,7 @@ holds for the real command line.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -450,3 +451,89 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+# --- the later-use commands: ensemble, transfer, interpret (a run read back from best/) --------
+
+
+def fake_run(directory: Path, tiny_t5_dir, task="toy_keyword", checkpoint="ckpt-a", **axes) -> Path:
+    """A finished run as repro.run leaves it (config.yaml, result.json, best/), no training."""
+    from omegaconf import OmegaConf
+    from test_run import smoke_config
+
+    overrides = [f"task={task}", *(f"{k}={v}" for k, v in axes.items())]
+    cfg = smoke_config(directory.parent, tiny_t5_dir, *overrides)
+    directory.mkdir(parents=True)
+    (directory / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    result = {"status": "finished", "task": task, "checkpoint": checkpoint, "score": 50.0}
+    (directory / "result.json").write_text(json.dumps(result))
+    save_prompt(torch.zeros(cfg.prompt_len, 32), directory / "best", task=task)
+    return directory
+
+
+def later_cli(module: str, capsys, *args: str) -> tuple[int, str]:
+    """``python -m repro.<module> *args`` in this process: (exit code, stderr)."""
+    import importlib
+
+    code = importlib.import_module(f"repro.{module}").main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_ensemble_of_runs_of_different_tasks(tmp_path, tiny_t5_dir, capsys):
+    a = fake_run(tmp_path / "a", tiny_t5_dir)
+    b = fake_run(tmp_path / "b", tiny_t5_dir, task="toy_overlap")
+    code, err = later_cli("ensemble", capsys, str(a), str(b), "-o", str(tmp_path / "out"))
+    assert_one_error(
+        code,
+        err,
+        "the runs are of different tasks (toy_keyword, toy_overlap)",
+        ">= 2 runs per task",
+    )
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_ensemble_of_runs_of_different_backbones(tmp_path, tiny_t5_dir, capsys):
+    a = fake_run(tmp_path / "a", tiny_t5_dir)
+    b = fake_run(tmp_path / "b", tiny_t5_dir, checkpoint="ckpt-b", seed=1)
+    code, err = later_cli("ensemble", capsys, str(tmp_path), "-o", str(tmp_path / "out"))
+    assert_one_error(code, err, "different backbones: ckpt-a (1 run); ckpt-b (1 run)")
+    assert a.exists() and b.exists() and not list(tmp_path.glob("out*"))
+
+
+def test_ensemble_of_one_prompt(tmp_path, tiny_t5_dir, capsys):
+    a = fake_run(tmp_path / "a", tiny_t5_dir)
+    code, err = later_cli("ensemble", capsys, str(a), "-o", str(tmp_path / "out"))
+    assert_one_error(code, err, "task toy_keyword has only 1 prompt", "needs >= 2 prompts")
+
+
+def test_ensemble_of_prompts_of_different_lengths(tmp_path, tiny_t5_dir, capsys):
+    fake_run(tmp_path / "a", tiny_t5_dir, prompt_len=3)
+    fake_run(tmp_path / "b", tiny_t5_dir, prompt_len=5, seed=1)
+    code, err = later_cli("ensemble", capsys, str(tmp_path), "-o", str(tmp_path / "out"))
+    assert_one_error(
+        code, err, "task toy_keyword: the prompts have different prompt lengths (3, 5)"
+    )
+
+
+def test_transfer_between_tasks_whose_labels_cannot_be_mapped(tmp_path, tiny_t5_dir, capsys):
+    a = fake_run(tmp_path / "a", tiny_t5_dir)
+    code, err = later_cli("transfer", capsys, str(a), "--to", "cb")
+    assert_one_error(
+        code,
+        err,
+        "cannot map the answers of toy_keyword (negative, positive) onto cb (entailment, "
+        "contradiction, neutral)",
+        "same number of classes",
+    )
+    assert not (a / "transfer").exists()
+
+
+@pytest.mark.parametrize(
+    "module, extra",
+    [("ensemble", ("-o", "out")), ("transfer", ("--to", "toy_polarity")), ("interpret", ())],
+)
+def test_later_command_on_a_run_dir_without_best(module, extra, tmp_path, tiny_t5_dir, capsys):
+    run = fake_run(tmp_path / "a", tiny_t5_dir)
+    shutil.rmtree(run / "best")
+    code, err = later_cli(module, capsys, str(run), *extra)
+    assert_one_error(code, err, f"{run} has no best/", "give a run directory that holds best/")
