@@ -62,7 +62,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def train_smoke_runs(root: Path, tiny_t5_dir, runs: dict[str, list[str]]) -> dict[str, Path]:
-    """Short smoke runs on the tiny model (20 steps), in-process: {name: run dir}."""
+    """Short smoke runs on the tiny model (10 steps), in-process: {name: run dir}."""
     from test_run import smoke_config
 
     from repro.run import run_experiment
@@ -72,8 +72,8 @@ def train_smoke_runs(root: Path, tiny_t5_dir, runs: dict[str, list[str]]) -> dic
         cfg = smoke_config(
             root,
             tiny_t5_dir,
-            "trainer.steps=20",
-            "trainer.eval_every=10",
+            "trainer.steps=10",
+            "trainer.eval_every=5",
             "task.max_eval_examples=32",
             *overrides,
         )
@@ -85,8 +85,15 @@ def train_smoke_runs(root: Path, tiny_t5_dir, runs: dict[str, list[str]]) -> dic
 
 @pytest.fixture(scope="session")
 def prompt_runs(tmp_path_factory, tiny_t5_dir):
-    """Three toy_keyword prompts (seeds 0-2) and one toy_overlap prompt, on the tiny model."""
+    """Three toy_keyword prompts (seeds 0-2) on the tiny model."""
     root = tmp_path_factory.mktemp("prompt-runs")
-    runs = {f"kw-s{seed}": [f"seed={seed}"] for seed in range(3)}
-    runs["overlap-s0"] = ["task=toy_overlap"]
-    return train_smoke_runs(root, tiny_t5_dir, runs)
+    return train_smoke_runs(
+        root, tiny_t5_dir, {f"kw-s{seed}": [f"seed={seed}"] for seed in range(3)}
+    )
+
+
+@pytest.fixture(scope="session")
+def prompt_run(tmp_path_factory, tiny_t5_dir):
+    """One toy_keyword prompt on the tiny model."""
+    root = tmp_path_factory.mktemp("prompt-run")
+    return train_smoke_runs(root, tiny_t5_dir, {"kw-s0": []})["kw-s0"]

@@ -18,7 +18,7 @@ from test_wandb import OfflineApi
 from repro.collect import collect_runs, collect_wandb
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ("figure3", "figure1", "compare_wandb")
+NOTEBOOKS = ("figure3", "figure1", "compare_wandb", "prompt_neighbours")
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
