@@ -92,3 +92,18 @@ def test_bench_batching_runs_on_tiny_data_and_prints_its_ratios(tmp_path, capsys
     # Bucketing never pads more than random batches of the same epoch.
     assert results["bucketed"]["padded"] <= results["random"]["padded"]
     assert results["random"]["timed_examples"] == results["bucketed"]["timed_examples"] == 8
+
+
+def test_bench_ensemble_runs_on_the_tiny_model_and_prints_its_ratio(capsys, tiny_t5_dir):
+    spec = importlib.util.spec_from_file_location(
+        "bench_ensemble", SCRIPT.with_name("bench_ensemble.py")
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for mode in ("generate", "rank"):
+        args = f"--model {tiny_t5_dir} --task toy_keyword --prompts 2 --prompt-len 3 --examples 6"
+        code = bench.main([*args.split(), "--batch", "4", "--repeats", "1", "--mode", mode])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert re.search(r"^  ratio batched/separate: \d+\.\d+$", out, re.MULTILINE), out
+        assert "same predictions for every prompt: yes" in out
