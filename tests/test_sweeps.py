@@ -111,8 +111,60 @@ def axis_value(cfg: Config, axis: str):
 
 
 def test_one_sweep_file_and_one_twin_per_panel():
-    assert sorted(p.stem for p in SWEEPS.glob("*.yaml")) == sorted(PANELS)
+    assert sorted(p.stem for p in SWEEPS.glob("fig*.yaml")) == sorted(PANELS)
     assert sorted(p.stem for p in SMOKE.glob("*.yaml")) == sorted(TWINS)
+
+
+# table sweep file → (its task values, seeds, the commands its header must give after the sweep)
+TABLES = {
+    "table1_squad_mrqa": (
+        {"squad"},
+        3,
+        "python -m repro.transfer multirun/table1_squad_mrqa --to mrqa",
+    ),
+    "table2_qqp_mrpc": (
+        {"qqp", "mrpc"},
+        3,
+        "python -m repro.transfer multirun/table2_qqp_mrpc --to mrpc --to qqp",
+    ),
+    "table3_ensemble": (
+        {"superglue"},
+        5,
+        "python -m repro.ensemble multirun/table3_ensemble -o results/table3_ensemble",
+    ),
+}
+
+
+def test_one_sweep_file_per_table_and_toy_twins_of_tables_2_and_3():
+    assert sorted(p.stem for p in SWEEPS.glob("table*.yaml")) == sorted(TABLES)
+    assert sorted(p.stem for p in (SWEEPS / "toy").glob("table*.yaml")) == [
+        "table2_transfer",
+        "table3_ensemble",
+    ]
+
+
+@pytest.mark.parametrize("stem", sorted(TABLES))
+def test_table_sweep_jobs_compose_with_their_header_commands(stem):
+    tasks, seeds, command = TABLES[stem]
+    text = header(SWEEPS / f"{stem}.yaml")
+    assert f"python -m repro.run -m --config-dir sweeps --config-name {stem}" in text
+    assert command in text
+    jobs = sweep_jobs(SWEEPS, stem)
+    assert len(jobs) == len(tasks) * seeds
+    configs = [compose_job(SWEEPS, stem, job)[0] for job in jobs]
+    assert {c.task.name for c in configs} == tasks
+    assert {c.seed for c in configs} == set(range(seeds))
+    assert {c.model.size for c in configs} == {"xxl"}
+    assert len({c.name for c in configs}) == len(configs)
+
+
+@pytest.mark.parametrize("stem", ["table2_transfer", "table3_ensemble"])
+def test_toy_table_sweeps_share_one_directory(stem):
+    configs = [compose_job(SWEEPS / "toy", stem, j)[0] for j in sweep_jobs(SWEEPS / "toy", stem)]
+    assert {c.sweep_name for c in configs} == {"toy_tables"}
+    assert {c.model.size for c in configs} == {"toy_large"} and {c.prompt_len for c in configs} == {
+        20
+    }
 
 
 @pytest.mark.parametrize("stem", sorted(PANELS))
