@@ -299,6 +299,8 @@ def group_runs(runs: Sequence[TrainedRun]) -> dict[str, list[TrainedRun]]:
 
 # --- the frame and the table -----------------------------------------------------------------
 
+# The run frame's axes (repro.collect.AXES) an ensemble row keeps: not task (its own column)
+# nor seed (it pools seeds: column `seeds`).
 AXES = ("size", "params", "objective", "lm_adapt_steps", "lm_adapt_source", "prompt_len", "init")
 
 

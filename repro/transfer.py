@@ -103,7 +103,9 @@ def transfer_eval(
         predictions = [strip_sentinel(p) for p in predictions]
     mapped = [mapping.get(p.strip(), p) for p in predictions] if mapping else predictions
     metrics = target.score(mapped, examples)
-    axes = {k: run.result.get(k) for k in _AXES}
+    from repro.collect import AXES
+
+    axes = {k: run.result.get(k) for k in AXES if k != "task"}
     result = {
         "status": "finished",
         "error": None,
@@ -124,18 +126,6 @@ def transfer_eval(
         "run_dir": str(run.run_dir / TRANSFER_DIR / target.name),
     }
     return result, backbone
-
-
-_AXES = (
-    "size",
-    "params",
-    "objective",
-    "lm_adapt_steps",
-    "lm_adapt_source",
-    "prompt_len",
-    "init",
-    "seed",
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
