@@ -166,3 +166,24 @@ def test_squad_to_mrqa_gives_f1_per_set_as_rows_and_table_1(runs, data, capsys):
     text = markdown(table)
     assert "| squad → mrqa | TextbookQA | prompt | f1 |" in text and "66.8 ± 2.9 †" in text
     assert "| squad → squad | squad | prompt | f1 |" in text  # the in-domain row
+
+
+def test_tables_command_prints_the_table_and_refuses_a_frame_without_transfer_rows(
+    tmp_path, capsys
+):
+    from repro.tables import main as tables
+
+    rows = [
+        {"task": "qqp", "eval_task": e, "seed": s, "status": "finished", "metric/accuracy": a}
+        | {"metric/f1": f}
+        for e, s, a, f in [("qqp", 0, 80, 70), ("mrpc", 0, 70, 80), ("mrpc", 1, 72, 84)]
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "frame.csv", index=False)
+    assert tables([str(tmp_path / "frame.csv"), "-o", str(tmp_path / "t.md")]) == 0
+    out = capsys.readouterr().out
+    assert "| qqp → mrpc | mrpc | prompt | f1 | 82.0 ± 2.8 (n=2) | 84.3 ± 0.3 † |" in out
+    assert "| qqp → qqp | qqp | prompt | accuracy | 80.0 (n=1) | — |" in out
+    assert (tmp_path / "t.md").read_text() == out
+    pd.DataFrame(rows[:1]).to_csv(tmp_path / "own.csv", index=False)
+    assert tables([str(tmp_path / "own.csv")]) == 2
+    assert "holds no transfer rows" in capsys.readouterr().err
