@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from repro.trained import INIT, TrainedRun
+from repro.trained import INIT, RunReadError, TrainedRun
 
 OUT_DIR = "interpret"
 
@@ -66,6 +66,11 @@ def initial_prompt(run: TrainedRun, table: Tensor, tokenizer) -> tuple[Tensor, s
     if (run.run_dir / INIT).is_dir():
         return load_prompt(run.run_dir / INIT)[0], "init/"
     init = run.cfg.init
+    if init.name not in ("random_uniform", "sampled_vocab", "class_label"):
+        raise RunReadError(
+            f"{run.run_dir} has no {INIT}/ and its init={init.name} is not recomputed here; "
+            "run it again with this version of repro.run to keep its initial prompt"
+        )
     kwargs = {"population": init.population, "low": init.low, "high": init.high}
     if init.name == "class_label":
         kwargs["class_token_ids"] = label_token_ids(tokenizer, run.task.class_words)
