@@ -6,6 +6,7 @@ metric code is the same whichever way the predictions were made.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +56,12 @@ def predict(
     batch_size: int = 64,
     max_new_tokens: int = 8,
     device: torch.device | str = "cpu",
+    members: Sequence[int] | None = None,
 ) -> list[str]:
     """Prediction strings for tokenised inputs (order kept; batched by length).
 
     Args:
+        members: for a :class:`repro.pack.PackedT5`, the member (prompt) of each input.
         mode: "generate" (greedy, the paper's) or "rank" (pick the candidate string with the
             highest log-likelihood; needs ``candidates``).
         candidates: the strings to rank, exactly as the model is trained to produce them.
@@ -71,15 +74,26 @@ def predict(
         batch = collate([{"input_ids": input_ids[i]} for i in idx], tokenizer.pad_token_id)
         ids = batch["input_ids"].to(device)
         mask = batch["attention_mask"].to(device)
-        if mode == "rank":
-            best = model.score_candidates(ids, mask, candidate_ids).argmax(dim=1).tolist()
-            texts = [candidates[b] for b in best]
-        else:
-            texts = decode(tokenizer, model.generate(ids, mask, max_new_tokens=max_new_tokens))
+        rows = contextlib.nullcontext()
+        if members is not None:
+            rows = model.rows(torch.as_tensor([members[i] for i in idx], device=device))
+        with rows:
+            texts = _predict_batch(
+                model, tokenizer, ids, mask, mode, candidates, candidate_ids, max_new_tokens
+            )
         for i, text in zip(idx, texts, strict=True):
             predictions[i] = text
     model.train(was_training)
     return predictions
+
+
+def _predict_batch(model, tokenizer, ids, mask, mode, candidates, candidate_ids, max_new_tokens):
+    if mode == "rank":
+        best = model.score_candidates(ids, mask, candidate_ids).argmax(dim=1).tolist()
+        texts = [candidates[b] for b in best]
+    else:
+        texts = decode(tokenizer, model.generate(ids, mask, max_new_tokens=max_new_tokens))
+    return texts
 
 
 def evaluate(
@@ -94,12 +108,16 @@ def evaluate(
     batch_size: int = 64,
     max_new_tokens: int = 8,
     device: torch.device | str = "cpu",
+    members: Sequence[int] | None = None,
+    score: bool = True,
 ) -> tuple[dict[str, float], list[str]]:
     """Score ``examples`` with the task's metrics (0–100). Returns (metrics, predictions).
 
     ``rank`` applies to tasks with a label set; generative tasks (ReCoRD, WSC, SQuAD) are
     always decoded greedily. With ``sentinel`` the candidates carry the ``<extra_id_0>`` prefix
     the model was trained on, and it is stripped from every prediction before scoring.
+    ``members`` (a packed model's prompt per example) and ``score=False`` (predictions only,
+    metrics ``{}``) serve :func:`repro.pack.evaluate_members`.
     """
     use_rank = mode == "rank" and bool(task.labels)
     candidates = [f"{SENTINEL} {c}" if sentinel else c for c in task.labels] if use_rank else []
@@ -112,10 +130,11 @@ def evaluate(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         device=device,
+        members=members,
     )
     if sentinel:
         predictions = [strip_sentinel(p) for p in predictions]
-    return task.score(predictions, examples), predictions
+    return (task.score(predictions, examples) if score else {}), predictions
 
 
 # --- a given prompt, no training ---------------------------------------------------------------

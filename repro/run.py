@@ -73,33 +73,26 @@ def versions() -> dict[str, str]:
 # --- one task ----------------------------------------------------------------------------------
 
 
-def train_task(
-    cfg: Config,
-    task_name: str,
-    backbone,
-    tokenizer,
-    checkpoint: str,
-    out_dir: Path,
-    sink,
-    stop: StopFlag | None = None,
-) -> dict[str, Any]:
-    """Train and score one prompt for one task in ``out_dir``; returns its result.json."""
+@dataclasses.dataclass
+class TaskData:
+    """One task's data as a run trains and scores on it (the same for every prompt of a pack)."""
+
+    task: Any
+    train_examples: list
+    dev_examples: list
+    train_tokens: Any  # repro.data.Encoded
+    dev_tokens: Any
+    limit: Any  # repro.data.TargetLimit
+    sentinel: bool
+
+
+def prepare_task(cfg: Config, task_name: str, tokenizer) -> TaskData:
+    """Examples → (sentinel) → target limit → tokens, for training and dev."""
     from repro import objectives
     from repro.data import encode
-    from repro.evaluate import evaluate
-    from repro.model import PromptedT5, count_parameters
-    from repro.prompts import (
-        SoftPrompt,
-        init_prompt,
-        label_token_ids,
-        save_prompt,
-        text_token_ids,
-    )
     from repro.tasks import get_task
     from repro.tasks.base import data_dir_for
-    from repro.trainer import resolve_device, train
 
-    start = time.time()
     task = get_task(task_name)
     data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir)
     # trainer.steps=0 only scores the initial prompt: no training data are read
@@ -115,9 +108,14 @@ def train_task(
         dev_inputs = dev_examples
     max_in = cfg.task.max_input_length or task.max_input_length
     limit = target_limit_of(cfg, task, train_examples, dev_examples, tokenizer)
-    max_tgt = limit.length
-    train_tokens = encode(train_examples, tokenizer, max_in, max_tgt)
-    dev_tokens = encode(dev_inputs, tokenizer, max_in, max_tgt)
+    train_tokens = encode(train_examples, tokenizer, max_in, limit.length)
+    dev_tokens = encode(dev_inputs, tokenizer, max_in, limit.length)
+    return TaskData(task, train_examples, dev_examples, train_tokens, dev_tokens, limit, sentinel)
+
+
+def initial_prompt(cfg: Config, task, backbone, tokenizer):
+    """The run's initial prompt [P, H] (``cfg.init`` from ``cfg.seed``)."""
+    from repro.prompts import init_prompt, label_token_ids, text_token_ids
 
     table = backbone.get_input_embeddings().weight
     init_kwargs = {"population": cfg.init.population, "low": cfg.init.low, "high": cfg.init.high}
@@ -128,7 +126,29 @@ def train_task(
         init_kwargs["text_rule"] = cfg.init.text_rule
     elif cfg.init.name == "from_file":
         init_kwargs["prompt"] = init_file_prompt(cfg, table.shape[1])
-    weight = init_prompt(cfg.init.name, table, cfg.prompt_len, seed=cfg.seed, **init_kwargs)
+    return init_prompt(cfg.init.name, table, cfg.prompt_len, seed=cfg.seed, **init_kwargs)
+
+
+def train_task(
+    cfg: Config,
+    task_name: str,
+    backbone,
+    tokenizer,
+    checkpoint: str,
+    out_dir: Path,
+    sink,
+    stop: StopFlag | None = None,
+) -> dict[str, Any]:
+    """Train and score one prompt for one task in ``out_dir``; returns its result.json."""
+    from repro.evaluate import evaluate
+    from repro.model import PromptedT5
+    from repro.prompts import SoftPrompt
+    from repro.trainer import resolve_device, train
+
+    start = time.time()
+    data = prepare_task(cfg, task_name, tokenizer)
+    task = data.task
+    weight = initial_prompt(cfg, task, backbone, tokenizer)
     model = PromptedT5(backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss)
     if cfg.model.device_map is None:
         device = resolve_device(cfg.trainer.device)
@@ -142,23 +162,22 @@ def train_task(
             model,
             tokenizer,
             task,
-            dev_examples,
-            dev_tokens.input_ids,
+            data.dev_examples,
+            data.dev_tokens.input_ids,
             mode=cfg.task.eval_mode,
-            sentinel=sentinel,
+            sentinel=data.sentinel,
             batch_size=cfg.trainer.eval_batch_size,
-            max_new_tokens=max_tgt,
+            max_new_tokens=data.limit.length,
             device=device,
         )
         return metrics
 
     sidecar = {"backbone": checkpoint, "init": cfg.init.name, "task": task.name}
-    if not (out_dir / "init").is_dir():  # the untrained prompt: repro.interpret's baseline
-        rundir.publish_dir(out_dir / "init", lambda d: save_prompt(weight, d, step=0, **sidecar))
+    save_initial_prompt(out_dir, weight, sidecar)
     state = train(
         model,
-        train_tokens.input_ids,
-        train_tokens.labels,
+        data.train_tokens.input_ids,
+        data.train_tokens.labels,
         evaluate_fn=evaluate_fn,
         score_fn=task.task_score,
         cfg=cfg.trainer,
@@ -170,11 +189,29 @@ def train_task(
         device=device,
         stop=stop,
     )
+    return task_result(cfg, data, state, weight, backbone, checkpoint, out_dir, sink, start)
+
+
+def save_initial_prompt(out_dir: Path, weight, sidecar) -> None:
+    """``<out_dir>/init/``: the untrained prompt, repro.interpret's baseline (written once)."""
+    from repro.prompts import save_prompt
+
+    if not (out_dir / "init").is_dir():
+        rundir.publish_dir(out_dir / "init", lambda d: save_prompt(weight, d, step=0, **sidecar))
+
+
+def task_result(
+    cfg: Config, data: TaskData, state, weight, backbone, checkpoint, out_dir, sink, start
+):
+    """The ``result.json`` of one trained task."""
+    from repro.model import count_parameters
+
+    limit = data.limit
     return {
         "status": "finished",
         "error": None,
         **cfg.axes,
-        "task": task.name,
+        "task": data.task.name,
         "params": cfg.model.params or count_parameters(backbone),
         "checkpoint": checkpoint,
         "best_step": state.best_step,
@@ -183,12 +220,12 @@ def train_task(
         "steps": state.step,
         "trainable_params": weight.numel(),
         "frozen_params": count_parameters(backbone),
-        "n_train": len(train_examples),
-        "n_eval": len(dev_examples),
+        "n_train": len(data.train_examples),
+        "n_eval": len(data.dev_examples),
         "truncated": {
-            "train_inputs": train_tokens.n_truncated_inputs,
-            "train_targets": train_tokens.n_truncated_targets,
-            "eval_inputs": dev_tokens.n_truncated_inputs,
+            "train_inputs": data.train_tokens.n_truncated_inputs,
+            "train_targets": data.train_tokens.n_truncated_targets,
+            "eval_inputs": data.dev_tokens.n_truncated_inputs,
         },
         # The target limit (eos included; also the generation cap), where it came from, and how
         # many eval golds are longer than it (0 unless task.max_target_length was set shorter).
@@ -323,9 +360,9 @@ def run_experiment(
         return summary
 
 
-def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) -> dict:
+def load_model(cfg: Config, checkpoint: str):
+    """(tokenizer, frozen backbone with the configured dropout) of a job."""
     from repro.model import checkpoint_config, load_backbone, load_tokenizer, set_dropout
-    from repro.tracking import ScopedSink, build_sink
 
     # Cheap checks first (config, files, tokenizer: seconds), then the weights (minutes for
     # XXL): each refuses a checkpoint it cannot use with one line naming it.
@@ -343,8 +380,15 @@ def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) 
         fused_gelu=cfg.model.fused_gelu,
     )
     set_dropout(backbone, cfg.model.dropout)
+    return tokenizer, backbone
+
+
+def open_sink(cfg: Config, run_dir: Path, choices: dict[str, str] | None):
+    """The job's tracking sink (W&B run or the null sink)."""
+    from repro.tracking import build_sink
+
     tags = [f"{k}={v}" for k, v in cfg.axes.items() if v is not None and k != "params"]
-    sink = build_sink(
+    return build_sink(
         cfg.logger,
         name=cfg.name,
         group=cfg.sweep_name,
@@ -352,12 +396,24 @@ def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) 
         run_dir=run_dir,
         tags=tags,
     )
+
+
+def task_dir(run_dir: Path, names, name: str) -> Path:
+    """Where one task of a job trains: the run dir, or ``<run_dir>/<task>`` for several."""
+    return run_dir if len(names) == 1 else run_dir / name
+
+
+def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) -> dict:
+    from repro.tracking import ScopedSink
+
+    tokenizer, backbone = load_model(cfg, checkpoint)
+    sink = open_sink(cfg, run_dir, choices)
     # Claimed only once the job can start: a job that failed to load (or to start its W&B run)
     # leaves no fingerprint, so running it again with the mistake fixed is not refused.
     rundir.claim(run_dir, fp, OmegaConf.to_yaml(OmegaConf.structured(cfg)), hydra_files)
     results, interrupted = {}, None
     for name in names:
-        out_dir = run_dir if len(names) == 1 else run_dir / name
+        out_dir = task_dir(run_dir, names, name)
         out_dir.mkdir(parents=True, exist_ok=True)
         done = read_json(out_dir / rundir.RESULT)
         if done and done.get("status") == "finished":
@@ -378,10 +434,20 @@ def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) 
             break
         except Exception as err:  # one task failing must not stop the others
             log.error("task %s failed: %s", name, err)
-            rundir.write_text_atomic(out_dir / rundir.ERROR, traceback.format_exc())
-            result = failed_result(cfg, name, out_dir, err)
+            result = task_failed(cfg, name, out_dir, err)
         write_json_atomic(out_dir / rundir.RESULT, result)
         results[name] = result
+    return finish_job(cfg, names, results, interrupted, run_dir, sink)
+
+
+def task_failed(cfg: Config, name: str, out_dir: Path, err: BaseException) -> dict:
+    """Record a task's failure (``error.txt`` with the traceback); returns its result."""
+    rundir.write_text_atomic(out_dir / rundir.ERROR, traceback.format_exc())
+    return failed_result(cfg, name, out_dir, err)
+
+
+def finish_job(cfg: Config, names, results, interrupted: str | None, run_dir: Path, sink) -> dict:
+    """The job's summary (``summary.json`` for several tasks) and the end of its W&B run."""
     if interrupted:
         sink.finish(failed=False)
         return {"status": "interrupted", "error": interrupted, **cfg.axes, "run_dir": str(run_dir)}

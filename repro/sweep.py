@@ -234,8 +234,13 @@ class SweepSummary(Callback):
         else:
             outcome = job_outcome(run_dir, self._before, self._stderr.lines, job_return)
         self._stderr = None
-        record = {"job": int(config.hydra.job.num), "run_dir": str(run_dir), **outcome}
-        path = Path(self.sweep_dir) / RECORDS / self.sweep_id / f"{record['job']}.json"
+        self.record(int(config.hydra.job.num), run_dir, outcome)
+
+    def record(self, job: int, run_dir: Path, outcome: dict[str, Any]) -> None:
+        """Leave one job's outcome for ``on_multirun_end`` (the packed launcher calls this for
+        each member of a pack, which runs as one Hydra job of its own)."""
+        record = {"job": job, "run_dir": str(run_dir), **outcome}
+        path = Path(self.sweep_dir) / RECORDS / self.sweep_id / f"{job}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(record))

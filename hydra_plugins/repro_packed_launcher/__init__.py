@@ -1,0 +1,1 @@
+"""The packed launcher of repro (hydra/launcher=packed): see packed_launcher.py."""

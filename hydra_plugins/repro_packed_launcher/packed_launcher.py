@@ -1,0 +1,219 @@
+"""``hydra/launcher=packed``: a sweep's jobs that share a backbone train in one process, packed.
+
+    python -m repro.run -m hydra/launcher=packed experiment=smoke prompt_len=1,5,20 seed=0,1
+
+The launcher composes every job's config as Hydra's basic launcher does, groups them with
+:func:`repro.pack.plan_packs` (equal :func:`repro.pack.pack_key`: same model, objective,
+LM-adaptation steps, task, batch shape ...; split by the memory model of :mod:`repro.cost`),
+prints the grouping, and runs each pack in this process with :func:`repro.pack.run_pack`. Every
+member keeps its own run directory, and ``repro.sweep.SweepSummary`` counts it as a job of its
+own. ``dry_run=true`` prints the grouping and each pack's estimate, and trains nothing.
+
+Hydra finds launchers only in the ``hydra_plugins`` namespace package; this one ships with the
+project (pyproject.toml) and is selected by name, so without ``hydra/launcher=packed`` nothing
+changes. Details: docs/packing.md.
+"""
+
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PackedLauncherConf:
+    _target_: str = "hydra_plugins.repro_packed_launcher.packed_launcher.PackedLauncher"
+    # Memory per pack in GB (None: each job's cost.gpu_memory_gb); a group that does not fit is
+    # split (repro.pack.pack_memory, repro.cost's memory model).
+    memory_gb: float | None = None
+    # At most this many members per pack (None: as many as fit).
+    max_members: int | None = None
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="repro"
+)
+
+
+class PackedLauncher(Launcher):
+    def __init__(self, memory_gb: float | None = None, max_members: int | None = None) -> None:
+        super().__init__()
+        self.memory_gb = memory_gb
+        self.max_members = max_members
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    # -- one job's config and directory, as run_job would make them -----------------------
+    def _job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(
+            self.config, list(overrides)
+        )
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        HydraConfig.instance().set_config(sweep_config)
+        out = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+        with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
+            sweep_config.hydra.runtime.output_dir = str(out.absolute())
+        return sweep_config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        from repro import rundir
+        from repro.cli import USER_ERRORS, cli_error_message
+        from repro.config import to_config
+        from repro.pack import PackJob, describe_packs, plan_packs
+        from repro.run import hydra_record, preemption_signals
+        from repro.sweep import SweepSummary, job_outcome, outcome_stamps
+        from repro.trainer import StopFlag
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        summary = next(
+            (c for c in self.hydra_context.callbacks.callbacks if isinstance(c, SweepSummary)),
+            None,
+        )
+        returns: list[JobReturn] = []
+        jobs: list[tuple[int, DictConfig, Any]] = []  # (job num, Hydra config, Config)
+
+        def done(num: int, sweep_config: DictConfig, outcome: dict, value: Any = None) -> None:
+            run_dir = Path(sweep_config.hydra.runtime.output_dir)
+            if summary is not None and summary.sweep_id is not None:
+                summary.record(num, run_dir, outcome)
+            status = JobStatus.COMPLETED
+            if isinstance(value, BaseException):
+                status = JobStatus.FAILED
+            returns.append(
+                JobReturn(
+                    overrides=list(sweep_config.hydra.overrides.task),
+                    cfg=sweep_config,
+                    hydra_cfg=sweep_config,
+                    working_dir=os.getcwd(),
+                    task_name=sweep_config.hydra.job.name,
+                    status=status,
+                    _return_value=value,
+                )
+            )
+
+        for k, overrides in enumerate(job_overrides):
+            num = initial_job_idx + k
+            log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
+            sweep_config = self._job_config(overrides, num)
+            try:
+                cfg = to_config(sweep_config)
+            except USER_ERRORS as err:
+                message = cli_error_message(err)
+                print(f"error: {message}", file=sys.stderr)
+                _write_rejected(sweep_config, err)
+                done(num, sweep_config, {"status": "failed", "error": message})
+                continue
+            jobs.append((num, sweep_config, cfg))
+        if not jobs:
+            return returns
+        cfgs = [cfg for _, _, cfg in jobs]
+        packs = plan_packs(cfgs, self.memory_gb, self.max_members)
+        print(describe_packs(cfgs, packs), flush=True)
+        if any(cfg.dry_run for cfg in cfgs):  # the grouping and the estimates only
+            from repro.cost import describe, estimate
+
+            for num, sweep_config, cfg in jobs:
+                print(describe(estimate(cfg)))
+                done(num, sweep_config, {"status": "dry run", "error": None})
+            return returns
+
+        stop = StopFlag()
+        for pack in packs:
+            members = [jobs[i] for i in pack]
+            before = {
+                num: outcome_stamps(Path(sc.hydra.runtime.output_dir)) for num, sc, _ in members
+            }
+            pack_jobs = [
+                PackJob(
+                    cfg,
+                    Path(sc.hydra.runtime.output_dir),
+                    choices=dict(sc.hydra.runtime.choices),
+                    hydra_files=hydra_record(sc, sc.hydra),
+                )
+                for _, sc, cfg in members
+            ]
+            failure: BaseException | None = None
+            with preemption_signals(stop) as preemption:
+                try:
+                    from repro.pack import run_pack
+
+                    run_pack(pack_jobs, stop)
+                except USER_ERRORS as err:  # what the pack shares is wrong: every member fails
+                    failure = err
+                    print(f"error: {cli_error_message(err)}", file=sys.stderr)
+                    for (_, sc, cfg), job in zip(members, pack_jobs, strict=True):
+                        if not any(
+                            (job.run_dir / f).exists() for f in (rundir.RESULT, rundir.FINGERPRINT)
+                        ):
+                            _write_rejected(sc, err, cfg)
+                except Exception as err:  # a bug: each member fails with it, the sweep goes on
+                    log.exception("pack failed")
+                    failure = err
+            for (num, sc, _), job in zip(members, pack_jobs, strict=True):
+                errors = []
+                if job.error is not None:
+                    errors = [cli_error_message(job.error) or str(job.error)]
+                    print(f"error: {errors[0]}", file=sys.stderr)
+                elif failure is not None and isinstance(failure, USER_ERRORS):
+                    errors = [cli_error_message(failure) or str(failure)]
+                ret = None
+                if failure is not None and not isinstance(failure, USER_ERRORS):
+                    ret = JobReturn(status=JobStatus.FAILED, _return_value=failure)
+                outcome = job_outcome(job.run_dir, before[num], errors, ret)
+                result = job.summary or {}
+                if result:
+                    scores = result.get("scores") or {result.get("task"): result.get("score")}
+                    skipped = " (already finished: skipped)" if result.get("skipped") else ""
+                    print(f"{job.run_dir}: {result['status']}{skipped}  scores={scores}")
+                done(num, sc, outcome, failure if ret is not None else None)
+            if preemption.signum is not None:
+                # every running member checkpointed last/: requeue (submitit) or exit for SLURM
+                print(f"packed sweep stopped: {stop.reason}; run again to resume", file=sys.stderr)
+                preemption.forward()
+                sys.exit(preemption.exit_code)
+        return returns
+
+
+def _write_rejected(sweep_config: DictConfig, err: BaseException, cfg=None) -> None:
+    """A failed ``result.json`` for a job refused before it started, as ``repro.run`` writes
+    one in a sweep, so that its row in the results frame says which job it was."""
+    from repro.run import failed_result
+    from repro.rundir import RunDirError, write_json_atomic
+    from repro.sweep import job_axes
+
+    if isinstance(err, RunDirError):
+        return  # a directory holding another run (or in use) is never touched
+    run_dir = Path(sweep_config.hydra.runtime.output_dir)
+    if (run_dir / "result.json").exists() or (run_dir / "fingerprint.json").exists():
+        return
+    task = OmegaConf.select(sweep_config, "task.name", default="?")
+    result = failed_result(cfg, task, run_dir, err)
+    if cfg is None:
+        result.update(job_axes(sweep_config))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "result.json", result)
