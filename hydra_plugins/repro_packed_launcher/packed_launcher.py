@@ -14,7 +14,6 @@ project (pyproject.toml) and is selected by name, so without ``hydra/launcher=pa
 changes. Details: docs/packing.md.
 """
 
-
 import logging
 import os
 import sys

@@ -1,0 +1,279 @@
+"""Packed sweeps (repro/pack.py, hydra/launcher=packed): every member of a pack trains as its solo
+run does — same loss and gradient per row, same eval metrics — keeps its own run directory,
+resumes after a kill, and a finished member stays done."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_config import compose_config
+from test_preemption import read_jsonl
+
+from repro.model import PromptedT5, load_backbone
+from repro.pack import (
+    PackedT5,
+    PackJob,
+    pack_batch,
+    pack_key,
+    pack_memory,
+    plan_packs,
+    run_pack,
+)
+from repro.prompts import SoftPrompt
+from repro.run import run_experiment
+from repro.rundir import KILL_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# --- the packed model: per row, what a solo model computes -----------------------------------
+
+
+def test_each_members_loss_gradient_and_greedy_output_are_its_solo_models(tiny_t5_dir):
+    backbone = load_backbone(tiny_t5_dir)
+    torch.manual_seed(0)
+    prompts = [SoftPrompt(torch.randn(p, 32) * 0.5) for p in (1, 7, 3)]
+    batches = []
+    for m, (t, lab) in enumerate([(5, 2), (9, 3), (4, 1)]):
+        ids = torch.randint(3, 400, (2 + m, t))
+        mask = torch.ones_like(ids)
+        mask[0, t - 2 :] = 0  # one right-padded row per member
+        labels = torch.randint(3, 400, (2 + m, lab))
+        batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    packed = PackedT5(backbone, prompts)
+    batch = pack_batch(list(enumerate(batches)), pad_id=0)
+    losses = packed(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["member"])
+    sum(losses.values()).backward()
+    packed_grads = [p.weight.grad.clone() for p in prompts]
+    for m, (prompt, solo_batch) in enumerate(zip(prompts, batches, strict=True)):
+        prompt.weight.grad = None
+        solo = PromptedT5(backbone, prompt)
+        loss, _ = solo(solo_batch["input_ids"], solo_batch["attention_mask"], solo_batch["labels"])
+        loss.backward()
+        assert losses[m].item() == pytest.approx(loss.item(), abs=1e-5)
+        torch.testing.assert_close(packed_grads[m], prompt.weight.grad, atol=1e-6, rtol=1e-5)
+        # greedy decoding of the member's rows inside the pack = its solo decoding
+        with packed.rows(batch["member"]):
+            out = packed.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=4)
+        rows = batch["member"] == m
+        want = solo.generate(solo_batch["input_ids"], solo_batch["attention_mask"], 4)
+        assert out[rows][:, : want.shape[1]].tolist() == want.tolist()
+
+
+def test_the_prompt_of_a_shorter_member_is_padded_on_its_left_and_masked(tiny_t5_dir):
+    backbone = load_backbone(tiny_t5_dir)
+    prompts = [SoftPrompt(torch.ones(2, 32)), SoftPrompt(torch.full((5, 32), 2.0))]
+    packed = PackedT5(backbone, prompts)
+    ids = torch.tensor([[5, 6, 1], [7, 1, 0]])
+    with packed.rows(torch.tensor([0, 1])):
+        embeds, mask = packed.encoder_inputs(ids, torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    assert embeds.shape == (2, 5 + 3, 32)
+    assert mask.tolist() == [[0, 0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 0]]
+    assert embeds[0, :3].abs().sum() == 0 and (embeds[0, 3:5] == 1).all()
+    assert (embeds[1, :5] == 2).all()
+
+
+# --- which jobs share a pack -----------------------------------------------------------------
+
+
+def test_jobs_share_a_pack_when_only_their_prompts_differ():
+    base = ["experiment=smoke"]
+    a = compose_config(*base, "prompt_len=1", "seed=0", "init=random_uniform")
+    b = compose_config(*base, "prompt_len=20", "seed=2", "trainer.optimizer.lr=0.1")
+    assert pack_key(a) == pack_key(b)
+    for other in ("task=toy_polarity", "trainer.batch_size=8", "model.dropout=0.1"):
+        assert pack_key(compose_config(*base, other)) != pack_key(a), other
+    # the paper sweep of Figure 3(a) on T5-Small (5 lengths x 3 seeds, one backbone): split by
+    # repro.cost's memory model into packs that each fit the GPU, every job in one pack
+    small = [
+        compose_config("model=small", "task=rte", f"prompt_len={p}", f"seed={s}")
+        for p in (1, 5, 20, 100, 150)
+        for s in (0, 1, 2)
+    ]
+    assert pack_memory(small) > 80e9
+    packs = plan_packs(small)
+    assert sorted(i for pack in packs for i in pack) == list(range(15))
+    assert 1 < len(packs) < 15
+    assert all(pack_memory([small[i] for i in pack]) <= 80e9 for pack in packs)
+    assert max(map(len, plan_packs(small, max_members=2))) == 2
+    assert len(plan_packs(small, budget_gb=1000)) == 1
+
+
+# --- whole jobs: a pack of 5 against 5 solo runs ---------------------------------------------
+
+STEPS = 20
+MEMBERS = [(1, 0, "class_label"), (5, 1, "random_uniform"), (20, 2, "sampled_vocab"),
+           (7, 3, "class_label"), (12, 4, "random_uniform")]  # fmt: skip
+
+
+def member_configs(tiny_t5_dir, root: Path):
+    return [
+        compose_config(
+            "experiment=smoke",
+            f"model.path={tiny_t5_dir}",
+            f"paths.root={root}",
+            f"paths.cache_dir={root / 'cache'}",
+            f"trainer.steps={STEPS}",
+            "trainer.eval_every=5",
+            "trainer.log_every=1",
+            "task.max_eval_examples=16",
+            f"prompt_len={p}",
+            f"seed={s}",
+            f"init={i}",
+        )
+        for p, s, i in MEMBERS
+    ]
+
+
+@pytest.fixture(scope="module")
+def solo_runs(tmp_path_factory, tiny_t5_dir):
+    root = tmp_path_factory.mktemp("solo")
+    cfgs = member_configs(tiny_t5_dir, root)
+    for cfg in cfgs:
+        assert run_experiment(cfg, root / "runs" / cfg.name)["status"] == "finished"
+    return root / "runs"
+
+
+def assert_same_as_solo(run_dir: Path, solo: Path) -> None:
+    """Every eval's metrics to 1e-5, best step and score, and the step-by-step losses to float
+    rounding (the left-padded prompt shifts each sum's vector lanes: ~1e-7, grown over the
+    steps at lr 0.3 to at most ~1e-3; docs/packing.md)."""
+    mine, ref = (json.loads((d / "result.json").read_text()) for d in (run_dir, solo))
+    assert (mine["status"], mine["best_step"], mine["steps"]) == (
+        ref["status"],
+        ref["best_step"],
+        ref["steps"],
+    )
+    assert mine["score"] == pytest.approx(ref["score"], abs=1e-5)
+    records = [read_jsonl(d / "metrics.jsonl") for d in (run_dir, solo)]
+    evals = [[r for r in rs if r["kind"] == "eval"] for rs in records]
+    assert [r["step"] for r in evals[0]] == [r["step"] for r in evals[1]]
+    for a, b in zip(*evals, strict=True):
+        assert a.keys() == b.keys()
+        assert all(a[k] == pytest.approx(b[k], abs=1e-5) for k in a), (a, b)
+    losses = [[(r["step"], r["loss"]) for r in rs if r["kind"] == "train"] for rs in records]
+    assert [s for s, _ in losses[0]] == list(range(1, STEPS + 1))
+    for (_, a), (_, b) in zip(*losses, strict=True):
+        assert a == pytest.approx(b, rel=1e-3)
+    for name in ("config.yaml", "fingerprint.json", "best/prompt.safetensors", "last"):
+        assert (run_dir / name).exists(), name
+
+
+@pytest.mark.slow
+def test_every_member_of_a_pack_of_five_ends_as_its_solo_run(tmp_path, tiny_t5_dir, solo_runs):
+    jobs = [PackJob(c, tmp_path / "runs" / c.name) for c in member_configs(tiny_t5_dir, tmp_path)]
+    run_pack(jobs)
+    for job in jobs:
+        assert job.summary["status"] == "finished" and job.error is None
+        assert json.loads((job.run_dir / "result.json").read_text())["pack_size"] == 5
+        assert_same_as_solo(job.run_dir, solo_runs / job.cfg.name)
+    # requeued: every member is done and stays so (nothing is rewritten)
+    stamps = {j.run_dir: (j.run_dir / "result.json").stat().st_mtime_ns for j in jobs}
+    again = [PackJob(j.cfg, j.run_dir) for j in jobs]
+    run_pack(again)
+    assert all(j.summary.get("skipped") for j in again)
+    assert stamps == {j.run_dir: (j.run_dir / "result.json").stat().st_mtime_ns for j in jobs}
+
+
+PACK_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_pack import member_configs
+from repro.pack import PackJob, run_pack
+root = Path({root!r})
+jobs = run_pack([PackJob(c, root / "runs" / c.name) for c in member_configs({tiny!r}, root)])
+sys.exit(0 if all(j.summary["status"] == "finished" for j in jobs) else 1)
+"""
+
+
+def run_pack_process(tiny_t5_dir, root: Path, env_extra=None) -> subprocess.CompletedProcess:
+    script = PACK_SCRIPT.format(tests=str(ROOT / "tests"), root=str(root), tiny=str(tiny_t5_dir))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point",
+    [
+        "publish last: staged:3",  # members 1-2 checkpointed step 5, members 3-5 not: out of step
+        "write metrics.jsonl:40",  # mid-training, between two members' log lines
+    ],
+)
+def test_a_pack_killed_mid_run_resumes_every_member_to_its_solo_run(
+    tmp_path, tiny_t5_dir, solo_runs, point
+):
+    killed = run_pack_process(tiny_t5_dir, tmp_path, {KILL_ENV: point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = run_pack_process(tiny_t5_dir, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for cfg in member_configs(tiny_t5_dir, tmp_path):
+        run_dir = tmp_path / "runs" / cfg.name
+        keys = [(r["kind"], r["step"]) for r in read_jsonl(run_dir / "metrics.jsonl")]
+        assert len(keys) == len(set(keys)), "a metrics line written twice"
+        assert_same_as_solo(run_dir, solo_runs / cfg.name)
+
+
+# --- the Hydra interface ---------------------------------------------------------------------
+
+
+def packed_cli(tmp_path, tiny_t5_dir, *extra):
+    from test_run import run_cli
+
+    return run_cli(
+        "-m",
+        "hydra/launcher=packed",
+        "experiment=smoke",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "task.max_eval_examples=16",
+        *extra,
+        cwd=ROOT,
+    )
+
+
+def test_the_packed_launcher_prints_the_grouping_before_it_starts(tmp_path, tiny_t5_dir):
+    proc = packed_cli(
+        tmp_path,
+        tiny_t5_dir,
+        "dry_run=true",
+        "prompt_len=1,5",
+        "seed=0,1",
+        "task=toy_keyword,toy_polarity",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "packed sweep: 8 jobs in 2 packs" in proc.stdout
+    assert "pack 1: 4 members [model=tiny objective=lm_adapt" in proc.stdout
+    assert "task=toy_polarity]" in proc.stdout
+    assert "8 dry run" in proc.stdout
+    assert not (
+        tmp_path / "multirun" / "smoke" / "toy_keyword-tiny-lm_adapt100k-p1-class_label-s0"
+    ).exists()
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_gives_each_job_its_own_finished_run_and_counts_them(tmp_path, tiny_t5_dir):
+    args = ("trainer.steps=6", "trainer.eval_every=3", "prompt_len=1,5", "seed=0,1")
+    proc = packed_cli(tmp_path, tiny_t5_dir, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 jobs: 4 finished, 0 failed, 0 interrupted, 0 skipped" in proc.stdout
+    runs = sorted((tmp_path / "multirun" / "smoke").glob("toy_keyword-*"))
+    assert len(runs) == 4
+    for run in runs:
+        assert (run / ".hydra" / "overrides.yaml").exists()
+        assert json.loads((run / "result.json").read_text())["status"] == "finished"
+    again = packed_cli(tmp_path, tiny_t5_dir, *args)
+    assert "4 jobs: 0 finished, 0 failed, 0 interrupted, 4 skipped" in again.stdout
