@@ -209,7 +209,9 @@ def run_pack_process(tiny_t5_dir, root: Path, env_extra=None) -> subprocess.Comp
     "point",
     [
         "publish last: staged:3",  # members 1-2 checkpointed step 5, members 3-5 not: out of step
-        "write metrics.jsonl:40",  # mid-training, between two members' log lines
+        # step 10: members 1-2 swapped in their new last/, member 3 killed with its old one
+        # moved aside (repaired on relaunch), members 4-5 still at step 5
+        "publish last: moved aside:3",
     ],
 )
 def test_a_pack_killed_mid_run_resumes_every_member_to_its_solo_run(
