@@ -125,6 +125,16 @@ def members_that_fit(cfg: Config, budget_bytes: float) -> int:
     return max(0, int((budget_bytes - backbone) // weights)) if weights > 0 else 0
 
 
+def describe_fit(cfg: Config) -> str:
+    """What ``dry_run=true`` says about packing this job (``hydra/launcher=packed``)."""
+    budget = cfg.cost.gpu_memory_gb
+    n = members_that_fit(cfg, budget * 1e9)
+    return (
+        f"packing: {n} member(s) like this job fit one {budget:g} GB GPU beside one backbone "
+        f"(≈ {pack_memory([cfg]) / 1e9:.2f} GB alone; estimate; hydra/launcher=packed)"
+    )
+
+
 def plan_packs(
     cfgs: Sequence[Config], budget_gb: float | None = None, max_members: int | None = None
 ) -> list[list[int]]:

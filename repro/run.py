@@ -597,8 +597,10 @@ def main(dcfg: DictConfig) -> float | None:
         cfg = to_config(dcfg)
         if cfg.dry_run:  # the estimate only: nothing is loaded, nothing is written
             from repro.cost import describe, estimate
+            from repro.pack import describe_fit
 
             print(describe(estimate(cfg)))
+            print(describe_fit(cfg))
             return None
         if multirun:
             spread_over_local_gpus(cfg, hydra_cfg.job.get("num"))
