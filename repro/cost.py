@@ -671,18 +671,37 @@ def price_packed(configs: Sequence[Config], budget_gb: float | None = None) -> P
     )
 
 
-def describe_packed(price: PackedPrice, cost: CostConfig) -> list[str]:
-    saved = price.hours_unpacked - price.hours_packed
-    share = saved / price.hours_unpacked if price.hours_unpacked else 0.0
-    return [
+def describe_packed(configs: Sequence[Config]) -> list[str]:
+    """The packed-vs-unpacked lines of a sweep: one per model size, then the total."""
+    cost = configs[0].cost
+    lines = [
         f"packed vs unpacked (ESTIMATE: utilisation assumed {cost.utilisation:.0%} × n/(n + "
-        f"{HALF_UTILISATION_TOKENS}) for n encoder tokens per step, {cost.gpu_memory_gb:g} GB "
-        "per GPU; start-up, loading and evaluation not counted; docs/packing.md):",
-        f"  unpacked: {price.jobs} process(es) | {price.hours_unpacked:.2f} GPU-h | "
-        f"peak ≈ {_gb(price.peak_unpacked)} per GPU",
-        f"  packed:   {price.packs} process(es) | {price.hours_packed:.2f} GPU-h | "
-        f"peak ≈ {_gb(price.peak_packed)} per GPU | saves {saved:.2f} GPU-h ({share:.0%})",
+        f"{HALF_UTILISATION_TOKENS}) for n encoder tokens per step, both ways; "
+        f"{cost.gpu_memory_gb:g} GB per GPU; start-up, loading and evaluation not counted; "
+        "docs/packing.md):"
     ]
+    sizes = list(dict.fromkeys(c.model.size for c in configs))
+    prices = [(s, price_packed([c for c in configs if c.model.size == s])) for s in sizes]
+    if len(sizes) > 1:
+        total = PackedPrice(
+            jobs=sum(p.jobs for _, p in prices),
+            packs=sum(p.packs for _, p in prices),
+            hours_unpacked=sum(p.hours_unpacked for _, p in prices),
+            hours_packed=sum(p.hours_packed for _, p in prices),
+            peak_unpacked=max(p.peak_unpacked for _, p in prices),
+            peak_packed=max(p.peak_packed for _, p in prices),
+        )
+        prices.append(("all", total))
+    for size, price in prices:
+        saved = price.hours_unpacked - price.hours_packed
+        share = saved / price.hours_unpacked if price.hours_unpacked else 0.0
+        lines.append(
+            f"  model={size}: unpacked {price.jobs} process(es), {price.hours_unpacked:.2f} GPU-h, "
+            f"peak ≈ {_gb(price.peak_unpacked)}/GPU | packed {price.packs} process(es), "
+            f"{price.hours_packed:.2f} GPU-h, peak ≈ {_gb(price.peak_packed)}/GPU | saves "
+            f"{saved:.2f} GPU-h ({share:.0%})"
+        )
+    return lines
 
 
 # --- the sweep CLI ----------------------------------------------------------------------------
@@ -787,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe_adaptation(adaptation))
     print(describe_total(jobs, adaptations))
     if args.packed:
-        print("\n".join(describe_packed(price_packed(configs), configs[0].cost)))
+        print("\n".join(describe_packed(configs)))
     return 0
 
 
