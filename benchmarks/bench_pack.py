@@ -160,7 +160,8 @@ def main(argv=None) -> int:
         print(
             f"bench_pack: model {args.model} ({path.name}), device {args.device}, batch "
             f"{args.batch}/member, input ≤{args.input_len}, target {args.target_len}, "
-            f"{steps} timed steps, {args.threads} threads{gpu_note}"
+            f"{steps} timed steps, {args.threads} threads, load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores{gpu_note}"
         )
         # step s: every member takes one step (solo: k steps one after the other)
         print(f"{'k':>3} {'mode':>7} {'step s':>8} {'ex/s/member':>12} {'peak MB':>9}  prompts")

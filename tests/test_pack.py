@@ -279,3 +279,21 @@ def test_a_packed_sweep_gives_each_job_its_own_finished_run_and_counts_them(tmp_
         assert json.loads((run / "result.json").read_text())["status"] == "finished"
     again = packed_cli(tmp_path, tiny_t5_dir, *args)
     assert "4 jobs: 0 finished, 0 failed, 0 interrupted, 4 skipped" in again.stdout
+
+
+@pytest.mark.slow
+def test_bench_pack_runs_and_prints_a_ratio_per_pack_size(capsys):
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_pack", ROOT / "benchmarks" / "bench_pack.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = "--sizes 1,2 --steps 1 --batch 2 --input-len 8 --target-len 2 --threads 1"
+    assert bench.main(args.split()) == 0
+    out = capsys.readouterr().out
+    ratios = re.findall(r"k= ?(\d+): time (\d+\.\d+)\s+memory (\d+\.\d+)", out)
+    assert [k for k, _, _ in ratios] == ["1", "2"], out
+    assert all(float(t) > 0 and float(m) > 0 for _, t, m in ratios)
