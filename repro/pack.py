@@ -83,6 +83,8 @@ def pack_key(cfg: Config) -> str:
     for key in MEMBER_PATH_KEYS:
         plain["paths"].pop(key, None)
     plain["trainer"].pop("progress", None)
+    # trainer.steps=0 scores the initial prompt and reads no training data: never with trainers
+    plain["trainer"]["scoring_only"] = cfg.trainer.steps == 0
     return json.dumps(plain, sort_keys=True, default=str)
 
 
@@ -684,9 +686,13 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
         backbone.to(device)
     else:
         device = backbone.get_input_embeddings().weight.device
-    members, weights = [], []
-    for c, out_dir, sink in zip(cfgs, out_dirs, sinks, strict=True):
-        weight = initial_prompt(c, data.task, backbone, tokenizer)
+    members, weights, refused = [], [], {}
+    for k, (c, out_dir, sink) in enumerate(zip(cfgs, out_dirs, sinks, strict=True)):
+        try:  # a member's own init (a prompt file of another shape, ...) fails it alone
+            weight = initial_prompt(c, data.task, backbone, tokenizer)
+        except Exception as err:
+            refused[k] = err
+            continue
         prompt = SoftPrompt(weight).to(device)
         sidecar = {"backbone": checkpoint, "init": c.init.name, "task": data.task.name}
         save_initial_prompt(out_dir, weight, sidecar)
@@ -706,6 +712,8 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
             device=device,
         )
 
+    if not members:
+        return [refused[k] for k in range(len(cfgs))]
     train_pack(
         backbone,
         members,
@@ -720,7 +728,12 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
         stop=stop,
     )
     outcomes = []
-    for c, m, weight in zip(cfgs, members, weights, strict=True):
+    trained = iter(zip(members, weights, strict=True))
+    for k, c in enumerate(cfgs):
+        if k in refused:
+            outcomes.append(refused[k])
+            continue
+        m, weight = next(trained)
         if m.error is not None:
             outcomes.append(m.error)
         elif m.interrupted is not None:
