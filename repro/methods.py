@@ -67,3 +67,17 @@ def get_method(name: str) -> Method:
         raise ValueError(
             f"method={name!r} is not allowed; choose one of: {', '.join(METHODS)}"
         ) from None
+
+
+def check_tasks(method: str, task: str, names: tuple[str, ...], mixtures) -> None:
+    """Refuse a method that trains a mixture on a job of one task.
+
+    Args:
+        task: the job's ``task=`` value; names: what it expands to; mixtures: the names that
+            stand for several tasks (``repro.tasks.MIXTURES``), for the message.
+    """
+    if get_method(method).mixture and len(names) < 2:
+        raise ValueError(
+            f"method={method} trains one model on a mixture of tasks: task= must name one "
+            f"({', '.join(sorted(mixtures))}); got task={task}"
+        )

@@ -38,7 +38,7 @@ from repro.config import (
     register_configs,
     to_config,
 )
-from repro.methods import get_method
+from repro.methods import check_tasks, get_method
 from repro.rundir import fingerprint, read_json, run_name, write_json_atomic  # noqa: F401
 from repro.trainer import Interrupted, StopFlag
 
@@ -460,17 +460,11 @@ def run_experiment(
         hydra_files: Hydra's record of the command (``config.yaml``, ``hydra.yaml``,
             ``overrides.yaml``), written to ``.hydra/`` when the job claims the directory.
     """
-    from repro.tasks import task_names
+    from repro.tasks import MIXTURES, task_names
     from repro.trainer import resolve_device
 
     names = task_names(cfg.task.name)
-    if get_method(cfg.method.name).mixture and len(names) < 2:
-        from repro.tasks import MIXTURES
-
-        raise RunError(
-            f"method={cfg.method.name} trains one model on a mixture of tasks: task= must name "
-            f"one ({', '.join(sorted(MIXTURES))}); got task={cfg.task.name}"
-        )
+    check_tasks(cfg.method.name, cfg.task.name, names, MIXTURES)
     checkpoint = checkpoint_for(cfg)
     if cfg.model.device_map is None:
         resolve_device(cfg.trainer.device)  # a device this machine lacks: refused before loading
