@@ -89,6 +89,7 @@ ABLATION_AXES = ("prompt_len", "init", "objective", "lm_adapt_steps")
 # for the T5 sizes (Google's releases), 500 for the toy world's (`repro.config.model_lm_adapt_steps`).
 MODEL_LM_ADAPT_STEPS = "model"
 PAPER_DEFAULTS: dict[str, Any] = {
+    "method": DEFAULT_METHOD,  # Figure 3 is prompt tuning's; Figure 1 adds the other methods
     "prompt_len": 100,
     "init": "class_label",
     "objective": "lm_adapt",
@@ -531,6 +532,28 @@ def _held(sel: pd.DataFrame, col: str, value: Any) -> Any:
             return RELEASED_LM_ADAPT_STEPS
         return sel["size"].map(model_lm_adapt_steps)
     return value
+
+
+def figure1_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs of Figure 1: per method (`method` column; a frame without one is prompt tuning),
+    prompt tuning at the paper's default setting (`panel_runs(..., None)`) and every other
+    method's runs as they are (no prompt axes; model tuning's backbone is its own: the paper
+    tunes the public T5.1.1, `conf/method/model.yaml`). Figure 3's panels never see them:
+    `PAPER_DEFAULTS` holds `method` at `prompt`."""
+    if "method" not in df.columns:
+        return panel_runs(df, None)
+    method = df["method"].fillna(DEFAULT_METHOD)
+    parts = []
+    for name in dict.fromkeys(method):
+        rows = df[method.eq(name)]
+        if name in METHODS and METHODS[name].prompt_axes:
+            rows = panel_runs(rows.assign(method=name), None, _prompt_defaults())
+        parts.append(rows)
+    return pd.concat(parts) if parts else df
+
+
+def _prompt_defaults() -> dict[str, Any]:
+    return {k: v for k, v in PAPER_DEFAULTS.items() if k != "method"}
 
 
 def _hold_lm_adapt_source(sel: pd.DataFrame, preferred: str) -> pd.DataFrame:
