@@ -548,7 +548,9 @@ def plot_figure1(
         color = METHOD_COLORS.get(method, f"C{(i + 4) % 10}")
         lines.append(_Line(label, drawn[drawn["method"] == method], color))
     only_prompt = order in ([], [DEFAULT_METHOD])
-    title = "Figure 1: prompt tuning vs model size" if only_prompt else "Figure 1: model scale"
+    title = (
+        "Figure 1: prompt tuning vs model size" if only_prompt else "Figure 1: tuning vs model size"
+    )
     _draw(
         ax,
         lines,
