@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from test_bad_input import assert_one_error, cli
 from test_plots import REFERENCE_CSV, TOY
-from test_preemption import assert_intact, finish, run_dir_of, smoke_args, start
+from test_preemption import STEPS, finish, run_dir_of, smoke_args, start
 from test_run import smoke_config
 
 from repro.collect import collect_runs
@@ -164,7 +164,7 @@ def test_model_tuning_killed_mid_checkpoint_then_relaunched_equals_an_uninterrup
     code, err = finish(start(smoke_args(tiny_t5_dir, root, *args)))
     assert code == 0, err[-2000:]
     run_dir, ref = run_dir_of(root), run_dir_of(ref_root)
-    assert_intact(run_dir)
+    assert_model_run_intact(run_dir)
     mine, theirs = (json.loads((d / "result.json").read_text()) for d in (run_dir, ref))
     keys = ("status", "metrics", "score", "best_step", "steps")
     assert {k: mine[k] for k in keys} == {k: theirs[k] for k in keys}
@@ -176,6 +176,22 @@ def test_model_tuning_killed_mid_checkpoint_then_relaunched_equals_an_uninterrup
     assert train[0] == train[1]  # bit-equal, step by step
     wa, wb = (load_file(d / "last/model.safetensors") for d in (run_dir, ref))
     assert all(torch.equal(wa[k], wb[k]) for k in wb)
+
+
+def assert_model_run_intact(run_dir):
+    """Every file parses, no metrics line twice or missing, no staging left (a model-tuning
+    run's files: test_preemption.assert_intact checks a prompt run's)."""
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)), keys
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, STEPS + 1))
+    for name in ("result.json", "fingerprint.json", "best/trained.json", "last/trained.json"):
+        json.loads((run_dir / name).read_text())
+    for name in ("best", "last"):
+        assert load_file(run_dir / name / "model.safetensors")
+    torch.load(run_dir / "last/trainer_state.pt", weights_only=True)
+    leftovers = [p for p in run_dir.rglob("*") if p.name.endswith((".tmp", ".old"))]
+    assert not leftovers, leftovers
 
 
 def test_multitask_model_tuning_trains_one_model_and_writes_a_row_per_task(tmp_path, tiny_t5_dir):

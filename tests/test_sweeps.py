@@ -51,7 +51,7 @@ TWINS = {
         (0, 1),
     ),
     "fig3d_lm_adapt_steps": ("lm_adapt_steps", (0, 20, 50), (0, 1)),
-    "fig1_scale": ("method", ("prompt", "model", "model_multitask"), (0, 1, 2)),
+    "fig1_scale": ("method", ("prompt", "model", "model_multitask"), (0, 1)),
 }
 # the tasks of a twin's jobs: Figure 1's twin compares methods on a mixture of two toy tasks
 TWIN_TASKS = {"fig1_scale": ("toy_smoke", ("toy_keyword", "toy_polarity"))}
