@@ -124,6 +124,21 @@ def test_model_tuning_run_saves_a_full_checkpoint_that_reloads_for_evaluation(
         max_new_tokens=result["max_target_length"],
     )
     assert metrics == result["metrics"]
+    # the later-use commands (repro.trained: transfer, ...) load it the same way
+    from repro.trained import load_scorer, read_run
+
+    run = read_run(run_dir)
+    assert run.method == "model"
+    scorer, _ = load_scorer(run)
+    again, _ = evaluate(
+        scorer,
+        tokenizer,
+        data.task,
+        data.dev_examples,
+        data.dev_tokens.input_ids,
+        max_new_tokens=result["max_target_length"],
+    )
+    assert again == result["metrics"]
     weights = load_file(best / "model.safetensors")
     assert sum(t.numel() for t in weights.values()) == total  # a full copy (tied once)
 
