@@ -2,8 +2,10 @@
 
 The **results frame** (`collect_runs`, `collect_wandb`) has these columns, in this order:
 
-- the axes: `size`, `params`, `objective`, `lm_adapt_steps`, `lm_adapt_source`, `prompt_len`,
-  `init`, `task`, `seed` (missing ones are NA, never an error). `lm_adapt_source` is the recipe
+- the axes: `size`, `params`, `method`, `objective`, `lm_adapt_steps`, `lm_adapt_source`,
+  `prompt_len`, `init`, `task`, `seed` (missing ones are NA, never an error). `method` is what
+  the run trained (`repro.methods`: `prompt`, `model`, `model_multitask`; a run from before the
+  axis is `prompt`); `prompt_len` and `init` are NA for a method without a prompt. `lm_adapt_source` is the recipe
   of the backbone: `released` (Google's `google/t5-<size>-lm-adapt`), `own` (the suite's
   `repro.lm_adapt`) or `none` (no LM adaptation); a run that did not record it (result.json
   from before the key) gets `none` if its axes say no LM adaptation, else it is read from the
@@ -64,10 +66,12 @@ from repro.config import (
     model_lm_adapt_steps,
     resolve_lm_adapt_source,
 )
+from repro.methods import DEFAULT_METHOD, METHODS
 
 AXES = (
     "size",
     "params",
+    "method",
     "objective",
     "lm_adapt_steps",
     "lm_adapt_source",
@@ -76,6 +80,8 @@ AXES = (
     "task",
     "seed",
 )
+# The axes only a method that trains a prompt has (repro.methods.Method.prompt_axes).
+PROMPT_AXES = ("prompt_len", "init")
 # The four Figure 3 panels, in the paper's order (a)-(d).
 ABLATION_AXES = ("prompt_len", "init", "objective", "lm_adapt_steps")
 # The paper's non-ablated setting: LM-adapted T5.1.1 (100K steps), class-label init, 100 tokens.
@@ -83,6 +89,7 @@ ABLATION_AXES = ("prompt_len", "init", "objective", "lm_adapt_steps")
 # for the T5 sizes (Google's releases), 500 for the toy world's (`repro.config.model_lm_adapt_steps`).
 MODEL_LM_ADAPT_STEPS = "model"
 PAPER_DEFAULTS: dict[str, Any] = {
+    "method": DEFAULT_METHOD,  # Figure 3 is prompt tuning's; Figure 1 adds the other methods
     "prompt_len": 100,
     "init": "class_label",
     "objective": "lm_adapt",
@@ -213,10 +220,19 @@ def _read_run_dir(run_dir: Path) -> dict[str, Any]:
                 row["status"] = "corrupt"
             if any(_is_missing(row.get(a)) for a in AXES):  # fill gaps from config.yaml
                 for axis, value in _axes_from_config_file(run_dir, quiet=True).items():
-                    if _is_missing(row.get(axis)):
+                    if _is_missing(row.get(axis)) and not _not_its_axis(row, axis):
                         row[axis] = value
     row["run_dir"] = str(run_dir)
     return row
+
+
+def _not_its_axis(row: Mapping[str, Any], axis: str) -> bool:
+    """True for a prompt axis (`prompt_len`, `init`) of a run whose method trains no prompt:
+    its result.json leaves them empty on purpose, and the config's values mean nothing."""
+    method = row.get("method")
+    if axis not in PROMPT_AXES or _is_missing(method) or method not in METHODS:
+        return False
+    return not METHODS[method].prompt_axes
 
 
 def _axes_from_config_file(run_dir: Path, quiet: bool = False) -> dict[str, Any]:
@@ -253,6 +269,7 @@ def _axes_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     groups = {
         "size": (cfg.get("size"), _group(model, "size", "name")),
         "params": (cfg.get("params"), _group(model, "params")),
+        "method": (_group(cfg.get("method"), "name", "method"),),
         "objective": (_group(objective, "name", "objective"),),
         "lm_adapt_steps": (cfg.get("lm_adapt_steps"), _group(objective, "lm_adapt_steps")),
         "prompt_len": (cfg.get("prompt_len"), _group(cfg.get("prompt"), "prompt_len", "length")),
@@ -420,6 +437,8 @@ def _to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
             row["lm_adapt_source"] = _infer_lm_adapt_source(row, checkpoint)
         if _is_missing(row.get("eval_task")):  # a run scored on its own task's dev split
             row["eval_task"] = row.get("task")
+        if _is_missing(row.get("method")):  # a run from before the method axis: prompt tuning
+            row["method"] = DEFAULT_METHOD
     metric_cols = sorted({k for r in rows for k in r if k.startswith(METRIC_PREFIX)})
     columns = [*AXES, "eval_task", "status", "score", *metric_cols, *_TAIL_COLUMNS]
     df = pd.DataFrame(list(rows), columns=columns)
@@ -427,8 +446,8 @@ def _to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     for col in _INT_COLUMNS:
         df[col] = _to_int(df[col])
-    strings = ("size", "objective", "lm_adapt_source", "init", "task", "eval_task", "status")
-    strings = (*strings, "error")
+    strings = ("size", "method", "objective", "lm_adapt_source", "init", "task", "eval_task")
+    strings = (*strings, "status", "error")
     for col in (*strings, "run_dir", "wandb_id"):
         df[col] = df[col].astype("object").where(df[col].notna(), None)
     # Known T5 sizes carry their parameter count even when a run did not record it.
@@ -513,6 +532,28 @@ def _held(sel: pd.DataFrame, col: str, value: Any) -> Any:
             return RELEASED_LM_ADAPT_STEPS
         return sel["size"].map(model_lm_adapt_steps)
     return value
+
+
+def figure1_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs of Figure 1: per method (`method` column; a frame without one is prompt tuning),
+    prompt tuning at the paper's default setting (`panel_runs(..., None)`) and every other
+    method's runs as they are (no prompt axes; model tuning's backbone is its own: the paper
+    tunes the public T5.1.1, `conf/method/model.yaml`). Figure 3's panels never see them:
+    `PAPER_DEFAULTS` holds `method` at `prompt`."""
+    if "method" not in df.columns:
+        return panel_runs(df, None)
+    method = df["method"].fillna(DEFAULT_METHOD)
+    parts = []
+    for name in dict.fromkeys(method):
+        rows = df[method.eq(name)]
+        if name in METHODS and METHODS[name].prompt_axes:
+            rows = panel_runs(rows.assign(method=name), None, _prompt_defaults())
+        parts.append(rows)
+    return pd.concat(parts) if parts else df
+
+
+def _prompt_defaults() -> dict[str, Any]:
+    return {k: v for k, v in PAPER_DEFAULTS.items() if k != "method"}
 
 
 def _hold_lm_adapt_source(sel: pd.DataFrame, preferred: str) -> pd.DataFrame:

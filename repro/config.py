@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from repro.factoring import parse_factored
+from repro.methods import DEFAULT_METHOD, get_method
 
 # `${repro_dir:}` in conf/ = this package's directory, so configs name the shipped toy
 # checkpoints (repro/toy_models/) wherever the command runs from.
@@ -297,9 +299,17 @@ class OptimizerConfig:
     # intent). Case-insensitive (Hydra hands "True" for factored=true).
     factored: str = "auto"
     min_dim_size_to_factor: int = 128
+    # t5x's multiply_by_parameter_scale: lr × max(eps2, RMS(θ)) per tensor. Off for the prompt
+    # (the paper); on for model tuning (t5x's default, conf/method/model.yaml).
+    parameter_scale: bool = False
+    eps2: float = 1e-3  # t5x's epsilon2: the least parameter scale
 
     def __post_init__(self) -> None:
         self.factored = parse_factored(self.factored, "trainer.optimizer.factored")
+        if not (self.eps2 > 0 and math.isfinite(self.eps2)):
+            raise ValueError(
+                f"trainer.optimizer.eps2 must be a finite number > 0; got {self.eps2!r}"
+            )
         check_optimizer_hparams(
             self.lr,
             self.decay_rate,
@@ -353,6 +363,16 @@ class TrainerConfig:
                 f"trainer.batch_size={self.batch_size} is not a multiple of "
                 f"trainer.grad_accum={self.grad_accum}"
             )
+
+
+@dataclass
+class MethodConfig:
+    """What is trained (conf/method/; repro.methods.METHODS says what each name does)."""
+
+    name: str = DEFAULT_METHOD
+
+    def __post_init__(self) -> None:
+        get_method(self.name)
 
 
 @dataclass
@@ -424,6 +444,7 @@ class Config:
     init: InitConfig = field(default_factory=InitConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     prompt_len: int = 100
@@ -471,9 +492,11 @@ class Config:
     @property
     def axes(self) -> dict[str, Any]:
         """The ablation axes of this run, as result.json and the results frame name them."""
+        prompt = get_method(self.method.name).prompt_axes
         return {
             "size": self.model.size,
             "params": self.model.params,
+            "method": self.method.name,
             "objective": self.objective.name,
             "lm_adapt_steps": self.lm_adapt_steps if self.objective.name == "lm_adapt" else None,
             # released | own | none: the recipe of the backbone (not the `auto`/`own` choice)
@@ -485,11 +508,37 @@ class Config:
                 self.model.checkpoints.get("lm_adapt"),
                 self.model.lm_adapt_checkpoint_steps,
             ),
-            "prompt_len": self.prompt_len,
-            "init": self.init.name,
+            "prompt_len": self.prompt_len if prompt else None,
+            "init": self.init.name if prompt else None,
             "task": self.task.name,
             "seed": self.seed,
         }
+
+
+def check_method_overrides(method: str, overrides: Sequence[str]) -> None:
+    """Refuse a command that sets what its method does not use (``method=model prompt_len=20``):
+    the prompt's keys (``prompt_len``, ``init``, ``init.*``) mean nothing to a method that trains
+    no prompt. Checked against the command's overrides, not the config's values, because an
+    experiment file may set them for the prompt runs of a sweep that also holds other methods.
+
+    Raises:
+        ValueError: naming the override and the method.
+    """
+    if get_method(method).prompt_axes:
+        return
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in ("prompt_len", "init") or key.startswith("init."):
+            raise ValueError(
+                f"{override} only applies to method=prompt; method={method} trains no prompt "
+                f"(allowed methods with a prompt: {', '.join(prompt_methods())})"
+            )
+
+
+def prompt_methods() -> list[str]:
+    from repro.methods import METHODS
+
+    return [m.name for m in METHODS.values() if m.prompt_axes]
 
 
 # --- what a run loads ------------------------------------------------------------------------

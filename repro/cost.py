@@ -14,6 +14,13 @@ model size, then the sweep's other axes that change the cost), a subtotal per si
 - a training step of a frozen backbone = forward + activation backward (≈ the forward again: the
   gradient must reach the prompt at the encoder's input, but no weight gradient is formed), + one
   more forward with activation checkpointing;
+- model tuning (``method=model`` / ``model_multitask``, ``repro.methods``) trains every weight:
+  a step = forward + activation backward + weight-gradient backward ≈ 3 forwards (+1 with
+  checkpointing); its memory adds a gradient per weight and Adafactor's second moments of every
+  tensor (fp32, factored by t5x's rule: row + column means for a matrix with both dims ≥ 128);
+  ``best/`` and ``last/`` each hold a full copy of the weights (``last/`` also the optimizer
+  state) per task, or one for a mixture. A mixture (``model_multitask``) is one run of
+  ``trainer.steps`` steps over all its tasks, priced at its longest task;
 - LM adaptation (``repro.lm_adapt``), which jobs loading the suite's own ``step_<N>/`` need
   first (``lm_adapt_source=own``, or 10K/50K with ``auto``): once per size, one run to the
   largest step count needed (it writes every smaller one on the way), priced from
@@ -45,6 +52,7 @@ from repro.config import (
     OptimizerConfig,
 )
 from repro.factoring import second_moment_numel
+from repro.methods import check_tasks, get_method
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NUM_BUCKETS = 32  # T5's relative-attention buckets (first layer of each stack)
@@ -103,6 +111,21 @@ def shape_of(model: ModelConfig) -> Shape:
     )
 
 
+def param_shapes(s: Shape) -> list[tuple[int, ...]]:
+    """The shape of every weight tensor, as transformers' T5 holds them (what ``count_params``
+    sums; what Adafactor keeps a second moment of, tensor by tensor)."""
+    d, inner, ff = s.d_model, s.inner, s.d_ff
+    attention = [(inner, d)] * 3 + [(d, inner)]  # q, k, v [out, in]; o
+    ffn = [(ff, d), (ff, d), (d, ff)]  # wi_0, wi_1, wo
+    encoder_layer = [*attention, *ffn, (d,), (d,)]
+    decoder_layer = [*attention, *attention, *ffn, (d,), (d,), (d,)]
+    bias = [(NUM_BUCKETS, s.num_heads)]
+    shapes = [(s.vocab_size, d)] * (1 if s.tie_word_embeddings else 2)
+    shapes += [*encoder_layer] * s.num_layers + bias + [(d,)]
+    shapes += [*decoder_layer] * s.num_decoder_layers + bias + [(d,)]
+    return shapes
+
+
 def count_params(s: Shape) -> int:
     """Every parameter of the encoder-decoder (embedding, both stacks, LM head)."""
     d, inner, ff = s.d_model, s.inner, s.d_ff
@@ -142,11 +165,17 @@ def forward_flops(s: Shape, enc_tokens: int, dec_tokens: int) -> int:
 
 
 def step_flops(
-    s: Shape, batch: int, enc_tokens: int, dec_tokens: int, checkpointing: bool = False
+    s: Shape,
+    batch: int,
+    enc_tokens: int,
+    dec_tokens: int,
+    checkpointing: bool = False,
+    weight_grads: bool = False,
 ) -> int:
-    """One training step of a frozen backbone: forward + activation backward (≈ 1 forward),
-    + 1 recomputed forward with activation checkpointing."""
-    passes = 3 if checkpointing else 2
+    """One training step: forward + activation backward (≈ 1 forward), + weight-gradient
+    backward (≈ 1 forward) when every weight is trained, + 1 recomputed forward with activation
+    checkpointing."""
+    passes = 2 + int(weight_grads) + int(checkpointing)
     return passes * batch * forward_flops(s, enc_tokens, dec_tokens)
 
 
@@ -194,10 +223,19 @@ class JobCost:
     gpu_hours: float
     cost: CostConfig
     config: Config | None = field(default=None, repr=False, compare=False)  # to re-estimate
+    method: str = "prompt"  # repro.methods
+    # model tuning: a gradient per weight + Adafactor's second moments of every tensor (fp32)
+    tuned_state_bytes: int = 0
+    saved_bytes: int = 0  # what best/ and last/ hold on disk at the end (every task)
 
     @property
     def memory_bytes(self) -> int:
-        return self.weights_bytes + self.prompt_state_bytes + self.activation_bytes
+        return (
+            self.weights_bytes
+            + self.prompt_state_bytes
+            + self.tuned_state_bytes
+            + self.activation_bytes
+        )
 
 
 def lengths(cfg: Config, task_name: str) -> tuple[int, int]:
@@ -210,7 +248,17 @@ def lengths(cfg: Config, task_name: str) -> tuple[int, int]:
     # SuperGLUE tasks size their target limit from the data at run time (no data is read here):
     # 8 tokens, the official demos' limit, stands in (label words, most entities and referents).
     max_tgt = cfg.cost.target_len or cfg.task.max_target_length or task.max_target_length or 8
-    return cfg.prompt_len + max_in, max_tgt
+    prompt = cfg.prompt_len if get_method(cfg.method.name).trains == "prompt" else 0
+    return prompt + max_in, max_tgt
+
+
+def adafactor_state_floats(shapes, optimizer: OptimizerConfig) -> int:
+    """Floats of Adafactor's second moments over tensors of ``shapes`` (factored by
+    ``trainer.optimizer.factored``; auto: t5x's rule)."""
+    return sum(
+        second_moment_numel(shape, optimizer.factored, optimizer.min_dim_size_to_factor)
+        for shape in shapes
+    )
 
 
 def prompt_state_bytes(prompt_len: int, d_model: int, optimizer: OptimizerConfig) -> int:
@@ -223,26 +271,42 @@ def prompt_state_bytes(prompt_len: int, d_model: int, optimizer: OptimizerConfig
 
 def estimate(cfg: Config) -> JobCost:
     """Parameters, memory, FLOPs and GPU-hours of one job, without loading anything."""
-    from repro.tasks import task_names
+    from repro.tasks import MIXTURES, task_names
 
     shape = shape_of(cfg.model)
     params = count_params(shape)
     tasks = task_names(cfg.task.name)
+    check_tasks(cfg.method.name, cfg.task.name, tasks, MIXTURES)
+    method = get_method(cfg.method.name)
     t = cfg.trainer
     bytes_per = 2 if cfg.model.dtype != "float32" or t.bf16_autocast else 4
     checkpointing = cfg.model.gradient_checkpointing
+    tuned = method.trains == "backbone"
     per_task = [lengths(cfg, name) for name in tasks]
-    flops = [step_flops(shape, t.batch_size, te, td, checkpointing) for te, td in per_task]
-    total = sum(f * t.steps for f in flops)
+    flops = [
+        step_flops(shape, t.batch_size, te, td, checkpointing, weight_grads=tuned)
+        for te, td in per_task
+    ]
+    # one run over the mixture (priced at its longest task), or one run per task
+    total = max(flops) * t.steps if method.mixture else sum(f * t.steps for f in flops)
     te, td = max(per_task)
+    weight_bytes = params * BYTES[cfg.model.dtype]
+    prompt_bytes = prompt_state_bytes(cfg.prompt_len, shape.d_model, t.optimizer)
+    copies = 1 if method.mixture else len(tasks)  # what is saved: per task, or one model
+    if tuned:
+        adafactor = adafactor_state_floats(param_shapes(shape), t.optimizer) * 4
+        tuned_bytes, prompt_bytes = weight_bytes + adafactor, 0  # gradients + second moments
+        saved = copies * (2 * weight_bytes + adafactor)  # best/ + last/ (+ its optimizer)
+    else:  # best/ and last/ each hold the prompt, last/ its second moment: prompt_state_bytes
+        tuned_bytes, saved = 0, copies * prompt_bytes
     return JobCost(
         name=cfg.name,
         size=cfg.model.size,
         tasks=tasks,
         steps=t.steps,
         params=params,
-        weights_bytes=params * BYTES[cfg.model.dtype],
-        prompt_state_bytes=prompt_state_bytes(cfg.prompt_len, shape.d_model, t.optimizer),
+        weights_bytes=weight_bytes,
+        prompt_state_bytes=prompt_bytes,
         activation_bytes=activation_bytes(
             shape, t.batch_size // t.grad_accum, te, td, bytes_per, checkpointing
         ),
@@ -251,6 +315,9 @@ def estimate(cfg: Config) -> JobCost:
         gpu_hours=gpu_hours(total, cfg.cost),
         cost=cfg.cost,
         config=cfg,
+        method=method.name,
+        tuned_state_bytes=tuned_bytes,
+        saved_bytes=saved,
     )
 
 
@@ -327,7 +394,8 @@ def memory_per_gpu(job: JobCost, gpus: int = 1) -> int:
     """Bytes on the fullest GPU when ``model.device_map`` spreads the job's layers over ``gpus``
     GPUs: weights and activations split evenly (accelerate's balanced map; layer granularity
     ignored), the prompt state whole on one of them. ``gpus=1``: the job's memory."""
-    return -(-(job.weights_bytes + job.activation_bytes) // gpus) + job.prompt_state_bytes
+    spread = job.weights_bytes + job.tuned_state_bytes + job.activation_bytes
+    return -(-spread // gpus) + job.prompt_state_bytes
 
 
 def _fits(job: JobCost, gpus: int) -> bool:
@@ -453,10 +521,28 @@ def describe(job: JobCost) -> str:
     """One line per job, and a second if it does not fit its GPU (:func:`memory_warning`): what
     ``dry_run=true`` prints."""
     c = job.cost
+    method = get_method(job.method)
+    runs = (
+        f"{len(job.tasks)} task(s) as one mixture × {job.steps} steps"
+        if method.mixture
+        else f"{len(job.tasks)} task(s) × {job.steps} steps"
+    )
+    tuned = (
+        f", gradients + Adafactor state {_gb(job.tuned_state_bytes)}"
+        if job.tuned_state_bytes
+        else ""
+    )
+    saved = (
+        f" | method={job.method}: all weights trained, saves ≈ {_gb(job.saved_bytes)} "
+        f"(best/ + last/, a full copy per {'mixture' if method.mixture else 'task'})"
+        if method.saves == "model"
+        else ""
+    )
     line = (
-        f"dry run {job.name}: {len(job.tasks)} task(s) × {job.steps} steps | "
+        f"dry run {job.name}: {runs} | "
         f"params {job.params:,} | memory ≈ {_gb(job.memory_bytes)} "
-        f"(weights {_gb(job.weights_bytes)}, activations {_gb(job.activation_bytes)}/micro-batch)"
+        f"(weights {_gb(job.weights_bytes)}{tuned}, activations "
+        f"{_gb(job.activation_bytes)}/micro-batch){saved}"
         f" | {job.flops_per_step:.3e} FLOP/step | {job.total_flops:.3e} FLOP | "
         f"{job.gpu_hours:.2f} GPU-h at {c.utilisation:.0%} of {c.peak_tflops:g} TFLOP/s ({c.gpu})"
     )
@@ -518,6 +604,8 @@ def _signature(job: JobCost) -> tuple:
         job.memory_bytes,
         job.flops_per_step,
         job.total_flops,
+        job.method,
+        job.saved_bytes,
         astuple(job.cost),
     )
 
@@ -736,7 +824,7 @@ def sweep_jobs(
     from omegaconf import open_dict
 
     import repro.rundir  # noqa: F401  (registers the run_name resolver)
-    from repro.config import register_configs, to_config
+    from repro.config import check_method_overrides, register_configs, to_config
 
     register_configs()
 
@@ -756,7 +844,9 @@ def sweep_jobs(
             cfg = compose(config_name, overrides=[*search, *job], return_hydra_config=True)
             with open_dict(cfg):
                 del cfg["hydra"]
-            configs.append((list(job), to_config(cfg)))
+            config = to_config(cfg)
+            check_method_overrides(config.method.name, job)
+            configs.append((list(job), config))
     return configs
 
 

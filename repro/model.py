@@ -255,34 +255,20 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-class PromptedT5(nn.Module):
-    """Frozen T5 backbone + trainable ``SoftPrompt`` prepended to the encoder input.
+class Seq2SeqTuning(nn.Module):
+    """What every tuning method's model gives the trainer and evaluation: the loss, greedy
+    generation and label ranking of a T5 backbone, on the encoder inputs ``encoder_inputs``
+    builds. Subclasses say what is trained (``trainable_parameters``) and how the input is
+    embedded (the prompt in front, or the input alone)."""
 
-    Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode
-    (where only its dropout switches on).
-    """
-
-    def __init__(self, backbone: nn.Module, prompt: SoftPrompt, z_loss: float = 0.0):
-        super().__init__()
-        width = backbone.get_input_embeddings().embedding_dim
-        if prompt.width != width:
-            raise ValueError(
-                f"prompt shape {(prompt.length, prompt.width)} does not fit this backbone: "
-                f"d_model is {width}"
-            )
-        self.backbone = backbone
-        self.prompt = prompt
-        self.z_loss = z_loss
-        backbone.requires_grad_(False)
+    backbone: nn.Module
+    z_loss: float
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [self.prompt.weight]
+        raise NotImplementedError
 
-    # -- encoder side: the only place the prompt enters -----------------------------------
     def encoder_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """[B, T] ids → ([B, P+T, H] embeddings with the prompt in front, [B, P+T] mask)."""
-        embeds = self.backbone.get_input_embeddings()(input_ids)
-        return prepend_prompt(self.prompt(), embeds, attention_mask)
+        raise NotImplementedError
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor):
         """Run the encoder on [prompt; input]; returns (encoder outputs, [B, P+T] mask)."""
@@ -346,6 +332,101 @@ class PromptedT5(nn.Module):
             logprobs = out.logits.float().log_softmax(-1)
             scores.append(logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1))
         return torch.stack(scores, dim=1)
+
+
+class PromptedT5(Seq2SeqTuning):
+    """Frozen T5 backbone + trainable ``SoftPrompt`` prepended to the encoder input.
+
+    Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode
+    (where only its dropout switches on).
+    """
+
+    def __init__(self, backbone: nn.Module, prompt: SoftPrompt, z_loss: float = 0.0):
+        super().__init__()
+        width = backbone.get_input_embeddings().embedding_dim
+        if prompt.width != width:
+            raise ValueError(
+                f"prompt shape {(prompt.length, prompt.width)} does not fit this backbone: "
+                f"d_model is {width}"
+            )
+        self.backbone = backbone
+        self.prompt = prompt
+        self.z_loss = z_loss
+        backbone.requires_grad_(False)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.prompt.weight]
+
+    # -- encoder side: the only place the prompt enters -----------------------------------
+    def encoder_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T] ids → ([B, P+T, H] embeddings with the prompt in front, [B, P+T] mask)."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        return prepend_prompt(self.prompt(), embeds, attention_mask)
+
+
+class TunedT5(Seq2SeqTuning):
+    """Model tuning: every weight of the T5 backbone is trained; the encoder sees the input
+    alone. ``best/`` and ``last/`` hold the whole backbone (``save_trained``), a full copy per
+    task: the storage cost Figure 2 of the paper is about."""
+
+    def __init__(self, backbone: nn.Module, z_loss: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.z_loss = z_loss
+        backbone.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def encoder_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T] ids → ([B, T, H] input embeddings, [B, T] mask)."""
+        return self.backbone.get_input_embeddings()(input_ids), attention_mask
+
+
+def save_backbone(backbone: nn.Module, directory: Path, tokenizer=None) -> None:
+    """The backbone as a loadable checkpoint: config.json, model.safetensors (tied weights once),
+    generation_config.json, and the tokenizer's files if given (``model.path=<dir>`` loads it)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Writing model shards" bar at every eval otherwise
+    try:
+        backbone.save_pretrained(directory, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+
+
+def load_backbone_weights(backbone: nn.Module, directory: Path) -> None:
+    """Copy ``directory/model.safetensors`` (written by :func:`save_backbone`) into
+    ``backbone``, in place.
+
+    Raises:
+        ValueError: a tensor of another shape, or a weight the file lacks that is not tied to
+            one it holds (the file comes from another model).
+        OSError / safetensors errors: an unreadable file (the caller names it).
+    """
+    from safetensors.torch import load_file
+
+    saved = load_file(str(directory / "model.safetensors"))
+    own = backbone.state_dict()
+    for key, tensor in saved.items():
+        if key in own and own[key].shape != tensor.shape:
+            raise ValueError(
+                f"checkpoint {directory} holds {key} of shape {tuple(tensor.shape)}, but this "
+                f"run's backbone has {tuple(own[key].shape)}"
+            )
+    unknown = sorted(set(saved) - set(own))
+    if unknown:
+        raise ValueError(f"checkpoint {directory} holds weights this backbone lacks: {unknown[:3]}")
+    backbone.load_state_dict(saved, strict=False)
+    # a weight the file does not hold must share its storage with one it holds (tied embeddings)
+    loaded = {own[k].data_ptr() for k in saved}
+    missing = [k for k in own if k not in saved and own[k].data_ptr() not in loaded]
+    if missing:
+        raise ValueError(f"checkpoint {directory} lacks weights of this backbone: {missing[:3]}")
 
 
 def token_loss(logits: Tensor, labels: Tensor, z_loss: float = 0.0) -> Tensor:

@@ -100,6 +100,10 @@ class Adafactor(torch.optim.Optimizer):
         min_dim_size_to_factor: the size threshold of ``factored="auto"`` (t5x: 128).
         initial_step: value of the step counter i at the first update (0 = paper; the official
             runs continue the pre-trained checkpoint's global step, see the module docstring).
+        parameter_scale: t5x's ``multiply_by_parameter_scale``: each tensor's step is
+            lr × max(eps2, RMS(θ)) with θ before the update. Off for prompts (the paper), on in
+            t5x's defaults, which model tuning uses (docs/model_tuning.md).
+        eps2: t5x's ``epsilon2``, the least parameter scale (1e-3).
     """
 
     def __init__(
@@ -115,6 +119,8 @@ class Adafactor(torch.optim.Optimizer):
         factored: str | bool = "auto",
         min_dim_size_to_factor: int = 128,
         initial_step: int = 0,
+        parameter_scale: bool = False,
+        eps2: float = 1e-3,
     ):
         check_optimizer_hparams(lr, decay_rate, clip_threshold, eps, weight_decay, initial_step)
         factored = parse_factored(factored)
@@ -130,6 +136,8 @@ class Adafactor(torch.optim.Optimizer):
             factored=factored,
             min_dim_size_to_factor=min_dim_size_to_factor,
             initial_step=initial_step,
+            parameter_scale=parameter_scale,
+            eps2=eps2,
         )
         super().__init__(params, defaults)
 
@@ -204,7 +212,10 @@ class Adafactor(torch.optim.Optimizer):
                     wd = lr * wd
                 # Both terms use the old θ: θ ← (1 − wd)·θ − lr·y.
                 theta = p.to(v_ref.dtype)
-                p.copy_(theta * (1.0 - wd) - lr * y)
+                step_size = lr
+                if group.get("parameter_scale"):  # t5x: lr × max(eps2, RMS(θ_old))
+                    step_size = lr * torch.clamp(theta.square().mean().sqrt(), min=group["eps2"])
+                p.copy_(theta * (1.0 - wd) - step_size * y)
                 state["step"] += 1
         return loss
 
@@ -250,11 +261,14 @@ def build_prompt_optimizer(
     initial_step: int = 0,
     factored: str | bool = "auto",
     min_dim_size_to_factor: int = 128,
+    parameter_scale: bool = False,
+    eps2: float = 1e-3,
 ) -> Adafactor:
     """The paper's prompt optimiser: constant lr 0.3, β2 exponent 0.8, clip 1, wd 1e-5.
 
     Args:
-        params: the trainable parameters (the soft prompt only).
+        params: the trainable parameters (the soft prompt; every backbone weight in model
+            tuning, with ``parameter_scale=True``).
         lr, decay_rate, clip_threshold, eps, weight_decay, weight_decay_lr_scaled,
             initial_step, factored, min_dim_size_to_factor: see :class:`Adafactor`; defaults
             are the official values (wd not scaled by lr; t5x's factoring rule, so a [p, d]
@@ -274,4 +288,6 @@ def build_prompt_optimizer(
         factored=factored,
         min_dim_size_to_factor=min_dim_size_to_factor,
         initial_step=initial_step,
+        parameter_scale=parameter_scale,
+        eps2=eps2,
     )

@@ -85,7 +85,17 @@ def pack_key(cfg: Config) -> str:
     plain["trainer"].pop("progress", None)
     # trainer.steps=0 scores the initial prompt and reads no training data: never with trainers
     plain["trainer"]["scoring_only"] = cfg.trainer.steps == 0
+    if not packs_prompts(cfg):  # it trains the backbone itself: a pack of one, run as alone
+        plain["alone"] = cfg.name
     return json.dumps(plain, sort_keys=True, default=str)
+
+
+def packs_prompts(cfg: Config) -> bool:
+    """Only prompts pack: a method that trains the backbone (model tuning) changes what the
+    members would share (``repro.methods``)."""
+    from repro.methods import get_method
+
+    return get_method(cfg.method.name).trains == "prompt"
 
 
 def pack_memory(cfgs: Sequence[Config]) -> int:
@@ -129,6 +139,8 @@ def members_that_fit(cfg: Config, budget_bytes: float) -> int:
 
 def describe_fit(cfg: Config) -> str:
     """What ``dry_run=true`` says about packing this job (``hydra/launcher=packed``)."""
+    if not packs_prompts(cfg):
+        return f"packing: method={cfg.method.name} trains the backbone; its jobs never pack"
     budget = cfg.cost.gpu_memory_gb
     n = members_that_fit(cfg, budget * 1e9)
     return (
@@ -591,7 +603,14 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
                 job.error = err
                 continue
             live.append((job, fp))
-        if live:
+        if live and not packs_prompts(first):  # a pack of one (pack_key): the solo path
+            from repro.run import _run_tasks
+
+            job, fp = live[0]
+            job.summary = _run_tasks(
+                job.cfg, names, checkpoint, job.run_dir, fp, job.choices, stop, job.hydra_files
+            )
+        elif live:
             _run_live_pack(live, names, checkpoint, stop)
         for job, _ in live:
             if job.summary["status"] == "failed" and rundir.release_if_unstarted(job.run_dir):
@@ -740,8 +759,16 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
             outcomes.append(m.interrupted)
         else:
             result = task_result(
-                c, data, m.state, weight, backbone, checkpoint, m.out_dir, m.sink, start
+                c,
+                data,
+                m.model,
+                backbone,
+                checkpoint,
+                m.state,
+                m.out_dir,
+                m.sink,
+                start,
+                pack_size=len(members),
             )
-            result["pack_size"] = len(members)
             outcomes.append(result)
     return outcomes

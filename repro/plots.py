@@ -48,8 +48,16 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from repro.collect import ABLATION_AXES, SUPERGLUE_TASKS, T5_PARAMS, panel_runs, superglue_frame
+from repro.collect import (
+    ABLATION_AXES,
+    SUPERGLUE_TASKS,
+    T5_PARAMS,
+    figure1_runs,
+    panel_runs,
+    superglue_frame,
+)
 from repro.config import model_lm_adapt_steps
+from repro.methods import DEFAULT_METHOD, METHODS
 
 # Legend labels and line order exactly as in the paper's Figure 3.
 AXIS_LABELS: dict[str, dict[Any, str]] = {
@@ -79,6 +87,8 @@ LEGEND_TITLES = {
     "objective": "Pre-training objective",
     "lm_adapt_steps": "LM adaptation steps",
 }
+# Figure 1: one colour per method (the paper's legend order: model tuning lines first).
+METHOD_COLORS = {"model": "C3", "model_multitask": "C1", "prompt": "C0"}
 SIZE_LABELS = {"small": "Small", "base": "Base", "large": "Large", "xl": "XL", "xxl": "XXL"}
 _REFERENCE_MARKERS = ("*", "D", "s", "^", "v", "P")
 # Figure 3(d): the LM-adaptation recipe of each line (`lm_adapt_source` of the frame), shown in
@@ -503,34 +513,50 @@ def plot_figure1(
     ax: Axes | None = None,
     ylabel: str = "SuperGLUE Score",
 ) -> Figure:
-    """Figure 1: our prompt tuning (mean ± std over seeds) vs T5 size, with the paper's points.
+    """Figure 1: a line per method (mean ± std over seeds) vs T5 size, with the paper's points.
 
-    A frame of other sizes (toy, tiny: `non_t5_sizes`) is drawn without the paper's points,
-    with a `ReferenceWarning`, and labelled "toy model, not T5" in its legend and title.
+    The lines are the paper's: "Model Tuning", "Model Tuning (Multi-task)", "Prompt Tuning"
+    (`repro.methods.METHODS` labels; a frame without a `method` column is prompt tuning). A
+    frame of other sizes (toy, tiny: `non_t5_sizes`) is drawn without the paper's points, with
+    a `ReferenceWarning`, and labelled "toy model, not T5" in its legend and title.
 
     Args:
-        frame: `superglue_frame(panel_runs(runs, None), None)`: one row per size.
+        frame: `superglue_frame(figure1_runs(runs), "method")`: one row per method and size.
         reference: `results/paper/reference.csv` (GPT-3 prompt design, T5-XXL model tuning and
             prompt tuning as the paper reports them).
     """
     _check_frame(frame, ["size", "params", "mean", "std"])
-    if frame["params"].duplicated().any():
+    if "method" not in frame.columns:
+        frame = frame.assign(method=DEFAULT_METHOD)
+    frame = frame.assign(method=frame["method"].fillna(DEFAULT_METHOD))
+    if frame[["method", "params"]].duplicated().any():
         raise ValueError(
-            "Figure 1 needs one point per size, but some sizes have several rows; build the frame "
-            "with superglue_frame(panel_runs(runs, None), None)"
+            "Figure 1 needs one point per size (and method), but some have several rows; build the "
+            'frame with superglue_frame(figure1_runs(runs), "method")'
         )
     if ax is None:
         fig, ax = plt.subplots(figsize=(7.0, 4.2))
     fig = ax.figure
     drawn = frame[frame["mean"].notna()].sort_values("params")
     toy = bool(non_t5_sizes(drawn))
-    label = f"Prompt Tuning ({TOY_NOTE})" if toy else "Prompt Tuning (ours)"
+    order = [m for m in METHOD_COLORS if m in set(drawn["method"])]
+    order += sorted(set(drawn["method"]) - set(order))  # a method added later (e.g. LoRA)
+    lines = []
+    for i, method in enumerate(order):
+        name = METHODS[method].label if method in METHODS else method
+        label = f"{name} ({TOY_NOTE})" if toy else f"{name} (ours)"
+        color = METHOD_COLORS.get(method, f"C{(i + 4) % 10}")
+        lines.append(_Line(label, drawn[drawn["method"] == method], color))
+    only_prompt = order in ([], [DEFAULT_METHOD])
+    title = (
+        "Figure 1: prompt tuning vs model size" if only_prompt else "Figure 1: tuning vs model size"
+    )
     _draw(
         ax,
-        [_Line(label, drawn, "C0")],
+        lines,
         _references_for(drawn, reference),
         legend_title="Method",
-        title=_toy_title("Figure 1: prompt tuning vs model size", drawn),
+        title=_toy_title(title, drawn),
         ylabel=ylabel,
     )
     return fig
@@ -673,6 +699,14 @@ def figure3(
     return written
 
 
+def figure1_frame(frame_runs: pd.DataFrame, tasks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Figure 1's points: per method and size, the mean ± std over seeds of the task mean."""
+    runs = figure1_runs(frame_runs)
+    if "method" not in runs.columns:
+        return superglue_frame(runs, None, tasks=tasks)
+    return superglue_frame(runs, "method", tasks=tasks)
+
+
 def figure1(
     frame_runs: pd.DataFrame,
     out_dir: str | Path,
@@ -680,12 +714,13 @@ def figure1(
     *,
     tasks: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Figure 1 from a run frame: runs at the paper's default setting vs size; writes PNG+PDF.
+    """Figure 1 from a run frame: a line per method (`figure1_runs`: prompt tuning at the
+    paper's default setting, model tuning and multi-task model tuning) vs size; writes PNG+PDF.
 
     Raises:
         ValueError: no size has a point to draw (`no_points_reason` says why).
     """
-    frame = superglue_frame(panel_runs(frame_runs, None), None, tasks=tasks)
+    frame = figure1_frame(frame_runs, tasks)
     if not frame["mean"].notna().any():
         raise ValueError(no_points_reason(frame_runs, tasks))
     fig = plot_figure1(frame, reference, ylabel=_score_label(tasks))
@@ -716,7 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--figure1",
         action="store_true",
-        help="also draw Figure 1 (runs at the paper's default setting vs size)",
+        help="also draw Figure 1 (a line per method vs size: prompt tuning at the paper's "
+        "default setting, model tuning, multi-task model tuning)",
     )
     parser.add_argument(
         "--reference",

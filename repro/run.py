@@ -33,10 +33,12 @@ from repro.config import (
     CONF_DIR,
     Config,
     RunError,
+    check_method_overrides,
     checkpoint_for,
     register_configs,
     to_config,
 )
+from repro.methods import check_tasks, get_method
 from repro.rundir import fingerprint, read_json, run_name, write_json_atomic  # noqa: F401
 from repro.trainer import Interrupted, StopFlag
 
@@ -75,7 +77,8 @@ def versions() -> dict[str, str]:
 
 @dataclasses.dataclass
 class TaskData:
-    """One task's data as a run trains and scores on it (the same for every prompt of a pack)."""
+    """One task's examples and tokens for a run (train with the objective's sentinel); the same
+    for every prompt of a pack (repro.pack)."""
 
     task: Any
     train_examples: list
@@ -86,8 +89,14 @@ class TaskData:
     sentinel: bool
 
 
-def prepare_task(cfg: Config, task_name: str, tokenizer) -> TaskData:
-    """Examples → (sentinel) → target limit → tokens, for training and dev."""
+def prepare_task(cfg: Config, task_name: str, tokenizer, *, name_prefix: bool = False) -> TaskData:
+    """Load, (sentinel-)prefix and tokenise one task's train and dev examples.
+
+    Args:
+        name_prefix: put the task's name in front of every input (``"rte hypothesis: ..."``):
+            multi-task model tuning, where one model must tell the tasks apart (the paper's §3.1:
+            "a text prefix indicating the task name").
+    """
     from repro import objectives
     from repro.data import encode
     from repro.tasks import get_task
@@ -100,6 +109,13 @@ def prepare_task(cfg: Config, task_name: str, tokenizer) -> TaskData:
     dev_examples = load_examples(task, task.eval_split, data_dir)
     if cfg.task.max_eval_examples:
         dev_examples = dev_examples[: cfg.task.max_eval_examples]
+    if name_prefix:
+        train_examples = [
+            dataclasses.replace(e, inputs=f"{task.name} {e.inputs}") for e in train_examples
+        ]
+        dev_examples = [
+            dataclasses.replace(e, inputs=f"{task.name} {e.inputs}") for e in dev_examples
+        ]
     sentinel = cfg.objective.uses_sentinel
     if sentinel:
         train_examples = objectives.add_sentinel(train_examples, cfg.objective.sentinel_placement)
@@ -111,6 +127,22 @@ def prepare_task(cfg: Config, task_name: str, tokenizer) -> TaskData:
     train_tokens = encode(train_examples, tokenizer, max_in, limit.length)
     dev_tokens = encode(dev_inputs, tokenizer, max_in, limit.length)
     return TaskData(task, train_examples, dev_examples, train_tokens, dev_tokens, limit, sentinel)
+
+
+def build_model(cfg: Config, backbone, tokenizer, task):
+    """The method's model (``repro.methods``): a prompt in front of the frozen backbone
+    (initialised as ``cfg.init`` says, from the task's class labels), or the backbone itself,
+    every weight trainable."""
+    from repro.methods import get_method
+    from repro.model import PromptedT5, TunedT5
+    from repro.prompts import SoftPrompt
+
+    if get_method(cfg.method.name).trains == "backbone":
+        model = TunedT5(backbone, z_loss=cfg.trainer.z_loss)
+        model.tokenizer = tokenizer  # saved into best/ and last/: a loadable checkpoint
+        return model
+    weight = initial_prompt(cfg, task, backbone, tokenizer)
+    return PromptedT5(backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss)
 
 
 def initial_prompt(cfg: Config, task, backbone, tokenizer):
@@ -129,6 +161,95 @@ def initial_prompt(cfg: Config, task, backbone, tokenizer):
     return init_prompt(cfg.init.name, table, cfg.prompt_len, seed=cfg.seed, **init_kwargs)
 
 
+def place(cfg: Config, model, backbone):
+    """Move ``model`` to the run's device; returns the device inputs go to."""
+    from repro.trainer import resolve_device
+
+    if cfg.model.device_map is None:
+        device = resolve_device(cfg.trainer.device)
+        model.to(device)
+        return device
+    # the backbone was placed by from_pretrained; inputs and prompt go where it starts
+    device = backbone.get_input_embeddings().weight.device
+    if hasattr(model, "prompt"):
+        model.prompt.to(device)
+    return device
+
+
+def evaluate_task(cfg: Config, model, tokenizer, data: TaskData, device) -> dict[str, float]:
+    """One task's dev metrics for the model as it stands (0–100)."""
+    from repro.evaluate import evaluate
+
+    metrics, _ = evaluate(
+        model,
+        tokenizer,
+        data.task,
+        data.dev_examples,
+        data.dev_tokens.input_ids,
+        mode=cfg.task.eval_mode,
+        sentinel=data.sentinel,
+        batch_size=cfg.trainer.eval_batch_size,
+        max_new_tokens=data.limit.length,
+        device=device,
+    )
+    return metrics
+
+
+def task_result(
+    cfg: Config,
+    data: TaskData,
+    model,
+    backbone,
+    checkpoint: str,
+    state,
+    out_dir,
+    sink,
+    start: float,
+    **extra,
+) -> dict[str, Any]:
+    """One task's result.json (``metrics``/``score``: the best checkpoint's on dev)."""
+    from repro.model import count_parameters
+
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    total = count_parameters(backbone)
+    frozen = sum(p.numel() for p in backbone.parameters() if not p.requires_grad)
+    return {
+        "status": "finished",
+        "error": None,
+        **cfg.axes,
+        "task": data.task.name,
+        "params": cfg.model.params or total,
+        "checkpoint": checkpoint,
+        "best_step": state.best_step,
+        "metrics": state.best_metrics,
+        "score": state.best_score,
+        "steps": state.step,
+        "trainable_params": trainable,
+        # what the run keeps frozen (and shares with every other task): all of T5 in prompt
+        # tuning, nothing in model tuning (best/ holds a full copy)
+        "frozen_params": frozen,
+        "n_train": len(data.train_examples),
+        "n_eval": len(data.dev_examples),
+        "truncated": {
+            "train_inputs": data.train_tokens.n_truncated_inputs,
+            "train_targets": data.train_tokens.n_truncated_targets,
+            "eval_inputs": data.dev_tokens.n_truncated_inputs,
+        },
+        # The target limit (eos included; also the generation cap), where it came from, and how
+        # many eval golds are longer than it (0 unless task.max_target_length was set shorter).
+        "max_target_length": data.limit.length,
+        "max_target_length_source": data.limit.source,
+        "eval_golds": data.limit.n_golds,
+        "eval_golds_over_target_limit": data.limit.n_golds_over,
+        "train_s": state.train_seconds,
+        "wall_s": time.time() - start,
+        "versions": versions(),
+        "run_dir": str(out_dir),
+        "wandb_id": getattr(sink, "run_id", None),
+        **extra,
+    }
+
+
 def train_task(
     cfg: Config,
     task_name: str,
@@ -139,47 +260,25 @@ def train_task(
     sink,
     stop: StopFlag | None = None,
 ) -> dict[str, Any]:
-    """Train and score one prompt for one task in ``out_dir``; returns its result.json."""
-    from repro.evaluate import evaluate
-    from repro.model import PromptedT5
-    from repro.prompts import SoftPrompt
-    from repro.trainer import resolve_device, train
+    """Train and score one task's prompt (or the whole model) in ``out_dir``; returns its
+    result.json."""
+    from repro.trainer import train
 
     start = time.time()
     data = prepare_task(cfg, task_name, tokenizer)
-    task = data.task
-    weight = initial_prompt(cfg, task, backbone, tokenizer)
-    model = PromptedT5(backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss)
-    if cfg.model.device_map is None:
-        device = resolve_device(cfg.trainer.device)
-        model = model.to(device)
-    else:  # the backbone was placed by from_pretrained; inputs and prompt go where it starts
-        device = backbone.get_input_embeddings().weight.device
-        model.prompt.to(device)
-
-    def evaluate_fn() -> dict[str, float]:
-        metrics, _ = evaluate(
-            model,
-            tokenizer,
-            task,
-            data.dev_examples,
-            data.dev_tokens.input_ids,
-            mode=cfg.task.eval_mode,
-            sentinel=data.sentinel,
-            batch_size=cfg.trainer.eval_batch_size,
-            max_new_tokens=data.limit.length,
-            device=device,
-        )
-        return metrics
-
-    sidecar = {"backbone": checkpoint, "init": cfg.init.name, "task": task.name}
-    save_initial_prompt(out_dir, weight, sidecar)
+    model = build_model(cfg, backbone, tokenizer, data.task)
+    device = place(cfg, model, backbone)
+    sidecar = {"backbone": checkpoint, "init": cfg.init.name, "task": data.task.name}
+    if cfg.method.name != "prompt":
+        sidecar = {"backbone": checkpoint, "method": cfg.method.name, "task": data.task.name}
+    else:
+        save_initial_prompt(out_dir, model.prompt.weight, sidecar)
     state = train(
         model,
         data.train_tokens.input_ids,
         data.train_tokens.labels,
-        evaluate_fn=evaluate_fn,
-        score_fn=task.task_score,
+        evaluate_fn=lambda: evaluate_task(cfg, model, tokenizer, data, device),
+        score_fn=data.task.task_score,
         cfg=cfg.trainer,
         out_dir=out_dir,
         seed=cfg.seed,
@@ -189,7 +288,7 @@ def train_task(
         device=device,
         stop=stop,
     )
-    return task_result(cfg, data, state, weight, backbone, checkpoint, out_dir, sink, start)
+    return task_result(cfg, data, model, backbone, checkpoint, state, out_dir, sink, start)
 
 
 def save_initial_prompt(out_dir: Path, weight, sidecar) -> None:
@@ -200,45 +299,81 @@ def save_initial_prompt(out_dir: Path, weight, sidecar) -> None:
         rundir.publish_dir(out_dir / "init", lambda d: save_prompt(weight, d, step=0, **sidecar))
 
 
-def task_result(
-    cfg: Config, data: TaskData, state, weight, backbone, checkpoint, out_dir, sink, start
-):
-    """The ``result.json`` of one trained task."""
-    from repro.model import count_parameters
+def train_mixture(
+    cfg: Config,
+    names: tuple[str, ...],
+    backbone,
+    tokenizer,
+    checkpoint: str,
+    run_dir: Path,
+    sink,
+    stop: StopFlag | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Multi-task model tuning: one model on the mixture of ``names`` in ``run_dir`` (one
+    ``best/``, ``last/``, ``metrics.jsonl``), then each task's result.json from the best step.
 
-    limit = data.limit
-    return {
-        "status": "finished",
-        "error": None,
-        **cfg.axes,
-        "task": data.task.name,
-        "params": cfg.model.params or count_parameters(backbone),
-        "checkpoint": checkpoint,
-        "best_step": state.best_step,
-        "metrics": state.best_metrics,
-        "score": state.best_score,
-        "steps": state.step,
-        "trainable_params": weight.numel(),
-        "frozen_params": count_parameters(backbone),
-        "n_train": len(data.train_examples),
-        "n_eval": len(data.dev_examples),
-        "truncated": {
-            "train_inputs": data.train_tokens.n_truncated_inputs,
-            "train_targets": data.train_tokens.n_truncated_targets,
-            "eval_inputs": data.dev_tokens.n_truncated_inputs,
-        },
-        # The target limit (eos included; also the generation cap), where it came from, and how
-        # many eval golds are longer than it (0 unless task.max_target_length was set shorter).
-        "max_target_length": limit.length,
-        "max_target_length_source": limit.source,
-        "eval_golds": limit.n_golds,
-        "eval_golds_over_target_limit": limit.n_golds_over,
-        "train_s": state.train_seconds,
-        "wall_s": time.time() - start,
-        "versions": versions(),
-        "run_dir": str(out_dir),
-        "wandb_id": getattr(sink, "run_id", None),
-    }
+    The mixture is examples-proportional (T5's ``rate_num_examples``): the tasks' training
+    examples pooled and drawn in the trainer's usual batch order, each input prefixed with its
+    task's name. Every eval scores every task's dev split (metrics ``<task>/<metric>`` and
+    ``<task>/score``); early stopping keeps the step with the best mean task score (the
+    SuperGLUE score for task=superglue).
+    """
+    from repro.trainer import train
+
+    start = time.time()
+    datas = [prepare_task(cfg, name, tokenizer, name_prefix=True) for name in names]
+    model = build_model(cfg, backbone, tokenizer, datas[0].task)
+    device = place(cfg, model, backbone)
+
+    def evaluate_fn() -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for data in datas:
+            own = evaluate_task(cfg, model, tokenizer, data, device)
+            metrics.update({f"{data.task.name}/{k}": v for k, v in own.items()})
+            metrics[f"{data.task.name}/score"] = data.task.task_score(own)
+        return metrics
+
+    def score_fn(metrics) -> float:
+        return sum(metrics[f"{name}/score"] for name in names) / len(names)
+
+    state = train(
+        model,
+        [ids for data in datas for ids in data.train_tokens.input_ids],
+        [labels for data in datas for labels in data.train_tokens.labels],
+        evaluate_fn=evaluate_fn,
+        score_fn=score_fn,
+        cfg=cfg.trainer,
+        out_dir=run_dir,
+        seed=cfg.seed,
+        pad_id=tokenizer.pad_token_id,
+        sink=sink,
+        sidecar={"backbone": checkpoint, "method": cfg.method.name, "tasks": list(names)},
+        device=device,
+        stop=stop,
+    )
+    results = {}
+    for data in datas:
+        name = data.task.name
+        own = {
+            k.split("/", 1)[1]: v
+            for k, v in state.best_metrics.items()
+            if k.startswith(f"{name}/") and k != f"{name}/score"
+        }
+        result = task_result(
+            cfg,
+            data,
+            model,
+            backbone,
+            checkpoint,
+            state,
+            run_dir / name,
+            sink,
+            start,
+            mixture=list(names),
+            model_dir=str(run_dir),  # best/ and last/ of the one model live there
+        )
+        results[name] = {**result, "metrics": own, "score": state.best_metrics.get(f"{name}/score")}
+    return results
 
 
 def init_file_prompt(cfg: Config, d_model: int):
@@ -339,10 +474,11 @@ def run_experiment(
         hydra_files: Hydra's record of the command (``config.yaml``, ``hydra.yaml``,
             ``overrides.yaml``), written to ``.hydra/`` when the job claims the directory.
     """
-    from repro.tasks import task_names
+    from repro.tasks import MIXTURES, task_names
     from repro.trainer import resolve_device
 
     names = task_names(cfg.task.name)
+    check_tasks(cfg.method.name, cfg.task.name, names, MIXTURES)
     checkpoint = checkpoint_for(cfg)
     if cfg.model.device_map is None:
         resolve_device(cfg.trainer.device)  # a device this machine lacks: refused before loading
@@ -361,7 +497,7 @@ def run_experiment(
 
 
 def load_model(cfg: Config, checkpoint: str):
-    """(tokenizer, frozen backbone with the configured dropout) of a job."""
+    """(tokenizer, backbone with the configured dropout) of a job."""
     from repro.model import checkpoint_config, load_backbone, load_tokenizer, set_dropout
 
     # Cheap checks first (config, files, tokenizer: seconds), then the weights (minutes for
@@ -404,39 +540,19 @@ def task_dir(run_dir: Path, names, name: str) -> Path:
 
 
 def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) -> dict:
-    from repro.tracking import ScopedSink
-
     tokenizer, backbone = load_model(cfg, checkpoint)
     sink = open_sink(cfg, run_dir, choices)
     # Claimed only once the job can start: a job that failed to load (or to start its W&B run)
     # leaves no fingerprint, so running it again with the mistake fixed is not refused.
     rundir.claim(run_dir, fp, OmegaConf.to_yaml(OmegaConf.structured(cfg)), hydra_files)
-    results, interrupted = {}, None
-    for name in names:
-        out_dir = task_dir(run_dir, names, name)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        done = read_json(out_dir / rundir.RESULT)
-        if done and done.get("status") == "finished":
-            results[name] = done
-            continue
-        if stop is not None and stop.reason:  # a signal came between tasks: start no new one
-            interrupted = f"stopped before task {name} ({stop.reason}); run again to resume"
-            break
-        try:
-            task_sink = sink if len(names) == 1 else ScopedSink(sink, name)
-            result = train_task(
-                cfg, name, backbone, tokenizer, checkpoint, out_dir, task_sink, stop
-            )
-            rundir.clear_error(out_dir)
-        except Interrupted as err:  # state is in last/; no result.json until the run ends
-            log.warning("task %s: %s", name, err)
-            interrupted = str(err)
-            break
-        except Exception as err:  # one task failing must not stop the others
-            log.error("task %s failed: %s", name, err)
-            result = task_failed(cfg, name, out_dir, err)
-        write_json_atomic(out_dir / rundir.RESULT, result)
-        results[name] = result
+    if get_method(cfg.method.name).mixture:
+        results, interrupted = _run_mixture(
+            cfg, names, backbone, tokenizer, checkpoint, run_dir, sink, stop
+        )
+    else:
+        results, interrupted = _run_each(
+            cfg, names, backbone, tokenizer, checkpoint, run_dir, sink, stop
+        )
     return finish_job(cfg, names, results, interrupted, run_dir, sink)
 
 
@@ -461,6 +577,71 @@ def finish_job(cfg: Config, names, results, interrupted: str | None, run_dir: Pa
     sink.summary({**summary, "results": results} if len(names) > 1 else results[names[0]])
     sink.finish(failed=summary["status"] != "finished")
     return summary
+
+
+def _run_each(cfg, names, backbone, tokenizer, checkpoint, run_dir, sink, stop):
+    """The job's tasks one after the other, each in its own directory (``run_dir`` itself for
+    a single task); returns ({task: result}, why it stopped early or None)."""
+    from repro.tracking import ScopedSink
+
+    # Model tuning changes the backbone: every task starts from the loaded weights again.
+    pristine = None
+    if get_method(cfg.method.name).trains == "backbone" and len(names) > 1:
+        pristine = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+    results, interrupted = {}, None
+    for name in names:
+        out_dir = task_dir(run_dir, names, name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        done = read_json(out_dir / rundir.RESULT)
+        if done and done.get("status") == "finished":
+            results[name] = done
+            continue
+        if stop is not None and stop.reason:  # a signal came between tasks: start no new one
+            interrupted = f"stopped before task {name} ({stop.reason}); run again to resume"
+            break
+        try:
+            task_sink = sink if len(names) == 1 else ScopedSink(sink, name)
+            if pristine is not None:
+                backbone.load_state_dict(pristine)
+            result = train_task(
+                cfg, name, backbone, tokenizer, checkpoint, out_dir, task_sink, stop
+            )
+            rundir.clear_error(out_dir)
+        except Interrupted as err:  # state is in last/; no result.json until the run ends
+            log.warning("task %s: %s", name, err)
+            interrupted = str(err)
+            break
+        except Exception as err:  # one task failing must not stop the others
+            log.error("task %s failed: %s", name, err)
+            result = task_failed(cfg, name, out_dir, err)
+        write_json_atomic(out_dir / rundir.RESULT, result)
+        results[name] = result
+    return results, interrupted
+
+
+def _run_mixture(cfg, names, backbone, tokenizer, checkpoint, run_dir, sink, stop):
+    """The job's tasks as one mixture (``train_mixture``): one model in ``run_dir``, then a
+    result.json per task in ``run_dir/<task>/``; returns ({task: result}, why it stopped early
+    or None)."""
+    done = {name: read_json(run_dir / name / rundir.RESULT) for name in names}
+    if all(r and r.get("status") == "finished" for r in done.values()):
+        return done, None
+    if stop is not None and stop.reason:
+        return {}, f"stopped before the mixture ({stop.reason}); run again to resume"
+    try:
+        results = train_mixture(cfg, names, backbone, tokenizer, checkpoint, run_dir, sink, stop)
+        rundir.clear_error(run_dir)
+    except Interrupted as err:  # state is in last/; no result.json until the run ends
+        log.warning("mixture %s: %s", cfg.task.name, err)
+        return {}, str(err)
+    except Exception as err:  # every task of the mixture failed with it
+        log.error("mixture %s failed: %s", cfg.task.name, err)
+        rundir.write_text_atomic(run_dir / rundir.ERROR, traceback.format_exc())
+        results = {name: failed_result(cfg, name, run_dir / name, err) for name in names}
+    for name, result in results.items():
+        (run_dir / name).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / name / rundir.RESULT, result)
+    return results, None
 
 
 def summarise(cfg: Config, results: dict[str, dict], run_dir: Path) -> dict[str, Any]:
@@ -588,6 +769,11 @@ def hydra_record(dcfg: DictConfig, hydra_cfg) -> dict[str, str]:
 # An absolute path: the same conf/ whether run as ``python -m repro.run`` or called in-process.
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> float | None:
+    # Again here, not only at the top: a launcher that runs jobs in other processes
+    # (hydra/launcher=local, submitit) pickles this function by value from __main__, so the
+    # module-level import never runs there and the toy world's tasks would be unknown.
+    import repro.toyworld  # noqa: F401, F811
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode.name == "MULTIRUN"
@@ -595,6 +781,7 @@ def main(dcfg: DictConfig) -> float | None:
     stop = StopFlag()
     try:
         cfg = to_config(dcfg)
+        check_method_overrides(cfg.method.name, hydra_cfg.overrides.task)
         if cfg.dry_run:  # the estimate only: nothing is loaded, nothing is written
             from repro.cost import describe, estimate
             from repro.pack import describe_fit

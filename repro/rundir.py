@@ -55,6 +55,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from repro.config import RunError, own_replaces_release
+from repro.methods import DEFAULT_METHOD, get_method
 
 FINGERPRINT = "fingerprint.json"
 CONFIG = "config.yaml"
@@ -97,19 +98,37 @@ def _steps_label(steps: int) -> str:
 
 
 def run_name(
-    task, size, objective, lm_adapt_steps, prompt_len, init, seed, lm_adapt_source="auto"
+    task,
+    size,
+    objective,
+    lm_adapt_steps,
+    prompt_len,
+    init,
+    seed,
+    lm_adapt_source="auto",
+    method=DEFAULT_METHOD,
 ) -> str:
     """The default directory name of a job, from its axes (``conf/config.yaml: name``)."""
     steps = _steps_label(int(lm_adapt_steps)) if objective == "lm_adapt" else None
     if steps and own_replaces_release(objective, lm_adapt_steps, lm_adapt_source):
         steps += "_own"  # never the directory of a run on the released checkpoint
     objective = f"{objective}{steps}" if steps else objective
-    return f"{task}-{size}-{objective}-p{prompt_len}-{init}-s{seed}"
+    return f"{task}-{size}-{objective}-{method_part(method, prompt_len, init)}-s{seed}"
 
 
-# conf/config.yaml names every run `${run_name:...}`: whoever composes the config (repro.run,
-# repro.cost, the tests) imports this module first.
+def method_part(method, prompt_len, init) -> str:
+    """The method's part of a run name: ``p<prompt_len>-<init>`` for prompt tuning (the names
+    runs had before the method axis existed), the method's name for the others (no prompt)."""
+    if get_method(str(method)).prompt_axes:
+        return f"p{prompt_len}-{init}"
+    return str(method)
+
+
+# conf/config.yaml names every run `${run_name:...}` (conf/experiment/toy.yaml uses
+# `${method_part:...}`): whoever composes the config (repro.run, repro.cost, the tests) imports
+# this module first.
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("method_part", method_part, replace=True)
 
 
 # --- crash injection -------------------------------------------------------------------------
@@ -360,6 +379,11 @@ def fingerprint(cfg, task_names=None) -> dict[str, Any]:
         # Both choices load the same backbone here; and run dirs made before the key existed
         # (all of them `auto`) keep matching their fingerprint.
         plain.pop("lm_adapt_source", None)
+    if cfg.method.name == DEFAULT_METHOD:
+        plain.pop("method", None)  # run dirs made before the method axis keep their fingerprint
+    if not cfg.trainer.optimizer.parameter_scale:  # as above, for the keys it brought
+        for key in ("parameter_scale", "eps2"):
+            plain["trainer"]["optimizer"].pop(key, None)
     for key in NON_RESULT_TRAINER_KEYS:
         plain["trainer"].pop(key, None)
     for key in NON_RESULT_MODEL_KEYS:

@@ -67,6 +67,7 @@ OUTCOME_FILES = ("summary.json", "result.json")
 AXIS_KEYS = {
     "size": "model.size",
     "params": "model.params",
+    "method": "method.name",
     "objective": "objective.name",
     "lm_adapt_steps": "lm_adapt_steps",
     "prompt_len": "prompt_len",

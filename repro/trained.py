@@ -109,7 +109,9 @@ def read_run(run_dir: str | Path) -> TrainedRun:
         from repro.config import checkpoint_for
 
         checkpoint = checkpoint_for(cfg)
-    method = str(getattr(cfg, "method", None) or result.get("method") or "prompt")
+    method = str(
+        getattr(getattr(cfg, "method", None), "name", None) or result.get("method") or "prompt"
+    )
     return TrainedRun(run_dir, cfg, get_task(task_name), result, str(checkpoint), method)
 
 
@@ -172,8 +174,25 @@ def _prompt_scorer(run: TrainedRun, backbone: Backbone):
     return PromptedT5(backbone.model, SoftPrompt(run.best_prompt())).eval()
 
 
+def _model_scorer(run: TrainedRun, backbone: Backbone):
+    """Model tuning: ``best/`` is the whole tuned model (a checkpoint of its own)."""
+    from repro.model import TunedT5, load_backbone
+
+    model_cfg = run.cfg.model
+    tuned = load_backbone(
+        run.run_dir / BEST,
+        dtype=model_cfg.dtype,
+        attn_implementation=model_cfg.attn_implementation,
+        fused_gelu=model_cfg.fused_gelu,
+    )
+    return TunedT5(tuned).eval()
+
+
 # method name → (run, backbone) → a model with PromptedT5's generate / score_candidates.
-SCORERS: dict[str, Callable[[TrainedRun, Backbone], Any]] = {"prompt": _prompt_scorer}
+SCORERS: dict[str, Callable[[TrainedRun, Backbone], Any]] = {
+    "prompt": _prompt_scorer,
+    "model": _model_scorer,
+}
 
 
 def load_scorer(run: TrainedRun, backbone: Backbone | None = None):

@@ -1,12 +1,15 @@
 """The one training loop every run of every sweep goes through.
 
-Only the prompt is optimised. Every ``eval_every`` steps the prompt is scored on dev; the best
-one is kept in ``best/`` (early stopping on the task score) and the full training state in
-``last/``, from which a run started again in the same directory resumes bit-exactly on CPU.
+What is optimised is the model's ``trainable_parameters()``: the prompt (``PromptedT5``, prompt
+tuning) or every backbone weight (``TunedT5``, model tuning). Every ``eval_every`` steps the
+model is scored on dev; the best is kept in ``best/`` (early stopping on the task score: the
+prompt, or a full checkpoint of the backbone) and the full training state in ``last/``, from
+which a run started again in the same directory resumes bit-exactly on CPU.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -22,7 +25,7 @@ from tqdm.auto import tqdm
 from repro.cli import first_line
 from repro.config import TrainerConfig
 from repro.data import collate, train_batches
-from repro.model import PromptedT5
+from repro.model import Seq2SeqTuning, TunedT5, load_backbone_weights, save_backbone
 from repro.optim import build_prompt_optimizer
 from repro.prompts import load_prompt, save_prompt
 from repro.rundir import publish_dir, recover_dir
@@ -31,6 +34,7 @@ from repro.tracking import MetricsLog
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
+TRAINED_SIDECAR = "trained.json"  # beside a model-tuning checkpoint: step, backbone, task, ...
 
 
 @dataclass
@@ -110,14 +114,27 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_trained(directory: Path, model: Seq2SeqTuning, step: int, sidecar: Mapping) -> None:
+    """What the model trained, into ``directory``: ``prompt.safetensors`` + ``prompt.json``
+    (prompt tuning), or a loadable checkpoint of the whole backbone + ``trained.json`` (model
+    tuning; the tokenizer's files too when the model carries one, so ``model.path=<best/>``
+    loads it)."""
+    if isinstance(model, TunedT5):
+        save_backbone(model.backbone, directory, getattr(model, "tokenizer", None))
+        meta = json.dumps({"step": step, **sidecar}, indent=2, default=str)
+        (directory / TRAINED_SIDECAR).write_text(meta)
+    else:
+        save_prompt(model.prompt.weight, directory, step=step, **sidecar)
+
+
 def save_checkpoint(
-    directory: Path, model: PromptedT5, optimizer, state: TrainState, sidecar: Mapping
+    directory: Path, model: Seq2SeqTuning, optimizer, state: TrainState, sidecar: Mapping
 ) -> None:
-    """Write ``last/`` (prompt, optimizer, RNG, step, data position) crash-safely
+    """Write ``last/`` (what is trained, optimizer, RNG, step, data position) crash-safely
     (:func:`repro.rundir.publish_dir`: written aside, then swapped in)."""
 
     def write(staging: Path) -> None:
-        save_prompt(model.prompt.weight, staging, step=state.step, **sidecar)
+        save_trained(staging, model, state.step, sidecar)
         torch.save(
             {"state": asdict(state), "optimizer": optimizer.state_dict(), "rng": _rng_state()},
             staging / STATE_FILE,
@@ -126,16 +143,20 @@ def save_checkpoint(
     publish_dir(directory, write)
 
 
-def load_checkpoint(directory: Path, model: PromptedT5, optimizer) -> TrainState | None:
-    """Restore from ``last/`` (repaired first if a kill hit mid-swap); None if there is none.
+def load_trained(directory: Path, model: Seq2SeqTuning) -> None:
+    """Copy what ``save_trained`` wrote in ``directory`` into ``model``.
 
     Raises:
-        ValueError: a checkpoint file that cannot be read, naming it (delete ``last/`` to start
-            the run over), or a prompt of another shape than this run builds.
+        ValueError: an unreadable file (named), or a prompt / weights of another shape.
     """
-    recover_dir(directory)
-    if not (directory / STATE_FILE).exists():
-        return None
+    if isinstance(model, TunedT5):
+        try:
+            load_backbone_weights(model.backbone, directory)
+        except ValueError:
+            raise
+        except Exception as err:  # safetensors / OS errors of a torn or foreign file
+            raise ValueError(_unreadable(directory / "model.safetensors", err)) from None
+        return
     try:
         prompt, _ = load_prompt(directory, d_model=model.prompt.width)
     except (OSError, ValueError, RuntimeError) as err:
@@ -147,13 +168,26 @@ def load_checkpoint(directory: Path, model: PromptedT5, optimizer) -> TrainState
             f"checkpoint {directory} holds a prompt of shape {tuple(prompt.shape)}, but this run "
             f"builds one of shape {tuple(model.prompt.weight.shape)}"
         )
+    with torch.no_grad():
+        model.prompt.weight.copy_(prompt)
+
+
+def load_checkpoint(directory: Path, model: Seq2SeqTuning, optimizer) -> TrainState | None:
+    """Restore from ``last/`` (repaired first if a kill hit mid-swap); None if there is none.
+
+    Raises:
+        ValueError: a checkpoint file that cannot be read, naming it (delete ``last/`` to start
+            the run over), or a prompt / weights of another shape than this run builds.
+    """
+    recover_dir(directory)
+    if not (directory / STATE_FILE).exists():
+        return None
     try:  # weights_only: a checkpoint is data, never code.
         saved = torch.load(directory / STATE_FILE, weights_only=True)
         saved_state = TrainState(**saved["state"])
     except Exception as err:  # torch raises several kinds for a torn or foreign file
         raise ValueError(_unreadable(directory / STATE_FILE, err)) from None
-    with torch.no_grad():
-        model.prompt.weight.copy_(prompt)
+    load_trained(directory, model)
     optimizer.load_state_dict(saved["optimizer"])
     _set_rng_state(saved["rng"])
     return saved_state
@@ -181,9 +215,9 @@ def _micro_batches(
 
 
 def forward_backward(
-    model: PromptedT5, micro: Sequence[dict[str, torch.Tensor]], device, autocast, step: int
+    model: Seq2SeqTuning, micro: Sequence[dict[str, torch.Tensor]], device, autocast, step: int
 ) -> float:
-    """Accumulate the prompt's gradient over micro-batches; returns the batch's mean token loss.
+    """Accumulate the trainable parameters' gradient over micro-batches; returns the batch's mean token loss.
 
     Each micro-batch loss is weighted by its share of the batch's target tokens, so the
     accumulated gradient equals that of one big batch (token-mean cross-entropy).
@@ -206,7 +240,7 @@ def forward_backward(
 
 
 def train(
-    model: PromptedT5,
+    model: Seq2SeqTuning,
     train_ids: Sequence[Sequence[int]],
     train_labels: Sequence[Sequence[int]],
     *,
@@ -221,13 +255,14 @@ def train(
     device: torch.device,
     stop: StopFlag | None = None,
 ) -> TrainState:
-    """Train the prompt of ``model`` and return the final state (best step, best metrics).
+    """Train ``model``'s trainable parameters (its prompt, or every backbone weight) and return
+    the final state (best step, best metrics).
 
     Args:
         train_ids, train_labels: tokenised training examples (no padding; eos included).
-        evaluate_fn: scores the current prompt on dev → {metric: value on 0–100}.
+        evaluate_fn: scores the current model on dev → {metric: value on 0–100}.
         score_fn: metrics → the single number early stopping maximises.
-        sidecar: what to write next to every saved prompt (backbone, init, task, ...).
+        sidecar: what to write next to everything saved (backbone, init, task, ...).
         stop: checked after every step; when set, ``last/`` is saved and ``Interrupted`` raised.
     """
     stop = stop or StopFlag()
@@ -256,10 +291,7 @@ def train(
         record = {"kind": "eval", "step": state.step, **metrics, "score": score}
         if score > state.best_score:
             state.best_step, state.best_score, state.best_metrics = state.step, score, metrics
-            publish_dir(
-                out_dir / "best",
-                lambda d: save_prompt(model.prompt.weight, d, step=state.step, **sidecar),
-            )
+            publish_dir(out_dir / "best", lambda d: save_trained(d, model, state.step, sidecar))
         record["best_score"] = state.best_score
         metrics_log.append(record)
         sink.log(record, step=state.step)

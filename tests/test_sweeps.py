@@ -39,7 +39,7 @@ PANELS = {
     "fig3b_init": ("init", ("random_uniform", "sampled_vocab", "class_label")),
     "fig3c_objective": ("objective", ("span_corruption", "span_corruption_sentinel", "lm_adapt")),
     "fig3d_lm_adapt_steps": ("lm_adapt_steps", (0, 10_000, 50_000, 100_000)),
-    "fig1_scale": (None, ()),
+    "fig1_scale": ("method", ("prompt", "model", "model_multitask")),
 }
 # smoke twin → its axis values on the tiny model and its seeds
 TWINS = {
@@ -51,8 +51,10 @@ TWINS = {
         (0, 1),
     ),
     "fig3d_lm_adapt_steps": ("lm_adapt_steps", (0, 20, 50), (0, 1)),
-    "fig1_scale": (None, (), (0, 1, 2)),
+    "fig1_scale": ("method", ("prompt", "model", "model_multitask"), (0, 1)),
 }
+# the tasks of a twin's jobs: Figure 1's twin compares methods on a mixture of two toy tasks
+TWIN_TASKS = {"fig1_scale": ("toy_smoke", ("toy_keyword", "toy_polarity"))}
 
 
 # --- expanding a sweep as Hydra does -----------------------------------------------------------
@@ -208,6 +210,11 @@ def _check_gpu_job(cfg: Config, sweep_dir: str, stem: str, job: dict[str, str]) 
     assert cfg.sweep_name == stem and sweep_dir == f"./multirun/{stem}"
     assert cfg.task.name == "superglue" and cfg.task.data_dir is None
     assert cfg.model.path is None and cfg.logger.name == "none"
+    if (
+        cfg.method.name != "prompt"
+    ):  # Figure 1's model tuning: its own recipe (docs/model_tuning.md)
+        _check_model_tuning_job(cfg)
+        return
     # non-ablated axes at the paper's defaults
     for other, default in PAPER_DEFAULTS.items():
         if other == axis or (axis == "objective" and other == "lm_adapt_steps"):
@@ -223,6 +230,22 @@ def _check_gpu_job(cfg: Config, sweep_dir: str, stem: str, job: dict[str, str]) 
     assert (t.optimizer.lr, t.optimizer.decay_rate, t.optimizer.weight_decay) == (0.3, 0.8, 1e-5)
     assert t.optimizer.weight_decay_lr_scaled is False and t.z_loss == 0.0
     assert cfg.init.low == -0.5 and cfg.model.dropout == 0.1
+
+
+def _check_model_tuning_job(cfg: Config) -> None:
+    """The paper's §3.1: the public T5.1.1, the T5 library's fine-tuning defaults (constant lr
+    0.001, Adafactor with parameter scaling, no weight decay), 2^16 tokens a batch (2^20 for
+    the multi-task mixture), dropout 0.1; no prompt."""
+    assert cfg.objective.name == "span_corruption" and cfg.axes["prompt_len"] is None
+    t = cfg.trainer
+    batch = 2048 if cfg.method.name == "model_multitask" else 128
+    assert (t.steps, t.batch_size, t.eval_every) == (30_000, batch, 1_000)
+    assert (t.optimizer.lr, t.optimizer.weight_decay, t.optimizer.parameter_scale) == (
+        0.001,
+        0.0,
+        True,
+    )
+    assert cfg.model.dropout == 0.1
 
 
 def _expected_checkpoint(cfg: Config) -> str | None:
@@ -353,7 +376,8 @@ def test_smoke_twin_composes_on_the_tiny_model(stem, tmp_path):
     names, checkpoints = set(), {}
     for job in jobs:
         cfg, sweep_dir = compose_job(SMOKE, stem, job)
-        assert cfg.model.size == "tiny" and cfg.task.name == "toy_keyword"
+        assert cfg.model.size == "tiny"
+        assert cfg.task.name == TWIN_TASKS.get(stem, ("toy_keyword",))[0]
         assert cfg.trainer.steps == 200 and cfg.sweep_name == f"smoke_{stem}"
         assert sweep_dir == f"./multirun/smoke_{stem}"
         assert cfg.seed in seeds
@@ -424,7 +448,9 @@ def test_smoke_twin_runs_end_to_end_and_plots(stem, workdir):
         _run(words, cwd, env, SHRINK if prog[:3] == ["python", "-m", "repro.run"] else [])
 
     runs = collect_runs([cwd / f"multirun/smoke_{stem}"])
-    assert len(runs) == max(len(values), 1) * len(seeds)
+    tasks = TWIN_TASKS.get(stem, (None, ("toy_keyword",)))[1]
+    assert len(runs) == max(len(values), 1) * len(seeds) * len(tasks)
+    assert set(runs["task"]) == set(tasks)
     assert (runs["status"] == "finished").all(), runs[["status", "error"]]
     assert set(runs["seed"]) == set(seeds)
     if axis:

@@ -1,7 +1,8 @@
-"""Task registry: name -> :class:`Task`.
+"""Task registry: name -> :class:`Task`, and mixtures: name -> several task names.
 
-``task=superglue`` on the command line means the 8 names in :data:`SUPERGLUE`, one prompt each;
-:func:`task_names` expands it.
+``task=superglue`` on the command line means the 8 names in :data:`SUPERGLUE` (one prompt each,
+or one mixture for ``method=model_multitask``); :func:`task_names` expands it, and any other
+mixture in :data:`MIXTURES` the same way.
 """
 
 from __future__ import annotations
@@ -13,18 +14,26 @@ from repro.tasks.toy import TOY_TASKS
 from repro.tasks.transfer import TRANSFER_TASKS, map_labels
 
 __all__ = [
+    "MIXTURES",
     "SUPERGLUE",
     "TASKS",
     "Example",
     "Task",
     "get_task",
     "map_labels",
+    "register_mixture",
     "register_task",
     "task_names",
 ]
 
 TASKS: dict[str, Task] = {}
 SUPERGLUE: tuple[str, ...] = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
+# A name that stands for several tasks: `task=<name>` runs each (or, for a method that trains a
+# mixture, all at once). The core's toy tasks give the smoke runs one of two tasks.
+MIXTURES: dict[str, tuple[str, ...]] = {
+    "superglue": SUPERGLUE,
+    "toy_smoke": ("toy_keyword", "toy_polarity"),
+}
 
 
 def register_task(task: Task) -> None:
@@ -45,11 +54,27 @@ def get_task(name: str) -> Task:
         raise ValueError(f"unknown task {name!r}; allowed: {sorted(TASKS)}") from None
 
 
+def register_mixture(name: str, names: tuple[str, ...]) -> None:
+    """Adds a mixture (a name standing for several registered tasks) to :data:`MIXTURES`."""
+    for task in names:
+        get_task(task)
+    existing = MIXTURES.get(name)
+    if name in TASKS or (existing is not None and existing != tuple(names)):
+        raise ValueError(f"{name!r} is already a task or another mixture")
+    MIXTURES[name] = tuple(names)
+
+
 def task_names(name: str) -> tuple[str, ...]:
-    """Expands ``"superglue"`` to its 8 tasks; any other registered name stands for itself."""
-    if name == "superglue":
-        return SUPERGLUE
-    return (get_task(name).name,)
+    """Expands a mixture (``"superglue"``: its 8 tasks); any other registered name stands for
+    itself."""
+    if name in MIXTURES:
+        return MIXTURES[name]
+    try:
+        return (get_task(name).name,)
+    except ValueError:
+        raise ValueError(
+            f"unknown task {name!r}; allowed: {sorted(TASKS)} or a mixture: {sorted(MIXTURES)}"
+        ) from None
 
 
 for _task in (*SUPERGLUE_TASKS, *TRANSFER_TASKS, *GLUE_TASKS, *TOY_TASKS):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from repro.tasks import register_task
+from repro.tasks import register_mixture, register_task
 from repro.tasks.base import Example, Task, label_id
 from repro.tasks.toy import SENTENCE, format_polarity, toy_task
 from repro.toyworld import world
@@ -58,3 +58,5 @@ WORLD_TASKS = (TOY_REVIEW, TOY_FACT)
 
 for _task in WORLD_TASKS:
     register_task(_task)
+# `task=toy`: both toy-world tasks (Figure 1's toy twin; one mixture for method=model_multitask)
+register_mixture("toy", (TOY_REVIEW.name, TOY_FACT.name))

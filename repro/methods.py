@@ -1,0 +1,83 @@
+"""The method axis: what a run trains, what it saves, how it is priced (docs/model_tuning.md).
+
+``method=<name>`` on the command line picks ``conf/method/<name>.yaml`` (the recipe: optimizer,
+batch, backbone objective) and an entry of :data:`METHODS` here (what the code does with it).
+A new method (e.g. LoRA) adds one YAML file and one entry, and whatever its ``trains`` and
+``saves`` need in ``repro.model`` / ``repro.trainer`` / ``repro.cost``.
+
+- ``prompt``: the paper's prompt tuning, a frozen backbone and one soft prompt per task.
+- ``model``: "Model Tuning", every weight of the backbone, one task per run directory.
+- ``model_multitask``: "Model Tuning (Multi-task)", one model on a mixture of the job's tasks
+  (each input prefixed by its task's name), evaluated on each task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """What one value of ``method`` means to the code.
+
+    Attributes:
+        name: the config value (``method=<name>``), the ``method`` field of result.json and the
+            ``method`` column of the results frame.
+        label: the legend label of Figure 1 (the paper's words).
+        trains: ``"prompt"`` (a [p, d] prompt in front of a frozen backbone) or ``"backbone"``
+            (every weight of the backbone).
+        saves: what ``best/`` and ``last/`` hold: ``"prompt"`` (prompt.safetensors) or
+            ``"model"`` (a full checkpoint: config.json, model.safetensors, tokenizer files).
+        mixture: one run trains all the job's tasks at once (one model, one ``best/``) instead
+            of one after the other.
+        prompt_axes: ``prompt_len`` and ``init`` apply (else they are None in result.json and
+            setting them is refused).
+    """
+
+    name: str
+    label: str
+    trains: str
+    saves: str
+    mixture: bool = False
+    prompt_axes: bool = False
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("prompt", "Prompt Tuning", trains="prompt", saves="prompt", prompt_axes=True),
+        Method("model", "Model Tuning", trains="backbone", saves="model"),
+        Method(
+            "model_multitask",
+            "Model Tuning (Multi-task)",
+            trains="backbone",
+            saves="model",
+            mixture=True,
+        ),
+    )
+}
+DEFAULT_METHOD = "prompt"
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; ValueError listing the allowed names otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"method={name!r} is not allowed; choose one of: {', '.join(METHODS)}"
+        ) from None
+
+
+def check_tasks(method: str, task: str, names: tuple[str, ...], mixtures) -> None:
+    """Refuse a method that trains a mixture on a job of one task.
+
+    Args:
+        task: the job's ``task=`` value; names: what it expands to; mixtures: the names that
+            stand for several tasks (``repro.tasks.MIXTURES``), for the message.
+    """
+    if get_method(method).mixture and len(names) < 2:
+        raise ValueError(
+            f"method={method} trains one model on a mixture of tasks: task= must name one "
+            f"({', '.join(sorted(mixtures))}); got task={task}"
+        )
