@@ -18,6 +18,7 @@ from repro.model import PromptedT5, load_backbone
 from repro.pack import (
     PackedT5,
     PackJob,
+    describe_fit,
     pack_batch,
     pack_key,
     pack_memory,
@@ -101,6 +102,17 @@ def test_jobs_share_a_pack_when_only_their_prompts_differ():
     assert all(pack_memory([small[i] for i in pack]) <= 80e9 for pack in packs)
     assert max(map(len, plan_packs(small, max_members=2))) == 2
     assert len(plan_packs(small, budget_gb=1000)) == 1
+
+
+def test_only_prompts_pack_a_model_tuning_job_runs_alone():
+    """Model tuning trains the backbone the members would share: each of its jobs is a pack of
+    one (run on the solo path), and dry_run says so instead of a member count."""
+    model = [compose_config("method=model", "model=small", "task=rte", f"seed={s}") for s in (0, 1)]
+    assert pack_key(model[0]) != pack_key(model[1])
+    assert plan_packs(model) == [[0], [1]]
+    assert (
+        describe_fit(model[0]) == "packing: method=model trains the backbone; its jobs never pack"
+    )
 
 
 # --- whole jobs: a pack of 5 against 5 solo runs ---------------------------------------------
