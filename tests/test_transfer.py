@@ -112,8 +112,9 @@ def test_label_map_by_class_id_and_what_cannot_be_mapped():
 def test_qqp_run_scored_on_mrpc_through_a_plugged_in_scorer_maps_its_words(
     runs, data, tmp_path, monkeypatch, capsys
 ):
-    """A method registers its scorer in repro.trained.SCORERS (model tuning will): here one that
-    always answers QQP's 'duplicate', which on MRPC must count as 'equivalent'."""
+    """Transfer scores with the scorer registered for the run's method in
+    repro.trained.SCORERS (the run's config names it): here, in place of the prompt scorer, one
+    that always answers QQP's 'duplicate', which on MRPC must count as 'equivalent'."""
 
     class SaysDuplicate(torch.nn.Module):
         def __init__(self, tokenizer):
@@ -127,9 +128,7 @@ def test_qqp_run_scored_on_mrpc_through_a_plugged_in_scorer_maps_its_words(
     import shutil
 
     shutil.copytree(runs["qqp-s0"], run_dir)
-    result = json.loads((run_dir / "result.json").read_text())
-    (run_dir / "result.json").write_text(json.dumps({**result, "method": "fake"}))
-    monkeypatch.setitem(trained.SCORERS, "fake", lambda run, bb: SaysDuplicate(bb.tokenizer))
+    monkeypatch.setitem(trained.SCORERS, "prompt", lambda run, bb: SaysDuplicate(bb.tokenizer))
     code = main([str(run_dir), "--to", "mrpc", "--data-dir", f"mrpc={data / 'mrpc'}"])
     assert code == 0, capsys.readouterr().err
     out = json.loads((run_dir / "transfer/mrpc/result.json").read_text())
@@ -137,7 +136,7 @@ def test_qqp_run_scored_on_mrpc_through_a_plugged_in_scorer_maps_its_words(
     share = 100 * sum(gold) / len(gold)  # every answer 'equivalent' = class 1
     assert out["metrics"]["accuracy"] == pytest.approx(share)
     assert out["metrics"]["f1"] == pytest.approx(100 * 2 * share / (share + 100))
-    assert (out["task"], out["eval_task"], out["method"]) == ("qqp", "mrpc", "fake")
+    assert (out["task"], out["eval_task"], out["method"]) == ("qqp", "mrpc", "prompt")
     assert out["label_map"] == {"not_duplicate": "not_equivalent", "duplicate": "equivalent"}
 
 
