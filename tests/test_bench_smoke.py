@@ -109,12 +109,10 @@ def test_bench_ensemble_runs_on_the_tiny_model_and_prints_its_ratio(capsys, tiny
         assert "same predictions for every prompt: yes" in out
 
 
-def test_bench_methods_prints_one_table_with_ratios_to_model_tuning(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "bench_methods", SCRIPT.with_name("bench_methods.py")
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_methods_prints_one_table_with_ratios_to_model_tuning(capsys, monkeypatch):
+    # its workers are spawned processes: they import the script by name from sys.path
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    bench = importlib.import_module("bench_methods")
     args = (
         "--d-model 32 --d-kv 8 --d-ff 64 --heads 2 --layers 2 --vocab 200 --batch 2 "
         "--input-len 16 --target-len 4 --prompt-len 4 --r 2 --steps 1 --switches 1 --threads 1"
