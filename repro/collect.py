@@ -4,7 +4,7 @@ The **results frame** (`collect_runs`, `collect_wandb`) has these columns, in th
 
 - the axes: `size`, `params`, `method`, `objective`, `lm_adapt_steps`, `lm_adapt_source`,
   `prompt_len`, `init`, `task`, `seed` (missing ones are NA, never an error). `method` is what
-  the run trained (`repro.methods`: `prompt`, `model`, `model_multitask`; a run from before the
+  the run trained (`repro.methods`: `prompt`, `model`, `model_multitask`, `lora`; a run from before the
   axis is `prompt`); `prompt_len` and `init` are NA for a method without a prompt. `lm_adapt_source` is the recipe
   of the backbone: `released` (Google's `google/t5-<size>-lm-adapt`), `own` (the suite's
   `repro.lm_adapt`) or `none` (no LM adaptation); a run that did not record it (result.json

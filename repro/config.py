@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from repro.factoring import parse_factored
-from repro.methods import DEFAULT_METHOD, get_method
+from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 
 # `${repro_dir:}` in conf/ = this package's directory, so configs name the shipped toy
 # checkpoints (repro/toy_models/) wherever the command runs from.
@@ -370,9 +370,30 @@ class MethodConfig:
     """What is trained (conf/method/; repro.methods.METHODS says what each name does)."""
 
     name: str = DEFAULT_METHOD
+    # LoRA only (method=lora; docs/lora.md): rank, scaling alpha (update × alpha / r), dropout
+    # on the LoRA input, and which T5 linear layers get an adapter (peft's T5 default: q, v).
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q", "v"])
 
     def __post_init__(self) -> None:
         get_method(self.name)
+        _check_positive_int("method.r", self.r)
+        if self.alpha <= 0:
+            raise ValueError(f"method.alpha must be > 0; got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"method.dropout must be in [0, 1); got {self.dropout}")
+        bad = [m for m in self.target_modules if m not in LORA_TARGETS]
+        if bad or not self.target_modules:
+            raise ValueError(
+                f"method.target_modules={list(self.target_modules)} is not allowed; choose "
+                f"among T5's linear layers: {', '.join(LORA_TARGETS)}"
+            )
+
+
+# T5's linear layers by their module name: attention projections, then the (gated) feed-forward.
+LORA_TARGETS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
 
 
 @dataclass
@@ -524,10 +545,14 @@ def check_method_overrides(method: str, overrides: Sequence[str]) -> None:
     Raises:
         ValueError: naming the override and the method.
     """
-    if get_method(method).prompt_axes:
-        return
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
+        if method != "lora" and key.startswith("method.") and key[len("method.") :] in LORA_KEYS:
+            raise ValueError(
+                f"{override} only applies to method=lora; method={method} trains no LoRA adapter"
+            )
+        if get_method(method).prompt_axes:
+            continue
         if key in ("prompt_len", "init") or key.startswith("init."):
             raise ValueError(
                 f"{override} only applies to method=prompt; method={method} trains no prompt "

@@ -126,6 +126,27 @@ def param_shapes(s: Shape) -> list[tuple[int, ...]]:
     return shapes
 
 
+def lora_shapes(s: Shape, targets, r: int) -> list[tuple[int, int]]:
+    """The LoRA matrices peft adds (``method=lora``): A [r, in] and B [out, r] beside every
+    linear layer named in ``targets`` (T5's q, k, v, o of each attention, wi / wi_0 / wi_1 / wo
+    of each feed-forward; T5.1.1's is gated, so ``wi`` matches none)."""
+    d, inner, ff = s.d_model, s.inner, s.d_ff
+    io = {"q": (d, inner), "k": (d, inner), "v": (d, inner), "o": (inner, d)}
+    ffn = {"wi_0": (d, ff), "wi_1": (d, ff), "wo": (ff, d)}
+    attentions = s.num_layers + 2 * s.num_decoder_layers  # encoder self; decoder self + cross
+    ffns = s.num_layers + s.num_decoder_layers
+    shapes = []
+    for name in targets:
+        if name in io:
+            n, (fan_in, fan_out) = attentions, io[name]
+        elif name in ffn:
+            n, (fan_in, fan_out) = ffns, ffn[name]
+        else:
+            continue
+        shapes += [(r, fan_in), (fan_out, r)] * n
+    return shapes
+
+
 def count_params(s: Shape) -> int:
     """Every parameter of the encoder-decoder (embedding, both stacks, LM head)."""
     d, inner, ff = s.d_model, s.inner, s.d_ff
@@ -227,6 +248,7 @@ class JobCost:
     # model tuning: a gradient per weight + Adafactor's second moments of every tensor (fp32)
     tuned_state_bytes: int = 0
     saved_bytes: int = 0  # what best/ and last/ hold on disk at the end (every task)
+    trainable_params: int = 0  # the prompt, the LoRA matrices, or every weight
 
     @property
     def memory_bytes(self) -> int:
@@ -297,8 +319,16 @@ def estimate(cfg: Config) -> JobCost:
         adafactor = adafactor_state_floats(param_shapes(shape), t.optimizer) * 4
         tuned_bytes, prompt_bytes = weight_bytes + adafactor, 0  # gradients + second moments
         saved = copies * (2 * weight_bytes + adafactor)  # best/ + last/ (+ its optimizer)
+        trainable = params
+    elif method.trains == "lora":  # fp32 A, B + gradients + Adafactor moments; no prompt
+        shapes = lora_shapes(shape, cfg.method.target_modules, cfg.method.r)
+        trainable = sum(a * b for a, b in shapes)
+        moments = adafactor_state_floats(shapes, t.optimizer) * 4
+        tuned_bytes, prompt_bytes = 2 * 4 * trainable + moments, 0
+        saved = copies * (2 * 4 * trainable + moments)  # best/ + last/ adapters, last/'s moments
     else:  # best/ and last/ each hold the prompt, last/ its second moment: prompt_state_bytes
         tuned_bytes, saved = 0, copies * prompt_bytes
+        trainable = cfg.prompt_len * shape.d_model
     return JobCost(
         name=cfg.name,
         size=cfg.model.size,
@@ -318,6 +348,7 @@ def estimate(cfg: Config) -> JobCost:
         method=method.name,
         tuned_state_bytes=tuned_bytes,
         saved_bytes=saved,
+        trainable_params=trainable,
     )
 
 
@@ -536,6 +567,9 @@ def describe(job: JobCost) -> str:
         f" | method={job.method}: all weights trained, saves ≈ {_gb(job.saved_bytes)} "
         f"(best/ + last/, a full copy per {'mixture' if method.mixture else 'task'})"
         if method.saves == "model"
+        else f" | method=lora: {job.trainable_params:,} LoRA weights trained, saves ≈ "
+        f"{_gb(job.saved_bytes)} (best/ + last/ adapters per task)"
+        if method.saves == "adapter"
         else ""
     )
     line = (

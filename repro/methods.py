@@ -9,6 +9,9 @@ A new method (e.g. LoRA) adds one YAML file and one entry, and whatever its ``tr
 - ``model``: "Model Tuning", every weight of the backbone, one task per run directory.
 - ``model_multitask``: "Model Tuning (Multi-task)", one model on a mixture of the job's tasks
   (each input prefixed by its task's name), evaluated on each task.
+- ``lora``: LoRA (Hu et al. 2021) through peft on the same frozen backbone: low-rank updates of
+  the attention projections (``method.r``, ``method.alpha``, ``method.dropout``,
+  ``method.target_modules``; docs/lora.md), one adapter per task.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ class Method:
         name: the config value (``method=<name>``), the ``method`` field of result.json and the
             ``method`` column of the results frame.
         label: the legend label of Figure 1 (the paper's words).
-        trains: ``"prompt"`` (a [p, d] prompt in front of a frozen backbone) or ``"backbone"``
-            (every weight of the backbone).
-        saves: what ``best/`` and ``last/`` hold: ``"prompt"`` (prompt.safetensors) or
-            ``"model"`` (a full checkpoint: config.json, model.safetensors, tokenizer files).
+        trains: ``"prompt"`` (a [p, d] prompt in front of a frozen backbone), ``"backbone"``
+            (every weight of the backbone) or ``"lora"`` (LoRA matrices beside a frozen one).
+        saves: what ``best/`` and ``last/`` hold: ``"prompt"`` (prompt.safetensors),
+            ``"model"`` (a full checkpoint: config.json, model.safetensors, tokenizer files) or
+            ``"adapter"`` (peft's adapter_config.json + adapter_model.safetensors).
         mixture: one run trains all the job's tasks at once (one model, one ``best/``) instead
             of one after the other.
         prompt_axes: ``prompt_len`` and ``init`` apply (else they are None in result.json and
@@ -47,6 +51,7 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("prompt", "Prompt Tuning", trains="prompt", saves="prompt", prompt_axes=True),
         Method("model", "Model Tuning", trains="backbone", saves="model"),
+        Method("lora", "LoRA", trains="lora", saves="adapter"),
         Method(
             "model_multitask",
             "Model Tuning (Multi-task)",
@@ -57,6 +62,8 @@ METHODS: dict[str, Method] = {
     )
 }
 DEFAULT_METHOD = "prompt"
+# method.<key>s only LoRA reads (conf/method/lora.yaml); setting one for another method is refused.
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 
 
 def get_method(name: str) -> Method:

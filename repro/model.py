@@ -383,6 +383,89 @@ class TunedT5(Seq2SeqTuning):
         return self.backbone.get_input_embeddings()(input_ids), attention_mask
 
 
+class LoraT5(Seq2SeqTuning):
+    """LoRA (Hu et al. 2021) through peft: low-rank matrices A [r, in], B [out, r] beside each
+    targeted linear layer of the frozen backbone (``W x + (alpha / r) · B A x``); only A and B
+    train. ``best/`` and ``last/`` hold the adapter alone (peft's ``adapter_config.json`` +
+    ``adapter_model.safetensors``, loadable with ``PeftModel.from_pretrained``).
+
+    peft injects the layers into ``backbone`` in place; a backbone that already carries an
+    adapter of this class (the previous task of a job) has it removed first. peft's init:
+    A random (Kaiming-uniform, drawn from ``seed``), B zero, so training starts at the backbone.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        r: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        target_modules: Sequence[str] = ("q", "v"),
+        z_loss: float = 0.0,
+        seed: int = 0,
+    ):
+        from peft import LoraConfig, get_peft_model
+
+        super().__init__()
+        previous = getattr(backbone, "_repro_lora", None)
+        if previous is not None:  # the last task's adapter: back to the plain backbone
+            backbone = previous.unload()
+            backbone.__dict__["_repro_lora"] = None
+        backbone.requires_grad_(False)
+        config = LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=list(target_modules),
+            task_type="SEQ_2_SEQ_LM",
+        )
+        with torch.random.fork_rng(devices=[]):  # A's random init from the run's seed alone
+            torch.manual_seed(seed)
+            peft_model = get_peft_model(backbone, config)
+        self.backbone = peft_model.get_base_model()  # the T5 itself, LoRA layers inside
+        object.__setattr__(self, "peft", peft_model)  # not a submodule: saves the adapter
+        self.backbone.__dict__["_repro_lora"] = peft_model  # a plain attribute: no module cycle
+        self.z_loss = z_loss
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.backbone.named_parameters() if "lora_" in n]
+
+    def encoder_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T] ids → ([B, T, H] input embeddings, [B, T] mask)."""
+        return self.backbone.get_input_embeddings()(input_ids), attention_mask
+
+    def save_adapter(self, directory: Path) -> None:
+        """``adapter_config.json`` + ``adapter_model.safetensors`` (the LoRA weights only)."""
+        self.peft.save_pretrained(directory, safe_serialization=True)
+
+    def load_adapter(self, directory: Path) -> None:
+        """Copy the LoRA weights of ``directory/adapter_model.safetensors`` into this model.
+
+        Raises:
+            ValueError: a tensor of another shape (another rank or backbone) or a missing one.
+            OSError / safetensors errors: an unreadable file (the caller names it).
+        """
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        saved = load_file(str(directory / "adapter_model.safetensors"))
+        own = {k: v for k, v in self.peft.state_dict().items() if "lora_" in k}
+        own = {k.replace(".default", ""): v for k, v in own.items()}
+        if set(saved) != set(own):
+            raise ValueError(
+                f"checkpoint {directory} holds LoRA weights of other layers than this run's "
+                f"(method.target_modules): e.g. {sorted(set(saved) ^ set(own))[:2]}"
+            )
+        for key, tensor in saved.items():
+            if own[key].shape != tensor.shape:
+                raise ValueError(
+                    f"checkpoint {directory} holds {key} of shape {tuple(tensor.shape)}, but "
+                    f"this run builds {tuple(own[key].shape)} (another method.r?)"
+                )
+        set_peft_model_state_dict(self.peft, saved)
+
+
 def save_backbone(backbone: nn.Module, directory: Path, tokenizer=None) -> None:
     """The backbone as a loadable checkpoint: config.json, model.safetensors (tied weights once),
     generation_config.json, and the tokenizer's files if given (``model.path=<dir>`` loads it)."""

@@ -140,7 +140,8 @@ def members_that_fit(cfg: Config, budget_bytes: float) -> int:
 def describe_fit(cfg: Config) -> str:
     """What ``dry_run=true`` says about packing this job (``hydra/launcher=packed``)."""
     if not packs_prompts(cfg):
-        return f"packing: method={cfg.method.name} trains the backbone; its jobs never pack"
+        what = "a LoRA adapter inside the backbone" if cfg.method.name == "lora" else "the backbone"
+        return f"packing: method={cfg.method.name} trains {what}; its jobs never pack"
     budget = cfg.cost.gpu_memory_gb
     n = members_that_fit(cfg, budget * 1e9)
     return (

@@ -88,7 +88,7 @@ LEGEND_TITLES = {
     "lm_adapt_steps": "LM adaptation steps",
 }
 # Figure 1: one colour per method (the paper's legend order: model tuning lines first).
-METHOD_COLORS = {"model": "C3", "model_multitask": "C1", "prompt": "C0"}
+METHOD_COLORS = {"model": "C3", "model_multitask": "C1", "prompt": "C0", "lora": "C2"}
 SIZE_LABELS = {"small": "Small", "base": "Base", "large": "Large", "xl": "XL", "xxl": "XXL"}
 _REFERENCE_MARKERS = ("*", "D", "s", "^", "v", "P")
 # Figure 3(d): the LM-adaptation recipe of each line (`lm_adapt_source` of the frame), shown in

@@ -134,9 +134,20 @@ def build_model(cfg: Config, backbone, tokenizer, task):
     (initialised as ``cfg.init`` says, from the task's class labels), or the backbone itself,
     every weight trainable."""
     from repro.methods import get_method
-    from repro.model import PromptedT5, TunedT5
+    from repro.model import LoraT5, PromptedT5, TunedT5
     from repro.prompts import SoftPrompt
 
+    if get_method(cfg.method.name).trains == "lora":
+        m = cfg.method
+        return LoraT5(
+            backbone,
+            r=m.r,
+            alpha=m.alpha,
+            dropout=m.dropout,
+            target_modules=m.target_modules,
+            z_loss=cfg.trainer.z_loss,
+            seed=cfg.seed,
+        )
     if get_method(cfg.method.name).trains == "backbone":
         model = TunedT5(backbone, z_loss=cfg.trainer.z_loss)
         model.tokenizer = tokenizer  # saved into best/ and last/: a loadable checkpoint

@@ -55,7 +55,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from repro.config import RunError, own_replaces_release
-from repro.methods import DEFAULT_METHOD, get_method
+from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 
 FINGERPRINT = "fingerprint.json"
 CONFIG = "config.yaml"
@@ -381,6 +381,9 @@ def fingerprint(cfg, task_names=None) -> dict[str, Any]:
         plain.pop("lm_adapt_source", None)
     if cfg.method.name == DEFAULT_METHOD:
         plain.pop("method", None)  # run dirs made before the method axis keep their fingerprint
+    elif cfg.method.name != "lora":  # the LoRA keys mean nothing to the other methods
+        for key in LORA_KEYS:
+            plain["method"].pop(key, None)
     if not cfg.trainer.optimizer.parameter_scale:  # as above, for the keys it brought
         for key in ("parameter_scale", "eps2"):
             plain["trainer"]["optimizer"].pop(key, None)

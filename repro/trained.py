@@ -188,10 +188,23 @@ def _model_scorer(run: TrainedRun, backbone: Backbone):
     return TunedT5(tuned).eval()
 
 
+def _lora_scorer(run: TrainedRun, backbone: Backbone):
+    """LoRA: the frozen backbone with ``best/``'s adapter injected (peft)."""
+    from repro.model import LoraT5
+
+    m = run.cfg.method
+    model = LoraT5(
+        backbone.model, r=m.r, alpha=m.alpha, dropout=m.dropout, target_modules=m.target_modules
+    )
+    model.load_adapter(run.run_dir / BEST)
+    return model.eval()
+
+
 # method name → (run, backbone) → a model with PromptedT5's generate / score_candidates.
 SCORERS: dict[str, Callable[[TrainedRun, Backbone], Any]] = {
     "prompt": _prompt_scorer,
     "model": _model_scorer,
+    "lora": _lora_scorer,
 }
 
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from repro.cli import first_line
 from repro.config import TrainerConfig
 from repro.data import collate, train_batches
-from repro.model import Seq2SeqTuning, TunedT5, load_backbone_weights, save_backbone
+from repro.model import LoraT5, Seq2SeqTuning, TunedT5, load_backbone_weights, save_backbone
 from repro.optim import build_prompt_optimizer
 from repro.prompts import load_prompt, save_prompt
 from repro.rundir import publish_dir, recover_dir
@@ -118,9 +118,12 @@ def save_trained(directory: Path, model: Seq2SeqTuning, step: int, sidecar: Mapp
     """What the model trained, into ``directory``: ``prompt.safetensors`` + ``prompt.json``
     (prompt tuning), or a loadable checkpoint of the whole backbone + ``trained.json`` (model
     tuning; the tokenizer's files too when the model carries one, so ``model.path=<best/>``
-    loads it)."""
-    if isinstance(model, TunedT5):
-        save_backbone(model.backbone, directory, getattr(model, "tokenizer", None))
+    loads it), or the LoRA adapter alone + ``trained.json`` (LoRA)."""
+    if isinstance(model, (TunedT5, LoraT5)):
+        if isinstance(model, LoraT5):
+            model.save_adapter(directory)
+        else:
+            save_backbone(model.backbone, directory, getattr(model, "tokenizer", None))
         meta = json.dumps({"step": step, **sidecar}, indent=2, default=str)
         (directory / TRAINED_SIDECAR).write_text(meta)
     else:
@@ -149,13 +152,18 @@ def load_trained(directory: Path, model: Seq2SeqTuning) -> None:
     Raises:
         ValueError: an unreadable file (named), or a prompt / weights of another shape.
     """
-    if isinstance(model, TunedT5):
+    if isinstance(model, (TunedT5, LoraT5)):
+        lora = isinstance(model, LoraT5)
         try:
-            load_backbone_weights(model.backbone, directory)
+            if lora:
+                model.load_adapter(directory)
+            else:
+                load_backbone_weights(model.backbone, directory)
         except ValueError:
             raise
         except Exception as err:  # safetensors / OS errors of a torn or foreign file
-            raise ValueError(_unreadable(directory / "model.safetensors", err)) from None
+            name = "adapter_model.safetensors" if lora else "model.safetensors"
+            raise ValueError(_unreadable(directory / name, err)) from None
         return
     try:
         prompt, _ = load_prompt(directory, d_model=model.prompt.width)

@@ -107,3 +107,28 @@ def test_bench_ensemble_runs_on_the_tiny_model_and_prints_its_ratio(capsys, tiny
         assert code == 0, out
         assert re.search(r"^  ratio batched/separate: \d+\.\d+$", out, re.MULTILINE), out
         assert "same predictions for every prompt: yes" in out
+
+
+def test_bench_methods_prints_one_table_with_ratios_to_model_tuning(capsys, monkeypatch):
+    # its workers are spawned processes: they import the script by name from sys.path
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    bench = importlib.import_module("bench_methods")
+    args = (
+        "--d-model 32 --d-kv 8 --d-ff 64 --heads 2 --layers 2 --vocab 200 --batch 2 "
+        "--input-len 16 --target-len 4 --prompt-len 4 --r 2 --steps 1 --switches 1 --threads 1"
+    )
+    results = bench.main(args.split())
+    out = capsys.readouterr().out
+    assert set(results) == {"prompt", "lora", "model"}
+    # prompt: p × d; LoRA: r · (d + heads·d_kv) for q and v of 2 + 2·2 attentions; model: all
+    assert results["prompt"]["trainable"] == 4 * 32
+    assert results["lora"]["trainable"] == 6 * 2 * 2 * (32 + 16)
+    full = results["model"]
+    assert (
+        results["prompt"]["stored_bytes"] < results["lora"]["stored_bytes"] < full["stored_bytes"]
+    )
+    assert full["stored_bytes"] >= 4 * full["trainable"]  # a full fp32 copy
+    for row in results.values():
+        assert row["peak_kb"] > 0 and row["step_s"] > 0 and row["switch_s"] > 0
+    assert "| trainable parameters | 128 (" in out and "model tuning |" in out
+    assert out.count("(1×)") == 7  # every row's model-tuning cell is the unit

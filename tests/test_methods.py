@@ -326,16 +326,18 @@ def test_the_registry_names_every_method_config():
 
     assert sorted(p.stem for p in (CONF / "method").glob("*.yaml")) == sorted(METHODS)
     assert get_method("model").trains == "backbone" and get_method("prompt").prompt_axes
-    with pytest.raises(ValueError, match="method='lora' is not allowed"):
-        get_method("lora")
+    with pytest.raises(ValueError, match="method='adapter' is not allowed"):
+        get_method("adapter")
 
 
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
         (
-            ["method=lora"],
-            ["method='lora' is not allowed; choose one of: model, model_multitask, prompt"],
+            ["method=adapter"],
+            [
+                "method='adapter' is not allowed; choose one of: lora, model, model_multitask, prompt"
+            ],
         ),
         (["method=model", "prompt_len=20"], ["prompt_len=20 only applies to method=prompt"]),
         (

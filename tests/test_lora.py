@@ -1,0 +1,133 @@
+"""method=lora (repro.model.LoraT5, peft): only the LoRA matrices train, best/ holds the adapter
+alone and reloads for evaluation, a stopped run resumes exactly, bad keys are one line."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_bad_input import assert_one_error, cli
+from test_methods import SHORT, state_of, trainer_steps
+from test_run import smoke_config
+
+from repro.config import Config
+from repro.cost import estimate
+from repro.model import LoraT5, load_backbone, load_tokenizer
+from repro.run import run_experiment
+
+
+def test_lora_trains_only_its_matrices_and_the_backbone_stays_bit_equal(tiny_t5_dir, tmp_path):
+    tokenizer = load_tokenizer(tiny_t5_dir)
+    backbone = load_backbone(tiny_t5_dir)
+    loaded = state_of(backbone)
+    model = LoraT5(backbone, r=4, alpha=8, target_modules=["q", "v"])
+    model.out_dir = tmp_path / "lora"
+    lora_before = {
+        n: p.detach().clone() for n, p in model.backbone.named_parameters() if "lora_" in n
+    }
+    trainer_steps(model, tokenizer)
+    after = model.backbone.state_dict()
+    base = {k.replace(".base_layer", ""): v for k, v in after.items() if "lora_" not in k}
+    assert base.keys() == loaded.keys()
+    assert all(torch.equal(v, loaded[k]) for k, v in base.items())  # the backbone: bit-equal
+    lora_after = dict(model.backbone.named_parameters())
+    moved = [n for n in lora_before if not torch.equal(lora_before[n], lora_after[n])]
+    assert any("lora_B" in n for n in moved) and any("lora_A" in n for n in moved)
+    # 2 matrices per q and v of every attention: r · (in + out) each
+    cfg = backbone.config
+    inner = cfg.num_heads * cfg.d_kv
+    attentions = cfg.num_layers + 2 * cfg.num_decoder_layers
+    expected = attentions * 2 * 4 * (cfg.d_model + inner)
+    assert sum(p.numel() for p in model.trainable_parameters()) == expected
+    saved = load_file(tmp_path / "lora/best/adapter_model.safetensors")
+    assert sum(t.numel() for t in saved.values()) == expected  # the adapter alone
+    assert not (tmp_path / "lora/best/model.safetensors").exists()
+
+
+def test_lora_run_writes_its_result_and_best_reloads_for_evaluation(tmp_path, tiny_t5_dir):
+    cfg = smoke_config(tmp_path, tiny_t5_dir, "method=lora", *SHORT)
+    assert cfg.name == "toy_keyword-tiny-lm_adapt100k-lora-s0"
+    run_dir = tmp_path / "run"
+    assert run_experiment(cfg, run_dir)["status"] == "finished"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["method"] == "lora" and result["prompt_len"] is None
+    backbone = load_backbone(tiny_t5_dir)
+    lora = LoraT5(backbone, r=8, alpha=16, target_modules=["q", "v"])
+    assert result["trainable_params"] == sum(p.numel() for p in lora.trainable_parameters())
+    assert json.loads((run_dir / "best/adapter_config.json").read_text())["r"] == 8
+
+    from repro.evaluate import evaluate
+    from repro.run import prepare_task
+    from repro.trained import load_scorer, read_run
+
+    run = read_run(run_dir)
+    assert run.method == "lora"
+    scorer, backbone = load_scorer(run)
+    tokenizer = load_tokenizer(tiny_t5_dir)
+    data = prepare_task(cfg, "toy_keyword", tokenizer)
+    metrics, _ = evaluate(
+        scorer,
+        tokenizer,
+        data.task,
+        data.dev_examples,
+        data.dev_tokens.input_ids,
+        max_new_tokens=result["max_target_length"],
+    )
+    assert metrics == result["metrics"]
+
+
+def test_lora_resumes_exactly_after_an_interruption(tmp_path, tiny_t5_dir):
+    overrides = ["method=lora", *SHORT, "method.dropout=0.1"]
+    straight = run_experiment(smoke_config(tmp_path, tiny_t5_dir, *overrides), tmp_path / "a")
+    assert straight["status"] == "finished"
+    cfg = smoke_config(tmp_path, tiny_t5_dir, *overrides, "trainer.stop_after_steps=5")
+    assert run_experiment(cfg, tmp_path / "b")["status"] == "interrupted"  # at step 5
+    assert run_experiment(cfg, tmp_path / "b")["status"] == "interrupted"  # 5 → 10
+    assert run_experiment(cfg, tmp_path / "b")["status"] == "finished"  # 10 → 12
+    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in "ab")
+    assert (a["metrics"], a["best_step"], a["score"]) == (b["metrics"], b["best_step"], b["score"])
+    for name in ("best", "last"):
+        wa, wb = (load_file(tmp_path / d / name / "adapter_model.safetensors") for d in "ab")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+def test_cost_prices_the_adapter_and_its_optimizer_state(tmp_path, tiny_t5_dir):
+    prompt, lora, model = (
+        estimate(smoke_config(tmp_path, tiny_t5_dir, f"method={m}"))
+        for m in ("prompt", "lora", "model")
+    )
+    backbone = load_backbone(tiny_t5_dir)
+    adapter = sum(p.numel() for p in LoraT5(backbone).trainable_parameters())
+    assert lora.trainable_params == adapter
+    assert lora.params == model.params  # the same backbone, frozen
+    assert 0 < lora.saved_bytes < model.saved_bytes
+    assert lora.tuned_state_bytes >= 2 * 4 * adapter  # fp32 weights + gradients (+ moments)
+    assert lora.memory_bytes < model.memory_bytes
+    assert "method=lora" in __import__("repro.cost", fromlist=["describe"]).describe(lora)
+    assert isinstance(prompt.config, Config)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["method.r=4"], ["method.r=4 only applies to method=lora", "method=prompt"]),
+        (["method=model", "method.alpha=8"], ["method.alpha=8 only applies to method=lora"]),
+        (["method=lora", "method.r=0"], ["method.r", "0"]),
+        (["method=lora", "method.target_modules=[q,x]"], ["method.target_modules", "wi_0"]),
+        (["method=lora", "prompt_len=20"], ["prompt_len=20 only applies to method=prompt"]),
+    ],
+)
+def test_lora_mistakes_are_one_line_and_write_nothing(
+    monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments
+):
+    code, err = cli(
+        monkeypatch,
+        capsys,
+        "experiment=smoke",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *args,
+    )
+    assert_one_error(code, err, *fragments)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
