@@ -357,6 +357,12 @@ def test_the_registry_names_every_method_config():
 def test_method_mistakes_are_one_line_and_write_nothing(
     monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments
 ):
+    refused_writing_nothing(monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments)
+
+
+def refused_writing_nothing(monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments):
+    """A smoke run with ``args`` exits 2 with one error line holding ``fragments``, and no run
+    file is written."""
     code, err = cli(
         monkeypatch,
         capsys,
