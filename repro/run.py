@@ -133,7 +133,6 @@ def build_model(cfg: Config, backbone, tokenizer, task):
     """The method's model (``repro.methods``): a prompt in front of the frozen backbone
     (initialised as ``cfg.init`` says, from the task's class labels), or the backbone itself,
     every weight trainable."""
-    from repro.methods import get_method
     from repro.model import LoraT5, PromptedT5, TunedT5
     from repro.prompts import SoftPrompt
 

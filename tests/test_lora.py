@@ -6,7 +6,13 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_methods import SHORT, refused_writing_nothing, state_of, trainer_steps
+from test_methods import (
+    SHORT,
+    assert_resumes_exactly,
+    refused_writing_nothing,
+    state_of,
+    trainer_steps,
+)
 from test_run import smoke_config
 
 from repro.config import Config
@@ -77,17 +83,7 @@ def test_lora_run_writes_its_result_and_best_reloads_for_evaluation(tmp_path, ti
 
 def test_lora_resumes_exactly_after_an_interruption(tmp_path, tiny_t5_dir):
     overrides = ["method=lora", *SHORT, "method.dropout=0.1"]
-    straight = run_experiment(smoke_config(tmp_path, tiny_t5_dir, *overrides), tmp_path / "a")
-    assert straight["status"] == "finished"
-    cfg = smoke_config(tmp_path, tiny_t5_dir, *overrides, "trainer.stop_after_steps=5")
-    assert run_experiment(cfg, tmp_path / "b")["status"] == "interrupted"  # at step 5
-    assert run_experiment(cfg, tmp_path / "b")["status"] == "interrupted"  # 5 → 10
-    assert run_experiment(cfg, tmp_path / "b")["status"] == "finished"  # 10 → 12
-    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in "ab")
-    assert (a["metrics"], a["best_step"], a["score"]) == (b["metrics"], b["best_step"], b["score"])
-    for name in ("best", "last"):
-        wa, wb = (load_file(tmp_path / d / name / "adapter_model.safetensors") for d in "ab")
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+    assert_resumes_exactly(tmp_path, tiny_t5_dir, overrides, "adapter_model.safetensors")
 
 
 def test_cost_prices_the_adapter_and_its_optimizer_state(tmp_path, tiny_t5_dir):

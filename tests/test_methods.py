@@ -115,30 +115,26 @@ def test_model_tuning_run_saves_a_full_checkpoint_that_reloads_for_evaluation(
     assert json.loads((best / "trained.json").read_text())["step"] == result["best_step"]
     tokenizer = load_tokenizer(best)
     data = prepare_task(cfg, "toy_keyword", tokenizer)
-    metrics, _ = evaluate(
-        TunedT5(load_backbone(best)),
-        tokenizer,
-        data.task,
-        data.dev_examples,
-        data.dev_tokens.input_ids,
-        max_new_tokens=result["max_target_length"],
-    )
-    assert metrics == result["metrics"]
+
+    def dev_metrics(model) -> dict:
+        metrics, _ = evaluate(
+            model,
+            tokenizer,
+            data.task,
+            data.dev_examples,
+            data.dev_tokens.input_ids,
+            max_new_tokens=result["max_target_length"],
+        )
+        return metrics
+
+    assert dev_metrics(TunedT5(load_backbone(best))) == result["metrics"]
     # the later-use commands (repro.trained: transfer, ...) load it the same way
     from repro.trained import load_scorer, read_run
 
     run = read_run(run_dir)
     assert run.method == "model"
     scorer, _ = load_scorer(run)
-    again, _ = evaluate(
-        scorer,
-        tokenizer,
-        data.task,
-        data.dev_examples,
-        data.dev_tokens.input_ids,
-        max_new_tokens=result["max_target_length"],
-    )
-    assert again == result["metrics"]
+    assert dev_metrics(scorer) == result["metrics"]
     weights = load_file(best / "model.safetensors")
     assert sum(t.numel() for t in weights.values()) == total  # a full copy (tied once)
 
@@ -154,6 +150,12 @@ def test_prompt_runs_keep_their_names_and_fingerprints(tmp_path, tiny_t5_dir):
 
 def test_model_tuning_resumes_exactly_after_an_interruption(tmp_path, tiny_t5_dir):
     overrides = ["method=model", *SHORT, "model.dropout=0.1"]
+    assert_resumes_exactly(tmp_path, tiny_t5_dir, overrides, "model.safetensors")
+
+
+def assert_resumes_exactly(tmp_path, tiny_t5_dir, overrides, weights_file: str) -> None:
+    """A run stopped at step 5, then 10, then finished equals the uninterrupted run: the same
+    result and bit-equal ``weights_file`` in best/ and last/."""
     straight = run_experiment(smoke_config(tmp_path, tiny_t5_dir, *overrides), tmp_path / "a")
     assert straight["status"] == "finished"
     cfg = smoke_config(tmp_path, tiny_t5_dir, *overrides, "trainer.stop_after_steps=5")
@@ -163,7 +165,7 @@ def test_model_tuning_resumes_exactly_after_an_interruption(tmp_path, tiny_t5_di
     a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in "ab")
     assert (a["metrics"], a["best_step"], a["score"]) == (b["metrics"], b["best_step"], b["score"])
     for name in ("best", "last"):
-        wa, wb = (load_file(tmp_path / d / name / "model.safetensors") for d in "ab")
+        wa, wb = (load_file(tmp_path / d / name / weights_file) for d in "ab")
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
 
 
