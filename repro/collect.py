@@ -506,6 +506,8 @@ def panel_runs(
     """
     if axis is not None and axis not in df.columns:
         raise KeyError(f"axis {axis!r} is not a column of the frame; columns: {list(df.columns)}")
+    if axis == "lm_adapt_steps":
+        df = span_corruption_as_step_zero(df)
     held = {k: v for k, v in defaults.items() if k != axis}
     if axis == "objective":
         held.pop("lm_adapt_steps", None)
@@ -522,6 +524,28 @@ def panel_runs(
     if axis != "lm_adapt_steps" and "lm_adapt_source" in sel.columns:
         sel = _hold_lm_adapt_source(sel, defaults.get("lm_adapt_source", PAPER_LM_ADAPT_SOURCE))
     return sel
+
+
+def span_corruption_as_step_zero(df: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3(d)'s 0-step point is T5.1.1 itself: an `objective=lm_adapt lm_adapt_steps=0`
+    run loads the span-corruption checkpoint and formats targets as `objective=span_corruption`
+    does (`repro.config.checkpoint_for`), so both are one computation (the toy world's 18 pairs
+    score the same). In a frame with LM-adapted runs at more than one step count (a Figure 3(d)
+    sweep), span-corruption runs count as that 0-step point, so `sweeps/fig3_all.yaml` trains
+    it once, in panel (c); where the frame also holds `lm_adapt_steps=0` runs, the two are
+    averaged as repeated runs of one point and seed."""
+    if not {"objective", "lm_adapt_steps"} <= set(df.columns):
+        return df
+    lm = df["objective"].eq("lm_adapt").fillna(False).astype(bool)
+    span = df["objective"].eq("span_corruption").fillna(False).astype(bool)
+    if df.loc[lm, "lm_adapt_steps"].nunique() < 2 or not span.any():
+        return df
+    df = df.copy()
+    df.loc[span, "objective"] = "lm_adapt"
+    df.loc[span, "lm_adapt_steps"] = 0
+    if "lm_adapt_source" in df.columns:
+        df.loc[span, "lm_adapt_source"] = "none"
+    return df
 
 
 def _held(sel: pd.DataFrame, col: str, value: Any) -> Any:

@@ -341,7 +341,32 @@ def test_panel_runs_objective_keeps_lm_adapt_at_100k():
     sel = panel_runs(frame, "objective")
     assert list(sel["objective"]) == ["span_corruption", "lm_adapt"]
     assert sel["lm_adapt_steps"].iloc[1] == 100000
-    assert list(panel_runs(frame, "lm_adapt_steps")["lm_adapt_steps"]) == [10000, 100000]
+    # Figure 3(d): the span-corruption run is its 0-step point (T5.1.1 itself)
+    assert list(panel_runs(frame, "lm_adapt_steps")["lm_adapt_steps"]) == [0, 10000, 100000]
+
+
+def test_span_corruption_runs_are_figure_3d_step_zero_only_beside_a_step_sweep():
+    """fig3_all.yaml trains the 0-step point once, as panel (c)'s span_corruption run; a frame
+    of panel (c) alone (LM-adapted at one step count) draws no panel (d) from it."""
+    runs = runs_frame([(100, s, "t1", 60.0 + s, "finished") for s in (0, 1)])
+    span = runs.assign(objective="span_corruption", lm_adapt_steps=100000)
+    sentinel = runs.assign(objective="span_corruption_sentinel", lm_adapt_steps=100000, score=1.0)
+    adapted = [
+        runs.assign(objective="lm_adapt", lm_adapt_steps=n, score=90.0) for n in (10000, 100000)
+    ]
+    zero = runs.assign(objective="lm_adapt", lm_adapt_steps=0, score=[62.0, 61.0])
+
+    sel = panel_runs(pd.concat([span, sentinel, *adapted]), "lm_adapt_steps")
+    points = superglue_frame(sel, "lm_adapt_steps", tasks=["t1"])
+    assert list(points["lm_adapt_steps"]) == [0, 10000, 100000]
+    assert points["mean"].iloc[0] == 60.5  # the span-corruption scores, not the sentinel's
+    # beside a 0-step run of the same seed, the two are averaged as repeated runs
+    both = panel_runs(pd.concat([span, zero, *adapted]), "lm_adapt_steps")
+    seeds = superglue_scores(both, "lm_adapt_steps", tasks=["t1"])
+    assert list(seeds[seeds["lm_adapt_steps"] == 0]["superglue"]) == [61.0, 61.0]
+    # panel (c) alone: no step sweep, nothing relabelled
+    alone = panel_runs(pd.concat([span, sentinel, adapted[1]]), "lm_adapt_steps")
+    assert set(alone["objective"]) == {"lm_adapt"} and set(alone["lm_adapt_steps"]) == {100000}
 
 
 def test_panel_runs_holds_each_size_at_its_own_lm_adapted_checkpoint():

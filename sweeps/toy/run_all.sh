@@ -1,6 +1,7 @@
 #!/bin/sh
 # Regenerate results/toy/ from the shipped toy checkpoints (repro/toy_models/): the four toy
-# Figure 3 sweeps (one shared directory, multirun/toy_figure3/), the run frame, the four panels,
+# Figure 3 panels in one sweep (sweeps/toy/fig3_all.yaml: every distinct run once, in
+# multirun/toy_figure3/), the run frame, the four panels,
 # the measured effects and the invalid-output counts. CPU, no network; JOBS single-threaded jobs
 # at a time (default 2, one per core of our machines) through the local launcher. Run from the
 # repository root:
@@ -11,10 +12,8 @@
 set -e
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 JOBS="${JOBS:-2}"
-for panel in fig3a_prompt_len fig3b_init fig3c_objective fig3d_lm_adapt_steps; do
-  python -m repro.run -m --config-dir sweeps/toy --config-name "$panel" \
-    hydra/launcher=local hydra.launcher.gpus_per_node=0 hydra.sweeper.max_batch_size="$JOBS"
-done
+python -m repro.run -m --config-dir sweeps/toy --config-name fig3_all \
+  hydra/launcher=local hydra.launcher.gpus_per_node=0 hydra.sweeper.max_batch_size="$JOBS"
 python -m repro.collect multirun/toy_figure3 -o results/toy/runs.csv
 # figure3{a,b,c,d}_*.png + the 2x2 figure3.png, effects.csv, invalid_outputs.csv, summary.md
 python -m repro.toyworld report results/toy/runs.csv -o results/toy

@@ -1,0 +1,99 @@
+"""``hydra/sweeper=panels``: one sweep of several figure panels, every distinct run once.
+
+    python -m repro.run -m --config-dir sweeps --config-name fig3_all
+
+The sweep file lists each panel's axes under ``hydra.sweeper.panels`` and the axes they share
+under ``hydra.sweeper.params``. The sweeper expands each panel as Hydra's basic sweeper expands
+one sweep (:func:`repro.panels.expand_panels`), composes every job's config to find its run
+directory, keeps each directory once (:func:`repro.panels.distinct_jobs`; two panels naming one
+directory with different configs refuse the sweep before it starts), prints the count, and hands
+the distinct jobs to whatever launcher is chosen (basic, local, packed, submitit) in batches of
+``max_batch_size``. ``repro.cost -m`` prices the same file the same way. Details: docs/sweeps.md.
+"""
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PanelsSweeperConf:
+    _target_: str = "hydra_plugins.repro_panels_sweeper.panels_sweeper.PanelsSweeper"
+    max_batch_size: int | None = None
+    # the axes every panel shares (key -> comma-separated values), as in the basic sweeper
+    params: dict[str, str] | None = None
+    # panel name -> its own axes; each panel is the product of params, its axes, the command line
+    panels: dict[str, Any] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="panels", node=PanelsSweeperConf, provider="repro"
+)
+
+
+class PanelsSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict[str, str] | None = None,
+        panels: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.panels = panels or {}
+
+    def _sweep_config(self, overrides):
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def _run_dir(self, overrides) -> str:
+        sweep = self._sweep_config(overrides).hydra.sweep
+        return str((Path(str(sweep.dir)) / str(sweep.subdir)).absolute())
+
+    def _fingerprint(self, overrides) -> Any:
+        from repro.cli import USER_ERRORS, cli_error_message
+        from repro.config import to_config
+        from repro.rundir import fingerprint
+
+        cfg = self._sweep_config(overrides)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        try:
+            return fingerprint(to_config(cfg))
+        except USER_ERRORS as err:  # the job itself will say so when it runs
+            return ("invalid", cli_error_message(err))
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from repro.panels import describe_panels, distinct_jobs, expand_panels
+
+        listed = expand_panels(
+            OmegaConf.to_container(OmegaConf.create(self.panels)) if self.panels else {},
+            self.params,
+            arguments,
+        )
+        jobs = distinct_jobs(listed, self._run_dir, self._fingerprint)
+        print(describe_panels(listed, jobs), flush=True)
+        self.overrides = list(
+            self.split_overrides_to_chunks([list(j.overrides) for j in jobs], self.max_batch_size)
+        )
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        returns = []
+        initial_job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            for r in results:
+                _ = r.return_value  # raises a job's exception, as the basic sweeper does
+            initial_job_idx += len(batch)
+            returns.append(results)
+        sys.stdout.flush()
+        return returns
