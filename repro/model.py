@@ -383,6 +383,19 @@ class TunedT5(Seq2SeqTuning):
         return self.backbone.get_input_embeddings()(input_ids), attention_mask
 
 
+def without_lora(backbone: nn.Module) -> nn.Module:
+    """``backbone`` with the LoRA layers a :class:`LoraT5` injected into it removed (in place;
+    peft's ``unload``: the original linear layers, their weights untouched), so a backbone
+    shared by several runs (``repro.transfer``'s cache, the next task of a job) never scores
+    another run with an earlier run's adapter inside. A plain backbone is returned as it is."""
+    previous = getattr(backbone, "_repro_lora", None)
+    if previous is None:
+        return backbone
+    plain = previous.unload()
+    plain.__dict__["_repro_lora"] = None
+    return plain
+
+
 class LoraT5(Seq2SeqTuning):
     """LoRA (Hu et al. 2021) through peft: low-rank matrices A [r, in], B [out, r] beside each
     targeted linear layer of the frozen backbone (``W x + (alpha / r) · B A x``); only A and B
@@ -408,10 +421,7 @@ class LoraT5(Seq2SeqTuning):
         from peft import LoraConfig, get_peft_model
 
         super().__init__()
-        previous = getattr(backbone, "_repro_lora", None)
-        if previous is not None:  # the last task's adapter: back to the plain backbone
-            backbone = previous.unload()
-            backbone.__dict__["_repro_lora"] = None
+        backbone = without_lora(backbone)  # the last task's adapter: back to the plain backbone
         backbone.requires_grad_(False)
         config = LoraConfig(
             r=r,

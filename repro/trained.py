@@ -168,9 +168,12 @@ def load_backbone_of(run: TrainedRun) -> Backbone:
 
 
 def _prompt_scorer(run: TrainedRun, backbone: Backbone):
-    from repro.model import PromptedT5
+    """Prompt tuning: ``best/``'s prompt in front of the plain backbone (a LoRA run scored
+    before it on the same backbone leaves no adapter behind: :func:`repro.model.without_lora`)."""
+    from repro.model import PromptedT5, without_lora
     from repro.prompts import SoftPrompt
 
+    backbone.model = without_lora(backbone.model)
     return PromptedT5(backbone.model, SoftPrompt(run.best_prompt())).eval()
 
 

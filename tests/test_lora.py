@@ -2,6 +2,7 @@
 alone and reloads for evaluation, a stopped run resumes exactly, bad keys are one line."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,3 +117,33 @@ def test_lora_mistakes_are_one_line_and_write_nothing(
     monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments
 ):
     refused_writing_nothing(monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments)
+
+
+def test_a_prompt_scored_after_a_lora_run_on_a_shared_backbone_sees_no_adapter(tiny_t5_dir):
+    """repro.transfer keeps one backbone per checkpoint across runs: a LoRA run scored first
+    must leave no adapter inside it for the prompt run scored next."""
+    from types import SimpleNamespace
+
+    from repro.trained import Backbone, _lora_scorer, _prompt_scorer
+
+    tokenizer = load_tokenizer(tiny_t5_dir)
+    shared = Backbone(str(tiny_t5_dir), load_backbone(tiny_t5_dir).eval(), tokenizer)
+    fresh = Backbone(str(tiny_t5_dir), load_backbone(tiny_t5_dir).eval(), tokenizer)
+    prompt = torch.randn(3, shared.model.config.d_model, generator=torch.Generator().manual_seed(0))
+    run = SimpleNamespace(best_prompt=lambda: prompt)
+    ids, labels = torch.tensor([[5, 6, 7, 1]]), torch.tensor([[8, 1]])
+
+    def loss(model):
+        with torch.no_grad():
+            return model(ids, torch.ones_like(ids), labels)[0]
+
+    expected = loss(_prompt_scorer(run, fresh))
+    method = SimpleNamespace(r=4, alpha=8.0, dropout=0.0, target_modules=["q", "v"])
+    lora = SimpleNamespace(cfg=SimpleNamespace(method=method), run_dir=Path("unused"))
+    with pytest.MonkeyPatch.context() as patch:  # best/'s adapter: every B non-zero
+        patch.setattr(LoraT5, "load_adapter", lambda self, _: [
+            torch.nn.init.normal_(p) for n, p in self.backbone.named_parameters() if "lora_B" in n
+        ])  # fmt: skip
+        adapted = _lora_scorer(lora, shared)
+    assert not torch.allclose(loss(adapted), expected)  # the adapter does change the output
+    assert torch.equal(loss(_prompt_scorer(run, shared)), expected)
