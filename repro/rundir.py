@@ -54,7 +54,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from repro.config import RunError, own_replaces_release
+from repro.config import MethodConfig, RunError, own_replaces_release
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 
 FINGERPRINT = "fingerprint.json"
@@ -118,10 +118,30 @@ def run_name(
 
 def method_part(method, prompt_len, init) -> str:
     """The method's part of a run name: ``p<prompt_len>-<init>`` for prompt tuning (the names
-    runs had before the method axis existed), the method's name for the others (no prompt)."""
-    if get_method(str(method)).prompt_axes:
+    runs had before the method axis existed), the method's name for the others (no prompt).
+
+    ``method`` is the config's ``method`` node (or its name alone). A LoRA run adds each LoRA
+    key that differs from its default, so a sweep over them gets a directory per setting:
+    ``lora`` (r 8, alpha 16, dropout 0, q and v), ``lora_r4``, ``lora_r16_a32_qkvo``."""
+    name = str(method.get("name") if isinstance(method, Mapping) else method)
+    if get_method(name).prompt_axes:
         return f"p{prompt_len}-{init}"
-    return str(method)
+    if name != "lora" or not isinstance(method, Mapping):
+        return name
+    return name + "".join(f"_{part}" for part in _lora_name_parts(method))
+
+
+def _lora_name_parts(method: Mapping) -> list[str]:
+    default = MethodConfig(name="lora")
+    parts = []
+    for key, short in (("r", "r"), ("alpha", "a"), ("dropout", "d")):
+        value = method.get(key, getattr(default, key))
+        if value != getattr(default, key):
+            parts.append(f"{short}{value:g}")
+    targets = list(method.get("target_modules", default.target_modules))
+    if targets != default.target_modules:
+        parts.append("".join(targets) if all(len(t) == 1 for t in targets) else "-".join(targets))
+    return parts
 
 
 # conf/config.yaml names every run `${run_name:...}` (conf/experiment/toy.yaml uses

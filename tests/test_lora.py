@@ -147,3 +147,15 @@ def test_a_prompt_scored_after_a_lora_run_on_a_shared_backbone_sees_no_adapter(t
         adapted = _lora_scorer(lora, shared)
     assert not torch.allclose(loss(adapted), expected)  # the adapter does change the output
     assert torch.equal(loss(_prompt_scorer(run, shared)), expected)
+
+
+def test_a_sweep_over_lora_keys_gets_a_run_directory_per_setting():
+    from repro.cost import sweep_configs
+
+    configs = sweep_configs(
+        ["experiment=smoke", "method=lora", "method.r=8,4", "method.alpha=16,32"], multirun=True
+    )
+    names = [cfg.name.split("-")[-2] for cfg in configs]
+    assert names == ["lora", "lora_a32", "lora_r4", "lora_r4_a32"]  # defaults: the plain name
+    (wide,) = sweep_configs(["experiment=toy", "method=lora", "method.target_modules=[q,k,v,o]"])
+    assert wide.name == "toy_review-toy_large-lm_adapt-lm500-lora_qkvo-s0"
