@@ -732,7 +732,14 @@ class PreemptionHandler:
 
 @contextlib.contextmanager
 def preemption_signals(stop: StopFlag) -> Iterator[PreemptionHandler]:
-    """While inside, SIGTERM/SIGUSR1/SIGUSR2/SIGINT set ``stop`` instead of killing the process."""
+    """While inside, SIGTERM/SIGUSR1/SIGUSR2/SIGINT set ``stop`` instead of killing the process.
+
+    Left by ``sys.exit`` after a signal (exit 75: the checkpoint is on disk), the process is
+    leaving: SIGTERM/SIGUSR1/SIGUSR2 are then ignored rather than given back their default
+    (death by signal), so a repeated one during Hydra's unwinding or the interpreter's shutdown
+    (which resets Python handlers to the default, not ignored signals) cannot turn exit 75 into
+    a kill that no requeue rule matches. A second Ctrl-C still aborts.
+    """
     handler = PreemptionHandler(stop)
     if threading.current_thread() is not threading.main_thread():
         yield handler  # signal handlers can only be installed from the main thread
@@ -741,10 +748,16 @@ def preemption_signals(stop: StopFlag) -> Iterator[PreemptionHandler]:
         signum = getattr(signal, name, None)
         if signum is not None:
             handler.previous[signum] = signal.signal(signum, handler)
+    leaving = False
     try:
         yield handler
+    except SystemExit:
+        leaving = handler.signum is not None
+        raise
     finally:
         for signum, previous in handler.previous.items():
+            if leaving:
+                previous = handler if signum == signal.SIGINT else signal.SIG_IGN
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
 

@@ -180,6 +180,9 @@ def test_sigterm_checkpoints_exits_for_requeue_and_resumes(tmp_path, tiny_t5_dir
     run_dir = wait_for_run_dir(tmp_path, proc)
     wait_for_step(run_dir / "metrics.jsonl", k, proc)
     proc.send_signal(signal.SIGTERM)
+    while proc.poll() is None:  # and again, through the checkpoint and the exit: no effect
+        time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
     code, err = finish(proc)
     assert code == EXIT_REQUEUE, f"k={k}: {err[-2000:]}"
     assert "received SIGTERM" in err and "run again to resume" in err
@@ -248,3 +251,26 @@ def test_signal_sets_the_flag_and_is_then_handed_to_the_launchers_handler():
         assert received == [signal.SIGUSR2, signal.SIGUSR2]
     finally:
         signal.signal(signal.SIGUSR2, before)
+
+
+def test_leaving_for_requeue_a_repeated_signal_is_ignored_not_fatal():
+    """After the checkpoint the job leaves by sys.exit(75); a second SIGTERM during the exit
+    (Hydra's unwinding, the interpreter's shutdown) must not kill it with no requeue code."""
+    from repro.run import EXIT_REQUEUE, preemption_signals
+    from repro.trainer import StopFlag
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+    try:
+        with pytest.raises(SystemExit), preemption_signals(StopFlag()) as handler:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)
+            assert handler.signum == signal.SIGUSR1
+            sys.exit(EXIT_REQUEUE)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is handler  # a second Ctrl-C still aborts
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored: this test goes on
+        time.sleep(0.05)
+    finally:
+        for signum, previous in before.items():
+            signal.signal(signum, previous)

@@ -372,7 +372,15 @@ def test_preempted_sweep_still_exits_75(tmp_path, tiny_t5_dir, monkeypatch, caps
         return {"status": "interrupted", "error": "stopped at step 1 (received SIGTERM)"}
 
     monkeypatch.setattr(repro.run, "run_experiment", preempted)
-    code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3,4")
+    names = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in names}
+    try:
+        code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3,4")
+        # leaving for requeue, a repeated signal is ignored (repro.run.preemption_signals)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:  # this process is pytest's, which goes on
+        for name, handler in handlers.items():
+            signal.signal(getattr(signal, name), handler)
     assert code == EXIT_REQUEUE, err
     assert started == [P3]
     assert "sweep " not in out + err and "jobs failed" not in err
