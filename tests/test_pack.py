@@ -309,3 +309,121 @@ def test_bench_pack_runs_and_prints_a_ratio_per_pack_size(capsys):
     ratios = re.findall(r"k= ?(\d+): time (\d+\.\d+)\s+memory (\d+\.\d+)", out)
     assert [k for k, _, _ in ratios] == ["2"], out
     assert all(float(t) > 0 and float(m) > 0 for _, t, m in ratios)
+
+
+# --- a packed sweep preempted: every member checkpoints, the sweep exits for requeue ---------
+
+# 4 members (prompt lengths 1 and 5, seeds 0 and 1); the p1/s0 one is finished before launch
+PREEMPTED_SWEEP = (
+    "prompt_len=1,5",
+    "seed=0,1",
+    f"trainer.steps={STEPS}",
+    "trainer.eval_every=5",
+    "trainer.log_every=1",
+)
+DONE = "toy_keyword-tiny-lm_adapt100k-p1-class_label-s0"
+
+
+def packed_sweep_args(tiny_t5_dir, root: Path) -> list[str]:
+    return [
+        "-m",
+        "hydra/launcher=packed",
+        "experiment=smoke",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={root}",
+        f"paths.cache_dir={root / 'cache'}",
+        "task.max_eval_examples=16",
+        *PREEMPTED_SWEEP,
+    ]
+
+
+@pytest.fixture(scope="module")
+def packed_reference(tmp_path_factory, tiny_t5_dir) -> Path:
+    """The same packed sweep, uninterrupted: its sweep directory."""
+    from test_preemption import finish, start
+
+    root = tmp_path_factory.mktemp("packed_reference")
+    code, err = finish(start(packed_sweep_args(tiny_t5_dir, root)))
+    assert code == 0, err[-2000:]
+    return root / "multirun" / "smoke"
+
+
+def files_of(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file's bytes and mtime, but .lock's (each launch locks the directory, skip or not,
+    and writes who holds it)."""
+    return {
+        str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signame", "code"),
+    [("SIGTERM", 75), ("SIGUSR1", 75), ("SIGUSR2", 75), ("SIGINT", 130)],
+)
+def test_a_preempted_packed_sweep_checkpoints_every_member_and_resumes_to_the_same_numbers(
+    tmp_path, tiny_t5_dir, packed_reference, signame, code
+):
+    """The signal (repro.run.PREEMPTION_SIGNALS) reaches the pack mid-training: every running
+    member writes last/ at the same step, none a result.json, the finished member is not
+    touched, the sweep exits with the code the docs promise; the same command then resumes every
+    member to the uninterrupted sweep's numbers and skips the finished one. SLURM's signals are
+    sent again and again until the process exits (a second one during the checkpoint changes
+    nothing); a second Ctrl-C aborts at once by design, so SIGINT is sent once."""
+    import random
+    import shutil
+    import time
+
+    from test_preemption import start, wait_for_step
+
+    sweep = tmp_path / "multirun" / "smoke"
+    shutil.copytree(packed_reference / DONE, sweep / DONE)  # finished before the launch
+    done = files_of(sweep / DONE)
+    args = packed_sweep_args(tiny_t5_dir, tmp_path)
+
+    k = random.randint(1, 12)
+    proc = start(args)
+    names = [p.name for p in sorted(packed_reference.glob("toy_keyword-*"))]
+    live = [sweep / n for n in names if n != DONE]
+    assert len(live) == 3
+    deadline = time.monotonic() + 240
+    while not all((d / "metrics.jsonl").exists() for d in live):  # the pack is training
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.01)
+    wait_for_step(live[-1] / "metrics.jsonl", k, proc)
+    signum = getattr(signal, signame)
+    proc.send_signal(signum)
+    while signum != signal.SIGINT and proc.poll() is None:  # and again, through the checkpoint
+        time.sleep(0.005)
+        proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, f"k={k}: {err[-2000:]}"
+    assert f"received {signame}" in err and "run again to resume" in err
+    assert "Traceback" not in err
+
+    stopped = set()
+    for run_dir in live:
+        assert not (run_dir / "result.json").exists(), run_dir
+        state = torch.load(run_dir / "last/trainer_state.pt", weights_only=True)["state"]
+        logged = max(r["step"] for r in read_jsonl(run_dir / "metrics.jsonl"))
+        assert k <= state["step"] == logged < STEPS, (run_dir.name, k, state["step"], logged)
+        stopped.add(state["step"])
+        assert f"{run_dir}: interrupted" in out
+        leftovers = [p for p in run_dir.rglob("*") if p.name.endswith((".tmp", ".old"))]
+        assert not leftovers, leftovers
+    assert len(stopped) == 1, f"the members checkpointed different steps: {stopped}"
+    assert f"{sweep / DONE}: finished (already finished: skipped)" in out
+    assert files_of(sweep / DONE) == done
+    assert f"sweep {sweep}: 4 jobs: 0 finished, 0 failed, 3 interrupted, 1 skipped" in err
+
+    proc = start(args)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"sweep {sweep}: 4 jobs: 3 finished, 0 failed, 0 interrupted, 1 skipped" in out
+    assert files_of(sweep / DONE) == done  # skipped again, not retrained
+    for run_dir in live:
+        keys = [(r["kind"], r["step"]) for r in read_jsonl(run_dir / "metrics.jsonl")]
+        assert len(keys) == len(set(keys)), "a metrics line written twice"
+        assert_same_as_solo(run_dir, packed_reference / run_dir.name)

@@ -83,7 +83,7 @@ class PackedLauncher(Launcher):
         from repro.config import to_config
         from repro.pack import PackJob, describe_packs, plan_packs
         from repro.run import hydra_record, preemption_signals
-        from repro.sweep import SweepSummary, job_outcome, outcome_stamps
+        from repro.sweep import SweepSummary, job_outcome, outcome_stamps, summary_line
         from repro.trainer import StopFlag
 
         setup_globals()
@@ -94,10 +94,12 @@ class PackedLauncher(Launcher):
             None,
         )
         returns: list[JobReturn] = []
+        outcomes: list[dict] = []  # how each job ended, for the line of a preempted sweep
         jobs: list[tuple[int, DictConfig, Any]] = []  # (job num, Hydra config, Config)
 
         def done(num: int, sweep_config: DictConfig, outcome: dict, value: Any = None) -> None:
             run_dir = Path(sweep_config.hydra.runtime.output_dir)
+            outcomes.append(outcome)
             if summary is not None and summary.sweep_id is not None:
                 summary.record(num, run_dir, outcome)
             status = JobStatus.COMPLETED
@@ -142,22 +144,25 @@ class PackedLauncher(Launcher):
             return returns
 
         stop = StopFlag()
-        for pack in packs:
-            members = [jobs[i] for i in pack]
-            before = {
-                num: outcome_stamps(Path(sc.hydra.runtime.output_dir)) for num, sc, _ in members
-            }
-            pack_jobs = [
-                PackJob(
-                    cfg,
-                    Path(sc.hydra.runtime.output_dir),
-                    choices=dict(sc.hydra.runtime.choices),
-                    hydra_files=hydra_record(sc, sc.hydra),
-                )
-                for _, sc, cfg in members
-            ]
-            failure: BaseException | None = None
-            with preemption_signals(stop) as preemption:
+        # One handler for the whole loop, the reporting included: a signal between two packs,
+        # or while a pack's members are counted, stops the sweep too (exit 75) instead of
+        # killing the process with the checkpoints written but no requeue code.
+        with preemption_signals(stop) as preemption:
+            for pack in packs:
+                members = [jobs[i] for i in pack]
+                before = {
+                    num: outcome_stamps(Path(sc.hydra.runtime.output_dir)) for num, sc, _ in members
+                }
+                pack_jobs = [
+                    PackJob(
+                        cfg,
+                        Path(sc.hydra.runtime.output_dir),
+                        choices=dict(sc.hydra.runtime.choices),
+                        hydra_files=hydra_record(sc, sc.hydra),
+                    )
+                    for _, sc, cfg in members
+                ]
+                failure: BaseException | None = None
                 try:
                     from repro.pack import run_pack
 
@@ -173,28 +178,35 @@ class PackedLauncher(Launcher):
                 except Exception as err:  # a bug: each member fails with it, the sweep goes on
                     log.exception("pack failed")
                     failure = err
-            for (num, sc, _), job in zip(members, pack_jobs, strict=True):
-                errors = []
-                if job.error is not None:
-                    errors = [cli_error_message(job.error) or str(job.error)]
-                    print(f"error: {errors[0]}", file=sys.stderr)
-                elif failure is not None and isinstance(failure, USER_ERRORS):
-                    errors = [cli_error_message(failure) or str(failure)]
-                ret = None
-                if failure is not None and not isinstance(failure, USER_ERRORS):
-                    ret = JobReturn(status=JobStatus.FAILED, _return_value=failure)
-                outcome = job_outcome(job.run_dir, before[num], errors, ret)
-                result = job.summary or {}
-                if result:
-                    scores = result.get("scores") or {result.get("task"): result.get("score")}
-                    skipped = " (already finished: skipped)" if result.get("skipped") else ""
-                    print(f"{job.run_dir}: {result['status']}{skipped}  scores={scores}")
-                done(num, sc, outcome, failure if ret is not None else None)
-            if preemption.signum is not None:
-                # every running member checkpointed last/: requeue (submitit) or exit for SLURM
-                print(f"packed sweep stopped: {stop.reason}; run again to resume", file=sys.stderr)
-                preemption.forward()
-                sys.exit(preemption.exit_code)
+                for (num, sc, _), job in zip(members, pack_jobs, strict=True):
+                    errors = []
+                    if job.error is not None:
+                        errors = [cli_error_message(job.error) or str(job.error)]
+                        print(f"error: {errors[0]}", file=sys.stderr)
+                    elif failure is not None and isinstance(failure, USER_ERRORS):
+                        errors = [cli_error_message(failure) or str(failure)]
+                    ret = None
+                    if failure is not None and not isinstance(failure, USER_ERRORS):
+                        ret = JobReturn(status=JobStatus.FAILED, _return_value=failure)
+                    outcome = job_outcome(job.run_dir, before[num], errors, ret)
+                    result = job.summary or {}
+                    if result:
+                        scores = result.get("scores") or {result.get("task"): result.get("score")}
+                        skipped = " (already finished: skipped)" if result.get("skipped") else ""
+                        print(f"{job.run_dir}: {result['status']}{skipped}  scores={scores}")
+                    done(num, sc, outcome, failure if ret is not None else None)
+                if preemption.signum is not None:
+                    # Every running member checkpointed last/: requeue (submitit) or exit for
+                    # SLURM. on_multirun_end will not run, so the count is said here; the jobs
+                    # of packs not started yet are interrupted too.
+                    left = [{"status": "interrupted"}] * (len(job_overrides) - len(outcomes))
+                    sweep_dir = str(Path(str(self.config.hydra.sweep.dir)).absolute())
+                    print(summary_line(sweep_dir, outcomes + left), file=sys.stderr)
+                    print(
+                        f"packed sweep stopped: {stop.reason}; run again to resume", file=sys.stderr
+                    )
+                    preemption.forward()
+                    sys.exit(preemption.exit_code)
         return returns
 
 
