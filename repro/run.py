@@ -465,6 +465,19 @@ def failed_result(cfg: Config | None, task_name: str, out_dir: Path, error: Base
 # --- one job -----------------------------------------------------------------------------------
 
 
+def log_memory_plan(cfg: Config) -> None:
+    """Log the job's micro-batches and memory estimate as it starts, and warn (with the switches
+    that would make it fit) if the estimate exceeds ``cost.gpu_memory_gb``
+    (:func:`repro.cost.start_lines`)."""
+    from repro.cost import start_lines
+
+    info, warning = start_lines(cfg)
+    if info:
+        log.info(info)
+    if warning:
+        log.warning(warning)
+
+
 def run_experiment(
     cfg: Config,
     run_dir: Path,
@@ -490,6 +503,7 @@ def run_experiment(
     names = task_names(cfg.task.name)
     check_tasks(cfg.method.name, cfg.task.name, names, MIXTURES)
     checkpoint = checkpoint_for(cfg)
+    log_memory_plan(cfg)
     if cfg.model.device_map is None:
         resolve_device(cfg.trainer.device)  # a device this machine lacks: refused before loading
     prepare_assets(cfg, names)  # generated assets go to the cache, never into a given dir
