@@ -665,12 +665,6 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
     checkpoint = checkpoint_for(first)
     if first.model.device_map is None:
         resolve_device(first.trainer.device)
-    if packs_prompts(first):
-        log_pack_memory([j.cfg for j in jobs])
-    else:  # a pack of one (pack_key): the solo job's lines
-        from repro.run import log_memory_plan
-
-        log_memory_plan(first)
     prepare_assets(first, names)
     with contextlib.ExitStack() as locks:
         live = []
@@ -690,8 +684,12 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
                 job.error = err
                 continue
             live.append((job, fp))
+        if live and packs_prompts(first):  # the members that run (not refused, not done)
+            log_pack_memory([job.cfg for job, _ in live])
         if live and not packs_prompts(first):  # a pack of one (pack_key): the solo path
-            from repro.run import _run_tasks
+            from repro.run import _run_tasks, log_memory_plan
+
+            log_memory_plan(first)
 
             job, fp = live[0]
             job.summary = _run_tasks(

@@ -503,7 +503,6 @@ def run_experiment(
     names = task_names(cfg.task.name)
     check_tasks(cfg.method.name, cfg.task.name, names, MIXTURES)
     checkpoint = checkpoint_for(cfg)
-    log_memory_plan(cfg)
     if cfg.model.device_map is None:
         resolve_device(cfg.trainer.device)  # a device this machine lacks: refused before loading
     prepare_assets(cfg, names)  # generated assets go to the cache, never into a given dir
@@ -514,6 +513,7 @@ def run_experiment(
             log.info("%s already holds this finished run: skipped", run_dir)
             done = read_json(run_dir / rundir.SUMMARY) or read_json(run_dir / rundir.RESULT)
             return {**done, "skipped": True}
+        log_memory_plan(cfg)  # once the directory is ours (a refused job writes nothing there)
         summary = _run_tasks(cfg, names, checkpoint, run_dir, mine, choices, stop, hydra_files)
         if summary["status"] == "failed" and rundir.release_if_unstarted(run_dir):
             log.info("%s: no task took a training step; the directory is not claimed", run_dir)

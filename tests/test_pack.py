@@ -123,22 +123,23 @@ MEMBERS = [(1, 0, "class_label"), (5, 1, "random_uniform"), (20, 2, "sampled_voc
            (7, 3, "class_label"), (12, 4, "random_uniform")]  # fmt: skip
 
 
-def member_configs(tiny_t5_dir, root: Path):
+def member_configs(tiny_t5_dir, root: Path, members=MEMBERS, steps=STEPS, *extra: str):
     return [
         compose_config(
             "experiment=smoke",
             f"model.path={tiny_t5_dir}",
             f"paths.root={root}",
             f"paths.cache_dir={root / 'cache'}",
-            f"trainer.steps={STEPS}",
+            f"trainer.steps={steps}",
             "trainer.eval_every=5",
             "trainer.log_every=1",
             "task.max_eval_examples=16",
             f"prompt_len={p}",
             f"seed={s}",
             f"init={i}",
+            *extra,
         )
-        for p, s, i in MEMBERS
+        for p, s, i in members
     ]
 
 
@@ -438,20 +439,8 @@ def test_a_pack_out_of_memory_redoes_the_step_with_more_micro_batches(
     pack run with those counts from the start (nothing of the failed tries kept)."""
 
     def configs(root, *extra):
-        return [
-            compose_config(
-                "experiment=smoke",
-                f"model.path={tiny_t5_dir}",
-                f"paths.root={root}",
-                f"paths.cache_dir={root / 'cache'}",
-                "trainer.steps=1",
-                "trainer.batch_size=8",
-                "task.max_eval_examples=4",
-                f"seed={seed}",
-                *extra,
-            )
-            for seed in (0, 1)
-        ]
+        few = ("trainer.batch_size=8", "task.max_eval_examples=4")
+        return member_configs(tiny_t5_dir, root, MEMBERS[:2], 1, *few, *extra)
 
     auto = configs(tmp_path / "auto")
     assert [c.trainer.grad_accum for c in auto] == [1, 1]  # a tiny model fits at once
