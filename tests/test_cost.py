@@ -419,3 +419,26 @@ def test_a_job_that_fits_at_no_count_takes_the_most_and_is_warned_as_it_starts()
     info, warning = cost.start_lines(cfg)
     assert "grad_accum auto → 32: 32 micro-batch(es) of 1 example(s)" in info
     assert warning.startswith("WARNING: needs ≈") and "fits with: model.dtype=bfloat16" in warning
+
+
+def test_a_job_and_a_pack_warn_as_they_start_only_when_they_do_not_fit(caplog):
+    from repro.pack import log_pack_memory
+    from repro.run import log_memory_plan
+
+    small = compose_config("model=small", "task=rte")  # 10.77 GB: 7 fit one 80 GB GPU
+    big = compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=45")
+
+    def logged(log, *args):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            log(*args)
+        return [(r.levelname, r.getMessage()) for r in caplog.records]
+
+    ((level, line),) = logged(log_memory_plan, small)
+    assert level == "INFO" and line.startswith("grad_accum auto → 1: 1 micro-batch(es) of 32")
+    assert [level for level, _ in logged(log_memory_plan, big)] == ["INFO", "WARNING"]
+    assert logged(log_memory_plan, big)[1][1].startswith("WARNING: needs ≈")
+    assert [level for level, _ in logged(log_pack_memory, [small] * 7)] == ["INFO"]
+    (_, info), (level, warning) = logged(log_pack_memory, [small] * 8)
+    assert info.startswith("pack of 8 member(s): memory ≈") and level == "WARNING"
+    assert "split it: hydra.launcher.memory_gb or max_members" in warning
