@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -39,6 +39,7 @@ EVAL_MODES = ("generate", "rank")
 DTYPES = ("float32", "bfloat16", "float16")
 LOGGERS = ("none", "wandb")
 BATCHINGS = ("random", "bucketed")
+GRAD_ACCUM_AUTO = "auto"  # trainer.grad_accum: the fewest micro-batches that fit the GPU
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 # Where LM-adapted backbones come from (Figure 3d): what a user sets, and what a run records.
 LM_ADAPT_SOURCES = ("auto", "own")
@@ -328,7 +329,11 @@ class TrainerConfig:
     # split and kept as best/ (no training data are read)
     steps: int = 30_000
     batch_size: int = 32  # paper; T5X's default is 128
-    grad_accum: int = 1  # micro-batches per step; batch_size must be divisible by it
+    # Micro-batches per step (a divisor of batch_size), or auto (conf/trainer/paper.yaml): the
+    # fewest with which the job's memory estimate fits cost.gpu_memory_gb, resolved to an int
+    # when the Config is built (repro.cost.auto_grad_accum); an out-of-memory step then retries
+    # with the next count. Same FLOPs, same gradient (token-weighted accumulation).
+    grad_accum: Union[int, str] = 1  # noqa: UP007  (OmegaConf reads typing.Union, not X | Y)
     # random: i.i.d. batches (T5X; the paper's runs). bucketed: batches of similar length from
     # pools of 16 batches, less padding and faster, but not random (docs/batching.md).
     batching: str = "random"
@@ -343,11 +348,20 @@ class TrainerConfig:
     # for time-limited cluster jobs. Does not change results.
     stop_after_steps: int | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # True on a config whose grad_accum was auto (set as Config resolves it; not a config key)
+    grad_accum_auto: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_positive_int("trainer.steps", self.steps, minimum=0)  # 0: score the initial prompt
-        for key in ("batch_size", "grad_accum", "eval_every", "log_every"):
+        for key in ("batch_size", "eval_every", "log_every"):
             _check_positive_int(f"trainer.{key}", getattr(self, key))
+        if self.grad_accum != GRAD_ACCUM_AUTO:
+            accum = self.grad_accum
+            if isinstance(accum, bool) or not isinstance(accum, int) or accum < 1:
+                raise ValueError(
+                    f"trainer.grad_accum must be an integer >= 1 dividing trainer.batch_size, or "
+                    f"{GRAD_ACCUM_AUTO}; got {accum!r}"
+                )
         _check_positive_int("trainer.eval_batch_size", self.eval_batch_size)
         _check_choice("trainer.batching", self.batching, BATCHINGS)
         if not _DEVICE.fullmatch(self.device):
@@ -358,7 +372,7 @@ class TrainerConfig:
             raise ValueError(f"trainer.z_loss must be a finite number >= 0; got {self.z_loss!r}")
         if self.stop_after_steps is not None:
             _check_positive_int("trainer.stop_after_steps", self.stop_after_steps)
-        if self.batch_size % self.grad_accum:
+        if self.grad_accum != GRAD_ACCUM_AUTO and self.batch_size % self.grad_accum:
             raise ValueError(
                 f"trainer.batch_size={self.batch_size} is not a multiple of "
                 f"trainer.grad_accum={self.grad_accum}"
@@ -509,6 +523,11 @@ class Config:
                 f"lm_adapt_source={self.lm_adapt_source} only applies with objective=lm_adapt "
                 f"(got objective={self.objective.name})"
             )
+        if self.trainer.grad_accum == GRAD_ACCUM_AUTO:  # resolved once: code below sees an int
+            from repro.cost import auto_grad_accum  # lazily: repro.cost builds on this module
+
+            self.trainer.grad_accum = auto_grad_accum(self)
+            self.trainer.grad_accum_auto = True
 
     @property
     def axes(self) -> dict[str, Any]:

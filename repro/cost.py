@@ -440,6 +440,55 @@ def gpus_needed(job: JobCost) -> int | None:
     return next((k for k in range(1, MAX_GPUS + 1 if spread else 2) if _fits(job, k)), None)
 
 
+def divisors(n: int) -> list[int]:
+    """The micro-batch counts a batch of ``n`` examples splits into evenly, fewest first."""
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def auto_grad_accum(cfg: Config) -> int:
+    """``trainer.grad_accum=auto``: the fewest micro-batches (a divisor of
+    ``trainer.batch_size``) with which the job's estimate fits ``cost.gpu_memory_gb`` on the
+    GPUs its ``model.device_map`` may use (:func:`gpus_needed`); one example per micro-batch if
+    none does (:func:`memory_warning` then names the switches that would make it fit); 1 if
+    there is no estimate (a model of unknown shape, a task not registered here: what the run
+    then reports itself). Same FLOPs and the same gradient whatever the count."""
+    t = cfg.trainer
+    counts = divisors(t.batch_size)
+    try:
+        for n in counts:
+            job = estimate(replace(cfg, trainer=replace(t, grad_accum=n)))
+            if gpus_needed(job) is not None:
+                return n
+    except (ValueError, KeyError, TypeError, OSError):
+        return 1
+    return counts[-1]
+
+
+def describe_grad_accum(cfg: Config) -> str:
+    """``grad_accum auto → 16`` (or ``grad_accum 4``): the micro-batches of a step, and whether
+    ``trainer.grad_accum=auto`` chose them."""
+    t = cfg.trainer
+    return f"grad_accum {'auto → ' if t.grad_accum_auto else ''}{t.grad_accum}"
+
+
+def start_lines(cfg: Config) -> tuple[str | None, str | None]:
+    """What a job logs as it starts, before loading anything: its micro-batches and memory
+    estimate (None without an estimate), and :func:`memory_warning` if it does not fit one GPU
+    of ``cost.gpu_memory_gb`` (None if it does)."""
+    try:
+        job = estimate(cfg)
+    except (ValueError, KeyError, TypeError, OSError):
+        return None, None
+    t = cfg.trainer
+    info = (
+        f"{describe_grad_accum(cfg)}: {t.grad_accum} micro-batch(es) of "
+        f"{t.batch_size // t.grad_accum} example(s) per step, memory ≈ {_gb(job.memory_bytes)} "
+        f"(estimate; cost.gpu_memory_gb={cfg.cost.gpu_memory_gb:g})"
+    )
+    warning = memory_warning(job) if gpus_needed(job) is None else None
+    return info, warning.strip() if warning else None
+
+
 @dataclass(frozen=True)
 class MemoryFix:
     """Switches with which a job fits its GPU, and what the job then needs."""
@@ -463,7 +512,7 @@ def memory_fixes(cfg: Config) -> list[MemoryFix]:
     """
     model, trainer = cfg.model, cfg.trainer
     batch = trainer.batch_size
-    accums = [n for n in range(trainer.grad_accum + 1, batch + 1) if batch % n == 0]
+    accums = [n for n in divisors(batch) if n > trainer.grad_accum]
     spread = model.device_map in DEVICE_MAP_STRATEGIES  # already spread by the job itself
     switches = [
         *(["model.dtype=bfloat16"] if model.dtype == "float32" else []),
@@ -544,6 +593,11 @@ def memory_warning(job: JobCost) -> str | None:
     )
 
 
+def _micro(job: JobCost) -> str:
+    """``grad_accum auto → 16``, or ``grad_accum 1`` for a job without its config."""
+    return describe_grad_accum(job.config) if job.config is not None else "grad_accum ?"
+
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.3f} MB"
 
@@ -576,7 +630,7 @@ def describe(job: JobCost) -> str:
         f"dry run {job.name}: {runs} | "
         f"params {job.params:,} | memory ≈ {_gb(job.memory_bytes)} "
         f"(weights {_gb(job.weights_bytes)}{tuned}, activations "
-        f"{_gb(job.activation_bytes)}/micro-batch){saved}"
+        f"{_gb(job.activation_bytes)}/micro-batch, {_micro(job)}){saved}"
         f" | {job.flops_per_step:.3e} FLOP/step | {job.total_flops:.3e} FLOP | "
         f"{job.gpu_hours:.2f} GPU-h at {c.utilisation:.0%} of {c.peak_tflops:g} TFLOP/s ({c.gpu})"
     )
@@ -680,7 +734,8 @@ def describe_group(group: JobGroup, width: int = 0) -> str:
     hours = sum(j.gpu_hours for j in group.jobs)
     return (
         f"{group.label + ':':<{width + 1}} {len(group.jobs)} job(s) × {len(job.tasks)} task(s) × "
-        f"{job.steps} steps | params {job.params:,} | memory ≈ {_gb(job.memory_bytes)} | "
+        f"{job.steps} steps | params {job.params:,} | memory ≈ {_gb(job.memory_bytes)} "
+        f"({_micro(job)}) | "
         f"{flops:.3e} FLOP | {hours:.2f} GPU-h"
     )
 

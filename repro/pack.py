@@ -56,7 +56,12 @@ from repro.trainer import (
     StopFlag,
     TrainState,
     _micro_batches,
+    _rng_state,
+    _set_rng_state,
+    free_after_out_of_memory,
     load_checkpoint,
+    next_grad_accum,
+    out_of_memory,
     save_checkpoint,
 )
 
@@ -69,7 +74,15 @@ log = logging.getLogger(__name__)
 # the batch shape, dropout, dtype, device, z-loss, paths.cache_dir ...) decides what the frozen
 # backbone computes on which data, and must be equal.
 MEMBER_KEYS = ("name", "sweep_name", "logger", "prompt_len", "seed", "init", "dry_run", "cost")
-MEMBER_TRAINER_KEYS = ("optimizer", "steps", "eval_every", "log_every", "stop_after_steps")
+# grad_accum: each member splits its own batch (a pass holds every member's j-th micro-batch)
+MEMBER_TRAINER_KEYS = (
+    "optimizer",
+    "steps",
+    "eval_every",
+    "log_every",
+    "stop_after_steps",
+    "grad_accum",
+)
 MEMBER_PATH_KEYS = ("root",)
 
 
@@ -170,6 +183,36 @@ def plan_packs(
             parts = [list(range(i, min(i + size, len(group)))) for i in range(0, len(group), size)]
         packs += [[members[j] for j in part] for part in parts]
     return packs
+
+
+def log_pack_memory(cfgs: Sequence[Config]) -> None:
+    """Log a pack's memory estimate as it starts, and warn if it exceeds ``cost.gpu_memory_gb``:
+    with the switches that make a member fit that does not fit alone
+    (:func:`repro.cost.start_lines`), else naming the launcher's split."""
+    from repro.cost import describe_grad_accum
+    from repro.run import log_memory_plan
+
+    try:
+        need = pack_memory(cfgs)
+    except (KeyError, ValueError, TypeError, OSError):  # no memory model for this model
+        return
+    budget = cfgs[0].cost.gpu_memory_gb
+    accums = ", ".join(f"p{c.prompt_len}/s{c.seed} {describe_grad_accum(c)}" for c in cfgs)
+    gb = need / 1e9
+    log.info(
+        f"pack of {len(cfgs)} member(s): memory ≈ {gb:.2f} GB (estimate; "
+        f"cost.gpu_memory_gb={budget:g}); {accums}"
+    )
+    if need <= budget * 1e9:
+        return
+    alone = [c for c in cfgs if pack_memory([c]) > budget * 1e9]
+    if alone:
+        log_memory_plan(alone[0])
+    else:
+        log.warning(
+            f"pack of {len(cfgs)} member(s) needs ≈ {gb:.2f} GB, more than the {budget:g} GB "
+            "of one GPU (cost.gpu_memory_gb); split it: hydra.launcher.memory_gb or max_members"
+        )
 
 
 def describe_packs(cfgs: Sequence[Config], packs: Sequence[Sequence[int]]) -> str:
@@ -322,6 +365,7 @@ class Member:
     order: list = field(default_factory=list)
     session_steps: int = 0
     window: list = field(default_factory=lambda: [0.0, 0, 0.0])  # loss sum, steps, start
+    accum: int = 0  # micro-batches per step: cfg.grad_accum, more after an out-of-memory step
     error: BaseException | None = None
     interrupted: Interrupted | None = None
 
@@ -369,6 +413,29 @@ def _forward_backward(
     return losses
 
 
+def _more_micro_batches(members: Sequence[Member], running: Sequence[int], rows: int) -> None:
+    """After an out-of-memory pass of ``rows`` rows: every running member whose grad_accum was
+    auto takes its next count (logged), its gradient and a non-finite-loss mark of the failed
+    try dropped; the error of :func:`repro.trainer.out_of_memory` if none can."""
+    step = min(members[i].state.step for i in running) + 1
+    where = f"with packed micro-batches of {rows} row(s)"
+    grown = {}
+    for i in running:
+        m = members[i]
+        m.optimizer.zero_grad(set_to_none=True)
+        if isinstance(m.error, NonFiniteLoss):  # set in the failed try: the step is redone
+            m.error = None
+        larger = next_grad_accum(m.cfg, m.accum)
+        if larger is not None:
+            grown[i], m.accum = larger, larger
+    if not grown:
+        first = members[running[0]]
+        raise out_of_memory(step, where, first.accum, first.cfg.grad_accum_auto)
+    free_after_out_of_memory()
+    counts = ", ".join(f"{members[i].out_dir.name}: {k}" for i, k in grown.items())
+    log.warning("pack step %d: out of memory %s; retrying with grad_accum %s", step, where, counts)
+
+
 def train_pack(
     backbone: nn.Module,
     members: Sequence[Member],
@@ -409,6 +476,7 @@ def train_pack(
             lengths, m.cfg.batch_size, batching=m.cfg.batching, seed=m.seed, epoch=m.state.epoch
         )
         m.window = [0.0, 0, time.perf_counter()]
+        m.accum = m.cfg.grad_accum
     packed = PackedT5(backbone, [m.model.prompt for m in members], z_loss=z_loss)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast)
 
@@ -432,7 +500,7 @@ def train_pack(
     packed.train()
     while running := [i for i, m in enumerate(members) if m.running]:
         # next batch of every member (its own order: seed, epoch)
-        micro = {}
+        idx = {}
         for i in running:
             m = members[i]
             if m.state.position >= len(m.order):
@@ -441,15 +509,27 @@ def train_pack(
                     lengths, m.cfg.batch_size, batching=m.cfg.batching, seed=m.seed,
                     epoch=m.state.epoch,
                 )  # fmt: skip
-            idx = m.order[m.state.position]
+            idx[i] = m.order[m.state.position]
             m.state.position += 1
-            micro[i] = _micro_batches(idx, train_ids, train_labels, m.cfg.grad_accum, pad_id)
 
-        # forward/backward/step (one pass for the pack; one optimiser per member)
+        # forward/backward/step (one pass for the pack; one optimiser per member); out of
+        # memory: the same step again, each member with grad_accum=auto in more micro-batches
         step_start = time.perf_counter()
-        for i in running:
-            members[i].optimizer.zero_grad(set_to_none=True)
-        losses = _forward_backward(packed, members, micro, pad_id, device, autocast)
+        rng, losses = _rng_state(), None
+        while losses is None:
+            for i in running:
+                members[i].optimizer.zero_grad(set_to_none=True)
+            micro = {
+                i: _micro_batches(idx[i], train_ids, train_labels, members[i].accum, pad_id)
+                for i in running
+            }
+            try:
+                losses = _forward_backward(packed, members, micro, pad_id, device, autocast)
+            except torch.OutOfMemoryError:
+                rows = sum(len(chunks[0]["input_ids"]) for chunks in micro.values())
+            if losses is None:  # out of the except block: its frames' tensors are freed
+                _more_micro_batches(members, running, rows)
+                _set_rng_state(rng)
         stepped = [i for i in running if members[i].error is None]
         for i in stepped:
             members[i].optimizer.step()
@@ -604,8 +684,12 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
                 job.error = err
                 continue
             live.append((job, fp))
+        if live and packs_prompts(first):  # the members that run (not refused, not done)
+            log_pack_memory([job.cfg for job, _ in live])
         if live and not packs_prompts(first):  # a pack of one (pack_key): the solo path
-            from repro.run import _run_tasks
+            from repro.run import _run_tasks, log_memory_plan
+
+            log_memory_plan(first)
 
             job, fp = live[0]
             job.summary = _run_tasks(

@@ -465,6 +465,19 @@ def failed_result(cfg: Config | None, task_name: str, out_dir: Path, error: Base
 # --- one job -----------------------------------------------------------------------------------
 
 
+def log_memory_plan(cfg: Config) -> None:
+    """Log the job's micro-batches and memory estimate as it starts, and warn (with the switches
+    that would make it fit) if the estimate exceeds ``cost.gpu_memory_gb``
+    (:func:`repro.cost.start_lines`)."""
+    from repro.cost import start_lines
+
+    info, warning = start_lines(cfg)
+    if info:
+        log.info(info)
+    if warning:
+        log.warning(warning)
+
+
 def run_experiment(
     cfg: Config,
     run_dir: Path,
@@ -500,6 +513,7 @@ def run_experiment(
             log.info("%s already holds this finished run: skipped", run_dir)
             done = read_json(run_dir / rundir.SUMMARY) or read_json(run_dir / rundir.RESULT)
             return {**done, "skipped": True}
+        log_memory_plan(cfg)  # once the directory is ours (a refused job writes nothing there)
         summary = _run_tasks(cfg, names, checkpoint, run_dir, mine, choices, stop, hydra_files)
         if summary["status"] == "failed" and rundir.release_if_unstarted(run_dir):
             log.info("%s: no task took a training step; the directory is not claimed", run_dir)

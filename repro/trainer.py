@@ -222,6 +222,34 @@ def _micro_batches(
     ]
 
 
+def next_grad_accum(cfg: TrainerConfig, accum: int) -> int | None:
+    """The micro-batch count to redo an out-of-memory step with: the next divisor of
+    ``cfg.batch_size`` above ``accum`` when ``trainer.grad_accum=auto`` chose the count; None
+    for an explicit count, or at one example per micro-batch already."""
+    larger = [n for n in range(accum + 1, cfg.batch_size + 1) if cfg.batch_size % n == 0]
+    return larger[0] if cfg.grad_accum_auto and larger else None
+
+
+def out_of_memory(step: int, where: str, accum: int, auto: bool) -> torch.OutOfMemoryError:
+    """The error an out-of-memory step ends the run with: it names the switches to try."""
+    fix = (
+        ""
+        if auto
+        else "trainer.grad_accum=auto (retries with more micro-batches), a larger "
+        "trainer.grad_accum, "
+    ) + "model.gradient_checkpointing=true, model.dtype=bfloat16 or model.device_map=auto"
+    return torch.OutOfMemoryError(
+        f"step {step}: out of memory {where} (trainer.grad_accum={accum}); try {fix} "
+        "(python -m repro.cost prices each)"
+    )
+
+
+def free_after_out_of_memory() -> None:
+    """Return the failed try's cached blocks to the device (its tensors are released already)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def forward_backward(
     model: Seq2SeqTuning, micro: Sequence[dict[str, torch.Tensor]], device, autocast, step: int
 ) -> float:
@@ -315,6 +343,7 @@ def train(
     )
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
     session_steps = 0
+    accum = cfg.grad_accum  # grows if a step runs out of memory (trainer.grad_accum=auto)
     while state.step < cfg.steps:
         # next batch (a new epoch reshuffles; the order depends only on seed and epoch)
         if state.position >= len(order):
@@ -324,12 +353,31 @@ def train(
             )
         idx = order[state.position]
         state.position += 1
-        micro = _micro_batches(idx, train_ids, train_labels, cfg.grad_accum, pad_id)
 
-        # forward/backward/step
+        # forward/backward/step; out of memory with grad_accum=auto: the same step again in
+        # more micro-batches (nothing was applied yet; dropout draws as if it were the first try)
         step_start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = forward_backward(model, micro, device, autocast, state.step + 1)
+        rng, loss_value = _rng_state(), None
+        while loss_value is None:
+            optimizer.zero_grad(set_to_none=True)
+            micro = _micro_batches(idx, train_ids, train_labels, accum, pad_id)
+            try:
+                loss_value = forward_backward(model, micro, device, autocast, state.step + 1)
+            except torch.OutOfMemoryError:
+                failed = len(micro[0]["input_ids"])
+            if loss_value is None:  # out of the except block: its frames' tensors are freed
+                optimizer.zero_grad(set_to_none=True)
+                larger = next_grad_accum(cfg, accum)
+                where = f"with micro-batches of {failed} example(s)"
+                if larger is None:
+                    raise out_of_memory(state.step + 1, where, accum, cfg.grad_accum_auto)
+                free_after_out_of_memory()
+                step = state.step + 1
+                log.warning(
+                    "step %d: out of memory %s; retrying with grad_accum %d", step, where, larger
+                )
+                accum = larger
+                _set_rng_state(rng)
         optimizer.step()
         state.step += 1
         session_steps += 1

@@ -123,6 +123,11 @@ COMPOSE_CASES = [
         ["trainer.batch_size=30 is not a multiple of trainer.grad_accum=4"],
     ),
     (["trainer.steps=-1"], ["trainer.steps must be an integer >= 0; got -1"]),
+    (
+        ["trainer.grad_accum=banana"],
+        ["trainer.grad_accum must be an integer >= 1 dividing trainer.batch_size, or auto"],
+    ),
+    (["trainer.grad_accum=0"], ["trainer.grad_accum must be an integer >= 1", "got 0"]),
     (["init=from_file"], ["init=from_file needs init.path=..."]),
     (["init=from_file", "init.path=/no/such/rte.npy"], ["no prompt at /no/such/rte.npy; expected"]),
     (["init=text"], ["init=text needs init.text=..."]),

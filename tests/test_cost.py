@@ -1,6 +1,7 @@
 """The cost estimate of a dry run: parameter counts of the real configs, FLOPs checked against
 torch's own FLOP counter on the tiny model, GPU-hours by hand, and the CLIs load no weights."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,8 @@ def test_flops_equal_torchs_flop_counter_on_the_tiny_model(tiny_t5_dir):
 
 
 def test_job_estimate_and_gpu_hours_by_hand():
-    cfg = compose_config("model=xxl", "task=rte", "prompt_len=100", "model.dtype=bfloat16")
+    one = "trainer.grad_accum=1"  # not auto: the activations of all 32 examples at once
+    cfg = compose_config("model=xxl", "task=rte", "prompt_len=100", "model.dtype=bfloat16", one)
     job = cost.estimate(cfg)
     shape = cost.shape_of(cfg.model)
     per_step = 2 * 32 * cost.forward_flops(shape, 100 + 512, 8)  # rte: 512 input, 8 target
@@ -93,7 +95,11 @@ def test_job_estimate_and_gpu_hours_by_hand():
     # checkpointing: one more forward, far less activation memory
     ckpt = cost.estimate(
         compose_config(
-            "model=xxl", "task=rte", "model.dtype=bfloat16", "model.gradient_checkpointing=true"
+            "model=xxl",
+            "task=rte",
+            "model.dtype=bfloat16",
+            "model.gradient_checkpointing=true",
+            one,
         )
     )
     assert ckpt.flops_per_step == 3 * per_step // 2
@@ -115,7 +121,8 @@ def test_prompt_state_follows_the_factoring_rule():
 
 
 def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
-    code = cost.main(["-m", "--jobs", "model=small,xxl", "task=rte", "seed=0,1"])
+    args = ["model=small,xxl", "task=rte", "seed=0,1", "trainer.grad_accum=1"]  # not auto
+    code = cost.main(["-m", "--jobs", *args])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     lines = [x for x in out if x.startswith("dry run")]
@@ -129,10 +136,7 @@ def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
     # each xxl job (358 GB in fp32) is followed by its memory warning; small fits
     assert out == [lines[0], lines[1], lines[2], out[3], lines[3], out[5], out[6]]
     assert out[3].startswith("  WARNING") and out[5] == out[3]
-    jobs = [
-        cost.estimate(c)
-        for c in cost.sweep_configs(["model=small,xxl", "task=rte", "seed=0,1"], multirun=True)
-    ]
+    jobs = [cost.estimate(c) for c in cost.sweep_configs(args, multirun=True)]
     hours = sum(j.gpu_hours for j in jobs)
     assert out[6].startswith("total: 4 job(s)") and f"| {hours:.2f} GPU-h" in out[6]
 
@@ -163,7 +167,7 @@ def test_a_sweep_file_prints_in_groups_by_size_then_the_axes_that_change_the_cos
         )
     xxl_150 = [j for j in jobs if j.size == "xxl" and j.config.prompt_len == 150]
     assert groups[-1].endswith(
-        f"memory ≈ {cost._gb(xxl_150[0].memory_bytes)} | "
+        f"memory ≈ {cost._gb(xxl_150[0].memory_bytes)} (grad_accum auto → 16) | "
         f"{sum(j.total_flops for j in xxl_150):.3e} FLOP | "
         f"{sum(j.gpu_hours for j in xxl_150):.2f} GPU-h"
     )
@@ -226,7 +230,7 @@ def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
     """XXL at the defaults (fp32, batch 32 × 612 tokens) needs ≈ 358 GB. Each switch set the
     warning names, applied as an override and estimated again, fits the 80 GB; none of its
     parts does; the docs' recipe (bf16 + checkpointing) fits; Small fits and is not warned."""
-    args = ["model=xxl", "task=rte"]
+    args = ["model=xxl", "task=rte", "trainer.grad_accum=1"]  # not auto: one micro-batch
     job = cost.estimate(compose_config(*args))
     assert job.cost.gpu_memory_gb == 80 and job.memory_bytes > 350e9
     line, warning = cost.describe(job).split("\n")
@@ -259,7 +263,9 @@ def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
     small = cost.estimate(compose_config("model=small", "task=rte"))
     assert cost.memory_warning(small) is None and "\n" not in cost.describe(small)
     # a smaller card: Small no longer fits 8 GB, and is told what does
-    tight = cost.estimate(compose_config("model=small", "task=rte", "cost.gpu_memory_gb=8"))
+    tight = cost.estimate(
+        compose_config("model=small", "task=rte", "cost.gpu_memory_gb=8", "trainer.grad_accum=1")
+    )
     assert "more than the 8 GB of one GPU" in cost.describe(tight)
 
 
@@ -349,9 +355,90 @@ def test_dry_run_prints_and_loads_nothing(tmp_path):
 
 
 def test_dry_run_of_a_job_too_large_prints_one_job_and_its_warning(tmp_path):
-    args = ["model=xxl", "task=rte"]
+    args = ["model=xxl", "task=rte", "trainer.grad_accum=1"]  # not auto: 358 GB
     proc = run_cli(*args, "dry_run=true", f"paths.root={tmp_path}", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [x for x in proc.stdout.splitlines() if x.startswith(("dry run", "  WARNING"))]
     assert lines == cost.describe(cost.estimate(compose_config(*args))).splitlines()
     assert len(lines) == 2 and "fits with: " in lines[1]
+
+
+# --- trainer.grad_accum=auto: every paper job fits its GPU ----------------------------------------
+
+PAPER_SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+# fp32 XXL model tuning: its weights and their gradients alone (2 × 44.5 GB) exceed 80 GB, however
+# small the micro-batch; bf16 weights or model.device_map=auto over 2 GPUs fit (its warning says)
+TOO_LARGE_FOR_ONE_GPU = {("method=model", "model=xxl"), ("method=model_multitask", "model=xxl")}
+
+
+@pytest.mark.parametrize("stem", PAPER_SWEEPS)
+def test_every_job_of_every_paper_sweep_fits_one_gpu_at_its_defaults(stem):
+    """sweeps/*.yaml as ``python -m repro.run -m`` launches them (one seed: seeds cost alike):
+    with trainer.grad_accum=auto every job's estimate fits cost.gpu_memory_gb (80 GB) on one
+    GPU, Large to XXL included; only fp32 XXL model tuning cannot, and is warned."""
+    sweeps = str(ROOT / "sweeps")
+    jobs = cost.sweep_jobs(["seed=0"], multirun=True, config_dir=sweeps, config_name=stem)
+    assert jobs
+    for overrides, cfg in jobs:
+        job = cost.estimate(cfg)
+        t = cfg.trainer
+        assert t.grad_accum_auto and t.batch_size % t.grad_accum == 0
+        if tuple(o for o in overrides if o.startswith(("method=", "model="))) in (
+            TOO_LARGE_FOR_ONE_GPU
+        ):
+            assert t.grad_accum == t.batch_size  # the most micro-batches there are
+            assert "model.dtype=bfloat16 (≈" in cost.memory_warning(job)
+            continue
+        assert cost.memory_per_gpu(job) <= cfg.cost.gpu_memory_gb * 1e9, (overrides, job)
+        assert cost.memory_warning(job) is None
+        if t.grad_accum > 1:  # the fewest micro-batches that fit: one count fewer does not
+            fewer = max(n for n in cost.divisors(t.batch_size) if n < t.grad_accum)
+            one_fewer = replace(cfg, trainer=replace(t, grad_accum=fewer))
+            assert cost.memory_per_gpu(cost.estimate(one_fewer)) > cfg.cost.gpu_memory_gb * 1e9
+
+
+def test_auto_grad_accum_is_resolved_once_and_shown():
+    xxl = compose_config("model=xxl", "task=rte")
+    assert (xxl.trainer.grad_accum, xxl.trainer.grad_accum_auto) == (16, True)
+    assert "grad_accum auto → 16" in cost.describe(cost.estimate(xxl))
+    explicit = compose_config("model=xxl", "task=rte", "trainer.grad_accum=8")
+    assert (explicit.trainer.grad_accum, explicit.trainer.grad_accum_auto) == (8, False)
+    assert "grad_accum 8)" in cost.describe(cost.estimate(explicit))
+    # the CPU configs resolve to one micro-batch: they run as before
+    for args in (["experiment=smoke"], ["experiment=toy"], ["model=small", "task=rte"]):
+        cfg = compose_config(*args)
+        assert (cfg.trainer.grad_accum, cfg.trainer.grad_accum_auto) == (1, True), args
+        info, warning = cost.start_lines(cfg)
+        assert info.startswith("grad_accum auto → 1: 1 micro-batch(es) of ") and warning is None
+
+
+def test_a_job_that_fits_at_no_count_takes_the_most_and_is_warned_as_it_starts():
+    """45 GB: the XXL weights (44.5 GB) + one example's activations do not fit."""
+    cfg = compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=45")
+    assert cfg.trainer.grad_accum == 32
+    info, warning = cost.start_lines(cfg)
+    assert "grad_accum auto → 32: 32 micro-batch(es) of 1 example(s)" in info
+    assert warning.startswith("WARNING: needs ≈") and "fits with: model.dtype=bfloat16" in warning
+
+
+def test_a_job_and_a_pack_warn_as_they_start_only_when_they_do_not_fit(caplog):
+    from repro.pack import log_pack_memory
+    from repro.run import log_memory_plan
+
+    small = compose_config("model=small", "task=rte")  # 10.77 GB: 7 fit one 80 GB GPU
+    big = compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=45")
+
+    def logged(log, *args):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            log(*args)
+        return [(r.levelname, r.getMessage()) for r in caplog.records]
+
+    ((level, line),) = logged(log_memory_plan, small)
+    assert level == "INFO" and line.startswith("grad_accum auto → 1: 1 micro-batch(es) of 32")
+    assert [level for level, _ in logged(log_memory_plan, big)] == ["INFO", "WARNING"]
+    assert logged(log_memory_plan, big)[1][1].startswith("WARNING: needs ≈")
+    assert [level for level, _ in logged(log_pack_memory, [small] * 7)] == ["INFO"]
+    (_, info), (level, warning) = logged(log_pack_memory, [small] * 8)
+    assert info.startswith("pack of 8 member(s): memory ≈") and level == "WARNING"
+    assert "split it: hydra.launcher.memory_gb or max_members" in warning

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_config import compose_config
 from test_preemption import read_jsonl
 
@@ -122,22 +123,23 @@ MEMBERS = [(1, 0, "class_label"), (5, 1, "random_uniform"), (20, 2, "sampled_voc
            (7, 3, "class_label"), (12, 4, "random_uniform")]  # fmt: skip
 
 
-def member_configs(tiny_t5_dir, root: Path):
+def member_configs(tiny_t5_dir, root: Path, members=MEMBERS, steps=STEPS, *extra: str):
     return [
         compose_config(
             "experiment=smoke",
             f"model.path={tiny_t5_dir}",
             f"paths.root={root}",
             f"paths.cache_dir={root / 'cache'}",
-            f"trainer.steps={STEPS}",
+            f"trainer.steps={steps}",
             "trainer.eval_every=5",
             "trainer.log_every=1",
             "task.max_eval_examples=16",
             f"prompt_len={p}",
             f"seed={s}",
             f"init={i}",
+            *extra,
         )
-        for p, s, i in MEMBERS
+        for p, s, i in members
     ]
 
 
@@ -427,3 +429,50 @@ def test_a_preempted_packed_sweep_checkpoints_every_member_and_resumes_to_the_sa
         keys = [(r["kind"], r["step"]) for r in read_jsonl(run_dir / "metrics.jsonl")]
         assert len(keys) == len(set(keys)), "a metrics line written twice"
         assert_same_as_solo(run_dir, packed_reference / run_dir.name)
+
+
+def test_a_pack_out_of_memory_redoes_the_step_with_more_micro_batches(
+    tmp_path, tiny_t5_dir, monkeypatch, caplog
+):
+    """grad_accum=auto in a pack: a pass over more than 4 rows runs out of memory (simulated);
+    the step is done again with each member in more micro-batches, and the members end as a
+    pack run with those counts from the start (nothing of the failed tries kept)."""
+
+    def configs(root, *extra):
+        few = ("trainer.batch_size=8", "task.max_eval_examples=4")
+        return member_configs(tiny_t5_dir, root, MEMBERS[:2], 1, *few, *extra)
+
+    auto = configs(tmp_path / "auto")
+    assert [c.trainer.grad_accum for c in auto] == [1, 1]  # a tiny model fits at once
+    assert all(c.trainer.grad_accum_auto for c in auto)
+    rows = []
+    forward = PackedT5.forward
+
+    def limited(self, input_ids, *args, **kwargs):
+        rows.append(len(input_ids))
+        if len(input_ids) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, input_ids, *args, **kwargs)
+
+    with monkeypatch.context() as patch, caplog.at_level("WARNING", logger="repro.pack"):
+        patch.setattr(PackedT5, "forward", limited)
+        retried = run_pack([PackJob(c, tmp_path / "auto" / c.name) for c in auto])
+    # 2 members × 8 rows in a pass, then 2 × 4, then 2 × 2: 4 passes
+    assert rows == [16, 8] + [4] * 4
+    assert len(caplog.records) == 2 and "retrying with grad_accum" in caplog.records[0].message
+    fixed = configs(tmp_path / "fixed", "trainer.grad_accum=4")
+    run_pack([PackJob(c, tmp_path / "fixed" / c.name) for c in fixed])
+    for job, ref in zip(retried, fixed, strict=True):
+        assert job.summary["status"] == "finished"
+        states = [
+            torch.load(d / "last" / "trainer_state.pt")
+            for d in (job.run_dir, tmp_path / "fixed" / ref.name)
+        ]
+        assert states[0]["state"]["step"] == 1
+        assert states[0]["optimizer"]["state"][0]["step"] == 1  # one update, not one per try
+        torch.testing.assert_close(states[0]["optimizer"]["state"], states[1]["optimizer"]["state"])
+        prompts = [
+            load_file(d / "last" / "prompt.safetensors")
+            for d in (job.run_dir, tmp_path / "fixed" / ref.name)
+        ]
+        torch.testing.assert_close(prompts[0], prompts[1], rtol=0, atol=0)

@@ -226,7 +226,8 @@ def _check_gpu_job(cfg: Config, sweep_dir: str, stem: str, job: dict[str, str]) 
         assert str(axis_value(cfg, axis)) == job[axis]
     # the paper's trainer: 30K steps, batch 32, constant lr 0.3 Adafactor, eval every 1K
     t = cfg.trainer
-    assert (t.steps, t.batch_size, t.grad_accum, t.eval_every) == (30_000, 32, 1, 1_000)
+    assert (t.steps, t.batch_size, t.eval_every) == (30_000, 32, 1_000)
+    assert t.grad_accum_auto and 32 % t.grad_accum == 0  # micro-batches that fit the GPU
     assert (t.optimizer.lr, t.optimizer.decay_rate, t.optimizer.weight_decay) == (0.3, 0.8, 1e-5)
     assert t.optimizer.weight_decay_lr_scaled is False and t.z_loss == 0.0
     assert cfg.init.low == -0.5 and cfg.model.dropout == 0.1

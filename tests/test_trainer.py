@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 import torch
 
 from repro.config import TrainerConfig
@@ -18,14 +19,19 @@ def toy_tokens(n=32, seed=0):
     return ids, labels
 
 
-def run_train(tiny_t5_dir, tmp_path, **trainer_kwargs):
+def run_train(tiny_t5_dir, tmp_path, patch=None, auto=False, **trainer_kwargs):
+    """``patch(model)`` before training; ``auto``: as if ``trainer.grad_accum=auto`` chose
+    ``grad_accum``."""
     backbone = load_backbone(tiny_t5_dir)
     weight = init_prompt("random_uniform", backbone.get_input_embeddings().weight, 4, seed=0)
     model = PromptedT5(backbone, SoftPrompt(weight))
+    if patch is not None:
+        patch(model)
     ids, labels = toy_tokens()
     cfg = TrainerConfig(
         **{"steps": 3, "batch_size": 16, "eval_every": 3, "progress": False, **trainer_kwargs}
     )
+    cfg.grad_accum_auto = auto
     state = train(
         model,
         ids,
@@ -52,6 +58,59 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_t5_dir, tmp_path):
     # and both moved away from the initial prompt
     init = init_prompt("random_uniform", torch.zeros(10, 32), 4, seed=0)
     assert not torch.allclose(full.prompt.weight, init)
+
+
+def out_of_memory_above(examples: int, calls: list, once: int | None = None):
+    """A patch: the model's forward runs out of memory on micro-batches of more than
+    ``examples`` (as a GPU would), except the first of ``once`` examples (so that a try fails
+    after a micro-batch's gradient was accumulated); ``calls`` records every size it was given."""
+
+    def patch(model):
+        forward = model.forward
+
+        def limited(input_ids, *args, **kwargs):
+            calls.append(len(input_ids))
+            if len(input_ids) > examples and calls.count(once) != 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return forward(input_ids, *args, **kwargs)
+
+        model.forward = limited
+
+    return patch
+
+
+def test_auto_grad_accum_redoes_an_out_of_memory_step_in_more_micro_batches(
+    tiny_t5_dir, tmp_path, caplog
+):
+    calls = []
+    with caplog.at_level("WARNING", logger="repro.trainer"):
+        patch = out_of_memory_above(4, calls, once=8)
+        retried, state = run_train(
+            tiny_t5_dir, tmp_path / "auto", patch, auto=True, grad_accum=1, steps=2, eval_every=2
+        )
+    fixed, _ = run_train(tiny_t5_dir, tmp_path / "fixed", grad_accum=4, steps=2, eval_every=2)
+    # step 1 tried 16 examples, then 8 + 8 (the first accumulated, the second out of memory),
+    # then went on in micro-batches of 4 for every step
+    assert calls == [16, 8, 8] + [4] * 4 * 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "step 1: out of memory with micro-batches of 16 example(s); retrying with grad_accum 2",
+        "step 1: out of memory with micro-batches of 8 example(s); retrying with grad_accum 4",
+    ]
+    # the same run as one with grad_accum=4 from the start: the failed tries left no trace
+    # (no gradient kept, no optimizer step, dropout's generator restored)
+    assert state.step == 2
+    assert torch.equal(retried.prompt.weight, fixed.prompt.weight)
+    saved = [torch.load(d / "last" / STATE_FILE) for d in (tmp_path / "auto", tmp_path / "fixed")]
+    assert saved[0]["optimizer"]["state"][0]["step"] == 2  # stepped once per step, not per try
+    torch.testing.assert_close(saved[0]["optimizer"]["state"], saved[1]["optimizer"]["state"])
+
+
+def test_an_explicit_grad_accum_out_of_memory_is_an_error_naming_auto(tiny_t5_dir, tmp_path):
+    with pytest.raises(torch.OutOfMemoryError, match=r"step 1: .*trainer.grad_accum=auto"):
+        run_train(tiny_t5_dir, tmp_path, out_of_memory_above(4, []), grad_accum=2)
+    # and with auto at one example per micro-batch already: the other switches
+    with pytest.raises(torch.OutOfMemoryError, match="model.gradient_checkpointing=true"):
+        run_train(tiny_t5_dir, tmp_path / "one", out_of_memory_above(0, []), auto=True)
 
 
 def test_accumulated_gradient_equals_the_full_batch_gradient(tiny_t5_dir):
