@@ -113,7 +113,8 @@ def axis_value(cfg: Config, axis: str):
 
 
 def test_one_sweep_file_and_one_twin_per_panel():
-    assert sorted(p.stem for p in SWEEPS.glob("fig*.yaml")) == sorted(PANELS)
+    # and fig3_all: the four Figure 3 panels as one panel sweep (tests/test_panels.py)
+    assert sorted(p.stem for p in SWEEPS.glob("fig*.yaml")) == sorted([*PANELS, "fig3_all"])
     assert sorted(p.stem for p in SMOKE.glob("*.yaml")) == sorted(TWINS)
 
 
@@ -479,13 +480,15 @@ def test_smoke_twin_runs_end_to_end_and_plots(stem, workdir):
 
 
 def test_readme_figure3a_commands_are_the_sweep_files_own():
-    """The README's "Reproduce Figure 3(a)" commands = the headers' (which the tests run)."""
+    """The README's "Reproduce Figure 3(a)" commands (the panel, all four panels in one sweep,
+    the smoke twin) = the sweep files' headers (which the tests run)."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Reproduce Figure 3(a)", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    gpu, smoke = (b.strip().splitlines() for b in blocks)
+    gpu, all_panels, smoke = (b.strip().splitlines() for b in blocks)
     in_header = [" ".join(c) for c in _header_commands(SWEEPS / "fig3a_prompt_len.yaml")]
     assert gpu == in_header
+    assert all_panels == [" ".join(c) for c in _header_commands(SWEEPS / "fig3_all.yaml")]
     assert smoke == [" ".join(c) for c in _header_commands(SMOKE / "fig3a_prompt_len.yaml")]
     image = re.search(r"!\[[^\]]*\]\((results/smoke/[^)]+\.png)\)", section).group(1)
     assert (ROOT / image).stat().st_size > 10_000
