@@ -871,6 +871,7 @@ def describe_packed(configs: Sequence[Config]) -> list[str]:
         prices.append(("all", total))
     for size, price in prices:
         saved = price.hours_unpacked - price.hours_packed
+        saved = 0.0 if abs(saved) < 0.005 else saved  # rounding, not a loss: print 0.00
         share = saved / price.hours_unpacked if price.hours_unpacked else 0.0
         lines.append(
             f"  model={size}: unpacked {price.jobs} process(es), {price.hours_unpacked:.2f} GPU-h, "
