@@ -164,14 +164,19 @@ def describe_fit(cfg: Config) -> str:
 
 
 def plan_packs(
-    cfgs: Sequence[Config], budget_gb: float | None = None, max_members: int | None = None
+    cfgs: Sequence[Config],
+    budget_gb: float | None = None,
+    max_members: int | None = None,
+    by_length: bool = False,
 ) -> list[list[int]]:
-    """A sweep's jobs (indices of ``cfgs``) grouped by :func:`pack_key`, each group cut into
+    """A sweep's jobs (indices of ``cfgs``) grouped by :func:`pack_key` (and, with
+    ``by_length``, by prompt length too: see :func:`packs_by_length`), each group cut into
     packs that fit ``budget_gb`` (default: each job's ``cost.gpu_memory_gb``) by
     :func:`pack_memory`, and at most ``max_members`` members each. In order of first job."""
     groups: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):
-        groups.setdefault(pack_key(cfg), []).append(i)
+        length = f"|prompt_len={cfg.prompt_len}" if by_length else ""
+        groups.setdefault(pack_key(cfg) + length, []).append(i)
     packs = []
     for members in groups.values():
         group = [cfgs[i] for i in members]
@@ -183,6 +188,25 @@ def plan_packs(
             parts = [list(range(i, min(i + size, len(group)))) for i in range(0, len(group), size)]
         packs += [[members[j] for j in part] for part in parts]
     return packs
+
+
+def packs_by_length(cfgs: Sequence[Config], choice: bool | None = None) -> bool:
+    """Whether packs hold one prompt length each. A member is padded to its pack's longest
+    prompt: on a GPU that padding is nearly free (a batch of 32 leaves it idle), on a CPU it
+    costs what it computes (a pack of prompts 1…150 took 1.7× the unpacked wall time on the
+    toy world; docs/packing.md). ``choice`` None (``hydra.launcher.by_length=auto``): by length
+    when the jobs train on the CPU (``trainer.device`` cpu, or auto on a machine without CUDA)."""
+    if choice is not None:
+        return choice
+    from repro.trainer import resolve_device
+
+    def on_cpu(cfg: Config) -> bool:
+        try:
+            return resolve_device(cfg.trainer.device).type == "cpu"
+        except ValueError:  # a device this machine lacks: the job itself says so
+            return False
+
+    return any(on_cpu(cfg) for cfg in cfgs)
 
 
 def log_pack_memory(cfgs: Sequence[Config]) -> None:
@@ -215,9 +239,17 @@ def log_pack_memory(cfgs: Sequence[Config]) -> None:
         )
 
 
-def describe_packs(cfgs: Sequence[Config], packs: Sequence[Sequence[int]]) -> str:
+def describe_packs(
+    cfgs: Sequence[Config], packs: Sequence[Sequence[int]], by_length: bool = False
+) -> str:
     """The grouping printed before a packed sweep starts: one line per pack."""
-    lines = [f"packed sweep: {len(cfgs)} jobs in {len(packs)} pack{'s' * (len(packs) != 1)}"]
+    head = f"packed sweep: {len(cfgs)} jobs in {len(packs)} pack{'s' * (len(packs) != 1)}"
+    if by_length:
+        head += (
+            " (one prompt length per pack: on a CPU a member would pay for its pack's longest "
+            "prompt; hydra.launcher.by_length=false mixes them)"
+        )
+    lines = [head]
     for n, pack in enumerate(packs, 1):
         first = cfgs[pack[0]]
         shared = (

@@ -23,6 +23,7 @@ from repro.pack import (
     pack_batch,
     pack_key,
     pack_memory,
+    packs_by_length,
     plan_packs,
     run_pack,
 )
@@ -87,6 +88,10 @@ def test_jobs_share_a_pack_when_only_their_prompts_differ():
     a = compose_config(*base, "prompt_len=1", "seed=0", "init=random_uniform")
     b = compose_config(*base, "prompt_len=20", "seed=2", "trainer.optimizer.lr=0.1")
     assert pack_key(a) == pack_key(b)
+    assert plan_packs([a, b]) == [[0, 1]]
+    assert plan_packs([a, b], by_length=True) == [[0], [1]]  # 1 and 20 prompt vectors
+    assert not packs_by_length([compose_config(*base, "trainer.device=cuda")])  # none here
+    assert packs_by_length([a], choice=False) is False
     for other in ("task=toy_polarity", "trainer.batch_size=8", "model.dropout=0.1"):
         assert pack_key(compose_config(*base, other)) != pack_key(a), other
     # the paper sweep of Figure 3(a) on T5-Small (5 lengths x 3 seeds, one backbone): split by
@@ -262,16 +267,16 @@ def packed_cli(tmp_path, tiny_t5_dir, *extra):
 
 
 def test_the_packed_launcher_prints_the_grouping_before_it_starts(tmp_path, tiny_t5_dir):
-    proc = packed_cli(
-        tmp_path,
-        tiny_t5_dir,
-        "dry_run=true",
-        "prompt_len=1,5",
-        "seed=0,1",
-        "task=toy_keyword,toy_polarity",
-    )
+    sweep = ("dry_run=true", "prompt_len=1,5", "seed=0,1", "task=toy_keyword,toy_polarity")
+    # on this CPU machine packs hold one prompt length each by default (by_length=auto) ...
+    by_length = packed_cli(tmp_path, tiny_t5_dir, *sweep)
+    assert by_length.returncode == 0, by_length.stderr[-2000:]
+    assert "packed sweep: 8 jobs in 4 packs (one prompt length per pack" in by_length.stdout
+    assert "p1/class_label/s0, p1/class_label/s1\n" in by_length.stdout
+    # ... and mix them when asked (what a GPU machine does by default)
+    proc = packed_cli(tmp_path, tiny_t5_dir, *sweep, "hydra.launcher.by_length=false")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "packed sweep: 8 jobs in 2 packs" in proc.stdout
+    assert "packed sweep: 8 jobs in 2 packs\n" in proc.stdout
     assert "pack 1: 4 members [model=tiny objective=lm_adapt" in proc.stdout
     assert "task=toy_polarity]" in proc.stdout
     assert "8 dry run" in proc.stdout
@@ -317,6 +322,7 @@ def test_bench_pack_runs_and_prints_a_ratio_per_pack_size(capsys):
 
 # 4 members (prompt lengths 1 and 5, seeds 0 and 1); the p1/s0 one is finished before launch
 PREEMPTED_SWEEP = (
+    "hydra.launcher.by_length=false",  # one pack of both lengths (left-padded), not two
     "prompt_len=1,5",
     "seed=0,1",
     f"trainer.steps={STEPS}",

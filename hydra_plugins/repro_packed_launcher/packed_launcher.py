@@ -40,6 +40,9 @@ class PackedLauncherConf:
     memory_gb: float | None = None
     # At most this many members per pack (None: as many as fit).
     max_members: int | None = None
+    # Packs of one prompt length each (a member pays for its pack's longest prompt): true,
+    # false, or None = auto: by length when the jobs train on the CPU (repro.pack.packs_by_length).
+    by_length: bool | None = None
 
 
 ConfigStore.instance().store(
@@ -48,10 +51,16 @@ ConfigStore.instance().store(
 
 
 class PackedLauncher(Launcher):
-    def __init__(self, memory_gb: float | None = None, max_members: int | None = None) -> None:
+    def __init__(
+        self,
+        memory_gb: float | None = None,
+        max_members: int | None = None,
+        by_length: bool | None = None,
+    ) -> None:
         super().__init__()
         self.memory_gb = memory_gb
         self.max_members = max_members
+        self.by_length = by_length
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -81,7 +90,7 @@ class PackedLauncher(Launcher):
         from repro import rundir
         from repro.cli import USER_ERRORS, cli_error_message
         from repro.config import to_config
-        from repro.pack import PackJob, describe_packs, plan_packs
+        from repro.pack import PackJob, describe_packs, packs_by_length, plan_packs
         from repro.run import hydra_record, preemption_signals
         from repro.sweep import SweepSummary, job_outcome, outcome_stamps, summary_line
         from repro.trainer import StopFlag
@@ -133,8 +142,9 @@ class PackedLauncher(Launcher):
         if not jobs:
             return returns
         cfgs = [cfg for _, _, cfg in jobs]
-        packs = plan_packs(cfgs, self.memory_gb, self.max_members)
-        print(describe_packs(cfgs, packs), flush=True)
+        by_length = packs_by_length(cfgs, self.by_length)
+        packs = plan_packs(cfgs, self.memory_gb, self.max_members, by_length)
+        print(describe_packs(cfgs, packs, by_length), flush=True)
         if any(cfg.dry_run for cfg in cfgs):  # the grouping and the estimates only
             from repro.cost import describe, estimate
 
