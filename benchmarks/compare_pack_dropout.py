@@ -259,7 +259,8 @@ def report(solo: dict, packed: dict, timing: dict | None) -> dict:
         print(f"| {p} | " + " | ".join(cells) + " |")
 
     print(
-        "\npaired packed − solo, exact sign-flip permutation test (two-sided, all 2^n patterns)\n"
+        "\npaired packed − solo, sign-flip permutation test (two-sided; every sign pattern of the "
+        f"non-zero pairs up to {EXACT_MAX}, {DRAWS} random ones above)\n"
     )
     print("| quantity | n | pairs equal | mean Δ | std Δ | seed std (solo, pooled) | p |")
     print("|---|---|---|---|---|---|---|")
