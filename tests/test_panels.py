@@ -188,13 +188,17 @@ def test_a_panel_sweep_trains_the_shared_point_once(tmp_path, tiny_t5_dir, monke
 
 def test_a_panel_sweep_whose_panels_clash_runs_nothing(tmp_path, monkeypatch, capsys):
     (tmp_path / "conf").mkdir()
-    clash = SMOKE_PANELS.replace("sweep_name: panels", "sweep_name: panels\nname: one")
+    clash = SMOKE_PANELS.replace(
+        "sweep_name: panels", f"sweep_name: panels\nname: one\npaths:\n  root: {tmp_path}"
+    )
     (tmp_path / "conf/panels.yaml").write_text(clash)
     code, _, err = run_cli(
         monkeypatch,
         capsys,
         *["-m", "--config-dir", str(tmp_path / "conf"), "--config-name", "panels"],
-        f"paths.root={tmp_path}",
     )
-    assert_one_error(code, err, "both name the run directory", "multirun/panels/one")
+    assert_one_error(
+        code, err, "`seed=0 prompt_len=1` (panel lengths) and `seed=0 prompt_len=20` (panel "
+        "lengths) both name the run directory", "multirun/panels/one"
+    )  # fmt: skip
     assert not (tmp_path / "multirun").exists()
