@@ -53,6 +53,7 @@ from repro.tracking import MetricsLog
 from repro.trainer import (
     Interrupted,
     NonFiniteLoss,
+    OutOfMemoryError,
     StopFlag,
     TrainState,
     _micro_batches,
@@ -557,7 +558,7 @@ def train_pack(
             }
             try:
                 losses = _forward_backward(packed, members, micro, pad_id, device, autocast)
-            except torch.OutOfMemoryError:
+            except OutOfMemoryError:
                 rows = sum(len(chunks[0]["input_ids"]) for chunks in micro.values())
             if losses is None:  # out of the except block: its frames' tensors are freed
                 _more_micro_batches(members, running, rows)

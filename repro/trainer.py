@@ -222,6 +222,11 @@ def _micro_batches(
     ]
 
 
+# torch >= 2.5 names it torch.OutOfMemoryError; older releases (the project allows 2.2) only
+# torch.cuda.OutOfMemoryError, the same class where both exist.
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
 def next_grad_accum(cfg: TrainerConfig, accum: int) -> int | None:
     """The micro-batch count to redo an out-of-memory step with: the next divisor of
     ``cfg.batch_size`` above ``accum`` when ``trainer.grad_accum=auto`` chose the count; None
@@ -230,7 +235,7 @@ def next_grad_accum(cfg: TrainerConfig, accum: int) -> int | None:
     return larger[0] if cfg.grad_accum_auto and larger else None
 
 
-def out_of_memory(step: int, where: str, accum: int, auto: bool) -> torch.OutOfMemoryError:
+def out_of_memory(step: int, where: str, accum: int, auto: bool) -> OutOfMemoryError:
     """The error an out-of-memory step ends the run with: it names the switches to try."""
     fix = (
         ""
@@ -238,7 +243,7 @@ def out_of_memory(step: int, where: str, accum: int, auto: bool) -> torch.OutOfM
         else "trainer.grad_accum=auto (retries with more micro-batches), a larger "
         "trainer.grad_accum, "
     ) + "model.gradient_checkpointing=true, model.dtype=bfloat16 or model.device_map=auto"
-    return torch.OutOfMemoryError(
+    return OutOfMemoryError(
         f"step {step}: out of memory {where} (trainer.grad_accum={accum}); try {fix} "
         "(python -m repro.cost prices each)"
     )
@@ -363,7 +368,7 @@ def train(
             micro = _micro_batches(idx, train_ids, train_labels, accum, pad_id)
             try:
                 loss_value = forward_backward(model, micro, device, autocast, state.step + 1)
-            except torch.OutOfMemoryError:
+            except OutOfMemoryError:
                 failed = len(micro[0]["input_ids"])
             if loss_value is None:  # out of the except block: its frames' tensors are freed
                 optimizer.zero_grad(set_to_none=True)
