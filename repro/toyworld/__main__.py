@@ -1,4 +1,4 @@
-"""``python -m repro.toyworld build|report|efficiency`` (see docs/toy_world.md)."""
+"""``python -m repro.toyworld build|report|efficiency|pilot`` (see docs/toy_world.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -46,7 +47,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--size", default="toy_small", choices=list(SIZES))
     e.add_argument("--steps", type=int, default=600)
     e.add_argument("--every", type=int, default=100)
+    from repro.toyworld.pilot import DEFAULT_TOKENIZER, PilotConfig
+
+    p = sub.add_parser(
+        "pilot", help="pre-train a candidate ladder briefly and probe it (issue 19; ships nothing)"
+    )
+    p.add_argument("-o", "--out-dir", default="results/toy_pilot")
+    p.add_argument(
+        "--d-models", type=int, nargs="+", default=list(PilotConfig.d_models), help="the ladder"
+    )
+    p.add_argument("--steps", type=int, default=PilotConfig.steps)
+    p.add_argument("--every", type=int, default=PilotConfig.every, help="probe every N steps")
+    p.add_argument("--probe-items", type=int, default=PilotConfig.probe_items)
+    p.add_argument(
+        "--review-share",
+        type=float,
+        default=PilotConfig.review_share,
+        help="share of review parts in the corpus (default the world's, 0.4)",
+    )
+    p.add_argument(
+        "--qa-share",
+        type=float,
+        default=PilotConfig.qa_share,
+        help="share of reading (question-answer) parts (default 0.4); stories take the rest",
+    )
+    p.add_argument("--n-docs", type=int, default=PilotConfig.n_docs)
+    p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
+    if args.command == "pilot":
+        from repro.toyworld.pilot import run as pilot
+
+        torch.set_num_threads(args.threads)
+        try:
+            cfg = PilotConfig(
+                d_models=tuple(args.d_models),
+                steps=args.steps,
+                every=args.every,
+                probe_items=args.probe_items,
+                review_share=args.review_share,
+                qa_share=args.qa_share,
+                n_docs=args.n_docs,
+            )
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        pilot(cfg, args.out_dir, args.tokenizer)
+        print((Path(args.out_dir) / "pilot.md").read_text())
+        return 0
     if args.command == "efficiency":
         from repro.toyworld.efficiency import run
 

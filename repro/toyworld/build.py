@@ -193,9 +193,18 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 def pretrain(
-    size: str, tokenizer, segments: np.ndarray, cfg: BuildConfig, out_dir: Path, log_path: Path
+    size: str,
+    tokenizer,
+    segments: np.ndarray,
+    cfg: BuildConfig,
+    out_dir: Path,
+    log_path: Path,
+    shape: ToySize | None = None,
 ) -> dict[str, Any]:
     """Pre-train one rung from random init on span corruption; save fp32 to ``out_dir``.
+
+    ``shape`` overrides ``SIZES[size]`` (the pilot's ladder, pilot.py); ``size`` then only
+    names the rung in the log.
 
     Optimizer: T5's pre-training Adafactor (inverse-square-root schedule = HF relative_step,
     parameter scaling on, no momentum, no weight decay). Each segment's noise depends only on
@@ -205,7 +214,7 @@ def pretrain(
     from transformers.optimization import Adafactor
 
     torch.manual_seed(cfg.seed)
-    model = T5ForConditionalGeneration(t5_config(SIZES[size], len(tokenizer)))
+    model = T5ForConditionalGeneration(t5_config(shape or SIZES[size], len(tokenizer)))
     model.train()
     optimizer = Adafactor(
         model.parameters(), lr=None, scale_parameter=True, relative_step=True, warmup_init=False

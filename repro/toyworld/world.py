@@ -183,11 +183,17 @@ def _story_doc(rng: random.Random) -> str:
 DOC_KINDS = {"review": (_review_doc, 0.4), "qa": (_qa_doc, 0.4), "story": (_story_doc, 0.2)}
 
 
-def documents(n: int, seed: int = 0) -> Iterator[str]:
-    """``n`` seeded documents (one line each) of the toy world's corpus."""
+def documents(n: int, seed: int = 0, shares: dict[str, float] | None = None) -> Iterator[str]:
+    """``n`` seeded documents (one line each) of the toy world's corpus.
+
+    Args:
+        shares: weight of each kind of part (``review``, ``qa``, ``story``); default the
+            world's own (``DOC_KINDS``), which the shipped corpus used. ``python -m
+            repro.toyworld pilot`` reshapes the corpus with it.
+    """
     rng = random.Random(f"toyworld-corpus-{seed}")
     kinds = list(DOC_KINDS)
-    weights = [DOC_KINDS[k][1] for k in kinds]
+    weights = [(shares or {}).get(k, DOC_KINDS[k][1]) for k in kinds]
     for _ in range(n):
         parts = [DOC_KINDS[k][0](rng) for k in rng.choices(kinds, weights, k=rng.randint(1, 3))]
         yield " ".join(parts)
