@@ -51,8 +51,8 @@ class PilotConfig:
     num_layers: int = 2
     num_heads: int = 4
     ff_ratio: float = 2.5
-    steps: int = 200
-    every: int = 50  # probe (and loss window) every this many steps
+    steps: int = 400
+    every: int = 100  # probe (and loss window) every this many steps
     probe_items: int = 100
     review_share: float = share_of("review")
     qa_share: float = share_of("qa")
