@@ -323,6 +323,11 @@ class OptimizerConfig:
         _check_positive_int("trainer.optimizer.min_dim_size_to_factor", self.min_dim_size_to_factor)
 
 
+def divisors(n: int) -> list[int]:
+    """The micro-batch counts a batch of ``n`` examples splits into evenly, fewest first."""
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
 @dataclass
 class TrainerConfig:
     # 0: no training; the initial prompt (init=from_file: a given one) is scored on the eval

@@ -50,6 +50,7 @@ from repro.config import (
     CostConfig,
     ModelConfig,
     OptimizerConfig,
+    divisors,
 )
 from repro.factoring import second_moment_numel
 from repro.methods import check_tasks, get_method
@@ -438,11 +439,6 @@ def gpus_needed(job: JobCost) -> int | None:
     its ``model.device_map`` spreads it (auto, balanced, ...); None if it does not fit."""
     spread = job.config is not None and job.config.model.device_map in DEVICE_MAP_STRATEGIES
     return next((k for k in range(1, MAX_GPUS + 1 if spread else 2) if _fits(job, k)), None)
-
-
-def divisors(n: int) -> list[int]:
-    """The micro-batch counts a batch of ``n`` examples splits into evenly, fewest first."""
-    return [k for k in range(1, n + 1) if n % k == 0]
 
 
 def auto_grad_accum(cfg: Config) -> int:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from repro.cli import first_line
-from repro.config import TrainerConfig
+from repro.config import TrainerConfig, divisors
 from repro.data import collate, train_batches
 from repro.model import LoraT5, Seq2SeqTuning, TunedT5, load_backbone_weights, save_backbone
 from repro.optim import build_prompt_optimizer
@@ -231,7 +231,7 @@ def next_grad_accum(cfg: TrainerConfig, accum: int) -> int | None:
     """The micro-batch count to redo an out-of-memory step with: the next divisor of
     ``cfg.batch_size`` above ``accum`` when ``trainer.grad_accum=auto`` chose the count; None
     for an explicit count, or at one example per micro-batch already."""
-    larger = [n for n in range(accum + 1, cfg.batch_size + 1) if cfg.batch_size % n == 0]
+    larger = [n for n in divisors(cfg.batch_size) if n > accum]
     return larger[0] if cfg.grad_accum_auto and larger else None
 
 

@@ -48,9 +48,14 @@ class PanelsSweeper(BasicSweeper):
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.panels = panels or {}
+        self._composed: dict[tuple[str, ...], Any] = {}  # a job's config, composed once
 
     def _sweep_config(self, overrides):
-        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        key = tuple(overrides)
+        if key not in self._composed:
+            loader = self.hydra_context.config_loader
+            self._composed[key] = loader.load_sweep_config(self.config, list(key))
+        return self._composed[key]
 
     def _run_dir(self, overrides) -> str:
         sweep = self._sweep_config(overrides).hydra.sweep
@@ -61,7 +66,7 @@ class PanelsSweeper(BasicSweeper):
         from repro.config import to_config
         from repro.rundir import fingerprint
 
-        cfg = self._sweep_config(overrides)
+        cfg = self._sweep_config(overrides).copy()  # the cached one keeps its hydra node
         with open_dict(cfg):
             del cfg["hydra"]
         try:
@@ -78,6 +83,7 @@ class PanelsSweeper(BasicSweeper):
             arguments,
         )
         jobs = distinct_jobs(listed, self._run_dir, self._fingerprint)
+        self._composed.clear()  # the launcher composes each job for itself
         print(describe_panels(listed, jobs), flush=True)
         self.overrides = list(
             self.split_overrides_to_chunks([list(j.overrides) for j in jobs], self.max_batch_size)
