@@ -55,6 +55,13 @@ def probe_items(n: int = PROBE_ITEMS) -> dict[str, list[tuple[str, str, int]]]:
 
 
 LABEL_WORDS = {"review": world.REVIEW_LABELS, "fact": world.FACT_LABELS}
+RARE_ADJECTIVES = frozenset(
+    world.POSITIVE_WORDS[world.SEEN_ADJECTIVES :] + world.NEGATIVE_WORDS[world.SEEN_ADJECTIVES :]
+)
+
+
+def _rare_adjective(text: str) -> bool:
+    return not RARE_ADJECTIVES.isdisjoint(text.split())
 
 
 @torch.no_grad()
@@ -89,7 +96,11 @@ def probe(model, tokenizer, style: str, n: int = PROBE_ITEMS) -> dict[str, float
         nll = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").sum(1)
         # [items, 2]: the label with the lower negative log-likelihood is the model's answer
         answer = nll.view(len(items), len(words)).argmin(1).cpu()
-        scores[skill] = round(100.0 * float((answer == labels).float().mean()), 1)
+        right = (answer == labels).float()
+        scores[skill] = round(100.0 * float(right.mean()), 1)
+        if skill == "review":  # the 3 rarest adjectives a lexicon, which toy_review never trains on
+            rare = torch.tensor([_rare_adjective(text) for _, text, _ in items])
+            scores["review_rare"] = round(100.0 * float(right[rare].mean()), 1)
     model.train(was_training)
     return scores
 
