@@ -25,7 +25,10 @@ AXES = {
     "fig3d_lm_adapt_steps": "lm_adapt_steps",
 }
 TASKS = ("toy_review", "toy_fact")
-SIZES = ("toy_small", "toy_base", "toy_large")
+SIZES = ("toy_small", "toy_base", "toy_large", "toy_xl")  # repro.toyworld.build.SIZES' ladder
+# Issue 19's test of a panel point with room to move: its mean lies above the majority class + 5
+# and below 95 (a point outside has no margin for an ablation to show in).
+MARGIN = (5.0, 95.0)
 
 
 def panel_points(runs: pd.DataFrame, axis: str, tasks: Sequence[str] = TASKS) -> pd.DataFrame:
@@ -179,6 +182,35 @@ def effects(
     return out
 
 
+def margin(points: dict[str, pd.DataFrame], floor: float) -> pd.DataFrame:
+    """Per panel and size: how many of its points lie inside (majority + 5, 95) — issue 19's
+    "room to move" — and the lowest and highest point.
+
+    Args:
+        points: ``{panel: panel_points(...)}``.
+        floor: the majority-class score of the task mean.
+    """
+    low, high = floor + MARGIN[0], MARGIN[1]
+    rows = []
+    for panel, pts in points.items():
+        for size in [s for s in SIZES if s in set(pts["size"])] + sorted(
+            set(pts["size"]) - set(SIZES)
+        ):
+            means = pts.loc[pts["size"] == size, "mean"]
+            inside = means.between(low, high, inclusive="neither")
+            rows.append(
+                {
+                    "panel": panel,
+                    "size": size,
+                    "points": len(means),
+                    "inside": int(inside.sum()),
+                    "lowest": round(float(means.min()), 1),
+                    "highest": round(float(means.max()), 1),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def panel_frames(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The runs of each toy panel from the shared frame of ``multirun/toy_figure3``.
 
@@ -263,8 +295,12 @@ def probe_lines(manifest: dict[str, Any]) -> list[str]:
         c = scores.get("in_corpus")
         return f"{c['review']:.1f} / {c['fact']:.1f}" if c else "-"
 
+    def rare(scores: dict[str, Any]) -> str:
+        return f"{scores['review_rare']:.1f}" if "review_rare" in scores else "-"
+
     rows = [
-        f"| {size} | {key} | {scores['review']:.1f} | {scores['fact']:.1f} | {in_corpus(scores)} |"
+        f"| {size} | {key} | {scores['review']:.1f} | {rare(scores)} | {scores['fact']:.1f} "
+        f"| {in_corpus(scores)} |"
         for size, m in manifest.get("models", {}).items()
         for key, scores in m.get("probe", {}).items()
     ]
@@ -274,12 +310,13 @@ def probe_lines(manifest: dict[str, Any]) -> list[str]:
         "",
         "What each frozen checkpoint knows before any prompt tuning (repro/toyworld/probe.py,"
         " recorded in the manifest): zero-shot accuracy (%) of ranking the two label words after"
-        " a review sentence / a passage and question, chance 50; and, for span-corruption"
-        " checkpoints, the same ranking where span corruption masked a label word in unseen"
-        " corpus text (review / fact).",
+        " a review sentence / a passage and question, chance 50 (rare: the review items whose"
+        " adjective is one of the 3 rarest of its lexicon, which toy_review never trains on);"
+        " and, for span-corruption checkpoints, the same ranking where span corruption masked a"
+        " label word in unseen corpus text (review / fact).",
         "",
-        "| size | checkpoint | review | fact | in corpus |",
-        "|---|---|---|---|---|",
+        "| size | checkpoint | review | review, rare | fact | in corpus |",
+        "|---|---|---|---|---|---|",
         *rows,
     ]
 
@@ -336,6 +373,15 @@ def report(
             for panel, pts in points.items()
         ]
         pd.concat(table, ignore_index=True).to_csv(out_dir / "points.csv", index=False)
+        # the same points per task: a point is the mean of the two tasks' accuracies
+        by_task = [
+            panel_points(frames[panel], AXES[panel], tasks=(task,))
+            .assign(panel=panel, task=task, value=lambda f, a=AXES[panel]: f[a].astype(str))
+            .drop(columns=[AXES[panel]])
+            for panel in points
+            for task in TASKS
+        ]
+        pd.concat(by_task, ignore_index=True).to_csv(out_dir / "points_by_task.csv", index=False)
     invalid = None
     if "fig3c_objective" in frames:
         invalid = invalid_outputs(frames["fig3c_objective"])
@@ -351,6 +397,23 @@ def report(
         "|---|---|---|---|",
     ]
     lines += [f"| {e['effect']} | {e['size']} | {e['measured']} | {e['holds']} |" for e in found]
+    if points:
+        room = margin(points, floor)
+        room.to_csv(out_dir / "margin.csv", index=False)
+        lines += [
+            "",
+            f"Room to move (issue 19): points of each panel and size whose mean lies inside "
+            f"({floor + MARGIN[0]:.2f}, {MARGIN[1]:.0f}), the majority class + {MARGIN[0]:.0f}"
+            " to 95.",
+            "",
+            "| panel | size | inside / points | lowest | highest |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {r.panel} | {r.size} | {r.inside} / {r.points} | {r.lowest:.1f} "
+                f"| {r.highest:.1f} |"
+                for r in room.itertuples()
+            ),
+        ]
     from repro.toyworld.build import DEFAULT_OUT
 
     lines += probe_lines(json.loads((DEFAULT_OUT / "manifest.json").read_text()))
