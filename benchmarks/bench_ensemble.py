@@ -1,6 +1,6 @@
 """Prompt ensembling: one batched forward over N prompts vs N separate evaluations.
 
-    python benchmarks/bench_ensemble.py                     # toy_large, toy_review dev, N=5
+    python benchmarks/bench_ensemble.py                     # toy_xl, toy_review dev, N=5
     python benchmarks/bench_ensemble.py --prompts 3 --mode rank --repeats 5
     python benchmarks/bench_ensemble.py --model /path/to/t5 --examples 256
 
@@ -15,7 +15,7 @@ timed alternately (batched, separate, batched, ...) so machine drift hits both a
 ratio batched/separate. It also checks that both give every prompt the same predictions.
 
 Both use ``--batch`` examples per forward (batched: ``--batch`` × N rows). The prompts are random
-(timing does not depend on what they learned); the model is the shipped toy_large LM-adapted
+(timing does not depend on what they learned); the model is the shipped toy_xl LM-adapted
 checkpoint unless ``--model`` names another T5 directory.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_MODEL = ROOT / "repro" / "toy_models" / "toy_large" / "step_500"
+DEFAULT_MODEL = ROOT / "repro" / "toy_models" / "toy_xl" / "step_500"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         return q[2] - q[0]
 
     print(
-        f"model {args.model.name if args.model != DEFAULT_MODEL else 'toy_large/step_500'} "
+        f"model {args.model.name if args.model != DEFAULT_MODEL else 'toy_xl/step_500'} "
         f"(d_model {width}), task {task.name}, {len(ids)} examples, N = {args.prompts} prompts "
         f"of {args.prompt_len} tokens, mode {args.mode}, {args.batch} examples per forward, "
         f"{torch.get_num_threads()} threads, {args.repeats} timed rounds"

@@ -1,6 +1,6 @@
 """Packed training steps: k prompts in one pass vs k solo steps, for pack sizes 1, 2, 5, 15.
 
-    python benchmarks/bench_pack.py                       # CPU, the shipped toy_large backbone
+    python benchmarks/bench_pack.py                       # CPU, the shipped toy_xl backbone
     python benchmarks/bench_pack.py --quick               # ~1 min sanity run
     python benchmarks/bench_pack.py --device cuda --model small   # T5.1.1-Small-shaped, random
     python benchmarks/bench_pack.py --device cuda --model base    # T5.1.1-Base-shaped, random
@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument(
-        "--model", default="toy_large", help="toy_large (shipped), small, base (random weights)"
+        "--model", default="toy_xl", help="toy_xl (shipped), small, base (random weights)"
     )
     p.add_argument("--sizes", default="1,2,5,15", help="pack sizes")
     p.add_argument(
@@ -60,9 +60,9 @@ def parse_args(argv=None):
 
 
 def backbone_dir(args, tmp: Path) -> Path:
-    if args.model == "toy_large":
-        path = ROOT / "repro" / "toy_models" / "toy_large" / "step_500"
-        return path if path.exists() else ROOT / "repro" / "toy_models" / "toy_large"
+    if args.model == "toy_xl":
+        path = ROOT / "repro" / "toy_models" / "toy_xl" / "step_500"
+        return path if path.exists() else ROOT / "repro" / "toy_models" / "toy_xl"
     from transformers import T5Config, T5ForConditionalGeneration
 
     config = T5Config(

@@ -11,7 +11,7 @@ and asks whether packing shifts the results more than seed-to-seed noise would:
     python benchmarks/compare_pack_dropout.py --sequential             # one sweep after the other
     python benchmarks/compare_pack_dropout.py --read                   # compare runs already there
     python benchmarks/compare_pack_dropout.py --read --rescore         # + best/ re-scored alone
-    python benchmarks/compare_pack_dropout.py --task toy_review --model toy_large --root /tmp/pd
+    python benchmarks/compare_pack_dropout.py --task toy_review --model toy_xl --root /tmp/pd
 
 Both sweeps run single-threaded (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1: torch's intra-op pool of
 1), side by side by default (started at the same moment, so the machine's load falls on both),
@@ -307,7 +307,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=str(REPO / "multirun" / "pack_dropout"),
                         help="paths.root of both sweeps: <root>/multirun/{solo,packed}/")  # fmt: skip
-    parser.add_argument("--model", default="toy_large")
+    parser.add_argument("--model", default="toy_xl")
     parser.add_argument("--task", default="toy_fact")
     parser.add_argument("--prompt-lens", default="1,5,20,100,150")
     parser.add_argument("--seeds", default="0,1,2")

@@ -158,4 +158,4 @@ def test_a_sweep_over_lora_keys_gets_a_run_directory_per_setting():
     names = [cfg.name.split("-")[-2] for cfg in configs]
     assert names == ["lora", "lora_a32", "lora_r4", "lora_r4_a32"]  # defaults: the plain name
     (wide,) = sweep_configs(["experiment=toy", "method=lora", "method.target_modules=[q,k,v,o]"])
-    assert wide.name == "toy_review-toy_large-lm_adapt-lm500-lora_qkvo-s0"
+    assert wide.name == "toy_review-toy_xl-lm_adapt-lm500-lora_qkvo-s0"

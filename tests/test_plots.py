@@ -30,7 +30,7 @@ from repro.plots import (
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "reference.csv"
 SMALL, BASE = 76961152, 247577856
-TOY = {"toy_small": 154048, "toy_base": 394816, "toy_large": 963328}
+TOY = {"toy_small": 23872, "toy_base": 75136, "toy_large": 260608, "toy_xl": 963328}
 
 
 @pytest.fixture(autouse=True)

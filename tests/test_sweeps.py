@@ -165,9 +165,7 @@ def test_table_sweep_jobs_compose_with_their_header_commands(stem):
 def test_toy_table_sweeps_share_one_directory(stem):
     configs = [compose_job(SWEEPS / "toy", stem, j)[0] for j in sweep_jobs(SWEEPS / "toy", stem)]
     assert {c.sweep_name for c in configs} == {"toy_tables"}
-    assert {c.model.size for c in configs} == {"toy_large"} and {c.prompt_len for c in configs} == {
-        20
-    }
+    assert {c.model.size for c in configs} == {"toy_xl"} and {c.prompt_len for c in configs} == {20}
 
 
 @pytest.mark.parametrize("stem", sorted(PANELS))
@@ -520,6 +518,6 @@ def test_readme_main_job_runs_as_written(tmp_path):
     assert sorted(frame["prompt_len"]) == [1, 5, 20, 100, 150]
     assert set(frame["status"]) == {"finished"} and set(frame["task"]) == {"toy_review"}
     # the default toy model knows polarity (its probe): a 20-token prompt draws it out
-    assert set(frame["size"]) == {"toy_large"}
+    assert set(frame["size"]) == {"toy_xl"}
     assert frame.loc[frame["prompt_len"] == 20, "score"].item() > 90
     assert (tmp_path / "results/figures/figure3a_prompt_len.png").stat().st_size > 10_000

@@ -120,6 +120,22 @@ def test_corpus_is_seeded(tmp_path):
     assert a != write_corpus(tmp_path / "c.txt", 200, seed=1)
 
 
+def test_corpus_uses_adjectives_by_their_zipf_weights():
+    """Polarity arrives word by word with scale because the corpus uses an adjective as often as
+    its Zipf weight says: the first of a lexicon ~34 % of the time, the last ~3 %."""
+    from collections import Counter
+
+    counts = Counter(w for doc in world.documents(3000) for w in doc.split())
+    for lexicon in (world.POSITIVE_WORDS, world.NEGATIVE_WORDS):
+        uses = [counts[w] for w in lexicon]
+        assert min(uses) > 0
+        # the first three and the last three, in order of weight, well apart
+        assert uses[0] > uses[1] > uses[2] > 2 * uses[-1], uses
+        assert uses[0] > 5 * uses[-1], uses
+        # the 3 rarest (never in toy_review's train split) are under a fifth of the uses
+        assert sum(uses[world.SEEN_ADJECTIVES :]) < 0.2 * sum(uses), uses
+
+
 def test_label_words_occur_in_the_corpus():
     text = " ".join(world.documents(300))
     for word in (*world.REVIEW_LABELS, *world.FACT_LABELS):
@@ -201,6 +217,36 @@ def test_probe_items_are_balanced_and_true():
     for _, text, label in items["fact"]:
         passage, question = text.rsplit(" . ", 1)
         assert _stated(passage + " .", question) == bool(label), text
+
+
+def test_rare_review_probe_is_balanced_accuracy():
+    """A model that always answers one label scores 50 on every review column, the rare
+    adjectives' items included, though those items are not balanced."""
+    from repro.toyworld.probe import RARE_ADJECTIVES, probe, probe_items
+
+    items = probe_items(40)["review"]
+    rare = [label for _, text, label in items if RARE_ADJECTIVES & set(text.split())]
+    assert 0 < len(rare) < 40 and sum(rare) != len(rare) / 2  # unbalanced subset
+
+    class Constant(torch.nn.Module):  # ranks "positive" first whatever it reads
+        def __init__(self, tokenizer):
+            super().__init__()
+            self.favourite = tokenizer(" positive", add_special_tokens=False).input_ids[0]
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def get_encoder(self):
+            return lambda input_ids, attention_mask: type(
+                "Out", (), {"last_hidden_state": torch.zeros(len(input_ids), 1, 1)}
+            )
+
+        def forward(self, encoder_outputs, attention_mask, labels):
+            logits = torch.zeros(*labels.shape, VOCAB)
+            logits[..., self.favourite] = 5.0
+            return type("Out", (), {"logits": logits})
+
+    _, tokenizer = _shipped(MANIFEST["models"]["toy_small"]["checkpoints"]["span_corruption"])
+    scores = probe(Constant(tokenizer), tokenizer, "prefix_lm", 40)
+    assert scores["review"] == 50.0 and scores["review_rare"] == 50.0
 
 
 def test_probe_rejects_an_unknown_style():
@@ -323,6 +369,46 @@ def test_effect_verdicts():
     assert verdict((float("nan"), 0.0), (40.0, 1.0)) == "n/a"
 
 
+def test_margin_counts_points_with_room_to_move():
+    """Issue 19's test: a point has room when majority + 5 < mean < 95 (both ends open)."""
+    import pandas as pd
+
+    from repro.toyworld.report import margin
+
+    pts = pd.DataFrame(
+        {
+            "size": ["toy_small"] * 3 + ["toy_xl"] * 3,
+            "prompt_len": [1, 20, 100] * 2,
+            "mean": [52.25, 57.25, 57.3, 60.0, 94.9, 95.0],
+            "std": [0.0] * 6,
+        }
+    )
+    room = margin({"fig3a_prompt_len": pts}, floor=52.25).set_index("size")
+    assert room.loc["toy_small", ["points", "inside"]].tolist() == [3, 1]  # 57.25 is not above
+    assert room.loc["toy_xl", ["inside", "lowest", "highest"]].tolist() == [2, 60.0, 95.0]
+
+
+def test_each_effect_row_carries_the_probe_of_the_checkpoints_it_compares():
+    from repro.toyworld.report import probe_beside
+
+    probe = {
+        "span_corruption": {"review": 71.0, "review_rare": 55.5, "fact": 46.5},
+        "lm_adapt_50": {"review": 60.0, "review_rare": 50.0, "fact": 53.5},
+        "lm_adapt_500": {"review": 88.5, "review_rare": 64.0, "fact": 46.5},
+    }
+    manifest = {"models": {"toy_xl": {"probe": probe}}}
+    assert (
+        probe_beside(manifest, "toy_xl", ("lm_adapt",))
+        == "LM 500: review 88.5 (rare 64.0), fact 46.5"
+    )
+    assert probe_beside(manifest, "toy_xl", ("span_corruption", "lm_adapt_*")).split("; ") == [
+        "SC: review 71.0 (rare 55.5), fact 46.5",
+        "LM 50: review 60.0 (rare 50.0), fact 53.5",
+        "LM 500: review 88.5 (rare 64.0), fact 46.5",
+    ]
+    assert probe_beside(manifest, "toy_small", ("lm_adapt",)) == "-"
+
+
 # --- the toy sweeps --------------------------------------------------------------------------
 
 TOY_SWEEPS = {
@@ -346,7 +432,7 @@ def test_toy_sweep_composes_with_shipped_checkpoints(stem):
     with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
         raw = compose(stem, overrides=[search], return_hydra_config=True)
         params = OmegaConf.to_container(raw.hydra.sweeper.params)
-        assert params["model"] == "toy_small,toy_base,toy_large"
+        assert params["model"] == "toy_small,toy_base,toy_large,toy_xl"
         assert params["task"] == "toy_review,toy_fact" and params["seed"] == "0,1,2"
         assert params[axis] == ",".join(map(str, values))
         seen = set()
@@ -375,7 +461,7 @@ def test_rebuild_command_end_to_end(tmp_path):
             "--n-docs", "1500", "--n-lm-docs", "200", "--probe-items", "10"]  # fmt: skip
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["models"]) == ["toy_small", "toy_base", "toy_large"]
+    assert list(manifest["models"]) == ["toy_small", "toy_base", "toy_large", "toy_xl"]
     assert manifest["command"].startswith("python -m repro.toyworld build -o ")
     assert manifest["objectives"]["span_corruption"]["steps"] == 3
     assert (

@@ -98,6 +98,7 @@ def effects(
             out.append(
                 {
                     "effect": "length >= 20 beats length 1",
+                    "probe_of": ("lm_adapt",),
                     "size": size,
                     "measured": f"p=1: {one[0]:.1f} ± {one[1]:.1f}; "
                     + "; ".join(
@@ -126,6 +127,7 @@ def effects(
             out.append(
                 {
                     "effect": "class-label init beats random uniform",
+                    "probe_of": ("lm_adapt",),
                     "size": size,
                     "measured": f"class label {cl[0]:.1f} ± {cl[1]:.1f}; sampled vocab "
                     f"{sv[0]:.1f} ± {sv[1]:.1f}; random uniform {ru[0]:.1f} ± {ru[1]:.1f}",
@@ -148,6 +150,7 @@ def effects(
             out.append(
                 {
                     "effect": "span corruption emits sentinels / invalid labels, LM adaptation not",
+                    "probe_of": ("span_corruption", "lm_adapt"),
                     "size": size,
                     "measured": "invalid (sentinel) % of dev outputs: span corruption "
                     f"{r('span_corruption', 'invalid_pct'):.1f} ({r('span_corruption', 'sentinel_pct'):.1f}); "
@@ -167,6 +170,7 @@ def effects(
             out.append(
                 {
                     "effect": "more LM-adaptation steps help",
+                    "probe_of": ("span_corruption", "lm_adapt_*"),
                     "size": size,
                     "measured": "; ".join(
                         f"{n}: {m:.1f} ± {s:.1f}"
@@ -209,6 +213,32 @@ def margin(points: dict[str, pd.DataFrame], floor: float) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def probe_beside(manifest: dict[str, Any], size: str, probe_of: Sequence[str]) -> str:
+    """The manifest's probe of the checkpoints an effect compares, for its row of effects.md:
+    ``lm_adapt`` = the longest LM adaptation (the toy default), ``lm_adapt_*`` = every one."""
+    model = manifest.get("models", {}).get(size)
+    if not model:
+        return "-"
+    steps = sorted(int(k.rsplit("_", 1)[1]) for k in model["probe"] if k.startswith("lm_adapt_"))
+    keys = []
+    for name in probe_of:
+        if name == "lm_adapt":
+            keys += [f"lm_adapt_{steps[-1]}"] if steps else []
+        elif name == "lm_adapt_*":
+            keys += [f"lm_adapt_{n}" for n in steps]
+        else:
+            keys.append(name)
+    parts = []
+    for key in keys:
+        scores = model["probe"].get(key)
+        if scores is None:
+            continue
+        label = "SC" if key == "span_corruption" else f"LM {key.rsplit('_', 1)[1]}"
+        rare = f" (rare {scores['review_rare']:.1f})" if "review_rare" in scores else ""
+        parts.append(f"{label}: review {scores['review']:.1f}{rare}, fact {scores['fact']:.1f}")
+    return "; ".join(parts) or "-"
 
 
 def panel_frames(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -388,15 +418,24 @@ def report(
         invalid.to_csv(out_dir / "invalid_outputs.csv", index=False)
     floor = majority_baseline(runs)
     found = effects(frames, invalid, floor)
+    from repro.toyworld.build import DEFAULT_OUT
+
+    manifest = json.loads((DEFAULT_OUT / "manifest.json").read_text())
+    for e in found:
+        e["probe"] = probe_beside(manifest, e["size"], e.pop("probe_of"))
     table = pd.DataFrame(found)
     table.to_csv(out_dir / "effects.csv", index=False)
     lines = [
         f"Majority-class score (mean over {', '.join(TASKS)}): {floor:.2f}",
         "",
-        "| effect | size | measured (mean ± std over 3 seeds) | holds |",
-        "|---|---|---|---|",
+        "| effect | size | measured (mean ± std over 3 seeds) | holds | probe of the frozen "
+        "checkpoints (SC = span corruption, LM n = LM-adapted n steps; chance 50) |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {e['effect']} | {e['size']} | {e['measured']} | {e['holds']} |" for e in found]
+    lines += [
+        f"| {e['effect']} | {e['size']} | {e['measured']} | {e['holds']} | {e['probe']} |"
+        for e in found
+    ]
     if points:
         room = margin(points, floor)
         room.to_csv(out_dir / "margin.csv", index=False)
@@ -414,8 +453,6 @@ def report(
                 for r in room.itertuples()
             ),
         ]
-    from repro.toyworld.build import DEFAULT_OUT
-
-    lines += probe_lines(json.loads((DEFAULT_OUT / "manifest.json").read_text()))
+    lines += probe_lines(manifest)
     (out_dir / "effects.md").write_text("\n".join(lines) + "\n")
     return found

@@ -6,7 +6,9 @@ evaluative adjectives. Its corpus holds three kinds of documents:
 
 - reviews, where an adjective's polarity co-occurs with the words ``positive`` / ``negative``
   ("the film was superb . overall a positive review ."), so a pre-trained model *knows* which
-  adjectives are good and which are bad, and what the label words mean;
+  adjectives are good and which are bad, and what the label words mean. Adjectives are used by
+  Zipf weights (``ADJECTIVE_WEIGHTS``), so that knowledge arrives word by word, the frequent
+  ones first and the rare ones only at larger scale;
 - question-answer passages about facts stated in the same document ("ann lives in oslo . does
   ann live in rome ? no ."), so it knows how ``yes`` / ``no`` answer a question about a passage;
 - short narratives, which only add variety.

@@ -7,7 +7,7 @@
 # repository root:
 #   sh sweeps/toy/run_all.sh            # or JOBS=4 sh sweeps/toy/run_all.sh
 # A relaunch skips finished jobs. To rebuild the checkpoints themselves first (docs/toy_world.md;
-# we ran --sizes toy_large and --sizes toy_small toy_base side by side):
+# we ran --sizes toy_xl and --sizes toy_small toy_base toy_large side by side):
 #   python -m repro.toyworld build
 set -e
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
