@@ -73,7 +73,7 @@ class BuildConfig:
     segment_length: int = 128
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
-    pretrain_steps: int = 4000
+    pretrain_steps: int = 5000
     pretrain_batch_size: int = 32
     # LM adaptation: steps at 1/10, 1/2 and 1 of the longest, as the paper's 10K/50K/100K
     lm_adapt_steps: tuple[int, ...] = (50, 250, 500)
