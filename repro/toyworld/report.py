@@ -50,6 +50,21 @@ def _point(points: pd.DataFrame, axis: str, size: str, value: Any) -> tuple[floa
 VERDICTS = ("n/a", "no", "within noise", "yes")  # weakest first
 
 
+def dev_examples(run_dir: str | Path, task):
+    """The dev examples a finished run was scored on, read where the run read them: its own
+    ``task.data_dir``, else (a generated toy task) ``<paths.cache_dir>/toy-data/<task>``,
+    generated there again if the cache was cleared — never the hub."""
+    from omegaconf import OmegaConf
+
+    from repro.tasks.base import data_dir_for, ensure_generated
+
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir)
+    if task.generate is not None and not cfg.task.data_dir:
+        ensure_generated(task, data_dir)
+    return task.examples(task.eval_split, data_dir)
+
+
 def majority_baseline(runs: pd.DataFrame, tasks: Sequence[str] = TASKS) -> float:
     """Mean over ``tasks`` of the dev accuracy of always answering the most frequent class."""
     from repro.tasks import get_task
@@ -57,9 +72,8 @@ def majority_baseline(runs: pd.DataFrame, tasks: Sequence[str] = TASKS) -> float
     rates = []
     for name in tasks:
         run_dir = Path(runs.loc[runs["task"] == name, "run_dir"].iloc[0])
-        data_dir = json.loads((run_dir / "fingerprint.json").read_text())["task"]["data_dir"]
         task = get_task(name)
-        gold = [ex.meta["label"] for ex in task.examples(task.eval_split, data_dir)]
+        gold = [ex.meta["label"] for ex in dev_examples(run_dir, task)]
         rates.append(100 * max(gold.count(c) for c in set(gold)) / len(gold))
     return sum(rates) / len(rates)
 
@@ -132,6 +146,23 @@ def effects(
                     "measured": f"class label {cl[0]:.1f} ± {cl[1]:.1f}; sampled vocab "
                     f"{sv[0]:.1f} ± {sv[1]:.1f}; random uniform {ru[0]:.1f} ± {ru[1]:.1f}",
                     "holds": verdict(cl, ru, floor),
+                }
+            )
+    if "fig3c_objective" in frames:
+        pts = panel_points(frames["fig3c_objective"], "objective")
+        for size in SIZES:
+            lm, sc, scs = (
+                _point(pts, "objective", size, o)
+                for o in ("lm_adapt", "span_corruption", "span_corruption_sentinel")
+            )
+            out.append(
+                {
+                    "effect": "LM adaptation beats span corruption (score)",
+                    "probe_of": ("span_corruption", "lm_adapt"),
+                    "size": size,
+                    "measured": f"LM adaptation {lm[0]:.1f} ± {lm[1]:.1f}; span corruption "
+                    f"{sc[0]:.1f} ± {sc[1]:.1f}; + sentinel {scs[0]:.1f} ± {scs[1]:.1f}",
+                    "holds": verdict(lm, sc, floor),
                 }
             )
     if invalid is not None and not invalid.empty:
@@ -290,7 +321,7 @@ def invalid_outputs(runs: pd.DataFrame, max_examples: int | None = None) -> pd.D
             )
         backbone, tokenizer = cache[ckpt]
         task = get_task(result["task"])
-        examples = task.examples(task.eval_split, cfg["task"]["data_dir"])[:max_examples]
+        examples = dev_examples(run_dir, task)[:max_examples]
         sentinel = result["objective"] == "span_corruption_sentinel"
         placement = cfg["objective"]["sentinel_placement"]
         inputs = add_sentinel(examples, placement) if sentinel else examples
