@@ -137,6 +137,19 @@ def test_corpus_uses_adjectives_by_their_zipf_weights():
         assert sum(uses[world.SEEN_ADJECTIVES :]) < 0.02 * sum(uses), uses
 
 
+def test_shipped_checkpoints_were_pretrained_on_what_the_world_writes_today(tmp_path):
+    """A change to the world's generator that is not followed by a rebuild would leave the shipped
+    checkpoints describing another corpus: both corpora must hash to the manifest's sha256."""
+    from repro.toyworld.build import write_corpus
+
+    corpus, cfg = MANIFEST["corpus"], MANIFEST["config"]
+    assert (
+        write_corpus(tmp_path / "pre.txt", cfg["n_docs"], cfg["seed"]) == corpus["pretrain_sha256"]
+    )
+    lm = write_corpus(tmp_path / "lm.txt", cfg["n_lm_docs"], cfg["seed"] + 1)
+    assert lm == corpus["lm_adapt_sha256"]
+
+
 def test_label_words_occur_in_the_corpus():
     text = " ".join(world.documents(300))
     for word in (*world.REVIEW_LABELS, *world.FACT_LABELS):
