@@ -258,7 +258,9 @@ def test_rare_review_probe_is_balanced_accuracy():
             logits[..., self.favourite] = 5.0
             return type("Out", (), {"logits": logits})
 
-    _, tokenizer = _shipped(MANIFEST["models"]["toy_small"]["checkpoints"]["span_corruption"])
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(MODELS / "toy_small" / "span_corruption")
     scores = probe(Constant(tokenizer), tokenizer, "prefix_lm", 40)
     assert scores["review"] == 50.0 and scores["review_rare"] == 50.0
 

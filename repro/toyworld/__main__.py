@@ -75,23 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
+    if args.command in ("pilot", "build"):
+        try:
+            cfg = _settings(args)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.command == "pilot":
         from repro.toyworld.pilot import run as pilot
 
         torch.set_num_threads(args.threads)
-        try:
-            cfg = PilotConfig(
-                d_models=tuple(args.d_models),
-                steps=args.steps,
-                every=args.every,
-                probe_items=args.probe_items,
-                review_share=args.review_share,
-                qa_share=args.qa_share,
-                n_docs=args.n_docs,
-            )
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
         pilot(cfg, args.out_dir, args.tokenizer)
         print((Path(args.out_dir) / "pilot.md").read_text())
         return 0
@@ -114,19 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    try:
-        cfg = BuildConfig(
-            sizes=tuple(args.sizes),
-            seed=args.seed,
-            n_docs=args.n_docs,
-            n_lm_docs=args.n_lm_docs,
-            pretrain_steps=args.pretrain_steps,
-            lm_adapt_steps=args.lm_adapt_steps,
-            probe_items=args.probe_items,
-        )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     command = "python -m repro.toyworld " + shlex.join(argv if argv is not None else sys.argv[1:])
     manifest = build(args.out_dir, cfg, command=command)
     for size, m in manifest["models"].items():
@@ -134,6 +114,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{size}: {m['params']:,} parameters, span-corruption loss {m['pretrain']['final_loss']:.3f}"
         )
     return 0
+
+
+def _settings(args: argparse.Namespace):
+    """The pilot's or the build's settings from the command line; their checks raise a
+    ValueError that names the bad value (one ``error:`` line, exit 2, before any work)."""
+    from repro.toyworld.build import BuildConfig
+    from repro.toyworld.pilot import PilotConfig
+
+    if args.command == "pilot":
+        return PilotConfig(
+            d_models=tuple(args.d_models),
+            steps=args.steps,
+            every=args.every,
+            probe_items=args.probe_items,
+            review_share=args.review_share,
+            qa_share=args.qa_share,
+            n_docs=args.n_docs,
+        )
+    return BuildConfig(
+        sizes=tuple(args.sizes),
+        seed=args.seed,
+        n_docs=args.n_docs,
+        n_lm_docs=args.n_lm_docs,
+        pretrain_steps=args.pretrain_steps,
+        lm_adapt_steps=args.lm_adapt_steps,
+        probe_items=args.probe_items,
+    )
 
 
 if __name__ == "__main__":

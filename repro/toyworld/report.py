@@ -228,9 +228,8 @@ def margin(points: dict[str, pd.DataFrame], floor: float) -> pd.DataFrame:
     low, high = floor + MARGIN[0], MARGIN[1]
     rows = []
     for panel, pts in points.items():
-        for size in [s for s in SIZES if s in set(pts["size"])] + sorted(
-            set(pts["size"]) - set(SIZES)
-        ):
+        present = set(pts["size"])
+        for size in [*(s for s in SIZES if s in present), *sorted(present - set(SIZES))]:
             means = pts.loc[pts["size"] == size, "mean"]
             inside = means.between(low, high, inclusive="neither")
             rows.append(
