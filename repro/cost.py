@@ -42,7 +42,6 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 
-import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
 from repro.config import (
     CONF_DIR,
     DEVICE_MAP_STRATEGIES,

@@ -378,7 +378,6 @@ def ensemble_table(frame: pd.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
     from repro.cli import USER_ERRORS, cli_error_message
     from repro.collect import _write_frame
     from repro.trained import find_runs, load_backbone_of, read_run

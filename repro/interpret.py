@@ -147,7 +147,6 @@ def markdown(run: TrainedRun, neighbours: pd.DataFrame, summary: pd.DataFrame) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
     from repro.cli import USER_ERRORS, cli_error_message
     from repro.collect import _write_frame
     from repro.rundir import write_text_atomic

@@ -26,7 +26,6 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
 from repro import rundir
 from repro.cli import USER_ERRORS, cli_error_message
 from repro.config import (
@@ -806,11 +805,6 @@ def hydra_record(dcfg: DictConfig, hydra_cfg) -> dict[str, str]:
 # An absolute path: the same conf/ whether run as ``python -m repro.run`` or called in-process.
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> float | None:
-    # Again here, not only at the top: a launcher that runs jobs in other processes
-    # (hydra/launcher=local, submitit) pickles this function by value from __main__, so the
-    # module-level import never runs there and the toy world's tasks would be unknown.
-    import repro.toyworld  # noqa: F401, F811
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode.name == "MULTIRUN"

@@ -129,7 +129,6 @@ def transfer_eval(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import repro.toyworld  # noqa: F401  (an entry point: registers the toy world's tasks)
     from repro.cli import USER_ERRORS, cli_error_message
     from repro.rundir import write_json_atomic
     from repro.tasks import get_task

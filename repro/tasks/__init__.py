@@ -7,6 +7,7 @@ mixture in :data:`MIXTURES` the same way.
 
 from __future__ import annotations
 
+from repro.plugins import load_plugins
 from repro.tasks.base import Example, Task
 from repro.tasks.glue import GLUE_TASKS
 from repro.tasks.superglue import SUPERGLUE_TASKS
@@ -47,7 +48,12 @@ def register_task(task: Task) -> None:
 
 
 def get_task(name: str) -> Task:
-    """The registered task called ``name``; ValueError listing the allowed names otherwise."""
+    """The registered task called ``name``; ValueError listing the allowed names otherwise.
+
+    A name the core does not hold loads the installed plugins first (``repro.plugins``: the toy
+    world registers ``toy_review`` and ``toy_fact`` that way)."""
+    if name not in TASKS:
+        load_plugins()
     try:
         return TASKS[name]
     except KeyError:
@@ -67,6 +73,8 @@ def register_mixture(name: str, names: tuple[str, ...]) -> None:
 def task_names(name: str) -> tuple[str, ...]:
     """Expands a mixture (``"superglue"``: its 8 tasks); any other registered name stands for
     itself."""
+    if name not in MIXTURES and name not in TASKS:
+        load_plugins()
     if name in MIXTURES:
         return MIXTURES[name]
     try:
