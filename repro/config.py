@@ -3,7 +3,9 @@
 ``conf/*.yaml`` fills these schemas; a typo'd key or a wrongly typed value fails when Hydra
 composes, and ``to_config`` turns the composed ``DictConfig`` into these objects, running each
 ``__post_init__`` check, so a bad value fails before anything is loaded. Code below ``run.py``
-only ever sees these objects.
+only ever sees these objects. This module holds data and its validation only: what a config
+resolves against the world (``trainer.grad_accum=auto`` from the memory estimate, the prompt
+file of ``init=from_file``) is done by ``repro.resolve.load_config`` on the runs floor.
 
 Defaults are the paper's; where the official code (google-research/prompt-tuning gin files)
 differs, the comment says so and the official value is one override away.
@@ -336,7 +338,7 @@ class TrainerConfig:
     batch_size: int = 32  # paper; T5X's default is 128
     # Micro-batches per step (a divisor of batch_size), or auto (conf/trainer/paper.yaml): the
     # fewest with which the job's memory estimate fits cost.gpu_memory_gb, resolved to an int
-    # when the Config is built (repro.cost.auto_grad_accum); an out-of-memory step then retries
+    # when the config is loaded (repro.resolve.load_config); an out-of-memory step then retries
     # with the next count. Same FLOPs, same gradient (token-weighted accumulation).
     grad_accum: Union[int, str] = 1  # noqa: UP007  (OmegaConf reads typing.Union, not X | Y)
     # random: i.i.d. batches (T5X; the paper's runs). bucketed: batches of similar length from
@@ -505,16 +507,6 @@ class Config:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
         _check_positive_int("lm_adapt_steps", self.lm_adapt_steps, minimum=0)
-        if self.init.name == "from_file":  # readable, and as long as the run's prompt
-            from repro.interop import read_prompt
-
-            prompt, _ = read_prompt(self.init.path)
-            if prompt.shape[0] != self.prompt_len:
-                raise ValueError(
-                    f"init.path={self.init.path} holds a prompt of length {prompt.shape[0]} "
-                    f"(shape {tuple(prompt.shape)}) but prompt_len={self.prompt_len}; set "
-                    f"prompt_len={prompt.shape[0]}"
-                )
         default_steps = self.model.lm_adapt_checkpoint_steps
         if self.lm_adapt_steps != default_steps and self.objective.name != "lm_adapt":
             raise ValueError(
@@ -528,11 +520,6 @@ class Config:
                 f"lm_adapt_source={self.lm_adapt_source} only applies with objective=lm_adapt "
                 f"(got objective={self.objective.name})"
             )
-        if self.trainer.grad_accum == GRAD_ACCUM_AUTO:  # resolved once: code below sees an int
-            from repro.cost import auto_grad_accum  # lazily: repro.cost builds on this module
-
-            self.trainer.grad_accum = auto_grad_accum(self)
-            self.trainer.grad_accum_auto = True
 
     @property
     def axes(self) -> dict[str, Any]:

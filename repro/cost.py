@@ -934,8 +934,9 @@ def sweep_plan(
     from omegaconf import OmegaConf, open_dict
 
     import repro.rundir  # also registers the run_name resolver
-    from repro.config import check_method_overrides, register_configs, to_config
+    from repro.config import check_method_overrides, register_configs
     from repro.panels import describe_panels, distinct_jobs, expand_panels
+    from repro.resolve import load_config
 
     register_configs()
 
@@ -950,7 +951,7 @@ def sweep_plan(
             run_dir = str(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir))
             with open_dict(cfg):
                 del cfg["hydra"]
-            config = to_config(cfg)
+            config = load_config(cfg)
             check_method_overrides(config.method.name, list(key))
             composed[key] = (run_dir, config)
         return composed[key]

@@ -155,6 +155,21 @@ def resolve_run_prompt(path: Path, which: str = "best") -> Path:
     return path
 
 
+def check_prompt_file(path: str | os.PathLike, prompt_len: int) -> None:
+    """``init=from_file``: the prompt at ``path`` is readable and ``prompt_len`` long.
+
+    Raises:
+        ValueError: naming the file's length and the ``prompt_len`` to set.
+    """
+    prompt, _ = read_prompt(path)
+    if prompt.shape[0] != prompt_len:
+        raise ValueError(
+            f"init.path={path} holds a prompt of length {prompt.shape[0]} "
+            f"(shape {tuple(prompt.shape)}) but prompt_len={prompt_len}; set "
+            f"prompt_len={prompt.shape[0]}"
+        )
+
+
 def read_prompt(path: str | os.PathLike, which: str = "best") -> tuple[Tensor, dict[str, Any]]:
     """Read a prompt [P, H] (fp32) from any of :data:`SOURCES`.
 

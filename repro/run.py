@@ -35,9 +35,9 @@ from repro.config import (
     check_method_overrides,
     checkpoint_for,
     register_configs,
-    to_config,
 )
 from repro.methods import check_tasks, get_method
+from repro.resolve import load_config
 from repro.rundir import fingerprint, read_json, run_name, write_json_atomic  # noqa: F401
 from repro.trainer import Interrupted, StopFlag
 
@@ -811,7 +811,7 @@ def main(dcfg: DictConfig) -> float | None:
     cfg = None
     stop = StopFlag()
     try:
-        cfg = to_config(dcfg)
+        cfg = load_config(dcfg)
         check_method_overrides(cfg.method.name, hydra_cfg.overrides.task)
         if cfg.dry_run:  # the estimate only: nothing is loaded, nothing is written
             from repro.cost import describe, estimate
@@ -853,7 +853,7 @@ def main(dcfg: DictConfig) -> float | None:
             ):
                 task = OmegaConf.select(dcfg, "task.name", default="?")
                 result = failed_result(cfg, task, run_dir, err)
-                if cfg is None:  # rejected by to_config: keep the axes the command gave
+                if cfg is None:  # rejected by load_config: keep the axes the command gave
                     from repro.sweep import job_axes
 
                     result.update(job_axes(dcfg))

@@ -22,7 +22,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from repro.config import Config, RunError, to_config
+from repro.config import Config, RunError
+from repro.resolve import load_config
 from repro.rundir import CONFIG, RESULT, read_json
 from repro.tasks import Task, get_task
 
@@ -98,7 +99,7 @@ def read_run(run_dir: str | Path) -> TrainedRun:
     config = run_dir / CONFIG if (run_dir / CONFIG).exists() else run_dir.parent / CONFIG
     if not config.exists():
         raise RunReadError(f"{run_dir} has no {CONFIG} (nor its parent): not a repro run")
-    cfg = to_config(OmegaConf.load(config))
+    cfg = load_config(OmegaConf.load(config))
     result = read_json(run_dir / RESULT) or {}
     sidecar = read_json(run_dir / BEST / "prompt.json") or {}
     task_name = result.get("task") or sidecar.get("task") or cfg.task.name

@@ -8,14 +8,15 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
-from repro.config import Config, to_config
+from repro.config import Config
+from repro.resolve import load_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_config(*overrides: str) -> Config:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
+        return load_config(compose(config_name="config", overrides=list(overrides)))
 
 
 def group_options(group: str) -> list[str]:

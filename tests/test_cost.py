@@ -12,9 +12,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
 from repro import cost
-from repro.config import Config, ModelConfig, to_config
+from repro.config import Config, ModelConfig
 from repro.model import PromptedT5, count_parameters, load_backbone
 from repro.prompts import SoftPrompt, init_prompt
+from repro.resolve import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -22,7 +23,7 @@ CONF = ROOT / "conf"
 
 def compose_config(*overrides: str) -> Config:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
+        return load_config(compose(config_name="config", overrides=list(overrides)))
 
 
 @pytest.mark.parametrize("size", ["small", "base", "large", "xl", "xxl"])

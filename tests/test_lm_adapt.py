@@ -27,6 +27,7 @@ from repro.lm_adapt import (
     rsqrt_lr,
     to_lm_adapt_config,
 )
+from repro.resolve import load_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EOS = 1
@@ -315,7 +316,6 @@ def test_loss_decreases_and_checkpoints_load(adapted, tiny_t5_dir):
 
 
 def test_checkpoint_drives_prompt_tuning(adapted, tmp_path):
-    from repro.config import to_config
     from repro.run import run_experiment
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -334,7 +334,7 @@ def test_checkpoint_drives_prompt_tuning(adapted, tmp_path):
                 "task.max_eval_examples=8",
             ],
         )
-    cfg = to_config(dcfg)
+    cfg = load_config(dcfg)
     with one_thread():
         summary = run_experiment(cfg, tmp_path / "run")
     result = json.loads((tmp_path / "run" / "result.json").read_text())

@@ -21,6 +21,7 @@ from repro.methods import METHODS, get_method
 from repro.model import PromptedT5, TunedT5, load_backbone, load_tokenizer
 from repro.plots import ReferenceWarning, figure1, load_reference, plot_figure1
 from repro.prompts import SoftPrompt
+from repro.resolve import load_config
 from repro.run import run_experiment
 from repro.rundir import KILL_ENV, fingerprint
 
@@ -239,10 +240,8 @@ def xl_config(method: str, task: str = "superglue") -> Config:
     from hydra import compose, initialize_config_dir
     from test_run import CONF
 
-    from repro.config import to_config
-
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_config(
+        return load_config(
             compose("config", overrides=[f"method={method}", "model=xl", f"task={task}"])
         )
 

@@ -10,6 +10,7 @@ import torch
 from transformers.optimization import Adafactor as HFAdafactor
 
 from repro.optim import Adafactor, build_prompt_optimizer
+from repro.resolve import load_config
 
 # β for the second optimiser step (i = 1): 1 − 2^−0.8, written out.
 BETA_1 = 0.4256508225
@@ -403,11 +404,10 @@ def _compose(*overrides):
     from hydra import compose, initialize_config_dir
 
     import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
-    from repro.config import to_config
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
+        return load_config(compose(config_name="config", overrides=list(overrides)))
 
 
 def test_factored_config_values():

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import repro.run
-from repro.config import to_config
+from repro.resolve import load_config
 from repro.run import run_experiment
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -31,7 +31,7 @@ def smoke_config(tmp_path, tiny_t5_dir, *overrides):
                 *overrides,
             ],
         )
-    return to_config(cfg)
+    return load_config(cfg)
 
 
 def read_jsonl(path):

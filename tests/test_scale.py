@@ -10,9 +10,9 @@ from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
 import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
-from repro.config import to_config
 from repro.model import PromptedT5, load_backbone, set_dropout
 from repro.prompts import SoftPrompt, init_prompt
+from repro.resolve import load_config
 from repro.run import run_experiment
 from tests.test_run import CONF
 
@@ -114,7 +114,7 @@ def test_run_passes_the_scale_keys_to_from_pretrained(tmp_path, tiny_t5_dir, mon
 
     monkeypatch.setattr(AutoModelForSeq2SeqLM, "from_pretrained", spy)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = to_config(
+        cfg = load_config(
             compose(
                 config_name="config",
                 overrides=[

@@ -9,8 +9,8 @@ from test_run import CONF
 from test_wandb import OfflineApi, read_offline_run, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
 from repro.collect import AXES, collect_runs, collect_wandb
-from repro.config import to_config
 from repro.metrics import superglue_score
+from repro.resolve import load_config
 from repro.run import run_experiment
 from repro.tasks import SUPERGLUE
 
@@ -97,7 +97,7 @@ TASK_TARGETS = {
 def tiny_job_config(tmp_path, tiny_t5_dir, *overrides):
     """The real config on the session's tiny model: batch 4, no progress bar, a temp cache."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_config(
+        return load_config(
             compose(
                 config_name="config",
                 overrides=[

@@ -23,7 +23,8 @@ from omegaconf import OmegaConf, open_dict
 
 import repro.run  # noqa: F401  (registers the run-name resolver and the config schemas)
 from repro.collect import MODEL_LM_ADAPT_STEPS, PAPER_DEFAULTS, collect_runs
-from repro.config import RELEASED_LM_ADAPT_STEPS, Config, to_config
+from repro.config import RELEASED_LM_ADAPT_STEPS, Config
+from repro.resolve import load_config
 from repro.run import RunError, checkpoint_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def compose_job(sweep_dir: Path | None, name: str, job: list[str]) -> tuple[Conf
     sweep_dir_value = OmegaConf.select(cfg, "hydra.sweep.dir")
     with open_dict(cfg):
         del cfg["hydra"]  # its runtime fields are only filled in by a real launch
-    return to_config(cfg), sweep_dir_value
+    return load_config(cfg), sweep_dir_value
 
 
 def job_dict(job: list[str]) -> dict[str, str]:

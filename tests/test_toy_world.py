@@ -12,7 +12,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from repro.config import RunError, to_config
+from repro.config import RunError
+from repro.resolve import load_config
 from repro.run import checkpoint_for, run_experiment
 from repro.toyworld import world
 from repro.toyworld.span_corruption import noise_spans, span_corruption, uncorrupt
@@ -321,7 +322,7 @@ def toy_config(tmp_path, *overrides):
                 *overrides,
             ],
         )
-    cfg = to_config(cfg)
+    cfg = load_config(cfg)
     cfg.model.checkpoints = {k: str(ROOT / v) for k, v in cfg.model.checkpoints.items()}
     return cfg
 
@@ -487,7 +488,7 @@ def test_toy_sweep_composes_with_shipped_checkpoints(stem):
         seen = set()
         for value in values:
             cfg = compose(stem, overrides=[search, "model=toy_large", f"{axis}={value}"])
-            cfg = to_config(cfg)
+            cfg = load_config(cfg)
             assert cfg.axes[axis] == value and cfg.sweep_name == "toy_figure3"
             assert cfg.trainer.steps == 100 and cfg.paths.lm_adapt_dir == str(MODELS)
             ckpt = checkpoint_for(cfg)

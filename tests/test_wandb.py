@@ -251,12 +251,11 @@ def test_logger_none_runs_without_importing_wandb(tmp_path, tiny_t5_dir):
 import sys
 from hydra import compose, initialize_config_dir
 import repro.collect, repro.plots, repro.run
-from repro.config import to_config
 with initialize_config_dir(config_dir={str(CONF)!r}, version_base="1.3"):
     cfg = compose("config", overrides=["experiment=smoke", "logger=none",
         "model.path={tiny_t5_dir}", "paths.cache_dir={tmp_path / "cache"}",
         "trainer.steps=2", "trainer.eval_every=2", "task.max_eval_examples=8"])
-summary = repro.run.run_experiment(to_config(cfg), __import__("pathlib").Path({str(tmp_path / "r")!r}))
+summary = repro.run.run_experiment(load_config(cfg), __import__("pathlib").Path({str(tmp_path / "r")!r}))
 print(summary["status"], "wandb" in sys.modules)
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

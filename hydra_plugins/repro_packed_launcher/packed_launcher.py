@@ -89,8 +89,8 @@ class PackedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         from repro import rundir
         from repro.cli import USER_ERRORS, cli_error_message
-        from repro.config import to_config
         from repro.pack import PackJob, describe_packs, packs_by_length, plan_packs
+        from repro.resolve import load_config
         from repro.run import hydra_record, preemption_signals
         from repro.sweep import SweepSummary, job_outcome, outcome_stamps, summary_line
         from repro.trainer import StopFlag
@@ -131,7 +131,7 @@ class PackedLauncher(Launcher):
             log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
             sweep_config = self._job_config(overrides, num)
             try:
-                cfg = to_config(sweep_config)
+                cfg = load_config(sweep_config)
             except USER_ERRORS as err:
                 message = cli_error_message(err)
                 print(f"error: {message}", file=sys.stderr)

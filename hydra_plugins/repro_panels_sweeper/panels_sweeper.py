@@ -63,14 +63,14 @@ class PanelsSweeper(BasicSweeper):
 
     def _fingerprint(self, overrides) -> Any:
         from repro.cli import USER_ERRORS, cli_error_message
-        from repro.config import to_config
+        from repro.resolve import load_config
         from repro.rundir import fingerprint
 
         cfg = self._sweep_config(overrides).copy()  # the cached one keeps its hydra node
         with open_dict(cfg):
             del cfg["hydra"]
         try:
-            return fingerprint(to_config(cfg))
+            return fingerprint(load_config(cfg))
         except USER_ERRORS as err:  # the job itself will say so when it runs
             return ("invalid", cli_error_message(err))
 
