@@ -413,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame = ensemble_frame(results)
         table = ensemble_table(frame)
         _write_frame(frame, output.with_suffix(".csv"))
-        from repro.rundir import write_text_atomic
+        from repro.files import write_text_atomic
 
         write_text_atomic(output.with_suffix(".md"), table)
     except USER_ERRORS as err:

@@ -149,7 +149,7 @@ def markdown(run: TrainedRun, neighbours: pd.DataFrame, summary: pd.DataFrame) -
 def main(argv: Sequence[str] | None = None) -> int:
     from repro.cli import USER_ERRORS, cli_error_message
     from repro.collect import _write_frame
-    from repro.rundir import write_text_atomic
+    from repro.files import write_text_atomic
     from repro.trained import find_runs, load_backbone_of, read_run
 
     parser = argparse.ArgumentParser(

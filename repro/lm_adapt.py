@@ -39,7 +39,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from repro.config import ModelConfig, PathsConfig
-from repro.tracking import MetricsLog, write_json_atomic
+from repro.files import write_json_atomic
+from repro.tracking import MetricsLog
 
 log = logging.getLogger("repro.lm_adapt")
 

@@ -45,10 +45,10 @@ from torch import Tensor, nn
 
 from repro.config import Config, TrainerConfig
 from repro.data import IGNORE_INDEX, train_batches
+from repro.files import publish_dir
 from repro.model import PromptedT5, token_loss
 from repro.optim import build_prompt_optimizer
 from repro.prompts import SoftPrompt
-from repro.rundir import publish_dir
 from repro.tracking import MetricsLog
 from repro.trainer import (
     Interrupted,
@@ -684,7 +684,7 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
     A job refused at its directory (in use, another config's) gets ``error`` and the others go
     on; a failure of what they share (the checkpoint, the data) raises for the pack.
     """
-    from repro import rundir
+    from repro import files, rundir
     from repro.config import checkpoint_for
     from repro.run import prepare_assets
     from repro.tasks import task_names
@@ -708,7 +708,7 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
                 fp = rundir.fingerprint(job.cfg, names)
                 if rundir.status_of(job.run_dir, fp) == "finished":
                     log.info("%s already holds this finished run: skipped", job.run_dir)
-                    done = rundir.read_json(job.run_dir / rundir.SUMMARY) or rundir.read_json(
+                    done = files.read_json(job.run_dir / rundir.SUMMARY) or files.read_json(
                         job.run_dir / rundir.RESULT
                     )
                     job.summary = {**done, "skipped": True}
@@ -741,7 +741,7 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
 def _run_live_pack(live, names, checkpoint, stop) -> None:
     from omegaconf import OmegaConf
 
-    from repro import rundir
+    from repro import files, rundir
     from repro.run import finish_job, load_model, open_sink, task_dir, task_failed
     from repro.tracking import ScopedSink
 
@@ -759,7 +759,7 @@ def _run_live_pack(live, names, checkpoint, stop) -> None:
         for k, (job, _) in enumerate(live):
             out_dir = task_dir(job.run_dir, names, name)
             out_dir.mkdir(parents=True, exist_ok=True)
-            done = rundir.read_json(out_dir / rundir.RESULT)
+            done = files.read_json(out_dir / rundir.RESULT)
             if interrupted[k]:
                 continue
             if done and done.get("status") == "finished":
@@ -797,7 +797,7 @@ def _run_live_pack(live, names, checkpoint, stop) -> None:
             else:
                 result = outcome
                 rundir.clear_error(out_dir)
-            rundir.write_json_atomic(out_dir / rundir.RESULT, result)
+            files.write_json_atomic(out_dir / rundir.RESULT, result)
             results[k][name] = result
     for k, (job, _) in enumerate(live):
         job.summary = finish_job(job.cfg, names, results[k], interrupted[k], job.run_dir, sinks[k])

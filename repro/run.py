@@ -26,7 +26,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from repro import rundir
+from repro import files, rundir
 from repro.cli import USER_ERRORS, cli_error_message
 from repro.config import (
     CONF_DIR,
@@ -36,9 +36,10 @@ from repro.config import (
     checkpoint_for,
     register_configs,
 )
+from repro.files import read_json, write_json_atomic
 from repro.methods import check_tasks, get_method
 from repro.resolve import load_config
-from repro.rundir import fingerprint, read_json, run_name, write_json_atomic  # noqa: F401
+from repro.rundir import fingerprint, run_name  # noqa: F401
 from repro.trainer import Interrupted, StopFlag
 
 log = logging.getLogger("repro.run")
@@ -305,7 +306,7 @@ def save_initial_prompt(out_dir: Path, weight, sidecar) -> None:
     from repro.prompts import save_prompt
 
     if not (out_dir / "init").is_dir():
-        rundir.publish_dir(out_dir / "init", lambda d: save_prompt(weight, d, step=0, **sidecar))
+        files.publish_dir(out_dir / "init", lambda d: save_prompt(weight, d, step=0, **sidecar))
 
 
 def train_mixture(
@@ -581,7 +582,7 @@ def _run_tasks(cfg, names, checkpoint, run_dir, fp, choices, stop, hydra_files) 
 
 def task_failed(cfg: Config, name: str, out_dir: Path, err: BaseException) -> dict:
     """Record a task's failure (``error.txt`` with the traceback); returns its result."""
-    rundir.write_text_atomic(out_dir / rundir.ERROR, traceback.format_exc())
+    files.write_text_atomic(out_dir / rundir.ERROR, traceback.format_exc())
     return failed_result(cfg, name, out_dir, err)
 
 
@@ -659,7 +660,7 @@ def _run_mixture(cfg, names, backbone, tokenizer, checkpoint, run_dir, sink, sto
         return {}, str(err)
     except Exception as err:  # every task of the mixture failed with it
         log.error("mixture %s failed: %s", cfg.task.name, err)
-        rundir.write_text_atomic(run_dir / rundir.ERROR, traceback.format_exc())
+        files.write_text_atomic(run_dir / rundir.ERROR, traceback.format_exc())
         results = {name: failed_result(cfg, name, run_dir / name, err) for name in names}
     for name, result in results.items():
         (run_dir / name).mkdir(parents=True, exist_ok=True)

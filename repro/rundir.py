@@ -23,16 +23,10 @@ The rules, and what a kill at any moment leaves:
   start (config valid, backbone and tokenizer loaded), and taken back if the job fails before
   its first training step, so the corrected command is not refused. A refused launch writes
   nothing at all.
-- **Atomic files.** JSON and text files are written aside, fsynced and renamed.
-- **Atomic directories** (``last/``, ``best/``): written complete into ``.<name>.tmp/`` (with a
-  ``COMPLETE`` marker), then swapped in; :func:`recover_dir` repairs whatever a kill between any
-  two of those file operations left, so the next launch resumes.
+- **Atomic files and directories** (``result.json``, ``last/``, ``best/``): written aside and
+  renamed, so a kill at any moment leaves the old or the new one (``repro.files``, which also
+  holds the crash injection ``tests/test_crash.py`` uses).
 - **Metrics.** A resumed run first drops the lines past its checkpoint's step.
-
-Crash injection: :func:`fault_point` marks each gap between two file operations; with
-``REPRO_KILL_AT=<point>[:<n>]`` in the environment the process SIGKILLs itself at the n-th
-(default first) time it reaches that point. ``tests/test_crash.py`` kills a job at every point
-and checks that the relaunch ends exactly as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -40,21 +34,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
-import math
 import os
 import shutil
-import signal
 import socket
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from repro.config import MethodConfig, RunError, own_replaces_release
+from repro.files import aside_path, read_json, staging_path, write_json_atomic, write_text_atomic
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 
 FINGERPRINT = "fingerprint.json"
@@ -65,7 +56,6 @@ ERROR = "error.txt"
 LOCK = ".lock"
 HYDRA = ".hydra"
 METRICS = "metrics.jsonl"
-COMPLETE = "COMPLETE"
 
 # Keys that do not change what a run computes: a finished run with only these different is
 # the same run (a relaunched sweep skips it).
@@ -149,167 +139,6 @@ def _lora_name_parts(method: Mapping) -> list[str]:
 # this module first.
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("method_part", method_part, replace=True)
-
-
-# --- crash injection -------------------------------------------------------------------------
-
-_FAULT_HITS: dict[str, int] = {}
-KILL_ENV = "REPRO_KILL_AT"
-
-
-def fault_point(name: str) -> None:
-    """A gap between two file operations: SIGKILL here if ``REPRO_KILL_AT`` names it."""
-    wanted = os.environ.get(KILL_ENV)
-    if not wanted:
-        return
-    point, _, nth = wanted.rpartition(":")  # point names hold ": " themselves
-    if not nth.isdigit():
-        point, nth = wanted, "1"
-    if point != name:
-        return
-    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
-    if _FAULT_HITS[name] == int(nth):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-# --- atomic files ----------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/inf; keep the information as text
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Readers (and a killed writer) see the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    fault_point(f"write {path.name}")
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
-    write_bytes_atomic(path, json.dumps(_jsonable(data), indent=2).encode())
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
-    """A JSON file's content, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-# --- atomic directories ----------------------------------------------------------------------
-
-
-def _staging(target: Path) -> Path:
-    return target.with_name(f".{target.name}.tmp")
-
-
-def _aside(target: Path) -> Path:
-    return target.with_name(f".{target.name}.old")
-
-
-def recover_dir(target: Path) -> None:
-    """Repair what a kill during :func:`publish_dir` left, so that ``target`` is whole or absent.
-
-    ``target`` only ever appears by renaming a complete staging directory, so if it exists it is
-    whole, and leftovers beside it are dropped. If it is missing, the newest whole copy takes
-    its place: the staging directory if it was completed, else the one moved aside.
-    """
-    staging, aside = _staging(target), _aside(target)
-    if target.is_dir():
-        shutil.rmtree(aside, ignore_errors=True)
-        fault_point(f"recover {target.name}: aside removed")
-        shutil.rmtree(staging, ignore_errors=True)
-        return
-    if (staging / COMPLETE).exists():
-        staging.rename(target)
-        fault_point(f"recover {target.name}: staging promoted")
-        shutil.rmtree(aside, ignore_errors=True)
-        (target / COMPLETE).unlink(missing_ok=True)
-    elif aside.is_dir():
-        aside.rename(target)
-        fault_point(f"recover {target.name}: aside restored")
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def publish_dir(target: Path, write: Callable[[Path], Any]) -> None:
-    """Replace directory ``target`` by what ``write(staging)`` writes, crash-safely.
-
-    Steps, each followed by a fault point: write everything into ``.<target>.tmp/`` and mark
-    it ``COMPLETE``; drop a stale ``.<target>.old/``; move ``target`` aside; rename staging to
-    ``target``; drop the copy moved aside. A kill between any two leaves a state
-    :func:`recover_dir` turns into a whole ``target`` (the old one or the new one).
-    """
-    recover_dir(target)  # a previous kill may have left the only whole copy in staging
-    staging, aside = _staging(target), _aside(target)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    write(staging)
-    fault_point(f"publish {target.name}: files written")
-    for file in staging.iterdir():
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
-    with open(staging / COMPLETE, "w") as f:
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(staging)
-    fault_point(f"publish {target.name}: staged")
-    shutil.rmtree(aside, ignore_errors=True)
-    if target.exists():
-        target.rename(aside)
-        fault_point(f"publish {target.name}: moved aside")
-    staging.rename(target)
-    _fsync_dir(target.parent)
-    fault_point(f"publish {target.name}: swapped")
-    shutil.rmtree(aside, ignore_errors=True)
-    (target / COMPLETE).unlink(missing_ok=True)  # the marker only means something in staging
-
-
-def build_once(target: Path, build: Callable[[Path], Any], marker: str) -> Path:
-    """Build directory ``target`` once (it counts as built when it holds ``marker``):
-    concurrent jobs race safely, each building a directory of its own beside it and renaming
-    it into place. The builders are seeded, so whichever job wins, the files are the same."""
-    if (target / marker).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        build(staging)
-        with contextlib.suppress(OSError):  # another job got there first: keep its files
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 # --- lock ------------------------------------------------------------------------------------
@@ -480,7 +309,7 @@ def holds_progress(run_dir: Path) -> bool:
     checkpoint (``last/``, or the pieces of one a kill left)."""
     for directory in (run_dir, *(d for d in run_dir.iterdir() if d.is_dir())):
         last = directory / "last"
-        if any(d.exists() for d in (last, _staging(last), _aside(last))):
+        if any(d.exists() for d in (last, staging_path(last), aside_path(last))):
             return True
         metrics = directory / METRICS
         if metrics.exists() and metrics.stat().st_size > 0:

@@ -281,7 +281,7 @@ class SweepSummary(Callback):
 def next_step(sweep_dir: str, jobs: list[dict[str, Any]]) -> str:
     """Where the frame and the figure come from: the two commands after a sweep (with the
     sweep's tasks named when they are not SuperGLUE's, which the figures assume)."""
-    from repro.rundir import read_json
+    from repro.files import read_json
     from repro.tasks import SUPERGLUE
 
     tasks = set()

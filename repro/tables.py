@@ -96,7 +96,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from repro.collect import load_frame
-    from repro.rundir import write_text_atomic
+    from repro.files import write_text_atomic
 
     parser = argparse.ArgumentParser(
         prog="python -m repro.tables", description=__doc__.split("\n")[0]

@@ -252,6 +252,6 @@ def write_tiny_t5(
 
 def ensure_tiny_t5(out_dir: str | os.PathLike, **kwargs) -> Path:
     """Build the tiny model once; concurrent jobs race safely (build aside, then rename)."""
-    from repro.rundir import build_once
+    from repro.files import build_once
 
     return build_once(Path(out_dir), lambda d: write_tiny_t5(d, **kwargs), marker="config.json")

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from repro.config import check_wandb_mode_env
-from repro.rundir import _jsonable, read_json, write_json_atomic, write_text_atomic  # noqa: F401
+from repro.files import jsonable, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class MetricsLog:
         self.path = Path(path)
 
     def append(self, record: Mapping[str, Any]) -> None:
-        line = (json.dumps(_jsonable(record)) + "\n").encode()
+        line = (json.dumps(jsonable(record)) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one write of a whole line: no interleaving, no half records
@@ -161,7 +161,7 @@ class WandbSink:
         self._run.log({**flat, f"{prefix}/step": step})
 
     def summary(self, result: Mapping[str, Any]) -> None:
-        for key, value in _jsonable(result).items():
+        for key, value in jsonable(result).items():
             self._run.summary[key] = value
 
     def finish(self, failed: bool = False) -> None:

@@ -23,8 +23,9 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from repro.config import Config, RunError
+from repro.files import read_json
 from repro.resolve import load_config
-from repro.rundir import CONFIG, RESULT, read_json
+from repro.rundir import CONFIG, RESULT
 from repro.tasks import Task, get_task
 
 BEST = "best"

@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 from repro.cli import first_line
 from repro.config import TrainerConfig, divisors
 from repro.data import collate, train_batches
+from repro.files import publish_dir, recover_dir
 from repro.model import LoraT5, Seq2SeqTuning, TunedT5, load_backbone_weights, save_backbone
 from repro.optim import build_prompt_optimizer
 from repro.prompts import load_prompt, save_prompt
-from repro.rundir import publish_dir, recover_dir
 from repro.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def save_checkpoint(
     directory: Path, model: Seq2SeqTuning, optimizer, state: TrainState, sidecar: Mapping
 ) -> None:
     """Write ``last/`` (what is trained, optimizer, RNG, step, data position) crash-safely
-    (:func:`repro.rundir.publish_dir`: written aside, then swapped in)."""
+    (:func:`repro.files.publish_dir`: written aside, then swapped in)."""
 
     def write(staging: Path) -> None:
         save_trained(staging, model, state.step, sidecar)

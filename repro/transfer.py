@@ -130,7 +130,7 @@ def transfer_eval(
 
 def main(argv: Sequence[str] | None = None) -> int:
     from repro.cli import USER_ERRORS, cli_error_message
-    from repro.rundir import write_json_atomic
+    from repro.files import write_json_atomic
     from repro.tasks import get_task
     from repro.trained import find_runs, read_run
     from repro.trainer import resolve_device

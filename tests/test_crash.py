@@ -2,7 +2,7 @@
 prompt, claim and result writes resumes, on relaunch, to exactly the uninterrupted run.
 
 ``REPRO_KILL_AT=<point>[:<n>]`` makes the job kill itself at the n-th time it reaches a
-``repro.rundir.fault_point`` (the run's checkpoints come at steps 10, 20 and 30). Each case
+``repro.files.fault_point`` (the run's checkpoints come at steps 10, 20 and 30). Each case
 checks that the kill happened there (exit -9), that the relaunch exits 0, that every file
 parses with no duplicated or torn metrics line and no staging left, and that metrics, losses
 and prompts equal the uninterrupted reference bit for bit.
@@ -22,7 +22,7 @@ from test_preemption import (
     start,
 )
 
-from repro.rundir import KILL_ENV
+from repro.files import KILL_ENV
 
 # (fault point, occurrence): the gaps between two file operations a normal run passes. (This
 # run's best prompt comes at step 10 and never improves, so "publish best: moved aside" is only

@@ -17,13 +17,14 @@ from test_run import smoke_config
 from repro.collect import collect_runs
 from repro.config import Config
 from repro.cost import adafactor_state_floats, count_params, estimate, param_shapes, shape_of
+from repro.files import KILL_ENV
 from repro.methods import METHODS, get_method
 from repro.model import PromptedT5, TunedT5, load_backbone, load_tokenizer
 from repro.plots import ReferenceWarning, figure1, load_reference, plot_figure1
 from repro.prompts import SoftPrompt
 from repro.resolve import load_config
 from repro.run import run_experiment
-from repro.rundir import KILL_ENV, fingerprint
+from repro.rundir import fingerprint
 
 SHORT = [
     "trainer.steps=12",

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from test_config import compose_config
 from test_preemption import read_jsonl
 
+from repro.files import KILL_ENV
 from repro.model import PromptedT5, load_backbone
 from repro.pack import (
     PackedT5,
@@ -29,7 +30,6 @@ from repro.pack import (
 )
 from repro.prompts import SoftPrompt
 from repro.run import run_experiment
-from repro.rundir import KILL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,8 @@ from test_preemption import (
 from test_run import smoke_config
 
 from repro import rundir
-from repro.rundir import COMPLETE, RunDirError, publish_dir, recover_dir
+from repro.files import COMPLETE, publish_dir, recover_dir
+from repro.rundir import RunDirError
 from repro.tasks.toy import SIZES
 
 # --- the swap protocol: every state a kill can leave ---------------------------------------

@@ -223,8 +223,9 @@ class PackedLauncher(Launcher):
 def _write_rejected(sweep_config: DictConfig, err: BaseException, cfg=None) -> None:
     """A failed ``result.json`` for a job refused before it started, as ``repro.run`` writes
     one in a sweep, so that its row in the results frame says which job it was."""
+    from repro.files import write_json_atomic
     from repro.run import failed_result
-    from repro.rundir import RunDirError, write_json_atomic
+    from repro.rundir import RunDirError
     from repro.sweep import job_axes
 
     if isinstance(err, RunDirError):

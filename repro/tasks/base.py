@@ -337,6 +337,6 @@ def data_dir_for(task: Task, data_dir: str | Path | None, cache_dir: str | Path)
 def ensure_generated(task: Task, directory: Path) -> Path:
     """Generate ``task``'s data into ``directory`` once; concurrent jobs race safely (each
     writes a directory of its own beside it and renames it into place; the first wins)."""
-    from repro.rundir import build_once
+    from repro.files import build_once
 
     return build_once(directory, task.generate, marker="validation.jsonl")
