@@ -13,9 +13,11 @@ from pathlib import Path
 
 import torch
 
-from repro.data import collate
+from repro.data import collate, encode, target_limit
 from repro.model import PromptedT5
-from repro.objectives import SENTINEL
+from repro.objectives import SENTINEL, add_sentinel
+from repro.prompts import SoftPrompt
+from repro.tasks import get_task
 from repro.tasks.base import Example, Task
 
 
@@ -191,11 +193,6 @@ def score_prompt(
         sentinel: the backbone was prompt-tuned with the ``<extra_id_0>`` target prefix.
         device: default: where the backbone's embeddings are.
     """
-    from repro.data import encode, target_limit
-    from repro.objectives import add_sentinel
-    from repro.prompts import SoftPrompt
-    from repro.tasks import get_task
-
     task = get_task(task) if isinstance(task, str) else task
     if examples is None:
         examples = task.examples(task.eval_split, data_dir, train=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 
 INVALID = -1
 
@@ -169,29 +169,3 @@ def wsc_simple(prediction: str, referent: str) -> int:
         return 0
     pred_words, ref_words = set(pred.split(" ")), set(ref.split(" "))
     return int(pred_words <= ref_words or ref_words <= pred_words)
-
-
-# ------------------------------------------------------------------------------- benchmark
-def superglue_score(task_scores: Mapping[str, float | Mapping[str, float]]) -> float:
-    """The SuperGLUE score: mean over the 8 tasks of each task's score.
-
-    Args:
-        task_scores: Task name -> its single score (multi-metric tasks already averaged, e.g.
-            CB (F1 + accuracy) / 2), or -> its metrics dict, averaged here via the task's
-            ``metric_names``. All 8 SuperGLUE tasks and nothing else must be present, so a
-            partial average is never reported as a SuperGLUE score.
-    """
-    from repro.tasks import SUPERGLUE, get_task  # late: repro.tasks imports this module
-
-    missing = [t for t in SUPERGLUE if t not in task_scores]
-    extra = [t for t in task_scores if t not in SUPERGLUE]
-    if missing or extra:
-        raise ValueError(
-            f"superglue_score needs exactly the tasks {list(SUPERGLUE)}; "
-            f"missing {missing}, unexpected {extra}"
-        )
-    scores = [
-        get_task(t).task_score(v) if isinstance(v, Mapping) else float(v)
-        for t, v in task_scores.items()
-    ]
-    return sum(scores) / len(scores)

@@ -14,6 +14,8 @@ import random
 import tempfile
 from pathlib import Path
 
+from repro.files import build_once
+
 # Words the generated corpus is made of: everyday words plus every SuperGLUE label word and
 # feature key, so that verbalisers and class-label init see real pieces, not bytes.
 CORPUS_WORDS = [
@@ -252,6 +254,4 @@ def write_tiny_t5(
 
 def ensure_tiny_t5(out_dir: str | os.PathLike, **kwargs) -> Path:
     """Build the tiny model once; concurrent jobs race safely (build aside, then rename)."""
-    from repro.files import build_once
-
     return build_once(Path(out_dir), lambda d: write_tiny_t5(d, **kwargs), marker="config.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from repro import metrics
-from repro.tasks import SUPERGLUE, get_task
+from repro.tasks import get_task
 
 
 def test_accuracy():
@@ -96,32 +96,6 @@ def test_record_task_groups_per_query():
 )
 def test_wsc_simple_match(prediction, referent, expected):
     assert metrics.wsc_simple(prediction, referent) == expected
-
-
-def test_superglue_score_arithmetic():
-    per_task = {
-        "boolq": {"accuracy": 80.0},
-        "cb": {"f1_macro": 60.0, "accuracy": 70.0},  # 65
-        "copa": {"accuracy": 70.0},
-        "multirc": {"f1a": 50.0, "exact_match": 30.0},  # 40
-        "record": {"f1": 90.0, "exact_match": 80.0},  # 85
-        "rte": {"accuracy": 60.0},
-        "wic": {"accuracy": 55.0},
-        "wsc": {"accuracy": 65.0},
-    }
-    # (80 + 65 + 70 + 40 + 85 + 60 + 55 + 65) / 8 = 520 / 8
-    assert metrics.superglue_score(per_task) == pytest.approx(65.0)
-    scores = {t: get_task(t).task_score(m) for t, m in per_task.items()}
-    assert scores["cb"] == 65.0
-    assert metrics.superglue_score(scores) == pytest.approx(65.0)
-
-
-def test_superglue_score_refuses_partial_or_foreign_tasks():
-    scores = dict.fromkeys(SUPERGLUE, 50.0)
-    with pytest.raises(ValueError, match=r"missing \['wsc'\]"):
-        metrics.superglue_score({t: s for t, s in scores.items() if t != "wsc"})
-    with pytest.raises(ValueError, match=r"unexpected \['qqp'\]"):
-        metrics.superglue_score({**scores, "qqp": 1.0})
 
 
 def test_length_mismatch_and_empty_inputs_raise():

@@ -9,10 +9,9 @@ from test_run import CONF
 from test_wandb import OfflineApi, read_offline_run, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
 from repro.collect import AXES, collect_runs, collect_wandb
-from repro.metrics import superglue_score
 from repro.resolve import load_config
 from repro.run import run_experiment
-from repro.tasks import SUPERGLUE
+from repro.tasks import SUPERGLUE, superglue_score
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "big", "small", "red", "house", "tree"]
 

@@ -8,7 +8,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from repro.tasks import SUPERGLUE, TASKS, Example, Task, get_task, map_labels, register_task
+from repro.tasks import (
+    SUPERGLUE,
+    TASKS,
+    Example,
+    Task,
+    get_task,
+    map_labels,
+    register_task,
+    superglue_score,
+)
 from repro.tasks import task_names as expand_task
 
 
@@ -499,6 +508,32 @@ def test_cb_task_score_averages_f1_and_accuracy():
     assert get_task("cb").task_score({"f1_macro": 60.0, "accuracy": 80.0}) == pytest.approx(70.0)
     with pytest.raises(KeyError, match="accuracy"):
         get_task("cb").task_score({"f1_macro": 60.0})
+
+
+def test_superglue_score_arithmetic():
+    per_task = {
+        "boolq": {"accuracy": 80.0},
+        "cb": {"f1_macro": 60.0, "accuracy": 70.0},  # 65
+        "copa": {"accuracy": 70.0},
+        "multirc": {"f1a": 50.0, "exact_match": 30.0},  # 40
+        "record": {"f1": 90.0, "exact_match": 80.0},  # 85
+        "rte": {"accuracy": 60.0},
+        "wic": {"accuracy": 55.0},
+        "wsc": {"accuracy": 65.0},
+    }
+    # (80 + 65 + 70 + 40 + 85 + 60 + 55 + 65) / 8 = 520 / 8
+    assert superglue_score(per_task) == pytest.approx(65.0)
+    scores = {t: get_task(t).task_score(m) for t, m in per_task.items()}
+    assert scores["cb"] == 65.0
+    assert superglue_score(scores) == pytest.approx(65.0)
+
+
+def test_superglue_score_refuses_partial_or_foreign_tasks():
+    scores = dict.fromkeys(SUPERGLUE, 50.0)
+    with pytest.raises(ValueError, match=r"missing \['wsc'\]"):
+        superglue_score({t: s for t, s in scores.items() if t != "wsc"})
+    with pytest.raises(ValueError, match=r"unexpected \['qqp'\]"):
+        superglue_score({**scores, "qqp": 1.0})
 
 
 def test_multirc_scores_through_task():

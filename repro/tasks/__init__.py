@@ -2,10 +2,12 @@
 
 ``task=superglue`` on the command line means the 8 names in :data:`SUPERGLUE` (one prompt each,
 or one mixture for ``method=model_multitask``); :func:`task_names` expands it, and any other
-mixture in :data:`MIXTURES` the same way.
+mixture in :data:`MIXTURES` the same way; :func:`superglue_score` averages the 8 task scores.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from repro.plugins import load_plugins
 from repro.tasks.base import Example, Task
@@ -24,6 +26,7 @@ __all__ = [
     "map_labels",
     "register_mixture",
     "register_task",
+    "superglue_score",
     "task_names",
 ]
 
@@ -83,6 +86,29 @@ def task_names(name: str) -> tuple[str, ...]:
         raise ValueError(
             f"unknown task {name!r}; allowed: {sorted(TASKS)} or a mixture: {sorted(MIXTURES)}"
         ) from None
+
+
+def superglue_score(task_scores: Mapping[str, float | Mapping[str, float]]) -> float:
+    """The SuperGLUE score: mean over the 8 tasks of each task's score.
+
+    Args:
+        task_scores: Task name -> its single score (multi-metric tasks already averaged, e.g.
+            CB (F1 + accuracy) / 2), or -> its metrics dict, averaged here via the task's
+            ``metric_names``. All 8 SuperGLUE tasks and nothing else must be present, so a
+            partial average is never reported as a SuperGLUE score.
+    """
+    missing = [t for t in SUPERGLUE if t not in task_scores]
+    extra = [t for t in task_scores if t not in SUPERGLUE]
+    if missing or extra:
+        raise ValueError(
+            f"superglue_score needs exactly the tasks {list(SUPERGLUE)}; "
+            f"missing {missing}, unexpected {extra}"
+        )
+    scores = [
+        get_task(t).task_score(v) if isinstance(v, Mapping) else float(v)
+        for t, v in task_scores.items()
+    ]
+    return sum(scores) / len(scores)
 
 
 for _task in (*SUPERGLUE_TASKS, *TRANSFER_TASKS, *GLUE_TASKS, *TOY_TASKS):

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro import metrics
+from repro.files import build_once
+from repro.hub import check_hub_reachable
+
 logger = logging.getLogger(__name__)
 
 # Local file names accepted for each split: the hub's names plus the official SuperGLUE
@@ -146,8 +150,7 @@ class Task:
     def _load_hub(self, split: str) -> list[dict]:
         import datasets  # imported late: loading from disk must not need the hub stack
 
-        from repro.hub import check_hub_reachable  # seconds, not minutes of retries, if offline
-
+        # seconds, not minutes of retries, if offline
         check_hub_reachable(needed_for=f"to download task {self.name!r} ({self.hub_id})")
         try:
             dataset = datasets.load_dataset(self.hub_id, self.hub_config, split=split)
@@ -284,8 +287,6 @@ def classification_metric(
 
     Understands ``accuracy``, ``f1_macro`` (mean over all classes) and ``f1`` (positive class 1).
     """
-    from repro import metrics  # late: keeps this module importable on its own
-
     gold = [int(ex.meta["label"]) for ex in examples]
     pred = [class_id(task, p) for p in predictions]
     known = {
@@ -337,6 +338,4 @@ def data_dir_for(task: Task, data_dir: str | Path | None, cache_dir: str | Path)
 def ensure_generated(task: Task, directory: Path) -> Path:
     """Generate ``task``'s data into ``directory`` once; concurrent jobs race safely (each
     writes a directory of its own beside it and renames it into place; the first wins)."""
-    from repro.files import build_once
-
     return build_once(directory, task.generate, marker="validation.jsonl")
