@@ -669,8 +669,7 @@ def _run_mixture(cfg, names, backbone, tokenizer, checkpoint, run_dir, sink, sto
 
 
 def summarise(cfg: Config, results: dict[str, dict], run_dir: Path) -> dict[str, Any]:
-    from repro.metrics import superglue_score
-    from repro.tasks import SUPERGLUE
+    from repro.tasks import SUPERGLUE, superglue_score
 
     status = "finished" if all(r["status"] == "finished" for r in results.values()) else "failed"
     scores = {name: r.get("score") for name, r in results.items()}
