@@ -173,7 +173,7 @@ def fail(message: str):
 
 def read_side(sweep_dir: Path) -> dict[tuple[int, int], dict]:
     """(prompt_len, seed) → final score, best step, last dev metric, last train-window loss."""
-    from repro.collect import collect_runs
+    from repro.collect.rundirs import collect_runs
     from repro.tracking import MetricsLog
 
     if not sweep_dir.is_dir():

@@ -31,8 +31,25 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from repro.cli import USER_ERRORS, cli_error_message
+from repro.collect.frame import write_frame
+from repro.data import collate
+from repro.evaluate import _batches_by_length, decode, strip_sentinel
+from repro.files import write_text_atomic
 from repro.model import PromptedT5
-from repro.trained import RunReadError, TrainedRun
+from repro.tasks import SUPERGLUE
+from repro.trained import (
+    RunReadError,
+    TrainedRun,
+    candidates_of,
+    encoded_inputs,
+    eval_examples,
+    find_runs,
+    generation_limit,
+    load_backbone_of,
+    read_run,
+)
+from repro.trainer import resolve_device
 
 ROWS = ("average", "best", "ensemble")
 # Table 3 of the paper, SuperGLUE dev, T5-XXL, 5 prompts (PAPER.md "Beyond the ablations").
@@ -114,9 +131,6 @@ def predict_all(
         (texts [E][N], label log-likelihoods [E, N, C] when ``candidates`` are given (rank mode:
         ``texts`` are then each prompt's top candidate), else None).
     """
-    from repro.data import collate
-    from repro.evaluate import _batches_by_length, decode
-
     n = model.n_prompts
     model.eval()
     candidate_ids = [tokenizer(c).input_ids for c in candidates]
@@ -209,9 +223,6 @@ def ensemble_task(
     device: str = "cpu",
 ) -> TaskEnsemble:
     """Score N prompt runs of one task in one batched pass and vote (see the module docs)."""
-    from repro.evaluate import strip_sentinel
-    from repro.trained import candidates_of, encoded_inputs, eval_examples, generation_limit
-
     runs = order_runs(runs)
     first = runs[0]
     task = first.task
@@ -309,8 +320,6 @@ def ensemble_frame(results: Sequence[TaskEnsemble]) -> pd.DataFrame:
     ``score``, ``metric/<name>``, ``mode``; plus the SuperGLUE rows (the mean of the 8 task
     scores, per row) when every SuperGLUE task is there, else a ``mean`` row over the tasks
     given when there are several."""
-    from repro.tasks import SUPERGLUE
-
     rows = []
     for res in results:
         axes = {a: res.runs[0].result.get(a) for a in AXES}
@@ -378,11 +387,6 @@ def ensemble_table(frame: pd.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from repro.cli import USER_ERRORS, cli_error_message
-    from repro.collect import _write_frame
-    from repro.trained import find_runs, load_backbone_of, read_run
-    from repro.trainer import resolve_device
-
     parser = argparse.ArgumentParser(
         prog="python -m repro.ensemble", description=__doc__.split("\n")[0]
     )
@@ -412,9 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         frame = ensemble_frame(results)
         table = ensemble_table(frame)
-        _write_frame(frame, output.with_suffix(".csv"))
-        from repro.files import write_text_atomic
-
+        write_frame(frame, output.with_suffix(".csv"))
         write_text_atomic(output.with_suffix(".md"), table)
     except USER_ERRORS as err:
         print(f"error: {cli_error_message(err)}", file=sys.stderr)

@@ -28,7 +28,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from repro.trained import INIT, RunReadError, TrainedRun
+from repro.cli import USER_ERRORS, cli_error_message
+from repro.collect.frame import write_frame
+from repro.files import write_text_atomic
+from repro.prompts import init_prompt, label_token_ids, load_prompt
+from repro.trained import INIT, RunReadError, TrainedRun, find_runs, load_backbone_of, read_run
 
 OUT_DIR = "interpret"
 
@@ -49,8 +53,6 @@ def nearest_tokens(prompt: Tensor, table: Tensor, k: int = 5) -> tuple[Tensor, T
 
 def label_ids(tokenizer, words: Sequence[str]) -> set[int]:
     """Sub-token ids of the label words that hold a letter or digit."""
-    from repro.prompts import label_token_ids
-
     ids = set()
     for pieces in label_token_ids(tokenizer, words):
         for i in pieces:
@@ -61,8 +63,6 @@ def label_ids(tokenizer, words: Sequence[str]) -> set[int]:
 
 def initial_prompt(run: TrainedRun, table: Tensor, tokenizer) -> tuple[Tensor, str]:
     """The run's untrained prompt: ``init/`` if saved, else recomputed from its config."""
-    from repro.prompts import init_prompt, label_token_ids, load_prompt
-
     if (run.run_dir / INIT).is_dir():
         return load_prompt(run.run_dir / INIT)[0], "init/"
     init = run.cfg.init
@@ -147,11 +147,6 @@ def markdown(run: TrainedRun, neighbours: pd.DataFrame, summary: pd.DataFrame) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from repro.cli import USER_ERRORS, cli_error_message
-    from repro.collect import _write_frame
-    from repro.files import write_text_atomic
-    from repro.trained import find_runs, load_backbone_of, read_run
-
     parser = argparse.ArgumentParser(
         prog="python -m repro.interpret", description=__doc__.split("\n")[0]
     )
@@ -172,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             neighbours, summary = interpret_run(run, table, backbone.tokenizer, args.k)
             out = run.run_dir / OUT_DIR
             out.mkdir(exist_ok=True)
-            _write_frame(neighbours, out / "neighbours.csv")
-            _write_frame(summary, out / "summary.csv")
+            write_frame(neighbours, out / "neighbours.csv")
+            write_frame(summary, out / "summary.csv")
             write_text_atomic(out / "neighbours.md", markdown(run, neighbours, summary))
             shares = ", ".join(
                 f"{r['prompt']} {100 * r['label_share']:.1f} %" for _, r in summary.iterrows()

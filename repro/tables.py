@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from repro.cli import first_line
+from repro.collect.frame import load_frame
+from repro.files import write_text_atomic
+
 PAPER_TRANSFER = Path(__file__).resolve().parents[1] / "results" / "paper" / "transfer.csv"
 KEYS = ["method", "train_task", "eval_task", "eval_set", "metric"]
 
@@ -95,9 +99,6 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from repro.collect import load_frame
-    from repro.files import write_text_atomic
-
     parser = argparse.ArgumentParser(
         prog="python -m repro.tables", description=__doc__.split("\n")[0]
     )
@@ -113,8 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "python -m repro.transfer on its runs, then collect again"
             )
     except (OSError, ValueError, KeyError) as err:
-        from repro.cli import first_line
-
         print(f"error: {first_line(err)}", file=sys.stderr)
         return 2
     text = markdown(table)

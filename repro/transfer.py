@@ -28,8 +28,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from repro.tasks import Task
-from repro.trained import RunReadError, TrainedRun
+from repro.cli import USER_ERRORS, cli_error_message
+from repro.collect.frame import AXES
+from repro.evaluate import predict, strip_sentinel
+from repro.files import write_json_atomic
+from repro.tasks import Task, get_task
+from repro.trained import (
+    RunReadError,
+    TrainedRun,
+    candidates_of,
+    encoded_inputs,
+    eval_examples,
+    find_runs,
+    generation_limit,
+    load_scorer,
+    read_run,
+)
+from repro.trainer import resolve_device
 
 TRANSFER_DIR = "transfer"
 
@@ -71,15 +86,6 @@ def transfer_eval(
         (result: a result.json dict with ``task`` = the run's task and ``eval_task`` = target,
         backbone: the loaded backbone, to reuse for the next target of the same checkpoint).
     """
-    from repro.evaluate import predict, strip_sentinel
-    from repro.trained import (
-        candidates_of,
-        encoded_inputs,
-        eval_examples,
-        generation_limit,
-        load_scorer,
-    )
-
     mapping = label_map(run.task, target)
     start = time.time()
     model, backbone = load_scorer(run, backbone)
@@ -103,8 +109,6 @@ def transfer_eval(
         predictions = [strip_sentinel(p) for p in predictions]
     mapped = [mapping.get(p.strip(), p) for p in predictions] if mapping else predictions
     metrics = target.score(mapped, examples)
-    from repro.collect import AXES
-
     axes = {k: run.result.get(k) for k in AXES if k != "task"}
     result = {
         "status": "finished",
@@ -129,12 +133,6 @@ def transfer_eval(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from repro.cli import USER_ERRORS, cli_error_message
-    from repro.files import write_json_atomic
-    from repro.tasks import get_task
-    from repro.trained import find_runs, read_run
-    from repro.trainer import resolve_device
-
     parser = argparse.ArgumentParser(
         prog="python -m repro.transfer", description=__doc__.split("\n")[0]
     )

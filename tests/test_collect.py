@@ -9,17 +9,11 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from repro.collect import (
-    AXES,
-    CollectWarning,
-    collect_runs,
-    collect_wandb,
-    load_frame,
-    main,
-    panel_runs,
-    superglue_frame,
-    superglue_scores,
-)
+from repro.collect.cli import main
+from repro.collect.frame import AXES, CollectWarning, load_frame
+from repro.collect.rundirs import collect_runs
+from repro.collect.superglue import panel_runs, superglue_frame, superglue_scores
+from repro.collect.wandb_runs import collect_wandb
 
 AXIS_VALUES = {
     "size": "base",
@@ -526,7 +520,7 @@ def test_cli_writes_csv_and_prints_summary(sweep, tmp_path, capsys):
 
 
 def test_task_list_matches_the_task_registry():
-    from repro.collect import SUPERGLUE_TASKS
+    from repro.collect.superglue import SUPERGLUE_TASKS
     from repro.tasks import SUPERGLUE
 
     assert SUPERGLUE_TASKS == SUPERGLUE

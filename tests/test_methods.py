@@ -14,7 +14,7 @@ from test_plots import REFERENCE_CSV, TOY
 from test_preemption import STEPS, finish, run_dir_of, smoke_args, start
 from test_run import smoke_config
 
-from repro.collect import collect_runs
+from repro.collect.rundirs import collect_runs
 from repro.config import Config
 from repro.cost import adafactor_state_floats, count_params, estimate, param_shapes, shape_of
 from repro.files import KILL_ENV

@@ -15,7 +15,8 @@ import nbformat
 import pytest
 from test_wandb import OfflineApi
 
-from repro.collect import collect_runs, collect_wandb
+from repro.collect.rundirs import collect_runs
+from repro.collect.wandb_runs import collect_wandb
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("figure3", "figure1", "compare_wandb", "prompt_neighbours")

@@ -13,7 +13,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
-from repro.collect import T5_PARAMS
+from repro.collect.frame import T5_PARAMS
 from repro.plots import (
     LEGEND_TITLES,
     ReferenceWarning,
@@ -232,7 +232,7 @@ def test_figure1_from_runs_uses_the_default_setting(tmp_path):
 
 def test_panel_from_runs_means_match_hand_numbers():
     """End to end on the hand-made runs: Small, prompt 100, class label → seeds 60.5, 61.5."""
-    from repro.collect import panel_runs, superglue_frame
+    from repro.collect.superglue import panel_runs, superglue_frame
 
     frame = superglue_frame(panel_runs(run_frame(), "prompt_len"), "prompt_len", tasks=["t1", "t2"])
     lines = errorbar_lines(plot_panel(frame, "prompt_len").axes[0])

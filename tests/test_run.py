@@ -266,7 +266,7 @@ def sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, *overrides):
 def test_sweep_with_a_rejected_value_names_it_exits_1_and_keeps_its_axes(
     tmp_path, tiny_t5_dir, monkeypatch, capsys
 ):
-    from repro.collect import collect_runs
+    from repro.collect.rundirs import collect_runs
 
     sweep = tmp_path / "multirun/smoke"
     code, _, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=0,3")

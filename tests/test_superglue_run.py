@@ -8,7 +8,9 @@ from hydra import compose, initialize_config_dir
 from test_run import CONF
 from test_wandb import OfflineApi, read_offline_run, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
-from repro.collect import AXES, collect_runs, collect_wandb
+from repro.collect.frame import AXES
+from repro.collect.rundirs import collect_runs
+from repro.collect.wandb_runs import collect_wandb
 from repro.resolve import load_config
 from repro.run import run_experiment
 from repro.tasks import SUPERGLUE, superglue_score

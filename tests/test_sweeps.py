@@ -22,7 +22,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 import repro.run  # noqa: F401  (registers the run-name resolver and the config schemas)
-from repro.collect import MODEL_LM_ADAPT_STEPS, PAPER_DEFAULTS, collect_runs
+from repro.collect.rundirs import collect_runs
+from repro.collect.superglue import MODEL_LM_ADAPT_STEPS, PAPER_DEFAULTS
 from repro.config import RELEASED_LM_ADAPT_STEPS, Config
 from repro.resolve import load_config
 from repro.run import RunError, checkpoint_for

@@ -431,7 +431,7 @@ def test_report_reads_generated_dev_sets_from_the_runs_cache(tmp_path):
     hub; it writes the effects, the invalid-output counts and the room-to-move table."""
     import shutil
 
-    from repro.collect import collect_runs
+    from repro.collect.rundirs import collect_runs
     from repro.toyworld.report import report
 
     torch.set_num_threads(1)

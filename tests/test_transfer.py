@@ -11,7 +11,8 @@ import torch
 from conftest import train_smoke_runs
 
 from repro import trained
-from repro.collect import collect_runs, superglue_scores
+from repro.collect.rundirs import collect_runs
+from repro.collect.superglue import superglue_scores
 from repro.tables import markdown, transfer_table
 from repro.tasks import get_task
 from repro.transfer import TransferError, label_map, main

@@ -18,7 +18,9 @@ import pytest
 from test_run import smoke_config
 
 import repro.run  # noqa: F401  (registers the run-name resolver and the config schemas)
-from repro.collect import AXES, collect_runs, collect_wandb
+from repro.collect.frame import AXES
+from repro.collect.rundirs import collect_runs
+from repro.collect.wandb_runs import collect_wandb
 from repro.run import run_experiment
 from repro.tracking import WandbSink, default_mode
 

@@ -33,7 +33,8 @@ MARGIN = (5.0, 95.0)
 
 def panel_points(runs: pd.DataFrame, axis: str, tasks: Sequence[str] = TASKS) -> pd.DataFrame:
     """Per (size, axis value): mean ± std over seeds of the mean over ``tasks``."""
-    from repro.collect import CollectWarning, panel_runs, superglue_frame
+    from repro.collect.frame import CollectWarning
+    from repro.collect.superglue import panel_runs, superglue_frame
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollectWarning)
@@ -277,7 +278,7 @@ def panel_frames(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     Each panel holds the other axes at the defaults: the toy models' own LM-adapted checkpoint
     is ``lm_adapt_steps=500``, which is also panel (d)'s last point (one run serves both).
     """
-    from repro.collect import panel_runs
+    from repro.collect.superglue import panel_runs
 
     frames = {}
     for panel, axis in AXES.items():
@@ -391,7 +392,7 @@ def figures(points: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, l
     """
     import matplotlib.pyplot as plt
 
-    from repro.collect import ABLATION_AXES
+    from repro.collect.superglue import ABLATION_AXES
     from repro.plots import plot_grid, plot_panel, save_figure
 
     ylabel = f"Mean score ({', '.join(TASKS)})"
@@ -419,7 +420,7 @@ def report(
     """From the run frame of the toy sweeps: the panels and their grid (``figures``, PNG and
     PDF), the figure points (``points.csv``), the invalid-output counts of panel (c) and the
     paper's four effects as measured (``effects.csv``, ``effects.md``); returns the effects."""
-    from repro.collect import load_frame
+    from repro.collect.frame import load_frame
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

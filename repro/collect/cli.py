@@ -1,0 +1,76 @@
+"""Collect runs into one pandas frame: one row per run, from run directories or from W&B.
+
+CLI: `python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project --group G]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from repro.collect.frame import write_frame
+from repro.collect.rundirs import collect_runs
+from repro.collect.wandb_runs import collect_wandb
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project]`.
+
+    Refuses (one `error:` line, exit 2, the output file left as it was) a directory that does
+    not exist, a collection that finds no run at all (an empty frame would replace a good CSV)
+    and an output it cannot write. The output is written aside and renamed: a failed write
+    never leaves half a file in place of the old one.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m repro.collect", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("paths", nargs="*", help="sweep, runs or run directories")
+    parser.add_argument("-o", "--output", required=True, help="output .csv or .parquet")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also collect this W&B project")
+    parser.add_argument("--group", help="W&B group (one per sweep)")
+    args = parser.parse_args(argv)
+    if not args.paths and not args.wandb:
+        parser.error("give at least one run directory or --wandb entity/project")
+    output = Path(args.output)
+    if output.suffix not in (".csv", ".parquet"):
+        parser.error(f"output must end in .csv or .parquet, got {output.name!r}")
+
+    frames = []
+    if args.paths:
+        try:
+            frames.append(collect_runs(args.paths))
+        except FileNotFoundError as err:
+            return _error(f"{err}; give a sweep dir (multirun/<sweep_name>), runs/ or a run dir")
+    if args.wandb:
+        frames.append(collect_wandb(args.wandb, group=args.group))
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if df.empty:
+        searched = [*args.paths, *([f"W&B {args.wandb}"] if args.wandb else [])]
+        kept = f"{output} left as it is" if output.exists() else f"{output} not written"
+        return _error(
+            f"no run found in {', '.join(map(str, searched))} (a run dir holds result.json, "
+            f"metrics.jsonl or config.yaml); {kept}"
+        )
+
+    try:
+        write_frame(df, output)
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename and str(err.filename) != str(output) else ""
+        return _error(
+            f"cannot write {output}: {where}{err.strerror or err}; give -o a writable .csv or "
+            ".parquet path"
+        )
+    counts = df["status"].value_counts(dropna=False)
+    print(f"{len(df)} runs -> {output}")
+    for status, n in counts.items():
+        print(f"  {status}: {n}")
+    return 0
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
