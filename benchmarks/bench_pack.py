@@ -8,7 +8,7 @@
 For each pack size k, k members (prompt lengths cycling through ``--prompt-lens``, each with its
 own random batch of ``--batch`` examples) take one training step either **solo** — k steps of
 ``repro.model.PromptedT5``, one per member, one after the other — or **packed** — one step of
-``repro.pack.PackedT5`` over the k batches concatenated — each with its own Adafactor
+``repro.packed_trainer.PackedT5`` over the k batches concatenated — each with its own Adafactor
 (repro/optim.py). Each (k, mode) runs in a fresh worker process, so its peak memory is its own
 (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak RSS, the backbone
 included); the times come from one more worker that alternates solo and packed steps (who goes
@@ -83,7 +83,7 @@ def worker(spec: dict) -> dict:
 
     from repro.model import PromptedT5, load_backbone
     from repro.optim import build_prompt_optimizer
-    from repro.pack import PackedT5, pack_batch
+    from repro.packed_trainer import PackedT5, pack_batch
     from repro.prompts import SoftPrompt
 
     torch.set_num_threads(spec["threads"])

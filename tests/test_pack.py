@@ -18,16 +18,15 @@ from test_preemption import read_jsonl
 from repro.files import KILL_ENV
 from repro.model import PromptedT5, load_backbone
 from repro.pack import (
-    PackedT5,
     PackJob,
     describe_fit,
-    pack_batch,
     pack_key,
     pack_memory,
     packs_by_length,
     plan_packs,
     run_pack,
 )
+from repro.packed_trainer import PackedT5, pack_batch
 from repro.prompts import SoftPrompt
 from repro.run import run_experiment
 
