@@ -52,9 +52,10 @@ def main(argv=None) -> int:
     import torch
 
     import repro.toyworld  # noqa: F401  (registers the toy world's tasks)
+    from repro.backbone import load_backbone, load_tokenizer
     from repro.ensemble import MultiPromptT5, predict_all
     from repro.evaluate import predict
-    from repro.model import PromptedT5, load_backbone, load_tokenizer
+    from repro.model import PromptedT5
     from repro.prompts import SoftPrompt
     from repro.tasks import get_task
 

@@ -92,8 +92,9 @@ def worker(spec: dict) -> dict:
     """One method, in a fresh process: train steps, what it stores, a task switch."""
     import torch
 
+    from repro.backbone import load_backbone
     from repro.config import OptimizerConfig
-    from repro.model import LoraT5, PromptedT5, TunedT5, load_backbone
+    from repro.model import LoraT5, PromptedT5, TunedT5
     from repro.optim import build_prompt_optimizer
     from repro.prompts import SoftPrompt
     from repro.trainer import load_trained, save_trained

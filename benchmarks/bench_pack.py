@@ -81,7 +81,8 @@ def worker(spec: dict) -> dict:
     """One (pack size, mode) measurement in this process."""
     import torch
 
-    from repro.model import PromptedT5, load_backbone
+    from repro.backbone import load_backbone
+    from repro.model import PromptedT5
     from repro.optim import build_prompt_optimizer
     from repro.packed_trainer import PackedT5, pack_batch
     from repro.prompts import SoftPrompt

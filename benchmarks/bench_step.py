@@ -214,7 +214,8 @@ def build_step(name: str, workdir: Path, args: argparse.Namespace):
     import torch
     from safetensors.torch import load_file
 
-    from repro.model import PromptedT5, load_backbone
+    from repro.backbone import load_backbone
+    from repro.model import PromptedT5
     from repro.prompts import SoftPrompt
 
     data = load_file(workdir / "data.safetensors")
@@ -303,6 +304,7 @@ def worker_main(args: argparse.Namespace) -> None:
     # overlap with the parent writing the checkpoint.
     from transformers.models.t5 import modeling_t5  # noqa: F401
 
+    import repro.backbone
     import repro.model  # noqa: F401
 
     if args.worker == "peft":

@@ -531,7 +531,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-    from repro.model import set_dropout
+    from repro.backbone import set_dropout
     from repro.tiny import ensure_tiny_t5
 
     cfg = run.lm_adapt

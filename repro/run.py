@@ -218,7 +218,7 @@ def task_result(
     **extra,
 ) -> dict[str, Any]:
     """One task's result.json (``metrics``/``score``: the best checkpoint's on dev)."""
-    from repro.model import count_parameters
+    from repro.backbone import count_parameters
 
     trainable = sum(p.numel() for p in model.trainable_parameters())
     total = count_parameters(backbone)
@@ -522,7 +522,7 @@ def run_experiment(
 
 def load_model(cfg: Config, checkpoint: str):
     """(tokenizer, backbone with the configured dropout) of a job."""
-    from repro.model import checkpoint_config, load_backbone, load_tokenizer, set_dropout
+    from repro.backbone import checkpoint_config, load_backbone, load_tokenizer, set_dropout
 
     # Cheap checks first (config, files, tokenizer: seconds), then the weights (minutes for
     # XXL): each refuses a checkpoint it cannot use with one line naming it.

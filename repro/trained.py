@@ -155,7 +155,7 @@ class Backbone:
 
 def load_backbone_of(run: TrainedRun) -> Backbone:
     """The run's frozen backbone (its config's dtype and options) and tokenizer."""
-    from repro.model import load_backbone, load_tokenizer
+    from repro.backbone import load_backbone, load_tokenizer
 
     model_cfg = run.cfg.model
     tokenizer = load_tokenizer(run.checkpoint, trust_remote_code=model_cfg.trust_remote_code)
@@ -181,7 +181,8 @@ def _prompt_scorer(run: TrainedRun, backbone: Backbone):
 
 def _model_scorer(run: TrainedRun, backbone: Backbone):
     """Model tuning: ``best/`` is the whole tuned model (a checkpoint of its own)."""
-    from repro.model import TunedT5, load_backbone
+    from repro.backbone import load_backbone
+    from repro.model import TunedT5
 
     model_cfg = run.cfg.model
     tuned = load_backbone(

@@ -12,8 +12,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
 from repro import cost
+from repro.backbone import count_parameters, load_backbone
 from repro.config import Config, ModelConfig
-from repro.model import PromptedT5, count_parameters, load_backbone
+from repro.model import PromptedT5
 from repro.prompts import SoftPrompt, init_prompt
 from repro.resolve import load_config
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from repro.backbone import load_backbone
 from repro.ensemble import (
     MultiPromptT5,
     main,
@@ -16,7 +17,7 @@ from repro.ensemble import (
     rank_vote,
 )
 from repro.evaluate import predict
-from repro.model import PromptedT5, load_backbone
+from repro.model import PromptedT5
 from repro.prompts import SoftPrompt
 
 

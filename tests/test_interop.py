@@ -10,10 +10,11 @@ import torch
 from test_model import batch
 from test_run import smoke_config
 
+from repro.backbone import load_backbone
 from repro.evaluate import score_prompt
 from repro.export import export
 from repro.interop import fit_prompt, prompt_identity, read_prompt
-from repro.model import PromptedT5, load_backbone
+from repro.model import PromptedT5
 from repro.prompts import SoftPrompt, init_prompt, save_prompt, text_token_ids
 from repro.run import run_experiment
 

@@ -19,8 +19,8 @@ import pytest
 from test_bad_input import cli
 
 from repro import hub
+from repro.backbone import load_backbone, load_tokenizer
 from repro.config import LoggerConfig
-from repro.model import load_backbone, load_tokenizer
 from repro.tracking import WandbSink, WandbUnavailable
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model")

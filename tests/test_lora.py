@@ -16,9 +16,10 @@ from test_methods import (
 )
 from test_run import smoke_config
 
+from repro.backbone import load_backbone, load_tokenizer
 from repro.config import Config
 from repro.cost import estimate
-from repro.model import LoraT5, load_backbone, load_tokenizer
+from repro.model import LoraT5
 from repro.run import run_experiment
 
 

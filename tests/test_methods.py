@@ -14,12 +14,13 @@ from test_plots import REFERENCE_CSV, TOY
 from test_preemption import STEPS, finish, run_dir_of, smoke_args, start
 from test_run import smoke_config
 
+from repro.backbone import load_backbone, load_tokenizer
 from repro.collect.rundirs import collect_runs
 from repro.config import Config
 from repro.cost import adafactor_state_floats, count_params, estimate, param_shapes, shape_of
 from repro.files import KILL_ENV
 from repro.methods import METHODS, get_method
-from repro.model import PromptedT5, TunedT5, load_backbone, load_tokenizer
+from repro.model import PromptedT5, TunedT5
 from repro.plots import ReferenceWarning, figure1, load_reference, plot_figure1
 from repro.prompts import SoftPrompt
 from repro.resolve import load_config

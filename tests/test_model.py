@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from repro.model import PromptedT5, fuse_gelu, load_backbone, set_dropout, token_loss
+from repro.backbone import fuse_gelu, load_backbone, set_dropout
+from repro.model import PromptedT5, token_loss
 from repro.prompts import SoftPrompt, init_prompt
 
 INPUTS = ["premise: The cat sat on the mat. hypothesis: a dog ran", "question: who sat?"]

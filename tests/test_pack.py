@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 from test_config import compose_config
 from test_preemption import read_jsonl
 
+from repro.backbone import load_backbone
 from repro.files import KILL_ENV
-from repro.model import PromptedT5, load_backbone
+from repro.model import PromptedT5
 from repro.pack import (
     PackJob,
     describe_fit,

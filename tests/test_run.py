@@ -84,9 +84,10 @@ def test_smoke_run_learns_and_writes_the_run_directory(tmp_path, tiny_t5_dir):
 def rescore_best_prompt(cfg, best_dir, result):
     from transformers import AutoTokenizer
 
+    from repro.backbone import load_backbone
     from repro.data import encode
     from repro.evaluate import evaluate
-    from repro.model import PromptedT5, load_backbone
+    from repro.model import PromptedT5
     from repro.prompts import SoftPrompt, load_prompt
     from repro.tasks import get_task
     from repro.tasks.base import data_dir_for

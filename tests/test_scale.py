@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
 import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
-from repro.model import PromptedT5, load_backbone, set_dropout
+from repro.backbone import load_backbone, set_dropout
+from repro.model import PromptedT5
 from repro.prompts import SoftPrompt, init_prompt
 from repro.resolve import load_config
 from repro.run import run_experiment

@@ -5,8 +5,9 @@ import random
 import pytest
 import torch
 
+from repro.backbone import load_backbone
 from repro.config import TrainerConfig
-from repro.model import PromptedT5, load_backbone
+from repro.model import PromptedT5
 from repro.prompts import SoftPrompt, init_prompt
 from repro.tracking import NullSink
 from repro.trainer import STATE_FILE, _micro_batches, forward_backward, train

@@ -300,9 +300,10 @@ def invalid_outputs(runs: pd.DataFrame, max_examples: int | None = None) -> pd.D
     import torch
     from transformers import AutoTokenizer
 
+    from repro.backbone import load_backbone
     from repro.data import encode
     from repro.evaluate import evaluate
-    from repro.model import PromptedT5, load_backbone
+    from repro.model import PromptedT5
     from repro.objectives import add_sentinel
     from repro.prompts import SoftPrompt, load_prompt
     from repro.tasks import get_task
