@@ -21,7 +21,8 @@ from repro.cost import adafactor_state_floats, count_params, estimate, param_sha
 from repro.files import KILL_ENV
 from repro.methods import METHODS, get_method
 from repro.model import PromptedT5, TunedT5
-from repro.plots import ReferenceWarning, figure1, load_reference, plot_figure1
+from repro.plots.reference import ReferenceWarning, load_reference
+from repro.plots.scale import figure1, plot_figure1
 from repro.prompts import SoftPrompt
 from repro.resolve import load_config
 from repro.run import run_experiment
@@ -302,7 +303,7 @@ def test_figure1_draws_a_line_per_method_and_the_gpt3_point(tmp_path):
     paths = figure1(runs, tmp_path, load_reference(REFERENCE_CSV), tasks=["t1", "t2"])
     assert [p.name for p in paths] == ["figure1.png", "figure1.pdf"]
 
-    from repro.plots import figure1_frame
+    from repro.plots.scale import figure1_frame
 
     frame = figure1_frame(runs, ["t1", "t2"])
     with pytest.warns(ReferenceWarning):  # the unverified model-tuning number is left out

@@ -14,19 +14,11 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
 from repro.collect.frame import T5_PARAMS
-from repro.plots import (
-    LEGEND_TITLES,
-    ReferenceWarning,
-    axis_label,
-    build_parser,
-    figure1,
-    figure3,
-    load_reference,
-    plot_figure1,
-    plot_grid,
-    plot_panel,
-    save_figure,
-)
+from repro.plots.ablations import LEGEND_TITLES, axis_label, figure3, plot_grid, plot_panel
+from repro.plots.cli import build_parser
+from repro.plots.drawing import save_figure
+from repro.plots.reference import ReferenceWarning, load_reference
+from repro.plots.scale import figure1, plot_figure1
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "reference.csv"
 SMALL, BASE = 76961152, 247577856
@@ -243,7 +235,7 @@ def test_panel_from_runs_means_match_hand_numbers():
 
 def test_cli_figure1_alone_from_a_size_only_sweep(tmp_path, capsys):
     """A frame that varies only model size has no Figure 3 panel; --figure1 still draws."""
-    from repro.plots import main
+    from repro.plots.cli import main
 
     frame = run_frame().query("prompt_len == 100 and init == 'class_label'")
     frame.to_csv(tmp_path / "runs.csv", index=False)
@@ -257,7 +249,7 @@ def test_cli_figure1_alone_from_a_size_only_sweep(tmp_path, capsys):
 
 def test_unknown_numeric_axis_values_sort_as_numbers():
     """Toy LM-adaptation steps (numpy ints from a frame) order 0, 50, 250, 500, not as text."""
-    from repro.plots import _axis_order
+    from repro.plots.ablations import _axis_order
 
     values = list(np.array([500, 250, 0, 50], dtype=np.int64))
     assert [int(v) for v in _axis_order("lm_adapt_steps", values)] == [0, 50, 250, 500]
@@ -404,7 +396,7 @@ NOTHING_TO_PLOT = [
     ids=[c[0] for c in NOTHING_TO_PLOT],
 )
 def test_cli_refuses_a_frame_with_nothing_to_plot(tmp_path, capsys, frame, extra, fragments):
-    from repro.plots import main
+    from repro.plots.cli import main
     from tests.test_bad_input import assert_one_error
 
     frame().to_csv(tmp_path / "runs.csv", index=False)
@@ -416,7 +408,7 @@ def test_cli_refuses_a_frame_with_nothing_to_plot(tmp_path, capsys, frame, extra
 
 
 def test_cli_names_the_missing_columns_and_the_file(tmp_path, capsys):
-    from repro.plots import main
+    from repro.plots.cli import main
     from tests.test_bad_input import assert_one_error
 
     path = tmp_path / "runs.csv"
@@ -565,17 +557,21 @@ def test_spread_is_drawn_with_two_seeds_and_said_absent_with_one():
 
 
 def axes_per_saved_figure(monkeypatch) -> dict[str, int]:
-    """Spy on repro.plots.save_figure: figure name → its number of axes, filled as they save."""
-    import repro.plots as plots
+    """Spy on save_figure: figure name → its number of axes, filled as they save. Patched where
+    it is looked up: the figure rooms (which import it) and repro.plots.drawing (the toy
+    world's report imports it from there when it draws)."""
+    import repro.plots.drawing as drawing
 
     axes_in = {}
-    real_save = plots.save_figure
+    real_save = drawing.save_figure
 
     def save(fig, out_dir, name):
         axes_in[name] = len(fig.axes)
         return real_save(fig, out_dir, name)
 
-    monkeypatch.setattr(plots, "save_figure", save)
+    monkeypatch.setattr("repro.plots.scale.save_figure", save)
+    monkeypatch.setattr("repro.plots.ablations.save_figure", save)
+    monkeypatch.setattr("repro.plots.drawing.save_figure", save)
     return axes_in
 
 

@@ -394,7 +394,8 @@ def figures(points: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, l
     import matplotlib.pyplot as plt
 
     from repro.collect.superglue import ABLATION_AXES
-    from repro.plots import plot_grid, plot_panel, save_figure
+    from repro.plots.ablations import plot_grid, plot_panel
+    from repro.plots.drawing import save_figure
 
     ylabel = f"Mean score ({', '.join(TASKS)})"
     ordered = {AXES[p]: points[p] for p in PANELS if p in points}

@@ -1,0 +1,249 @@
+"""Figure 3 (a)-(d), the ablations: one panel per ablation axis, a line per axis value, and
+the panels as one grid; `figure3` draws every panel a run frame holds.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from repro.collect.superglue import ABLATION_AXES, panel_runs, superglue_frame
+from repro.config import model_lm_adapt_steps
+from repro.plots.drawing import Line, check_frame, draw, no_points_reason, save_figure, score_label
+from repro.plots.reference import references_for, toy_title
+
+# Legend labels and line order exactly as in the paper's Figure 3.
+AXIS_LABELS: dict[str, dict[Any, str]] = {
+    "prompt_len": {1: "1", 5: "5", 20: "20", 100: "100", 150: "150"},
+    "init": {
+        "random_uniform": "Random Uniform",
+        "sampled_vocab": "Sampled Vocab",
+        "class_label": "Class Label",
+    },
+    "objective": {
+        "span_corruption": "Span Corruption",
+        "span_corruption_sentinel": "Span Corruption + Sentinel",
+        "lm_adapt": "LM Adaptation (100K)",
+    },
+    "lm_adapt_steps": {0: "0K", 10_000: "10K", 50_000: "50K", 100_000: "100K"},
+}
+PANEL_TITLES = {
+    "prompt_len": "(a) Prompt length",
+    "init": "(b) Prompt initialization",
+    "objective": "(c) Pre-training method",
+    "lm_adapt_steps": "(d) LM adaptation steps",
+}
+# The legend's title: which axis the lines vary.
+LEGEND_TITLES = {
+    "prompt_len": "Prompt length",
+    "init": "Prompt initialization",
+    "objective": "Pre-training objective",
+    "lm_adapt_steps": "LM adaptation steps",
+}
+# Figure 3(d): the LM-adaptation recipe of each line (`lm_adapt_source` of the frame), shown in
+# its legend label and its line style; a step count keeps its colour across recipes.
+SOURCE_LABELS = {"released": "released", "own": "own", "none": "none: T5.1.1"}
+SOURCE_STYLES = {"released": ("-", "o"), "own": ("--", "s"), "none": (":", "^")}
+_UNKNOWN_SOURCE = ("source unknown", ("-.", "x"))
+
+
+def axis_label(axis: str, value: Any) -> str:
+    """The paper's legend label for one axis value (`init`, `class_label` → `Class Label`)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # CSV round trips turn 100 into 100.0
+    labels = AXIS_LABELS.get(axis, {})
+    if value in labels:
+        return labels[value]
+    if axis == "lm_adapt_steps" and isinstance(value, int):
+        return f"{value // 1000}K" if value % 1000 == 0 else str(value)
+    return str(value)
+
+
+def _lm_adapt_label(sizes: pd.Series) -> str:
+    """Panel (c)'s LM-adapted line, named by the checkpoint its sizes load (held at each size's
+    own by `panel_runs`): "LM Adaptation (100K)" for T5, "(500)" for the toy world's."""
+    steps = sorted({model_lm_adapt_steps(size) for size in sizes.dropna().unique()})
+    counts = "/".join(axis_label("lm_adapt_steps", n) for n in steps) or "100K"
+    return f"LM Adaptation ({counts})"
+
+
+def _axis_order(axis: str, values: Sequence[Any]) -> list[Any]:
+    """Paper order for known values (the label table's order), then the rest sorted."""
+    known = list(AXIS_LABELS.get(axis, {}))
+
+    def key(v: Any) -> tuple:
+        number = isinstance(v, numbers.Real) and not isinstance(v, bool)
+        v2 = int(v) if number and float(v).is_integer() else v
+        if v2 in known:
+            return (0, known.index(v2), "")
+        # numpy integers are not `int`: compare every real number as a number (50 < 250)
+        return (1, float(v2) if number else 0.0, str(v2))
+
+    return sorted(values, key=key)
+
+
+def _source_order(sources: pd.Series) -> list[Any]:
+    """The recipes present in a Figure 3(d) line group: released, own, none, then unknown (NA)."""
+    present = list(sources.dropna().unique())
+    known = [s for s in SOURCE_STYLES if s in present]
+    other = sorted(s for s in present if s not in SOURCE_STYLES)
+    return known + other + ([None] if sources.isna().any() else [])
+
+
+def _same_source(sources: pd.Series, source: Any) -> pd.Series:
+    return sources.isna() if source is None else sources.eq(source).fillna(False).astype(bool)
+
+
+def _source_legend(source: Any) -> tuple[str, tuple[str, str]]:
+    """(legend text, (line style, marker)) of an LM-adaptation recipe."""
+    if source in SOURCE_STYLES:
+        return SOURCE_LABELS[source], SOURCE_STYLES[source]
+    return _UNKNOWN_SOURCE if source is None else (str(source), _UNKNOWN_SOURCE[1])
+
+
+def plot_panel(
+    frame: pd.DataFrame,
+    axis: str,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    reference: pd.DataFrame | None = None,
+    ylabel: str = "SuperGLUE Score",
+) -> Figure:
+    """One Figure 3 panel: a line per value of `axis`, mean ± std over seeds vs model size.
+
+    Args:
+        frame: `superglue_frame(runs, axis)` (columns size, params, <axis>, mean, std; n_seeds
+            if present marks single-seed points).
+        axis: `prompt_len`, `init`, `objective`, `lm_adapt_steps` (or any column of `frame`).
+            For `lm_adapt_steps`, a frame with `lm_adapt_source` draws one line per step count
+            and recipe, labelled e.g. "100K (released)", "10K (own)", "0K (none: T5.1.1)",
+            the recipe also in the line style (released solid, own dashed, none dotted).
+        ax: draw into this axes (e.g. one cell of a grid); default a new figure.
+        title: default the paper's panel caption, e.g. "(a) Prompt length" (+ "toy model, not
+            T5" for a frame of other sizes).
+        reference: optional reference points (`results/paper/reference.csv` layout); drawn only
+            beside T5.1.1 sizes and only rows with a stated source (`references_for`).
+        ylabel: y-axis label; say which tasks were averaged when they are not SuperGLUE's.
+
+    Returns:
+        The figure holding `ax`.
+    """
+    check_frame(frame, ["size", "params", axis, "mean", "std"])
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.9))
+    fig = ax.figure
+    drawn = frame[frame["mean"].notna()]
+    by_source = axis == "lm_adapt_steps" and "lm_adapt_source" in drawn.columns
+    lines = []
+    for i, value in enumerate(_axis_order(axis, list(drawn[axis].dropna().unique()))):
+        rows = drawn[drawn[axis] == value]
+        for source in _source_order(rows["lm_adapt_source"]) if by_source else [None]:
+            line = rows if not by_source else rows[_same_source(rows["lm_adapt_source"], source)]
+            label, (linestyle, marker) = axis_label(axis, value), ("-", "o")
+            if axis == "objective" and value == "lm_adapt":
+                label = _lm_adapt_label(line["size"])
+            if by_source:
+                name, (linestyle, marker) = _source_legend(source)
+                label = f"{label} ({name})"
+            lines.append(Line(label, line.sort_values("params"), f"C{i % 10}", linestyle, marker))
+    legend_title = LEGEND_TITLES.get(axis, axis)
+    if by_source:
+        legend_title += " (recipe)"
+    draw(
+        ax,
+        lines,
+        references_for(drawn, reference),
+        legend_title=legend_title,
+        title=title if title is not None else toy_title(PANEL_TITLES.get(axis, axis), drawn),
+        ylabel=ylabel,
+    )
+    return fig
+
+
+def plot_grid(
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    ylabel: str = "SuperGLUE Score",
+    reference: pd.DataFrame | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """Figure 3 as one figure: a panel per `{axis: superglue frame}`, in the given order.
+
+    Exactly one axes per panel: 1-3 panels side by side, 4 as the paper's 2x2 grid.
+    """
+    n = len(frames)
+    if n == 0:
+        raise ValueError("no panel to draw")
+    cols = n if n <= 3 else 2
+    rows = math.ceil(n / cols)
+    fig, grid = plt.subplots(
+        rows, cols, figsize=(6.4 * cols, 3.9 * rows), squeeze=False, layout="constrained"
+    )
+    cells = list(grid.flat)
+    for cell in cells[n:]:  # only for more than 4 panels: no empty slot left behind
+        cell.remove()
+    for cell, (axis, frame) in zip(cells, frames.items(), strict=False):
+        plot_panel(frame, axis, ax=cell, reference=reference, ylabel=ylabel)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def present_panels(runs: pd.DataFrame) -> list[str]:
+    """The Figure 3 axes that take more than one value among a run frame's finished runs."""
+    done = runs[runs["status"] == "finished"]
+    return [
+        a
+        for a in ABLATION_AXES
+        if a in done.columns and panel_runs(done, a)[a].dropna().nunique() > 1
+    ]
+
+
+def figure3(
+    frame_runs: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    reference: pd.DataFrame | None = None,
+) -> dict[str, list[Path]]:
+    """Draw every Figure 3 panel present in a run frame, one file per panel plus a grid.
+
+    Each panel uses `panel_runs(frame_runs, axis)` (other axes at the paper's defaults) and
+    `superglue_frame(..., tasks=tasks)`.
+
+    Returns:
+        `{name: [png, pdf]}` for `figure3<letter>_<axis>` and the combined `figure3`.
+
+    Raises:
+        ValueError: no axis takes more than one value among the finished runs, or no panel has a
+            point to draw (`no_points_reason` says why).
+    """
+    axes = present_panels(frame_runs)
+    if not axes:
+        raise ValueError(
+            f"no Figure 3 panel in this frame: none of {ABLATION_AXES} takes two values among "
+            "its finished runs"
+        )
+    frames = {a: superglue_frame(panel_runs(frame_runs, a), a, tasks=tasks) for a in axes}
+    if not any(frame["mean"].notna().any() for frame in frames.values()):
+        raise ValueError(no_points_reason(frame_runs, tasks))
+    written: dict[str, list[Path]] = {}
+    for a, frame in frames.items():
+        fig = plot_panel(frame, a, reference=reference, ylabel=score_label(tasks))
+        name = f"figure3{'abcd'[ABLATION_AXES.index(a)]}_{a}"
+        written[name] = save_figure(fig, out_dir, name)
+        plt.close(fig)
+
+    fig = plot_grid(frames, ylabel=score_label(tasks), reference=reference)
+    written["figure3"] = save_figure(fig, out_dir, "figure3")
+    plt.close(fig)
+    return written

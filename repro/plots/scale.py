@@ -1,0 +1,107 @@
+"""Figure 1, the scale figure: a line per method (model tuning, multi-task model tuning, prompt
+tuning) against model size, with the paper's reference points beside T5.1.1 sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from repro.collect.superglue import figure1_runs, superglue_frame
+from repro.methods import DEFAULT_METHOD, METHODS
+from repro.plots.drawing import Line, check_frame, draw, no_points_reason, save_figure, score_label
+from repro.plots.reference import TOY_NOTE, non_t5_sizes, references_for, toy_title
+
+# Figure 1: one colour per method (the paper's legend order: model tuning lines first).
+METHOD_COLORS = {"model": "C3", "model_multitask": "C1", "prompt": "C0", "lora": "C2"}
+
+
+def plot_figure1(
+    frame: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    ax: Axes | None = None,
+    ylabel: str = "SuperGLUE Score",
+) -> Figure:
+    """Figure 1: a line per method (mean ± std over seeds) vs T5 size, with the paper's points.
+
+    The lines are the paper's: "Model Tuning", "Model Tuning (Multi-task)", "Prompt Tuning"
+    (`repro.methods.METHODS` labels; a frame without a `method` column is prompt tuning). A
+    frame of other sizes (toy, tiny: `non_t5_sizes`) is drawn without the paper's points, with
+    a `ReferenceWarning`, and labelled "toy model, not T5" in its legend and title.
+
+    Args:
+        frame: `superglue_frame(figure1_runs(runs), "method")`: one row per method and size.
+        reference: `results/paper/reference.csv` (GPT-3 prompt design, T5-XXL model tuning and
+            prompt tuning as the paper reports them).
+    """
+    check_frame(frame, ["size", "params", "mean", "std"])
+    if "method" not in frame.columns:
+        frame = frame.assign(method=DEFAULT_METHOD)
+    frame = frame.assign(method=frame["method"].fillna(DEFAULT_METHOD))
+    if frame[["method", "params"]].duplicated().any():
+        raise ValueError(
+            "Figure 1 needs one point per size (and method), but some have several rows; build the "
+            'frame with superglue_frame(figure1_runs(runs), "method")'
+        )
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    fig = ax.figure
+    drawn = frame[frame["mean"].notna()].sort_values("params")
+    toy = bool(non_t5_sizes(drawn))
+    order = [m for m in METHOD_COLORS if m in set(drawn["method"])]
+    order += sorted(set(drawn["method"]) - set(order))  # a method added later (e.g. LoRA)
+    lines = []
+    for i, method in enumerate(order):
+        name = METHODS[method].label if method in METHODS else method
+        label = f"{name} ({TOY_NOTE})" if toy else f"{name} (ours)"
+        color = METHOD_COLORS.get(method, f"C{(i + 4) % 10}")
+        lines.append(Line(label, drawn[drawn["method"] == method], color))
+    only_prompt = order in ([], [DEFAULT_METHOD])
+    title = (
+        "Figure 1: prompt tuning vs model size" if only_prompt else "Figure 1: tuning vs model size"
+    )
+    draw(
+        ax,
+        lines,
+        references_for(drawn, reference),
+        legend_title="Method",
+        title=toy_title(title, drawn),
+        ylabel=ylabel,
+    )
+    return fig
+
+
+def figure1_frame(frame_runs: pd.DataFrame, tasks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Figure 1's points: per method and size, the mean ± std over seeds of the task mean."""
+    runs = figure1_runs(frame_runs)
+    if "method" not in runs.columns:
+        return superglue_frame(runs, None, tasks=tasks)
+    return superglue_frame(runs, "method", tasks=tasks)
+
+
+def figure1(
+    frame_runs: pd.DataFrame,
+    out_dir: str | Path,
+    reference: pd.DataFrame,
+    *,
+    tasks: Sequence[str] | None = None,
+) -> list[Path]:
+    """Figure 1 from a run frame: a line per method (`figure1_runs`: prompt tuning at the
+    paper's default setting, model tuning and multi-task model tuning) vs size; writes PNG+PDF.
+
+    Raises:
+        ValueError: no size has a point to draw (`no_points_reason` says why).
+    """
+    frame = figure1_frame(frame_runs, tasks)
+    if not frame["mean"].notna().any():
+        raise ValueError(no_points_reason(frame_runs, tasks))
+    fig = plot_figure1(frame, reference, ylabel=score_label(tasks))
+    paths = save_figure(fig, out_dir, "figure1")
+    plt.close(fig)
+    return paths
