@@ -94,8 +94,8 @@ def packs_prompts(cfg: Config) -> bool:
 def pack_memory(cfgs: Sequence[Config]) -> int:
     """Estimated bytes of one pack on one device: the backbone once, then per member its prompt
     state and its batch's activations at the pack's padded length (longest prompt + input)
-    (:mod:`repro.cost`'s memory model)."""
-    from repro.cost import estimate
+    (:mod:`repro.estimate`'s memory model)."""
+    from repro.estimate import estimate
 
     longest = max(c.prompt_len for c in cfgs)
     jobs = [estimate(dataclasses.replace(c, prompt_len=longest)) for c in cfgs]
@@ -107,7 +107,7 @@ def split_packs(cfgs: Sequence[Config], budget_bytes: float, max_members: int | 
     """Indices of ``cfgs`` (one group) cut into packs that fit ``budget_bytes`` each.
 
     Members are taken in order of prompt length, so that a pack pads little. A job that does
-    not fit even alone is a pack of one (``repro.cost`` warns about it).
+    not fit even alone is a pack of one (``repro.memory`` warns about it).
     """
     order = sorted(range(len(cfgs)), key=lambda i: (cfgs[i].prompt_len, i))
     packs: list[list[int]] = []
@@ -192,8 +192,8 @@ def packs_by_length(cfgs: Sequence[Config], choice: bool | None = None) -> bool:
 def log_pack_memory(cfgs: Sequence[Config]) -> None:
     """Log a pack's memory estimate as it starts, and warn if it exceeds ``cost.gpu_memory_gb``:
     with the switches that make a member fit that does not fit alone
-    (:func:`repro.cost.start_lines`), else naming the launcher's split."""
-    from repro.cost import describe_grad_accum
+    (:func:`repro.memory.start_lines`), else naming the launcher's split."""
+    from repro.memory import describe_grad_accum
     from repro.run import log_memory_plan
 
     try:
@@ -273,7 +273,7 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
     on; a failure of what they share (the checkpoint, the data) raises for the pack.
     """
     from repro import files, rundir
-    from repro.config import checkpoint_for
+    from repro.checkpoints import checkpoint_for
     from repro.run import prepare_assets
     from repro.tasks import task_names
     from repro.trainer import resolve_device

@@ -7,7 +7,7 @@ things outside the config, each by the floor that owns it:
 - ``init=from_file``: the prompt file is readable and as long as the run's prompt
   (``repro.interop.check_prompt_file``);
 - ``trainer.grad_accum=auto``: the fewest micro-batches whose memory estimate fits
-  ``cost.gpu_memory_gb`` (``repro.cost.auto_grad_accum``), resolved once, so the code below
+  ``cost.gpu_memory_gb`` (``repro.memory.auto_grad_accum``), resolved once, so the code below
   sees an int.
 
 Every entry point that turns a composed config into a run (the job, the cost report, the
@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from repro.config import GRAD_ACCUM_AUTO, Config, to_config
-from repro.cost import auto_grad_accum
-from repro.interop import check_prompt_file
+from repro.config import Config, to_config
+from repro.memory import auto_grad_accum
+from repro.trainer_config import GRAD_ACCUM_AUTO
 
 
 def resolve(cfg: Config) -> Config:
     """Settle ``cfg`` against the world, in place; returns it."""
     if cfg.init.name == "from_file":
+        # imported here: it reads prompt tensors (torch), which `python -m repro.cost` never needs
+        from repro.interop import check_prompt_file
+
         check_prompt_file(cfg.init.path, cfg.prompt_len)
     if cfg.trainer.grad_accum == GRAD_ACCUM_AUTO:
         cfg.trainer.grad_accum = auto_grad_accum(cfg)

@@ -27,17 +27,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from repro import files, rundir
-from repro.cli import USER_ERRORS, cli_error_message
-from repro.config import (
-    CONF_DIR,
-    Config,
-    RunError,
-    check_method_overrides,
-    checkpoint_for,
-    register_configs,
-)
+from repro.checkpoints import checkpoint_for
+from repro.cli import USER_ERRORS, RunError, cli_error_message
+from repro.config import CONF_DIR, Config, register_configs
 from repro.files import read_json, write_json_atomic
-from repro.methods import check_tasks, get_method
+from repro.methods import check_method_overrides, check_tasks, get_method
 from repro.resolve import load_config
 from repro.rundir import fingerprint, run_name  # noqa: F401
 from repro.trainer import Interrupted, StopFlag
@@ -468,8 +462,8 @@ def failed_result(cfg: Config | None, task_name: str, out_dir: Path, error: Base
 def log_memory_plan(cfg: Config) -> None:
     """Log the job's micro-batches and memory estimate as it starts, and warn (with the switches
     that would make it fit) if the estimate exceeds ``cost.gpu_memory_gb``
-    (:func:`repro.cost.start_lines`)."""
-    from repro.cost import start_lines
+    (:func:`repro.memory.start_lines`)."""
+    from repro.memory import start_lines
 
     info, warning = start_lines(cfg)
     if info:
@@ -814,7 +808,8 @@ def main(dcfg: DictConfig) -> float | None:
         cfg = load_config(dcfg)
         check_method_overrides(cfg.method.name, hydra_cfg.overrides.task)
         if cfg.dry_run:  # the estimate only: nothing is loaded, nothing is written
-            from repro.cost import describe, estimate
+            from repro.cost.report import describe
+            from repro.estimate import estimate
             from repro.pack import describe_fit
 
             print(describe(estimate(cfg)))

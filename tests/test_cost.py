@@ -11,12 +11,25 @@ from test_run import run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
-from repro import cost
 from repro.backbone import count_parameters, load_backbone
 from repro.config import Config, ModelConfig
+from repro.cost.cli import main
+from repro.cost.plan import sweep_configs, sweep_jobs
+from repro.cost.report import describe, describe_groups, describe_total, group_jobs
+from repro.estimate import (
+    Shape,
+    adaptation_costs,
+    count_params,
+    estimate,
+    forward_flops,
+    shape_of,
+    step_flops,
+)
+from repro.memory import format_bytes, gpus_needed, memory_per_gpu, memory_warning, start_lines
 from repro.model import PromptedT5
 from repro.prompts import SoftPrompt, init_prompt
 from repro.resolve import load_config
+from repro.trainer_config import divisors
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -30,7 +43,7 @@ def compose_config(*overrides: str) -> Config:
 @pytest.mark.parametrize("size", ["small", "base", "large", "xl", "xxl"])
 def test_parameter_count_from_the_shape_equals_the_released_models(size):
     cfg = compose_config(f"model={size}")
-    assert cost.count_params(cost.shape_of(cfg.model)) == cfg.model.params
+    assert count_params(shape_of(cfg.model)) == cfg.model.params
     if size == "xxl":
         assert cfg.model.params == 11_135_332_352
 
@@ -39,23 +52,23 @@ def test_hand_computed_tiny_shape():
     # d=2, 2 heads of d_kv 1 (inner 2), d_ff 3, 1+1 layers, vocab 5, untied.
     # encoder layer: attention 4·2·2=16, FFN 3·2·3=18, norms 4 → 38; + bias 32·2 + norm 2 → 104
     # decoder layer: 32 + 18 + 6 = 56; + 64 + 2 → 122; embeddings 2·5·2 = 20 → 246
-    s = cost.Shape(
+    s = Shape(
         d_model=2, d_kv=1, d_ff=3, num_heads=2, num_layers=1, num_decoder_layers=1, vocab_size=5
     )
-    assert cost.count_params(s) == 246
+    assert count_params(s) == 246
     # forward, T_enc=3, T_dec=2:
     #   encoder 3·(2·(16+18) + 4·3·2) = 3·92 = 276
     #   decoder 2·(2·(16+8+18) + 4·2·2 + 4·3·2) = 2·124 = 248
     #   cross k,v 3·2·(2·2·2) = 48;  LM head 2·2·2·5 = 40   → 612
-    assert cost.forward_flops(s, 3, 2) == 612
-    assert cost.step_flops(s, batch=4, enc_tokens=3, dec_tokens=2) == 2 * 4 * 612
-    assert cost.step_flops(s, 4, 3, 2, checkpointing=True) == 3 * 4 * 612
+    assert forward_flops(s, 3, 2) == 612
+    assert step_flops(s, batch=4, enc_tokens=3, dec_tokens=2) == 2 * 4 * 612
+    assert step_flops(s, 4, 3, 2, checkpointing=True) == 3 * 4 * 612
 
 
 def test_tiny_shape_read_from_the_checkpoint_counts_its_parameters(tiny_t5_dir):
     backbone = load_backbone(tiny_t5_dir)
-    shape = cost.shape_of(ModelConfig(size="tiny", path=str(tiny_t5_dir)))
-    assert cost.count_params(shape) == count_parameters(backbone)
+    shape = shape_of(ModelConfig(size="tiny", path=str(tiny_t5_dir)))
+    assert count_params(shape) == count_parameters(backbone)
 
 
 def test_flops_equal_torchs_flop_counter_on_the_tiny_model(tiny_t5_dir):
@@ -66,15 +79,15 @@ def test_flops_equal_torchs_flop_counter_on_the_tiny_model(tiny_t5_dir):
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 300, (batch, t_in), generator=gen)
     labels = torch.randint(3, 300, (batch, t_out), generator=gen)
-    shape = cost.shape_of(ModelConfig(size="tiny", path=str(tiny_t5_dir)))
+    shape = shape_of(ModelConfig(size="tiny", path=str(tiny_t5_dir)))
 
     with FlopCounterMode(display=False) as counter:
         model(ids, torch.ones_like(ids), labels)
-    assert counter.get_total_flops() == batch * cost.forward_flops(shape, p + t_in, t_out)
+    assert counter.get_total_flops() == batch * forward_flops(shape, p + t_in, t_out)
 
     with FlopCounterMode(display=False) as counter:
         model(ids, torch.ones_like(ids), labels)[0].backward()
-    expected = cost.step_flops(shape, batch, p + t_in, t_out)
+    expected = step_flops(shape, batch, p + t_in, t_out)
     # backward of a frozen model ≈ the forward again (input gradients only): within 2 %
     assert counter.get_total_flops() == pytest.approx(expected, rel=0.02)
 
@@ -82,20 +95,20 @@ def test_flops_equal_torchs_flop_counter_on_the_tiny_model(tiny_t5_dir):
 def test_job_estimate_and_gpu_hours_by_hand():
     one = "trainer.grad_accum=1"  # not auto: the activations of all 32 examples at once
     cfg = compose_config("model=xxl", "task=rte", "prompt_len=100", "model.dtype=bfloat16", one)
-    job = cost.estimate(cfg)
-    shape = cost.shape_of(cfg.model)
-    per_step = 2 * 32 * cost.forward_flops(shape, 100 + 512, 8)  # rte: 512 input, 8 target
+    job = estimate(cfg)
+    shape = shape_of(cfg.model)
+    per_step = 2 * 32 * forward_flops(shape, 100 + 512, 8)  # rte: 512 input, 8 target
     assert job.flops_per_step == per_step
     assert job.total_flops == 30_000 * per_step
     assert job.gpu_hours == pytest.approx(30_000 * per_step / (312e12 * 0.4) / 3600)
     assert job.weights_bytes == 2 * 11_135_332_352
     assert job.prompt_state_bytes == 3 * 100 * 4096 * 4
     # a superglue job trains 8 prompts: 8× the steps of one task of the same lengths
-    assert cost.estimate(compose_config("model=xxl", "model.dtype=bfloat16")).total_flops == (
+    assert estimate(compose_config("model=xxl", "model.dtype=bfloat16")).total_flops == (
         8 * job.total_flops
     )
     # checkpointing: one more forward, far less activation memory
-    ckpt = cost.estimate(
+    ckpt = estimate(
         compose_config(
             "model=xxl",
             "task=rte",
@@ -106,7 +119,7 @@ def test_job_estimate_and_gpu_hours_by_hand():
     )
     assert ckpt.flops_per_step == 3 * per_step // 2
     assert ckpt.activation_bytes < job.activation_bytes / 10
-    half = cost.estimate(compose_config("model=xxl", "task=rte", "cost.utilisation=0.2"))
+    half = estimate(compose_config("model=xxl", "task=rte", "cost.utilisation=0.2"))
     assert half.gpu_hours == pytest.approx(2 * job.gpu_hours)
 
 
@@ -114,7 +127,7 @@ def test_prompt_state_follows_the_factoring_rule():
     # prompt + gradient (p·d each) + Adafactor's second moment: p·d floats unfactored, p + d
     # factored (auto: t5x's rule, both dims >= 128), 4 bytes each.
     def state(*overrides):
-        return cost.estimate(compose_config("model=xxl", "task=rte", *overrides)).prompt_state_bytes
+        return estimate(compose_config("model=xxl", "task=rte", *overrides)).prompt_state_bytes
 
     assert state("prompt_len=127") == 3 * 127 * 4096 * 4
     assert state("prompt_len=150") == (2 * 150 * 4096 + 150 + 4096) * 4
@@ -124,7 +137,7 @@ def test_prompt_state_follows_the_factoring_rule():
 
 def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
     args = ["model=small,xxl", "task=rte", "seed=0,1", "trainer.grad_accum=1"]  # not auto
-    code = cost.main(["-m", "--jobs", *args])
+    code = main(["-m", "--jobs", *args])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     lines = [x for x in out if x.startswith("dry run")]
@@ -138,7 +151,7 @@ def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
     # each xxl job (358 GB in fp32) is followed by its memory warning; small fits
     assert out == [lines[0], lines[1], lines[2], out[3], lines[3], out[5], out[6]]
     assert out[3].startswith("  WARNING") and out[5] == out[3]
-    jobs = [cost.estimate(c) for c in cost.sweep_configs(args, multirun=True)]
+    jobs = [estimate(c) for c in sweep_configs(args, multirun=True)]
     hours = sum(j.gpu_hours for j in jobs)
     assert out[6].startswith("total: 4 job(s)") and f"| {hours:.2f} GPU-h" in out[6]
 
@@ -146,11 +159,11 @@ def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
 def test_a_sweep_file_prints_in_groups_by_size_then_the_axes_that_change_the_cost():
     """Figure 3(a): 75 jobs = 5 sizes × 5 prompt lengths × 3 seeds print as 25 groups of 3 (the
     seed changes nothing), a subtotal per size and the total, which sum the jobs exactly."""
-    expanded = cost.sweep_jobs(
+    expanded = sweep_jobs(
         [], multirun=True, config_dir=str(ROOT / "sweeps"), config_name="fig3a_prompt_len"
     )
-    jobs = [cost.estimate(cfg) for _, cfg in expanded]
-    out = cost.describe_groups(jobs, [o for o, _ in expanded])
+    jobs = [estimate(cfg) for _, cfg in expanded]
+    out = describe_groups(jobs, [o for o, _ in expanded])
     assert out[0].startswith("75 job(s) in 25 group(s) of equal cost, by model, prompt_len (")
     groups = [x for x in out[1:] if x.startswith("model=")]
     sizes = ["small", "base", "large", "xl", "xxl"]
@@ -165,11 +178,11 @@ def test_a_sweep_file_prints_in_groups_by_size_then_the_axes_that_change_the_cos
         (line,) = [x for x in out if x.startswith(f"subtotal model={size}:")]
         assert line == (
             f"subtotal model={size}: 15 job(s) | {flops:.3e} FLOP | {hours:.2f} GPU-h | "
-            f"largest job memory ≈ {cost._gb(max(j.memory_bytes for j in of_size))}"
+            f"largest job memory ≈ {format_bytes(max(j.memory_bytes for j in of_size))}"
         )
     xxl_150 = [j for j in jobs if j.size == "xxl" and j.config.prompt_len == 150]
     assert groups[-1].endswith(
-        f"memory ≈ {cost._gb(xxl_150[0].memory_bytes)} (grad_accum auto → 16) | "
+        f"memory ≈ {format_bytes(xxl_150[0].memory_bytes)} (grad_accum auto → 16) | "
         f"{sum(j.total_flops for j in xxl_150):.3e} FLOP | "
         f"{sum(j.gpu_hours for j in xxl_150):.2f} GPU-h"
     )
@@ -181,24 +194,24 @@ def test_a_sweep_file_prints_in_groups_by_size_then_the_axes_that_change_the_cos
             warned = i + 1 < len(out) and out[i + 1].startswith("  WARNING")
             assert warned == (job.memory_bytes > 80e9)
     assert len(out) == 1 + 25 + sum(j.memory_bytes > 80e9 for j in by_label.values()) + 5
-    assert cost.describe_total(jobs).startswith("total: 75 job(s)")
+    assert describe_total(jobs).startswith("total: 75 job(s)")
 
 
 def test_cost_cli_prints_groups_then_the_total(capsys):
     args = ["model=small,xl", "task=rte", "prompt_len=1,100", "seed=0,1"]
-    assert cost.main(["-m", *args]) == 0
+    assert main(["-m", *args]) == 0
     out = capsys.readouterr().out.splitlines()
-    expanded = cost.sweep_jobs(args, multirun=True)
-    jobs = [cost.estimate(cfg) for _, cfg in expanded]
-    assert out == [*cost.describe_groups(jobs, [o for o, _ in expanded]), cost.describe_total(jobs)]
+    expanded = sweep_jobs(args, multirun=True)
+    jobs = [estimate(cfg) for _, cfg in expanded]
+    assert out == [*describe_groups(jobs, [o for o, _ in expanded]), describe_total(jobs)]
     assert out[-1].startswith("total: 8 job(s)")
 
 
 def test_groups_leave_out_the_axes_along_which_the_jobs_cost_the_same():
     args = ["model=small,base", "task=rte", "prompt_len=1,100", "init=random_uniform,class_label"]
-    expanded = cost.sweep_jobs([*args, "seed=0,1"], multirun=True)
-    jobs = [cost.estimate(cfg) for _, cfg in expanded]
-    groups = cost.group_jobs(jobs, [o for o, _ in expanded])
+    expanded = sweep_jobs([*args, "seed=0,1"], multirun=True)
+    jobs = [estimate(cfg) for _, cfg in expanded]
+    groups = group_jobs(jobs, [o for o, _ in expanded])
     assert [(g.label, len(g.jobs)) for g in groups] == [
         ("model=small prompt_len=1", 4),
         ("model=small prompt_len=100", 4),
@@ -210,7 +223,7 @@ def test_groups_leave_out_the_axes_along_which_the_jobs_cost_the_same():
 
 def test_a_single_job_prints_one_line_as_before(capsys):
     for argv in (["model=small", "task=rte"], ["-m", "model=small", "task=rte"]):
-        assert cost.main(argv) == 0
+        assert main(argv) == 0
         out = capsys.readouterr().out.splitlines()
         assert [x.split(":")[0] for x in out] == [
             "dry run rte-small-lm_adapt100k-p100-class_label-s0",
@@ -233,11 +246,11 @@ def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
     warning names, applied as an override and estimated again, fits the 80 GB; none of its
     parts does; the docs' recipe (bf16 + checkpointing) fits; Small fits and is not warned."""
     args = ["model=xxl", "task=rte", "trainer.grad_accum=1"]  # not auto: one micro-batch
-    job = cost.estimate(compose_config(*args))
+    job = estimate(compose_config(*args))
     assert job.cost.gpu_memory_gb == 80 and job.memory_bytes > 350e9
-    line, warning = cost.describe(job).split("\n")
+    line, warning = describe(job).split("\n")
     assert line.startswith("dry run rte-xxl") and warning.startswith(
-        f"  WARNING: needs ≈ {cost._gb(job.memory_bytes)}, more than the 80 GB of one GPU"
+        f"  WARNING: needs ≈ {format_bytes(job.memory_bytes)}, more than the 80 GB of one GPU"
     )
     fixes = _fixes_printed(warning)
     assert (["trainer.grad_accum=16"], 1) in fixes
@@ -246,7 +259,7 @@ def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
     assert [gpus for _, gpus in fixes] == sorted(gpus for _, gpus in fixes)  # one GPU first
 
     def per_gpu(overrides, gpus):
-        return cost.memory_per_gpu(cost.estimate(compose_config(*args, *overrides)), gpus)
+        return memory_per_gpu(estimate(compose_config(*args, *overrides)), gpus)
 
     for overrides, gpus in fixes:
         assert per_gpu(overrides, gpus) <= 80e9, overrides
@@ -257,29 +270,29 @@ def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
             assert per_gpu(overrides, gpus - 1) > 80e9
     assert per_gpu(["trainer.grad_accum=8"], 1) > 80e9  # 16 is the smallest that fits
     assert per_gpu(["model.dtype=bfloat16", "model.gradient_checkpointing=true"], 1) <= 80e9
-    docs = cost.estimate(
+    docs = estimate(
         compose_config(*args, "model.dtype=bfloat16", "model.gradient_checkpointing=true")
     )
-    assert cost.memory_warning(docs) is None
+    assert memory_warning(docs) is None
 
-    small = cost.estimate(compose_config("model=small", "task=rte"))
-    assert cost.memory_warning(small) is None and "\n" not in cost.describe(small)
+    small = estimate(compose_config("model=small", "task=rte"))
+    assert memory_warning(small) is None and "\n" not in describe(small)
     # a smaller card: Small no longer fits 8 GB, and is told what does
-    tight = cost.estimate(
+    tight = estimate(
         compose_config("model=small", "task=rte", "cost.gpu_memory_gb=8", "trainer.grad_accum=1")
     )
-    assert "more than the 8 GB of one GPU" in cost.describe(tight)
+    assert "more than the 8 GB of one GPU" in describe(tight)
 
 
 def test_a_job_spread_by_its_own_device_map_is_told_how_many_gpus():
-    job = cost.estimate(compose_config("model=xxl", "task=rte", "model.device_map=auto"))
-    assert cost.gpus_needed(job) == 5
-    assert cost.memory_per_gpu(job, 5) <= 80e9 < cost.memory_per_gpu(job, 4)
-    assert cost.memory_warning(job).startswith(
+    job = estimate(compose_config("model=xxl", "task=rte", "model.device_map=auto"))
+    assert gpus_needed(job) == 5
+    assert memory_per_gpu(job, 5) <= 80e9 < memory_per_gpu(job, 4)
+    assert memory_warning(job).startswith(
         "  note: model.device_map=auto must spread it over >= 5 GPUs of 80 GB"
     )
-    huge = cost.estimate(compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=1"))
-    assert cost.memory_warning(huge).endswith(
+    huge = estimate(compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=1"))
+    assert memory_warning(huge).endswith(
         "no combination of the memory switches fits it, even on 8 GPUs"
     )
 
@@ -288,32 +301,32 @@ def test_own_lm_adaptation_is_priced_once_per_size(capsys):
     """own 100K on Small costs exactly one 100K-step LM adaptation of Small more than auto (the
     released checkpoint); a 3(d) sweep adapts each size once, to its largest step count."""
     args = ["model=small", "task=rte"]
-    auto = cost.sweep_configs(args)
-    own = cost.sweep_configs([*args, "lm_adapt_source=own"])
-    assert cost.adaptation_costs(auto) == []
-    (adapt,) = cost.adaptation_costs(own)
-    shape = cost.shape_of(own[0].model)
+    auto = sweep_configs(args)
+    own = sweep_configs([*args, "lm_adapt_source=own"])
+    assert adaptation_costs(auto) == []
+    (adapt,) = adaptation_costs(own)
+    shape = shape_of(own[0].model)
     # conf/lm_adapt.yaml: batch 128, 512 input / 512 target tokens; all weights: 3 × forward
-    per_step = 3 * 128 * cost.forward_flops(shape, 512, 512)
+    per_step = 3 * 128 * forward_flops(shape, 512, 512)
     assert (adapt.size, adapt.steps, adapt.needed) == ("small", 100_000, (100_000,))
     assert adapt.flops_per_step == per_step and adapt.total_flops == 100_000 * per_step
     assert adapt.gpu_hours == pytest.approx(100_000 * per_step / (312e12 * 0.4) / 3600)
-    assert cost.estimate(own[0]).total_flops == cost.estimate(auto[0]).total_flops
+    assert estimate(own[0]).total_flops == estimate(auto[0]).total_flops
 
-    assert cost.main([*args, "lm_adapt_source=own"]) == 0
+    assert main([*args, "lm_adapt_source=own"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith("lm adaptation small: 1 run of 100000 steps")
-    job = cost.estimate(own[0])
+    job = estimate(own[0])
     assert out[2].startswith("total: 1 job(s) + LM adaptation of 1 size(s)")
     assert f"| {job.total_flops + adapt.total_flops:.3e} FLOP |" in out[2]
-    assert cost.main(args) == 0
+    assert main(args) == 0
     assert "lm adaptation" not in capsys.readouterr().out
 
     sweep = ["--config-dir", str(ROOT / "sweeps"), "--config-name", "fig3d_lm_adapt_steps"]
     narrow = ["model=small,xxl", "seed=0"]
     by_source = {}
     for source in ("auto", "own"):
-        assert cost.main(["-m", *sweep, *narrow, f"lm_adapt_source={source}"]) == 0
+        assert main(["-m", *sweep, *narrow, f"lm_adapt_source={source}"]) == 0
         lines = capsys.readouterr().out.splitlines()
         by_source[source] = [x for x in lines if x.startswith("lm adaptation")]
         assert lines[-1].startswith("total: 8 job(s) + LM adaptation of 2 size(s)")
@@ -326,12 +339,12 @@ def test_own_lm_adaptation_is_priced_once_per_size(capsys):
 
 
 def test_cost_cli_bad_override_is_one_line(capsys):
-    assert cost.main(["model=huge"]) == 2
+    assert main(["model=huge"]) == 2
     err = capsys.readouterr().err
     models = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
     assert "base, large, small, tiny" in models and "xl, xxl" in models
     assert err == f"error: model='huge' is not allowed; choose one of: {models}\n"
-    assert cost.main(["cost.gpu_memory_gb=0"]) == 2
+    assert main(["cost.gpu_memory_gb=0"]) == 2
     assert capsys.readouterr().err == "error: cost.gpu_memory_gb must be > 0; got 0.0\n"
 
 
@@ -347,8 +360,8 @@ def test_dry_run_prints_and_loads_nothing(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("dry run")]
-    shape = cost.shape_of(compose_config("experiment=smoke").model)
-    assert f"params {cost.count_params(shape):,}" in line
+    shape = shape_of(compose_config("experiment=smoke").model)
+    assert f"params {count_params(shape):,}" in line
     assert "GPU-h at 40% of 312 TFLOP/s" in line
     assert not never_built.exists()  # the tiny model was not even built, let alone loaded
     assert not (tmp_path / "cache").exists()  # nor the toy data
@@ -361,7 +374,7 @@ def test_dry_run_of_a_job_too_large_prints_one_job_and_its_warning(tmp_path):
     proc = run_cli(*args, "dry_run=true", f"paths.root={tmp_path}", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [x for x in proc.stdout.splitlines() if x.startswith(("dry run", "  WARNING"))]
-    assert lines == cost.describe(cost.estimate(compose_config(*args))).splitlines()
+    assert lines == describe(estimate(compose_config(*args))).splitlines()
     assert len(lines) == 2 and "fits with: " in lines[1]
 
 
@@ -379,38 +392,38 @@ def test_every_job_of_every_paper_sweep_fits_one_gpu_at_its_defaults(stem):
     with trainer.grad_accum=auto every job's estimate fits cost.gpu_memory_gb (80 GB) on one
     GPU, Large to XXL included; only fp32 XXL model tuning cannot, and is warned."""
     sweeps = str(ROOT / "sweeps")
-    jobs = cost.sweep_jobs(["seed=0"], multirun=True, config_dir=sweeps, config_name=stem)
+    jobs = sweep_jobs(["seed=0"], multirun=True, config_dir=sweeps, config_name=stem)
     assert jobs
     for overrides, cfg in jobs:
-        job = cost.estimate(cfg)
+        job = estimate(cfg)
         t = cfg.trainer
         assert t.grad_accum_auto and t.batch_size % t.grad_accum == 0
         if tuple(o for o in overrides if o.startswith(("method=", "model="))) in (
             TOO_LARGE_FOR_ONE_GPU
         ):
             assert t.grad_accum == t.batch_size  # the most micro-batches there are
-            assert "model.dtype=bfloat16 (≈" in cost.memory_warning(job)
+            assert "model.dtype=bfloat16 (≈" in memory_warning(job)
             continue
-        assert cost.memory_per_gpu(job) <= cfg.cost.gpu_memory_gb * 1e9, (overrides, job)
-        assert cost.memory_warning(job) is None
+        assert memory_per_gpu(job) <= cfg.cost.gpu_memory_gb * 1e9, (overrides, job)
+        assert memory_warning(job) is None
         if t.grad_accum > 1:  # the fewest micro-batches that fit: one count fewer does not
-            fewer = max(n for n in cost.divisors(t.batch_size) if n < t.grad_accum)
+            fewer = max(n for n in divisors(t.batch_size) if n < t.grad_accum)
             one_fewer = replace(cfg, trainer=replace(t, grad_accum=fewer))
-            assert cost.memory_per_gpu(cost.estimate(one_fewer)) > cfg.cost.gpu_memory_gb * 1e9
+            assert memory_per_gpu(estimate(one_fewer)) > cfg.cost.gpu_memory_gb * 1e9
 
 
 def test_auto_grad_accum_is_resolved_once_and_shown():
     xxl = compose_config("model=xxl", "task=rte")
     assert (xxl.trainer.grad_accum, xxl.trainer.grad_accum_auto) == (16, True)
-    assert "grad_accum auto → 16" in cost.describe(cost.estimate(xxl))
+    assert "grad_accum auto → 16" in describe(estimate(xxl))
     explicit = compose_config("model=xxl", "task=rte", "trainer.grad_accum=8")
     assert (explicit.trainer.grad_accum, explicit.trainer.grad_accum_auto) == (8, False)
-    assert "grad_accum 8)" in cost.describe(cost.estimate(explicit))
+    assert "grad_accum 8)" in describe(estimate(explicit))
     # the CPU configs resolve to one micro-batch: they run as before
     for args in (["experiment=smoke"], ["experiment=toy"], ["model=small", "task=rte"]):
         cfg = compose_config(*args)
         assert (cfg.trainer.grad_accum, cfg.trainer.grad_accum_auto) == (1, True), args
-        info, warning = cost.start_lines(cfg)
+        info, warning = start_lines(cfg)
         assert info.startswith("grad_accum auto → 1: 1 micro-batch(es) of ") and warning is None
 
 
@@ -418,7 +431,7 @@ def test_a_job_that_fits_at_no_count_takes_the_most_and_is_warned_as_it_starts()
     """45 GB: the XXL weights (44.5 GB) + one example's activations do not fit."""
     cfg = compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=45")
     assert cfg.trainer.grad_accum == 32
-    info, warning = cost.start_lines(cfg)
+    info, warning = start_lines(cfg)
     assert "grad_accum auto → 32: 32 micro-batch(es) of 1 example(s)" in info
     assert warning.startswith("WARNING: needs ≈") and "fits with: model.dtype=bfloat16" in warning
 

@@ -18,7 +18,7 @@ from test_run import smoke_config
 
 from repro.backbone import load_backbone, load_tokenizer
 from repro.config import Config
-from repro.cost import estimate
+from repro.estimate import estimate
 from repro.model import LoraT5
 from repro.run import run_experiment
 
@@ -100,7 +100,7 @@ def test_cost_prices_the_adapter_and_its_optimizer_state(tmp_path, tiny_t5_dir):
     assert 0 < lora.saved_bytes < model.saved_bytes
     assert lora.tuned_state_bytes >= 2 * 4 * adapter  # fp32 weights + gradients (+ moments)
     assert lora.memory_bytes < model.memory_bytes
-    assert "method=lora" in __import__("repro.cost", fromlist=["describe"]).describe(lora)
+    assert "method=lora" in __import__("repro.cost.report", fromlist=["describe"]).describe(lora)
     assert isinstance(prompt.config, Config)
 
 
@@ -151,7 +151,7 @@ def test_a_prompt_scored_after_a_lora_run_on_a_shared_backbone_sees_no_adapter(t
 
 
 def test_a_sweep_over_lora_keys_gets_a_run_directory_per_setting():
-    from repro.cost import sweep_configs
+    from repro.cost.plan import sweep_configs
 
     configs = sweep_configs(
         ["experiment=smoke", "method=lora", "method.r=8,4", "method.alpha=16,32"], multirun=True

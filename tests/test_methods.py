@@ -17,7 +17,7 @@ from test_run import smoke_config
 from repro.backbone import load_backbone, load_tokenizer
 from repro.collect.rundirs import collect_runs
 from repro.config import Config
-from repro.cost import adafactor_state_floats, count_params, estimate, param_shapes, shape_of
+from repro.estimate import adafactor_state_floats, count_params, estimate, param_shapes, shape_of
 from repro.files import KILL_ENV
 from repro.methods import METHODS, get_method
 from repro.model import PromptedT5, TunedT5
@@ -42,8 +42,8 @@ def state_of(module) -> dict[str, torch.Tensor]:
 
 def trainer_steps(model, tokenizer, steps=3):
     """A few steps of the real training loop (no eval in between)."""
-    from repro.config import TrainerConfig
     from repro.trainer import train
+    from repro.trainer_config import TrainerConfig
 
     ids = [tokenizer(f"sentence: word{i} is good").input_ids for i in range(8)]
     labels = [tokenizer("positive").input_ids for _ in ids]
@@ -263,14 +263,14 @@ def test_cost_prices_model_tuning_with_its_optimizer_state_and_copies():
     assert jp.tuned_state_bytes == 0 and jp.saved_bytes < 8 * 10**7
     # a step of every weight: 3 forwards against the frozen backbone's 2 (same batch and input
     # minus the prompt), then 128 vs 32 examples a step
-    from repro.cost import forward_flops
+    from repro.estimate import forward_flops
 
     te, td = 512, 8
     assert jm.flops_per_step == 3 * 128 * forward_flops(shape, te, td)
     assert jp.flops_per_step == 2 * 32 * forward_flops(shape, te + 100, td)
     assert jmt.total_flops == jmt.flops_per_step * 30_000  # one run over the mixture
     assert jm.total_flops == 8 * jm.flops_per_step * 30_000
-    from repro.cost import describe
+    from repro.cost.report import describe
 
     assert "all weights trained, saves ≈" in describe(jm)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from test_bad_input import assert_one_error, run_cli
 
-from repro import cost
+from repro.cost.cli import main
+from repro.cost.plan import sweep_configs, sweep_jobs, sweep_plan
+from repro.estimate import estimate
 from repro.panels import PanelClash, distinct_jobs, expand_panels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,13 +92,13 @@ def test_the_union_file_runs_every_distinct_job_of_the_four_panel_files_once(
 ):
     panel_files = ["fig3a_prompt_len", "fig3b_init", "fig3c_objective", "fig3d_lm_adapt_steps"]
     expand = dict(multirun=True, config_dir=str(ROOT / config_dir))
-    plan = cost.sweep_plan(narrow, config_name=union, **expand)
+    plan = sweep_plan(narrow, config_name=union, **expand)
     jobs = _by_run_dir(plan.jobs)
     assert len(jobs) == len(plan.jobs), "a run directory is launched twice"
 
     listed, wanted, step_zero = 0, {}, []
     for name in panel_files:
-        for _, cfg in cost.sweep_jobs(narrow, config_name=name, **expand):
+        for _, cfg in sweep_jobs(narrow, config_name=name, **expand):
             listed += 1
             if cfg.objective.name == "lm_adapt" and cfg.lm_adapt_steps == 0:
                 step_zero.append(cfg)  # run once, as panel (c)'s span_corruption run
@@ -111,7 +113,7 @@ def test_the_union_file_runs_every_distinct_job_of_the_four_panel_files_once(
 
 
 def test_cost_prices_the_panels_listed_against_the_distinct_jobs(capsys):
-    code = cost.main(
+    code = main(
         ["-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "fig3_all",
          "model=small", "seed=0"]
     )  # fmt: skip
@@ -123,7 +125,7 @@ def test_cost_prices_the_panels_listed_against_the_distinct_jobs(capsys):
         "jobs = 14 listed, 11 distinct: 3 duplicate(s) dropped (1 run(s) listed by more than one "
         "panel, each run once)"
     )
-    one = cost.estimate(cost.sweep_configs(["model=small", "task=superglue"])[0]).gpu_hours
+    one = estimate(sweep_configs(["model=small", "task=superglue"])[0]).gpu_hours
     listed, distinct, saved = (float(x) for x in _numbers_before(dedup, "GPU-h"))
     assert saved == pytest.approx(listed - distinct, abs=0.01)
     assert saved == pytest.approx(3 * one, abs=0.01)  # the default point, three times over

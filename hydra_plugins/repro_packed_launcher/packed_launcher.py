@@ -4,7 +4,7 @@
 
 The launcher composes every job's config as Hydra's basic launcher does, groups them with
 :func:`repro.pack.plan_packs` (equal :func:`repro.pack.pack_key`: same model, objective,
-LM-adaptation steps, task, batch shape ...; split by the memory model of :mod:`repro.cost`),
+LM-adaptation steps, task, batch shape ...; split by the memory model of :mod:`repro.estimate`),
 prints the grouping, and runs each pack in this process with :func:`repro.pack.run_pack`. Every
 member keeps its own run directory, and ``repro.sweep.SweepSummary`` counts it as a job of its
 own. ``dry_run=true`` prints the grouping and each pack's estimate, and trains nothing.
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.repro_packed_launcher.packed_launcher.PackedLauncher"
     # Memory per pack in GB (None: each job's cost.gpu_memory_gb); a group that does not fit is
-    # split (repro.pack.pack_memory, repro.cost's memory model).
+    # split (repro.pack.pack_memory, repro.estimate's memory model).
     memory_gb: float | None = None
     # At most this many members per pack (None: as many as fit).
     max_members: int | None = None
@@ -146,7 +146,8 @@ class PackedLauncher(Launcher):
         packs = plan_packs(cfgs, self.memory_gb, self.max_members, by_length)
         print(describe_packs(cfgs, packs, by_length), flush=True)
         if any(cfg.dry_run for cfg in cfgs):  # the grouping and the estimates only
-            from repro.cost import describe, estimate
+            from repro.cost.report import describe
+            from repro.estimate import estimate
 
             for num, sweep_config, cfg in jobs:
                 print(describe(estimate(cfg)))

@@ -1,0 +1,110 @@
+"""A sweep priced packed (``hydra/launcher=packed``, :mod:`repro.pack`) against unpacked:
+``python -m repro.cost --packed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from repro.config import Config, CostConfig
+from repro.estimate import estimate, lengths
+from repro.memory import format_bytes
+from repro.pack import pack_memory, plan_packs
+from repro.tasks import task_names
+
+# An ASSUMPTION, not a measurement (no GPU here): the fraction of ``cost.utilisation`` a step
+# sustains grows with the encoder tokens n it holds, as n / (n + HALF_UTILISATION_TOKENS): with
+# 8,192 tokens in its matmuls a GPU runs at half its sustained rate. A paper job (batch 32 ×
+# ~612 tokens = 19.6k) is then at 70 % of it; a pack of 15 at 97 %. Packing also saves each
+# job's start-up, model load and evaluation passes, which this model leaves out.
+HALF_UTILISATION_TOKENS = 8192
+
+
+def utilisation_at(tokens: int, cost: CostConfig) -> float:
+    """Assumed utilisation of a step holding ``tokens`` encoder tokens (see above)."""
+    return cost.utilisation * tokens / (tokens + HALF_UTILISATION_TOKENS)
+
+
+@dataclass
+class PackedPrice:
+    """A sweep priced unpacked (one process per job) and packed (one per pack): an estimate."""
+
+    jobs: int
+    packs: int
+    hours_unpacked: float
+    hours_packed: float
+    peak_unpacked: int  # bytes on the fullest GPU
+    peak_packed: int
+
+
+def _step_tokens(cfg: Config, prompt_len: int) -> int:
+    te = max(
+        lengths(replace(cfg, prompt_len=prompt_len), name)[0] for name in task_names(cfg.task.name)
+    )
+    return cfg.trainer.batch_size * te
+
+
+def price_packed(configs: Sequence[Config], budget_gb: float | None = None) -> PackedPrice:
+    """GPU-hours, processes and peak memory per GPU of a sweep run solo and packed
+    (:func:`repro.pack.plan_packs`), both under :func:`utilisation_at`. A packed member pays
+    for its pack's longest prompt (left padding)."""
+
+    def hours(flops: float, tokens: int, cost: CostConfig) -> float:
+        return flops / (cost.peak_tflops * 1e12 * utilisation_at(tokens, cost)) / 3600
+
+    jobs = [estimate(c) for c in configs]
+    unpacked = sum(
+        hours(j.total_flops, _step_tokens(c, c.prompt_len), c.cost)
+        for j, c in zip(jobs, configs, strict=True)
+    )
+    packs = plan_packs(configs, budget_gb)
+    packed = 0.0
+    for pack in packs:
+        members = [configs[i] for i in pack]
+        longest = max(c.prompt_len for c in members)
+        flops = sum(estimate(replace(c, prompt_len=longest)).total_flops for c in members)
+        tokens = sum(_step_tokens(c, longest) for c in members)
+        packed += hours(flops, tokens, members[0].cost)
+    return PackedPrice(
+        jobs=len(configs),
+        packs=len(packs),
+        hours_unpacked=unpacked,
+        hours_packed=packed,
+        peak_unpacked=max(j.memory_bytes for j in jobs),
+        peak_packed=max(pack_memory([configs[i] for i in pack]) for pack in packs),
+    )
+
+
+def describe_packed(configs: Sequence[Config]) -> list[str]:
+    """The packed-vs-unpacked lines of a sweep: one per model size, then the total."""
+    cost = configs[0].cost
+    lines = [
+        f"packed vs unpacked (ESTIMATE: utilisation assumed {cost.utilisation:.0%} × n/(n + "
+        f"{HALF_UTILISATION_TOKENS}) for n encoder tokens per step, both ways; "
+        f"{cost.gpu_memory_gb:g} GB per GPU; start-up, loading and evaluation not counted; "
+        "docs/packing.md):"
+    ]
+    sizes = list(dict.fromkeys(c.model.size for c in configs))
+    prices = [(s, price_packed([c for c in configs if c.model.size == s])) for s in sizes]
+    if len(sizes) > 1:
+        total = PackedPrice(
+            jobs=sum(p.jobs for _, p in prices),
+            packs=sum(p.packs for _, p in prices),
+            hours_unpacked=sum(p.hours_unpacked for _, p in prices),
+            hours_packed=sum(p.hours_packed for _, p in prices),
+            peak_unpacked=max(p.peak_unpacked for _, p in prices),
+            peak_packed=max(p.peak_packed for _, p in prices),
+        )
+        prices.append(("all", total))
+    for size, price in prices:
+        saved = price.hours_unpacked - price.hours_packed
+        saved = 0.0 if abs(saved) < 0.005 else saved  # rounding, not a loss: print 0.00
+        share = saved / price.hours_unpacked if price.hours_unpacked else 0.0
+        lines.append(
+            f"  model={size}: unpacked {price.jobs} process(es), {price.hours_unpacked:.2f} GPU-h, "
+            f"peak ≈ {format_bytes(price.peak_unpacked)}/GPU | packed {price.packs} process(es), "
+            f"{price.hours_packed:.2f} GPU-h, peak ≈ {format_bytes(price.peak_packed)}/GPU | saves "
+            f"{saved:.2f} GPU-h ({share:.0%})"
+        )
+    return lines
