@@ -93,11 +93,11 @@ def worker(spec: dict) -> dict:
     import torch
 
     from repro.backbone import load_backbone
-    from repro.config import OptimizerConfig
     from repro.model import LoraT5, PromptedT5, TunedT5
     from repro.optim import build_prompt_optimizer
     from repro.prompts import SoftPrompt
     from repro.trainer import load_trained, save_trained
+    from repro.trainer_config import OptimizerConfig
 
     torch.set_num_threads(spec["threads"])
     method, path = spec["method"], Path(spec["path"])

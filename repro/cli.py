@@ -1,15 +1,23 @@
-"""How a user's mistake reaches the terminal: one ``error:`` line, no traceback.
+"""How a user's mistake is worded and reaches the terminal: one ``error:`` line, no traceback.
 
-Shared by the entry points (``repro.run``, ``repro.cost``, ``repro.collect``, ``repro.plots``):
+A bad config value is worded the same way by every check (:func:`check_choice`,
+:func:`check_positive_int`); :class:`RunError` is a mistake in the user's input that is no single
+value (a checkpoint that is not there, a run directory made by another config). The entry points
+(``repro.run``, ``repro.cost``, ``repro.collect``, ``repro.plots``) share :func:`cli_error_message`:
 an exception that is the user's to fix (a bad override, value or path) becomes its first line;
 anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf.errors import OmegaConfBaseException
 
-from repro.config import RunError
+
+class RunError(Exception):
+    """A problem with the user's input, reported as one line (no traceback)."""
+
 
 # What a user can get wrong: reported as one line, no traceback. Anything else is a bug.
 USER_ERRORS = (RunError, ValueError, KeyError, OSError, OmegaConfBaseException)
@@ -42,3 +50,15 @@ def first_line(err: object) -> str:
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     return lines[0] if lines else type(err).__name__
+
+
+def check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """Refuse ``value`` of the config key ``what`` unless it is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{what}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def check_positive_int(what: str, value: Any, minimum: int = 1) -> None:
+    """Refuse ``value`` of the config key ``what`` unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}; got {value!r}")

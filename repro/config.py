@@ -3,9 +3,12 @@
 ``conf/*.yaml`` fills these schemas; a typo'd key or a wrongly typed value fails when Hydra
 composes, and ``to_config`` turns the composed ``DictConfig`` into these objects, running each
 ``__post_init__`` check, so a bad value fails before anything is loaded. Code below ``run.py``
-only ever sees these objects. This module holds data and its validation only: what a config
+only ever sees these objects. Here: :class:`Config` and the groups of the paper's axes (model,
+objective, init, task, method) and of where a run reports (logger, paths, cost); the trainer's
+group is ``repro.trainer_config``. This module holds data and its validation only: what a config
 resolves against the world (``trainer.grad_accum=auto`` from the memory estimate, the prompt
-file of ``init=from_file``) is done by ``repro.resolve.load_config`` on the runs floor.
+file of ``init=from_file``) is done by ``repro.resolve.load_config`` on the runs floor, and which
+checkpoint a run loads by ``repro.checkpoints``.
 
 Defaults are the paper's; where the official code (google-research/prompt-tuning gin files)
 differs, the comment says so and the official value is one override away.
@@ -13,18 +16,17 @@ differs, the comment says so and the official value is one override away.
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from repro.factoring import parse_factored
-from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
+from repro.cli import check_choice, check_positive_int
+from repro.methods import DEFAULT_METHOD, get_method
+from repro.trainer_config import DEVICE, DEVICE_FORMS, TrainerConfig
 
 # `${repro_dir:}` in conf/ = this package's directory, so configs name the shipped toy
 # checkpoints (repro/toy_models/) wherever the command runs from.
@@ -40,8 +42,6 @@ SENTINEL_PLACEMENTS = ("targets", "inputs_and_targets")
 EVAL_MODES = ("generate", "rank")
 DTYPES = ("float32", "bfloat16", "float16")
 LOGGERS = ("none", "wandb")
-BATCHINGS = ("random", "bucketed")
-GRAD_ACCUM_AUTO = "auto"  # trainer.grad_accum: the fewest micro-batches that fit the GPU
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 # Where LM-adapted backbones come from (Figure 3d): what a user sets, and what a run records.
 LM_ADAPT_SOURCES = ("auto", "own")
@@ -53,49 +53,6 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs (co
 _RELEASED_LM_ADAPT = re.compile(
     r"(?:^|/)(?:google/|models--google--)t5-(?:small|base|large|xl|xxl)-lm-adapt(?:/|$)"
 )
-
-
-def _check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{what}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
-
-
-def _check_positive_int(what: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}; got {value!r}")
-
-
-def check_optimizer_hparams(
-    lr: float,
-    decay_rate: float,
-    clip_threshold: float,
-    eps: float,
-    weight_decay: float,
-    initial_step: int,
-    prefix: str = "",
-) -> None:
-    """Raise ValueError naming the first Adafactor hyper-parameter outside its allowed range.
-
-    The one copy of these rules: ``OptimizerConfig`` runs it (``prefix="trainer.optimizer."``)
-    so a bad override fails before anything loads, and ``repro.optim.Adafactor`` runs it too.
-    """
-    step_ok = isinstance(initial_step, int) and not isinstance(initial_step, bool)
-    rules = (
-        ("lr", lr, "a finite number > 0", lr > 0 and math.isfinite(lr)),
-        ("decay_rate", decay_rate, "in (0, 1] (β_i = 1 − (i+1)^−c)", 0 < decay_rate <= 1),
-        ("clip_threshold", clip_threshold, "> 0 (inf disables clipping)", clip_threshold > 0),
-        ("eps", eps, ">= 0", eps >= 0),
-        ("weight_decay", weight_decay, "in [0, 1)", 0 <= weight_decay < 1),
-        ("initial_step", initial_step, "an integer >= 0", step_ok and initial_step >= 0),
-    )
-    for key, value, allowed, ok in rules:
-        if not ok:
-            raise ValueError(f"{prefix}{key} must be {allowed}; got {value!r}")
-
-
-# What `trainer.device` may name: auto, or a torch device type with an optional index.
-DEVICE_FORMS = "cpu, mps, cuda, cuda:N, xpu, xpu:N, npu[:N], hpu[:N], mtia[:N], xla[:N]"
-_DEVICE = re.compile(r"auto|cpu|mps|(?:cuda|xpu|npu|hpu|mtia|xla)(?::\d+)?")
 # from_pretrained's device_map strategies (accelerate); a device string places the whole model.
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 # The modes wandb.init accepts (wandb.sdk.wandb_settings.Settings.mode).
@@ -187,13 +144,13 @@ class ModelConfig:
     tie_word_embeddings: bool = False  # T5.1.1 has a separate LM head
 
     def __post_init__(self) -> None:
-        _check_choice("model.dtype", self.dtype, DTYPES)
+        check_choice("model.dtype", self.dtype, DTYPES)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1); got {self.dropout}")
         if self.attn_implementation is not None:
-            _check_choice("model.attn_implementation", self.attn_implementation, ATTENTIONS)
+            check_choice("model.attn_implementation", self.attn_implementation, ATTENTIONS)
         if self.device_map is not None and not (
-            self.device_map in DEVICE_MAP_STRATEGIES or _DEVICE.fullmatch(self.device_map)
+            self.device_map in DEVICE_MAP_STRATEGIES or DEVICE.fullmatch(self.device_map)
         ):
             raise ValueError(
                 f"model.device_map={self.device_map!r} is not allowed; choose one of: "
@@ -201,7 +158,7 @@ class ModelConfig:
             )
         for key in ("params", "d_model", "num_layers", "num_heads", "d_kv", "d_ff", "vocab_size"):
             if getattr(self, key) is not None:
-                _check_positive_int(f"model.{key}", getattr(self, key))
+                check_positive_int(f"model.{key}", getattr(self, key))
 
 
 @dataclass
@@ -214,8 +171,8 @@ class ObjectiveConfig:
     sentinel_placement: str = "targets"
 
     def __post_init__(self) -> None:
-        _check_choice("objective", self.name, OBJECTIVES)
-        _check_choice("objective.sentinel_placement", self.sentinel_placement, SENTINEL_PLACEMENTS)
+        check_choice("objective", self.name, OBJECTIVES)
+        check_choice("objective.sentinel_placement", self.sentinel_placement, SENTINEL_PLACEMENTS)
 
     @property
     def uses_sentinel(self) -> bool:
@@ -242,11 +199,11 @@ class InitConfig:
     text_rule: str = "peft"
 
     def __post_init__(self) -> None:
-        _check_choice("init", self.name, INITS)
+        check_choice("init", self.name, INITS)
         if not self.low < self.high:
             raise ValueError(f"init.low must be < init.high; got {self.low} and {self.high}")
-        _check_positive_int("init.population", self.population)
-        _check_choice("init.text_rule", self.text_rule, TEXT_RULES)
+        check_positive_int("init.population", self.population)
+        check_choice("init.text_rule", self.text_rule, TEXT_RULES)
         for key, owner in (("path", "from_file"), ("text", "text")):
             value = getattr(self, key)
             if self.name == owner and (value is None or not str(value).strip()):
@@ -271,119 +228,13 @@ class TaskConfig:
     max_eval_examples: int | None = None  # cap dev examples (smoke runs); None = all
 
     def __post_init__(self) -> None:
-        _check_choice("task.eval_mode", self.eval_mode, EVAL_MODES)
+        check_choice("task.eval_mode", self.eval_mode, EVAL_MODES)
         # A length limit counts eos: 2 is the least that holds one token.
         for key, least in (("max_input_length", 2), ("max_target_length", 2)):
             if getattr(self, key) is not None:
-                _check_positive_int(f"task.{key}", getattr(self, key), minimum=least)
+                check_positive_int(f"task.{key}", getattr(self, key), minimum=least)
         if self.max_eval_examples is not None:
-            _check_positive_int("task.max_eval_examples", self.max_eval_examples)
-
-
-@dataclass
-class OptimizerConfig:
-    """Adafactor as the paper trains prompts (t5x rule, see repro/optim.py)."""
-
-    lr: float = 0.3  # constant
-    decay_rate: float = 0.8  # β2_t = 1 − t^−0.8
-    clip_threshold: float = 1.0  # update clipping
-    eps: float = 1e-30
-    weight_decay: float = 1e-5
-    # Official: p ← (1 − wd)·p, not scaled by lr. torch/HF Adafactor scale it by lr: set true.
-    weight_decay_lr_scaled: bool = False
-    # Step counter i at the prompt's first update: 0 = the paper's β2_t = 1 − t^−0.8 over the
-    # prompt's own steps. The official runs continue the restored checkpoint's global step
-    # (T5.1.1's 1M + LM adaptation's 100K), so β2 starts near 1: trainer=official sets 1100000.
-    initial_step: int = 0
-    # Second moment of the [p, d] prompt. auto = t5x's size rule, which the official runs hit
-    # (t5x ignores the "do not factor" rule of the prompt-tuning gin for rank <= 2 parameters):
-    # factored iff p >= min_dim_size_to_factor and d >= it, so p = 150 is factored, p <= 127 not.
-    # true = factor every rank >= 2 tensor (transformers' Adafactor); false = never (the gin's
-    # intent). Case-insensitive (Hydra hands "True" for factored=true).
-    factored: str = "auto"
-    min_dim_size_to_factor: int = 128
-    # t5x's multiply_by_parameter_scale: lr × max(eps2, RMS(θ)) per tensor. Off for the prompt
-    # (the paper); on for model tuning (t5x's default, conf/method/model.yaml).
-    parameter_scale: bool = False
-    eps2: float = 1e-3  # t5x's epsilon2: the least parameter scale
-
-    def __post_init__(self) -> None:
-        self.factored = parse_factored(self.factored, "trainer.optimizer.factored")
-        if not (self.eps2 > 0 and math.isfinite(self.eps2)):
-            raise ValueError(
-                f"trainer.optimizer.eps2 must be a finite number > 0; got {self.eps2!r}"
-            )
-        check_optimizer_hparams(
-            self.lr,
-            self.decay_rate,
-            self.clip_threshold,
-            self.eps,
-            self.weight_decay,
-            self.initial_step,
-            prefix="trainer.optimizer.",
-        )
-        _check_positive_int("trainer.optimizer.min_dim_size_to_factor", self.min_dim_size_to_factor)
-
-
-def divisors(n: int) -> list[int]:
-    """The micro-batch counts a batch of ``n`` examples splits into evenly, fewest first."""
-    return [k for k in range(1, n + 1) if n % k == 0]
-
-
-@dataclass
-class TrainerConfig:
-    # 0: no training; the initial prompt (init=from_file: a given one) is scored on the eval
-    # split and kept as best/ (no training data are read)
-    steps: int = 30_000
-    batch_size: int = 32  # paper; T5X's default is 128
-    # Micro-batches per step (a divisor of batch_size), or auto (conf/trainer/paper.yaml): the
-    # fewest with which the job's memory estimate fits cost.gpu_memory_gb, resolved to an int
-    # when the config is loaded (repro.resolve.load_config); an out-of-memory step then retries
-    # with the next count. Same FLOPs, same gradient (token-weighted accumulation).
-    grad_accum: Union[int, str] = 1  # noqa: UP007  (OmegaConf reads typing.Union, not X | Y)
-    # random: i.i.d. batches (T5X; the paper's runs). bucketed: batches of similar length from
-    # pools of 16 batches, less padding and faster, but not random (docs/batching.md).
-    batching: str = "random"
-    eval_every: int = 1_000  # also how often last/ is checkpointed
-    log_every: int = 100
-    eval_batch_size: int = 64
-    z_loss: float = 0.0  # paper silent; official T5X adds 1e-4
-    device: str = "auto"  # auto = cuda if available, else cpu
-    bf16_autocast: bool = False  # activations in bf16 where the device supports it (official)
-    progress: bool = True
-    # Stop (checkpoint, exit, resume on the next launch) after this many steps in one session:
-    # for time-limited cluster jobs. Does not change results.
-    stop_after_steps: int | None = None
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    # True on a config whose grad_accum was auto (set as Config resolves it; not a config key)
-    grad_accum_auto: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        _check_positive_int("trainer.steps", self.steps, minimum=0)  # 0: score the initial prompt
-        for key in ("batch_size", "eval_every", "log_every"):
-            _check_positive_int(f"trainer.{key}", getattr(self, key))
-        if self.grad_accum != GRAD_ACCUM_AUTO:
-            accum = self.grad_accum
-            if isinstance(accum, bool) or not isinstance(accum, int) or accum < 1:
-                raise ValueError(
-                    f"trainer.grad_accum must be an integer >= 1 dividing trainer.batch_size, or "
-                    f"{GRAD_ACCUM_AUTO}; got {accum!r}"
-                )
-        _check_positive_int("trainer.eval_batch_size", self.eval_batch_size)
-        _check_choice("trainer.batching", self.batching, BATCHINGS)
-        if not _DEVICE.fullmatch(self.device):
-            raise ValueError(
-                f"trainer.device={self.device!r} is not allowed; choose one of: auto, {DEVICE_FORMS}"
-            )
-        if not (self.z_loss >= 0 and math.isfinite(self.z_loss)):
-            raise ValueError(f"trainer.z_loss must be a finite number >= 0; got {self.z_loss!r}")
-        if self.stop_after_steps is not None:
-            _check_positive_int("trainer.stop_after_steps", self.stop_after_steps)
-        if self.grad_accum != GRAD_ACCUM_AUTO and self.batch_size % self.grad_accum:
-            raise ValueError(
-                f"trainer.batch_size={self.batch_size} is not a multiple of "
-                f"trainer.grad_accum={self.grad_accum}"
-            )
+            check_positive_int("task.max_eval_examples", self.max_eval_examples)
 
 
 @dataclass
@@ -400,7 +251,7 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         get_method(self.name)
-        _check_positive_int("method.r", self.r)
+        check_positive_int("method.r", self.r)
         if self.alpha <= 0:
             raise ValueError(f"method.alpha must be > 0; got {self.alpha}")
         if not 0.0 <= self.dropout < 1.0:
@@ -427,9 +278,9 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check_choice("logger", self.name, LOGGERS)
+        check_choice("logger", self.name, LOGGERS)
         if self.mode is not None:
-            _check_choice("logger.mode", self.mode, ("online", "offline", "disabled"))
+            check_choice("logger.mode", self.mode, ("online", "offline", "disabled"))
         if self.name != "wandb":
             return
         # What wandb.init would refuse only after the model has loaded (wandb_settings.py).
@@ -476,7 +327,7 @@ class CostConfig:
             raise ValueError(f"cost.utilisation must be in (0, 1]; got {self.utilisation}")
         for key in ("input_len", "target_len"):
             if getattr(self, key) is not None:
-                _check_positive_int(f"cost.{key}", getattr(self, key))
+                check_positive_int(f"cost.{key}", getattr(self, key))
 
 
 @dataclass
@@ -503,10 +354,10 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
 
     def __post_init__(self) -> None:
-        _check_positive_int("prompt_len", self.prompt_len)
+        check_positive_int("prompt_len", self.prompt_len)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
-        _check_positive_int("lm_adapt_steps", self.lm_adapt_steps, minimum=0)
+        check_positive_int("lm_adapt_steps", self.lm_adapt_steps, minimum=0)
         default_steps = self.model.lm_adapt_checkpoint_steps
         if self.lm_adapt_steps != default_steps and self.objective.name != "lm_adapt":
             raise ValueError(
@@ -514,7 +365,7 @@ class Config:
                 f"(got objective={self.objective.name}; leave it at model={self.model.size}'s "
                 f"{default_steps})"
             )
-        _check_choice("lm_adapt_source", self.lm_adapt_source, LM_ADAPT_SOURCES)
+        check_choice("lm_adapt_source", self.lm_adapt_source, LM_ADAPT_SOURCES)
         if self.lm_adapt_source != "auto" and self.objective.name != "lm_adapt":
             raise ValueError(
                 f"lm_adapt_source={self.lm_adapt_source} only applies with objective=lm_adapt "
@@ -545,122 +396,6 @@ class Config:
             "task": self.task.name,
             "seed": self.seed,
         }
-
-
-def check_method_overrides(method: str, overrides: Sequence[str]) -> None:
-    """Refuse a command that sets what its method does not use (``method=model prompt_len=20``):
-    the prompt's keys (``prompt_len``, ``init``, ``init.*``) mean nothing to a method that trains
-    no prompt. Checked against the command's overrides, not the config's values, because an
-    experiment file may set them for the prompt runs of a sweep that also holds other methods.
-
-    Raises:
-        ValueError: naming the override and the method.
-    """
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if method != "lora" and key.startswith("method.") and key[len("method.") :] in LORA_KEYS:
-            raise ValueError(
-                f"{override} only applies to method=lora; method={method} trains no LoRA adapter"
-            )
-        if get_method(method).prompt_axes:
-            continue
-        if key in ("prompt_len", "init") or key.startswith("init."):
-            raise ValueError(
-                f"{override} only applies to method=prompt; method={method} trains no prompt "
-                f"(allowed methods with a prompt: {', '.join(prompt_methods())})"
-            )
-
-
-def prompt_methods() -> list[str]:
-    from repro.methods import METHODS
-
-    return [m.name for m in METHODS.values() if m.prompt_axes]
-
-
-# --- what a run loads ------------------------------------------------------------------------
-
-
-class RunError(Exception):
-    """A problem with the user's input, reported as one line (no traceback)."""
-
-
-def model_lm_adapt_steps(size: Any) -> int:
-    """The LM-adaptation steps of ``model=<size>``'s own ``checkpoints.lm_adapt``: the default
-    ``lm_adapt_steps`` of its runs (``lm_adapt_checkpoint_steps`` in conf/model/<size>.yaml;
-    100K, Google's release, for the T5 sizes and any size without a conf file)."""
-    path = CONF_DIR / "model" / f"{size}.yaml"
-    if isinstance(size, str) and path.is_file():
-        steps = OmegaConf.load(path).get("lm_adapt_checkpoint_steps")
-        if isinstance(steps, int):
-            return steps
-    return RELEASED_LM_ADAPT_STEPS
-
-
-def own_replaces_release(objective, lm_adapt_steps, lm_adapt_source) -> bool:
-    """True where ``lm_adapt_source=own`` loads another backbone than ``auto``: at 100K steps,
-    where auto loads the model's ``checkpoints.lm_adapt`` (Google's release) and own loads
-    ``repro.lm_adapt``'s ``step_100000/``. At 0 steps (T5.1.1) and at the counts Google never
-    released (``step_<N>/`` either way) both choices load the same backbone: the same run."""
-    return (
-        objective == "lm_adapt"
-        and str(lm_adapt_source) == "own"
-        and int(lm_adapt_steps) == RELEASED_LM_ADAPT_STEPS
-    )
-
-
-def own_lm_adapt_steps(cfg: Config) -> int | None:
-    """The step count of the ``repro.lm_adapt`` checkpoint this run loads
-    (``<paths.lm_adapt_dir>/<size>/step_<N>/``), or None: a ``model.path``, no LM adaptation, or
-    the model's own ``checkpoints.lm_adapt`` (``lm_adapt_source=auto`` at 100K)."""
-    if cfg.model.path or cfg.objective.name != "lm_adapt" or cfg.lm_adapt_steps == 0:
-        return None
-    if cfg.lm_adapt_source == "own" or cfg.lm_adapt_steps != cfg.model.lm_adapt_checkpoint_steps:
-        return cfg.lm_adapt_steps
-    return None
-
-
-def lm_adapt_command(size: str, steps: int) -> str:
-    """The ``repro.lm_adapt`` command that makes ``step_<steps>/`` (the paper's counts at once:
-    one run to 100K writes 10K and 50K on the way)."""
-    paper = (10_000, 50_000, RELEASED_LM_ADAPT_STEPS)
-    listed = ",".join(map(str, paper if steps in paper else (steps,)))
-    return f"python -m repro.lm_adapt model={size} lm_adapt.steps=[{listed}]"
-
-
-def checkpoint_for(cfg: Config) -> str:
-    """The backbone to load: a local ``model.path`` wins; else size × objective × LM steps ×
-    ``lm_adapt_source`` (own: ``repro.lm_adapt``'s ``step_<N>/``, 100K included)."""
-    if cfg.model.path:
-        return cfg.model.path
-    steps = own_lm_adapt_steps(cfg)
-    if steps is not None:
-        own = Path(cfg.paths.lm_adapt_dir) / cfg.model.size / f"step_{steps}"
-        if not (own / "config.json").exists():
-            shipped = cfg.model.lm_adapt_checkpoint_steps
-            if steps == shipped and cfg.lm_adapt_source == "own":
-                why = (
-                    "lm_adapt_source=own loads the suite's own LM adaptation, not Google's release"
-                )
-            elif is_released_lm_adapt(cfg.model.checkpoints.get("lm_adapt")):
-                why = f"only {shipped} was released"
-            else:
-                why = f"model={cfg.model.size}'s checkpoints.lm_adapt is the {shipped}-step one"
-
-            raise RunError(
-                f"no LM-adapted checkpoint for model={cfg.model.size} lm_adapt_steps={steps} "
-                f"at {own}; {why} — make it with `{lm_adapt_command(cfg.model.size, steps)}` "
-                "or set model.path"
-            )
-        return str(own)
-    objective = cfg.objective.name
-    if objective == "lm_adapt" and cfg.lm_adapt_steps == 0:
-        objective = "span_corruption"  # 0 LM-adaptation steps = T5.1.1 itself
-    if objective not in cfg.model.checkpoints:
-        raise RunError(
-            f"model={cfg.model.size} names no checkpoint for objective={objective}; "
-            f"known: {sorted(cfg.model.checkpoints)}; set model.path to a local checkpoint"
-        )
-    return cfg.model.checkpoints[objective]
 
 
 def register_configs() -> None:

@@ -1,6 +1,6 @@
 """When Adafactor factors a second moment: t5x's size rule, without torch.
 
-Shared by the optimiser (repro/optim.py), the config check (repro/config.py) and the dry-run
+Shared by the optimiser (repro/optim.py), the config check (repro/trainer_config.py) and the dry-run
 memory estimate (repro/cost.py), which must not import torch.
 
 ``factored`` is one of:

@@ -12,10 +12,15 @@ A new method (e.g. LoRA) adds one YAML file and one entry, and whatever its ``tr
 - ``lora``: LoRA (Hu et al. 2021) through peft on the same frozen backbone: low-rank updates of
   the attention projections (``method.r``, ``method.alpha``, ``method.dropout``,
   ``method.target_modules``; docs/lora.md), one adapter per task.
+
+A job is checked against its method here too: a mixture method on one task
+(:func:`check_tasks`), a prompt or LoRA key on the command line of a method that does not read it
+(:func:`check_method_overrides`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -88,3 +93,32 @@ def check_tasks(method: str, task: str, names: tuple[str, ...], mixtures) -> Non
             f"method={method} trains one model on a mixture of tasks: task= must name one "
             f"({', '.join(sorted(mixtures))}); got task={task}"
         )
+
+
+def check_method_overrides(method: str, overrides: Sequence[str]) -> None:
+    """Refuse a command that sets what its method does not use (``method=model prompt_len=20``):
+    the prompt's keys (``prompt_len``, ``init``, ``init.*``) mean nothing to a method that trains
+    no prompt. Checked against the command's overrides, not the config's values, because an
+    experiment file may set them for the prompt runs of a sweep that also holds other methods.
+
+    Raises:
+        ValueError: naming the override and the method.
+    """
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if method != "lora" and key.startswith("method.") and key[len("method.") :] in LORA_KEYS:
+            raise ValueError(
+                f"{override} only applies to method=lora; method={method} trains no LoRA adapter"
+            )
+        if get_method(method).prompt_axes:
+            continue
+        if key in ("prompt_len", "init") or key.startswith("init."):
+            raise ValueError(
+                f"{override} only applies to method=prompt; method={method} trains no prompt "
+                f"(allowed methods with a prompt: {', '.join(prompt_methods())})"
+            )
+
+
+def prompt_methods() -> list[str]:
+    """The methods that train a prompt (and so read ``prompt_len`` and ``init``)."""
+    return [m.name for m in METHODS.values() if m.prompt_axes]

@@ -64,8 +64,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from repro.config import check_optimizer_hparams
 from repro.factoring import factored_dims, parse_factored
+from repro.trainer_config import check_optimizer_hparams
 
 
 def decay_rates(i: int, decay_rate: float) -> tuple[float, float]:

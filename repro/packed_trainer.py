@@ -36,7 +36,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from repro.config import TrainerConfig
 from repro.data import IGNORE_INDEX, train_batches
 from repro.evaluate import evaluate
 from repro.files import publish_dir
@@ -59,6 +58,7 @@ from repro.trainer import (
     out_of_memory,
     save_checkpoint,
 )
+from repro.trainer_config import TrainerConfig
 
 # The logger its lines have always carried (``[repro.pack]``), as the pack's job logs under.
 log = logging.getLogger("repro.pack")

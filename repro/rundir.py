@@ -44,7 +44,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from repro.config import MethodConfig, RunError, own_replaces_release
+from repro.checkpoints import own_replaces_release
+from repro.cli import RunError
+from repro.config import MethodConfig
 from repro.files import aside_path, read_json, staging_path, write_json_atomic, write_text_atomic
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 

@@ -22,7 +22,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from repro.config import Config, RunError
+from repro.cli import RunError
+from repro.config import Config
 from repro.files import read_json
 from repro.resolve import load_config
 from repro.rundir import CONFIG, RESULT
@@ -108,7 +109,7 @@ def read_run(run_dir: str | Path) -> TrainedRun:
         task_name = run_dir.name
     checkpoint = result.get("checkpoint") or sidecar.get("backbone")
     if not checkpoint:
-        from repro.config import checkpoint_for
+        from repro.checkpoints import checkpoint_for
 
         checkpoint = checkpoint_for(cfg)
     method = str(

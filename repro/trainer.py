@@ -24,13 +24,13 @@ from tqdm.auto import tqdm
 
 from repro.backbone import load_backbone_weights, save_backbone
 from repro.cli import first_line
-from repro.config import TrainerConfig, divisors
 from repro.data import collate, train_batches
 from repro.files import publish_dir, recover_dir
 from repro.model import LoraT5, Seq2SeqTuning, TunedT5
 from repro.optim import build_prompt_optimizer
 from repro.prompts import load_prompt, save_prompt
 from repro.tracking import MetricsLog
+from repro.trainer_config import TrainerConfig, divisors
 
 log = logging.getLogger(__name__)
 

@@ -129,8 +129,8 @@ def test_target_limit_fits_every_gold_on_a_tokenizer_of_short_pieces():
 
 
 def test_random_batching_is_the_default_and_does_not_group_equal_lengths():
-    from repro.config import TrainerConfig
     from repro.data import train_batches
+    from repro.trainer_config import TrainerConfig
 
     assert TrainerConfig().batching == "random"
     # MultiRC-like data: groups of 4 examples of one length (the answers to one question).
@@ -153,8 +153,8 @@ def test_random_batching_is_the_default_and_does_not_group_equal_lengths():
 
 
 def test_unknown_batching_is_refused():
-    from repro.config import TrainerConfig
     from repro.data import train_batches
+    from repro.trainer_config import TrainerConfig
 
     with pytest.raises(ValueError, match=r"trainer.batching='sorted'.*random, bucketed"):
         TrainerConfig(batching="sorted")

@@ -269,7 +269,7 @@ def test_every_config_key_reaches_the_prompt_optimizer():
     """The trainer passes `asdict(trainer.optimizer)`: each key must be an optimiser argument."""
     from dataclasses import asdict
 
-    from repro.config import OptimizerConfig
+    from repro.trainer_config import OptimizerConfig
 
     cfg = asdict(
         OptimizerConfig(initial_step=1_100_000, lr=0.1, factored="TRUE", min_dim_size_to_factor=64)

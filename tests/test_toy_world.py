@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from repro.config import RunError
+from repro.cli import RunError
 from repro.resolve import load_config
 from repro.run import checkpoint_for, run_experiment
 from repro.toyworld import world

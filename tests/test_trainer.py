@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from repro.backbone import load_backbone
-from repro.config import TrainerConfig
 from repro.model import PromptedT5
 from repro.prompts import SoftPrompt, init_prompt
 from repro.tracking import NullSink
 from repro.trainer import STATE_FILE, _micro_batches, forward_backward, train
+from repro.trainer_config import TrainerConfig
 
 
 def toy_tokens(n=32, seed=0):

@@ -14,15 +14,17 @@ from typing import Any
 
 import pandas as pd
 
+from repro.checkpoints import model_lm_adapt_steps
 from repro.collect.frame import CollectWarning
-from repro.config import RELEASED_LM_ADAPT_STEPS, model_lm_adapt_steps
+from repro.config import RELEASED_LM_ADAPT_STEPS
 from repro.methods import DEFAULT_METHOD, METHODS
 
 # The four Figure 3 panels, in the paper's order (a)-(d).
 ABLATION_AXES = ("prompt_len", "init", "objective", "lm_adapt_steps")
 # The paper's non-ablated setting: LM-adapted T5.1.1 (100K steps), class-label init, 100 tokens.
 # `lm_adapt_steps: MODEL_LM_ADAPT_STEPS` holds each size at its own LM-adapted checkpoint: 100K
-# for the T5 sizes (Google's releases), 500 for the toy world's (`repro.config.model_lm_adapt_steps`).
+# for the T5 sizes (Google's releases), 500 for the toy world's
+# (`repro.checkpoints.model_lm_adapt_steps`).
 MODEL_LM_ADAPT_STEPS = "model"
 PAPER_DEFAULTS: dict[str, Any] = {
     "method": DEFAULT_METHOD,  # Figure 3 is prompt tuning's; Figure 1 adds the other methods
@@ -75,7 +77,7 @@ def panel_runs(
 def span_corruption_as_step_zero(df: pd.DataFrame) -> pd.DataFrame:
     """Figure 3(d)'s 0-step point is T5.1.1 itself: an `objective=lm_adapt lm_adapt_steps=0`
     run loads the span-corruption checkpoint and formats targets as `objective=span_corruption`
-    does (`repro.config.checkpoint_for`), so both are one computation (the toy world's 18 pairs
+    does (`repro.checkpoints.checkpoint_for`), so both are one computation (the toy world's 18 pairs
     score the same). In a frame with LM-adapted runs at more than one step count (a Figure 3(d)
     sweep), span-corruption runs count as that 0-step point, so `sweeps/fig3_all.yaml` trains
     it once, in panel (c); where the frame also holds `lm_adapt_steps=0` runs, the two are

@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from repro.checkpoints import model_lm_adapt_steps
 from repro.collect.superglue import ABLATION_AXES, panel_runs, superglue_frame
-from repro.config import model_lm_adapt_steps
 from repro.plots.drawing import Line, check_frame, draw, no_points_reason, save_figure, score_label
 from repro.plots.reference import references_for, toy_title
 
