@@ -25,7 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from repro.cli import first_line
@@ -65,8 +68,6 @@ def check_prompt_tensor(prompt: Any, source: str) -> Tensor:
 
 def read_npy(path: Path) -> Tensor:
     """An official ``.npy`` prompt [P, H] as fp32 (any float dtype; no pickled objects)."""
-    import numpy as np
-
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -108,9 +109,6 @@ def read_peft_adapter(directory: Path) -> tuple[Tensor, dict[str, Any]]:
         )
     weights = directory / PEFT_WEIGHTS
     if weights.is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             tensors = load_file(weights)
         except (SafetensorError, OSError) as err:
@@ -292,8 +290,6 @@ def write_prompt(
     meta = dict(meta or {})
     out.parent.mkdir(parents=True, exist_ok=True)
     if to == "npy":
-        import numpy as np
-
         if out.suffix != ".npy":
             raise ValueError(f"--to npy writes one .npy file; got {out}")
         staging = out.with_name(f".{out.name}.tmp")
@@ -316,8 +312,6 @@ def write_prompt(
 
 
 def _write_peft(prompt: Tensor, directory: Path, base_model: str, meta: Mapping) -> None:
-    from safetensors.torch import save_file
-
     length, width = prompt.shape
     config = peft_adapter_config(length, width, base_model)
     (directory / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")

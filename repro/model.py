@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from repro.prompts import SoftPrompt, prepend_prompt
@@ -221,7 +222,6 @@ class LoraT5(Seq2SeqTuning):
             OSError / safetensors errors: an unreadable file (the caller names it).
         """
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
         saved = load_file(str(directory / "adapter_model.safetensors"))
         own = {k: v for k, v in self.peft.state_dict().items() if "lora_" in k}
