@@ -65,7 +65,7 @@ def test_every_file_of_every_group_composes(group, tmp_path):
 
 
 def test_model_and_objective_pick_the_hub_checkpoint():
-    from repro.run import checkpoint_for
+    from repro.checkpoints import checkpoint_for
 
     assert checkpoint_for(compose_config("model=base")) == "google/t5-base-lm-adapt"
     assert checkpoint_for(compose_config("model=xl", "objective=span_corruption")) == (
@@ -190,7 +190,7 @@ def test_the_lm_adapt_source_rule():
 
 
 def test_own_adaptation_gets_its_own_run_dir_only_where_it_loads_another_backbone():
-    from repro.run import fingerprint
+    from repro.rundir import fingerprint
 
     auto, own = compose_config(), compose_config("lm_adapt_source=own")
     assert auto.name == "superglue-base-lm_adapt100k-p100-class_label-s0"  # unchanged
@@ -205,7 +205,8 @@ def test_own_adaptation_gets_its_own_run_dir_only_where_it_loads_another_backbon
 
 
 def test_own_adaptation_loads_the_suites_100k_checkpoint(tmp_path):
-    from repro.run import RunError, checkpoint_for
+    from repro.checkpoints import checkpoint_for
+    from repro.cli import RunError
 
     cfg = compose_config("model=small", "lm_adapt_source=own", f"paths.lm_adapt_dir={tmp_path}")
     with pytest.raises(RunError) as info:

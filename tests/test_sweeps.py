@@ -22,11 +22,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 import repro.run  # noqa: F401  (registers the run-name resolver and the config schemas)
+from repro.checkpoints import checkpoint_for
+from repro.cli import RunError
 from repro.collect.rundirs import collect_runs
 from repro.collect.superglue import MODEL_LM_ADAPT_STEPS, PAPER_DEFAULTS
 from repro.config import RELEASED_LM_ADAPT_STEPS, Config
 from repro.resolve import load_config
-from repro.run import RunError, checkpoint_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -284,7 +285,7 @@ def test_fig3d_whole_curve_on_the_suites_own_lm_adaptation(tmp_path):
     """`fig3d_lm_adapt_steps lm_adapt_source=own` (the header's command): every step count > 0
     from repro.lm_adapt's step_<N>/, 0 = T5.1.1; 100K in a directory of its own, the other
     counts the default sweep's own runs (same backbone, same name, same fingerprint)."""
-    from repro.run import fingerprint
+    from repro.rundir import fingerprint
 
     stem = "fig3d_lm_adapt_steps"
     text = header(SWEEPS / f"{stem}.yaml")
