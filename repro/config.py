@@ -4,8 +4,8 @@
 composes, and ``to_config`` turns the composed ``DictConfig`` into these objects, running each
 ``__post_init__`` check, so a bad value fails before anything is loaded. Code below ``run.py``
 only ever sees these objects. Here: :class:`Config` and the groups of the paper's axes (model,
-objective, init, task, method) and of where a run reports (logger, paths, cost); the trainer's
-group is ``repro.trainer_config``. This module holds data and its validation only: what a config
+objective, init, task, method), of where a run logs and writes (logger, paths) and of what a dry
+run assumes (cost); the trainer's group is ``repro.trainer_config``. This module holds data and its validation only: what a config
 resolves against the world (``trainer.grad_accum=auto`` from the memory estimate, the prompt
 file of ``init=from_file``) is done by ``repro.resolve.load_config`` on the runs floor, and which
 checkpoint a run loads by ``repro.checkpoints``.
