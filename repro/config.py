@@ -5,10 +5,11 @@ composes, and ``to_config`` turns the composed ``DictConfig`` into these objects
 ``__post_init__`` check, so a bad value fails before anything is loaded. Code below ``run.py``
 only ever sees these objects. Here: :class:`Config` and the groups of the paper's axes (model,
 objective, init, task, method), of where a run logs and writes (logger, paths) and of what a dry
-run assumes (cost); the trainer's group is ``repro.trainer_config``. This module holds data and its validation only: what a config
-resolves against the world (``trainer.grad_accum=auto`` from the memory estimate, the prompt
-file of ``init=from_file``) is done by ``repro.resolve.load_config`` on the runs floor, and which
-checkpoint a run loads by ``repro.checkpoints``.
+run assumes (cost); the trainer's group is ``repro.trainer_config``. This module holds data and
+its validation only: what a config resolves against the world (``trainer.grad_accum=auto`` from
+the memory estimate, the prompt file of ``init=from_file``) is done by
+``repro.resolve.load_config`` on the runs floor, and which checkpoint a run loads by
+``repro.checkpoints``.
 
 Defaults are the paper's; where the official code (google-research/prompt-tuning gin files)
 differs, the comment says so and the official value is one override away.
