@@ -22,12 +22,19 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from repro.backbone import load_backbone, load_tokenizer
+from repro.checkpoints import checkpoint_for
 from repro.cli import RunError
 from repro.config import Config
+from repro.data import _tokenize
 from repro.files import read_json
+from repro.model import LoraT5, PromptedT5, TunedT5, without_lora
+from repro.objectives import SENTINEL, add_sentinel
+from repro.prompts import SoftPrompt, load_prompt
 from repro.resolve import load_config
 from repro.rundir import CONFIG, RESULT
 from repro.tasks import Task, get_task
+from repro.tasks.base import data_dir_for, ensure_generated
 
 BEST = "best"
 INIT = "init"  # the prompt as initialised, saved before the first step (repro.run)
@@ -69,8 +76,6 @@ class TrainedRun:
 
     def best_prompt(self) -> Tensor:
         """The best prompt [P, H] (prompt runs only)."""
-        from repro.prompts import load_prompt
-
         self._require_prompt("its best prompt")
         return load_prompt(self.best_dir)[0]
 
@@ -109,8 +114,6 @@ def read_run(run_dir: str | Path) -> TrainedRun:
         task_name = run_dir.name
     checkpoint = result.get("checkpoint") or sidecar.get("backbone")
     if not checkpoint:
-        from repro.checkpoints import checkpoint_for
-
         checkpoint = checkpoint_for(cfg)
     method = str(
         getattr(getattr(cfg, "method", None), "name", None) or result.get("method") or "prompt"
@@ -156,8 +159,6 @@ class Backbone:
 
 def load_backbone_of(run: TrainedRun) -> Backbone:
     """The run's frozen backbone (its config's dtype and options) and tokenizer."""
-    from repro.backbone import load_backbone, load_tokenizer
-
     model_cfg = run.cfg.model
     tokenizer = load_tokenizer(run.checkpoint, trust_remote_code=model_cfg.trust_remote_code)
     backbone = load_backbone(
@@ -173,18 +174,12 @@ def load_backbone_of(run: TrainedRun) -> Backbone:
 def _prompt_scorer(run: TrainedRun, backbone: Backbone):
     """Prompt tuning: ``best/``'s prompt in front of the plain backbone (a LoRA run scored
     before it on the same backbone leaves no adapter behind: :func:`repro.model.without_lora`)."""
-    from repro.model import PromptedT5, without_lora
-    from repro.prompts import SoftPrompt
-
     backbone.model = without_lora(backbone.model)
     return PromptedT5(backbone.model, SoftPrompt(run.best_prompt())).eval()
 
 
 def _model_scorer(run: TrainedRun, backbone: Backbone):
     """Model tuning: ``best/`` is the whole tuned model (a checkpoint of its own)."""
-    from repro.backbone import load_backbone
-    from repro.model import TunedT5
-
     model_cfg = run.cfg.model
     tuned = load_backbone(
         run.run_dir / BEST,
@@ -197,8 +192,6 @@ def _model_scorer(run: TrainedRun, backbone: Backbone):
 
 def _lora_scorer(run: TrainedRun, backbone: Backbone):
     """LoRA: the frozen backbone with ``best/``'s adapter injected (peft)."""
-    from repro.model import LoraT5
-
     m = run.cfg.method
     model = LoraT5(
         backbone.model, r=m.r, alpha=m.alpha, dropout=m.dropout, target_modules=m.target_modules
@@ -234,8 +227,6 @@ def eval_examples(run: TrainedRun, task: Task | None = None, data_dir: str | Non
     """The dev examples of ``task`` (default the run's own) as the run would read them: its
     data directory (or ``data_dir`` for another task), generated data from the cache, or the hub;
     capped at the run's ``task.max_eval_examples``."""
-    from repro.tasks.base import data_dir_for, ensure_generated
-
     task = task or run.task
     given = data_dir if task is not run.task else (data_dir or run.cfg.task.data_dir)
     directory = data_dir_for(task, given, run.cfg.paths.cache_dir)
@@ -250,12 +241,9 @@ def eval_examples(run: TrainedRun, task: Task | None = None, data_dir: str | Non
 def encoded_inputs(run: TrainedRun, examples, tokenizer) -> list[list[int]]:
     """Input ids of ``examples`` as ``run`` was evaluated: its objective's sentinel placement
     (``inputs_and_targets`` appends it to the inputs) and its input length limit."""
-    from repro import objectives
-    from repro.data import _tokenize
-
     objective = run.cfg.objective
     if objective.uses_sentinel:
-        examples = objectives.add_sentinel(examples, objective.sentinel_placement)
+        examples = add_sentinel(examples, objective.sentinel_placement)
     max_in = run.cfg.task.max_input_length or run.task.max_input_length
     ids, _ = _tokenize([ex.inputs for ex in examples], tokenizer, max_in, tokenizer.eos_token_id)
     return ids
@@ -264,8 +252,6 @@ def encoded_inputs(run: TrainedRun, examples, tokenizer) -> list[list[int]]:
 def candidates_of(run: TrainedRun, task: Task | None = None) -> list[str]:
     """The label strings ``run`` ranks (``task``'s, default its own), as it was trained to
     produce them (with the sentinel prefix for a Span Corruption + Sentinel run)."""
-    from repro.objectives import SENTINEL
-
     labels = (task or run.task).labels
     return [f"{SENTINEL} {c}" if run.cfg.objective.uses_sentinel else c for c in labels]
 

@@ -13,20 +13,17 @@ from hydra.errors import ConfigCompositionException
 from safetensors.torch import load_file
 
 import repro.run  # noqa: F401  (registers the prompt-tuning schema and resolvers)
-from repro.lm_adapt import (
+from repro.lm_adapt.config import LMAdaptConfig, to_lm_adapt_config
+from repro.lm_adapt.data import (
     ExampleStream,
-    LMAdaptConfig,
     PrefixLMExample,
-    build_optimizer,
     collate_fixed,
     example_rng,
-    lm_adapt,
     open_corpus,
     prefix_lm_examples,
     read_documents,
-    rsqrt_lr,
-    to_lm_adapt_config,
 )
+from repro.lm_adapt.train import build_optimizer, lm_adapt, rsqrt_lr
 from repro.resolve import load_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

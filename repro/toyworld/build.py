@@ -303,7 +303,8 @@ def probe_checkpoint(path: Path, style: str, n: int) -> dict[str, Any]:
 def lm_adapt_size(size: str, source: Path, corpus: Path, work: Path, cfg: BuildConfig) -> Path:
     """Run ``repro.lm_adapt`` from ``source``; returns ``<work>/<size>`` holding ``step_<N>/``."""
     from repro.config import ModelConfig, PathsConfig
-    from repro.lm_adapt import LMAdaptConfig, LMAdaptRun, lm_adapt, output_dir
+    from repro.lm_adapt.config import LMAdaptConfig, LMAdaptRun, output_dir
+    from repro.lm_adapt.train import lm_adapt
 
     run = LMAdaptRun(
         model=ModelConfig(size=size, path=str(source), dropout=0.0),
@@ -359,9 +360,9 @@ def git_commit() -> str | None:
 def versions() -> dict[str, str]:
     import sentencepiece
 
-    from repro import lm_adapt
+    from repro.lm_adapt.train import versions as lm_adapt_versions
 
-    return {**lm_adapt.versions(), "sentencepiece": sentencepiece.__version__}
+    return {**lm_adapt_versions(), "sentencepiece": sentencepiece.__version__}
 
 
 def build(
