@@ -63,7 +63,7 @@ def predict(
     """Prediction strings for tokenised inputs (order kept; batched by length).
 
     Args:
-        members: for a :class:`repro.pack.PackedT5`, the member (prompt) of each input.
+        members: for a :class:`repro.packed_trainer.PackedT5`, the member (prompt) of each input.
         mode: "generate" (greedy, the paper's) or "rank" (pick the candidate string with the
             highest log-likelihood; needs ``candidates``).
         candidates: the strings to rank, exactly as the model is trained to produce them.
@@ -119,7 +119,7 @@ def evaluate(
     always decoded greedily. With ``sentinel`` the candidates carry the ``<extra_id_0>`` prefix
     the model was trained on, and it is stripped from every prediction before scoring.
     ``members`` (a packed model's prompt per example) and ``score=False`` (predictions only,
-    metrics ``{}``) serve :func:`repro.pack.evaluate_members`.
+    metrics ``{}``) serve :func:`repro.packed_trainer.evaluate_members`.
     """
     use_rank = mode == "rank" and bool(task.labels)
     candidates = [f"{SENTINEL} {c}" if sentinel else c for c in task.labels] if use_rank else []

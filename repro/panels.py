@@ -28,6 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
 
 @dataclass(frozen=True)
 class PanelJob:
@@ -72,9 +75,6 @@ def expand_panels(
     A panel's jobs are the cartesian product of ``shared`` (the axes of every panel), the
     panel's own axes, then ``arguments`` (the command line); a later one wins on the same key,
     as in Hydra's basic sweeper, so ``model=small seed=0`` narrows every panel."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     listed = []
     for name, axes in check_panels(panels).items():

@@ -33,9 +33,10 @@ How a job is counted (:func:`job_outcome`):
   launching the sweep again resumes it.
 
 A sweep stopped by a preemption signal leaves through ``sys.exit(75)`` inside the job
-(``repro.run.EXIT_REQUEUE``): neither ``on_job_end`` nor ``on_multirun_end`` runs, and the exit
-code stays 75. A job that raises an exception (a bug, not a user's mistake) ends the sweep in
-Hydra's sweeper with its traceback (exit 1) before ``on_multirun_end``; the records stay behind.
+(``repro.job.preemption.EXIT_REQUEUE``): neither ``on_job_end`` nor ``on_multirun_end`` runs,
+and the exit code stays 75. A job that raises an exception (a bug, not a user's mistake) ends
+the sweep in Hydra's sweeper with its traceback (exit 1) before ``on_multirun_end``; the records
+stay behind.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from repro.files import read_json
+from repro.tasks import SUPERGLUE
 
 # Exit code of a sweep in which a job failed: 1, as a run that itself failed (`repro.run`).
 # Not 2: that code means "fix the command, nothing ran", and a sweep with failed jobs has run
@@ -281,9 +285,6 @@ class SweepSummary(Callback):
 def next_step(sweep_dir: str, jobs: list[dict[str, Any]]) -> str:
     """Where the frame and the figure come from: the two commands after a sweep (with the
     sweep's tasks named when they are not SuperGLUE's, which the figures assume)."""
-    from repro.files import read_json
-    from repro.tasks import SUPERGLUE
-
     tasks = set()
     for job in jobs:
         run_dir = Path(str(job.get("run_dir", "")))

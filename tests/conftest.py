@@ -65,7 +65,7 @@ def train_smoke_runs(root: Path, tiny_t5_dir, runs: dict[str, list[str]]) -> dic
     """Short smoke runs on the tiny model (10 steps), in-process: {name: run dir}."""
     from test_run import smoke_config
 
-    from repro.run import run_experiment
+    from repro.job.experiment import run_experiment
 
     out = {}
     for name, overrides in runs.items():

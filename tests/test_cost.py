@@ -437,8 +437,8 @@ def test_a_job_that_fits_at_no_count_takes_the_most_and_is_warned_as_it_starts()
 
 
 def test_a_job_and_a_pack_warn_as_they_start_only_when_they_do_not_fit(caplog):
-    from repro.pack import log_pack_memory
-    from repro.run import log_memory_plan
+    from repro.job.assets import log_memory_plan
+    from repro.pack.job import log_pack_memory
 
     small = compose_config("model=small", "task=rte")  # 10.77 GB: 7 fit one 80 GB GPU
     big = compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=45")

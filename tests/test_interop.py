@@ -14,9 +14,9 @@ from repro.backbone import load_backbone
 from repro.evaluate import score_prompt
 from repro.export import export
 from repro.interop import fit_prompt, prompt_identity, read_prompt
+from repro.job.experiment import run_experiment
 from repro.model import PromptedT5
 from repro.prompts import SoftPrompt, init_prompt, save_prompt, text_token_ids
-from repro.run import run_experiment
 
 WIDE = 768  # T5 Base's d_model: the width of the official released prompts
 

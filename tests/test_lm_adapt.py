@@ -313,7 +313,7 @@ def test_loss_decreases_and_checkpoints_load(adapted, tiny_t5_dir):
 
 
 def test_checkpoint_drives_prompt_tuning(adapted, tmp_path):
-    from repro.run import run_experiment
+    from repro.job.experiment import run_experiment
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         dcfg = compose(

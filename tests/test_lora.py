@@ -19,8 +19,8 @@ from test_run import smoke_config
 from repro.backbone import load_backbone, load_tokenizer
 from repro.config import Config
 from repro.estimate import estimate
+from repro.job.experiment import run_experiment
 from repro.model import LoraT5
-from repro.run import run_experiment
 
 
 def test_lora_trains_only_its_matrices_and_the_backbone_stays_bit_equal(tiny_t5_dir, tmp_path):
@@ -64,7 +64,7 @@ def test_lora_run_writes_its_result_and_best_reloads_for_evaluation(tmp_path, ti
     assert json.loads((run_dir / "best/adapter_config.json").read_text())["r"] == 8
 
     from repro.evaluate import evaluate
-    from repro.run import prepare_task
+    from repro.job.task import prepare_task
     from repro.trained import load_scorer, read_run
 
     run = read_run(run_dir)

@@ -19,13 +19,13 @@ from repro.collect.rundirs import collect_runs
 from repro.config import Config
 from repro.estimate import adafactor_state_floats, count_params, estimate, param_shapes, shape_of
 from repro.files import KILL_ENV
+from repro.job.experiment import run_experiment
 from repro.methods import METHODS, get_method
 from repro.model import PromptedT5, TunedT5
 from repro.plots.reference import ReferenceWarning, load_reference
 from repro.plots.scale import figure1, plot_figure1
 from repro.prompts import SoftPrompt
 from repro.resolve import load_config
-from repro.run import run_experiment
 from repro.rundir import fingerprint
 
 SHORT = [
@@ -113,7 +113,7 @@ def test_model_tuning_run_saves_a_full_checkpoint_that_reloads_for_evaluation(
 
     # best/ is a checkpoint of its own: load it as a backbone and score dev again
     from repro.evaluate import evaluate
-    from repro.run import prepare_task
+    from repro.job.task import prepare_task
 
     best = run_dir / "best"
     assert json.loads((best / "trained.json").read_text())["step"] == result["best_step"]

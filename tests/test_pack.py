@@ -17,19 +17,12 @@ from test_preemption import read_jsonl
 
 from repro.backbone import load_backbone
 from repro.files import KILL_ENV
+from repro.job.experiment import run_experiment
 from repro.model import PromptedT5
-from repro.pack import (
-    PackJob,
-    describe_fit,
-    pack_key,
-    pack_memory,
-    packs_by_length,
-    plan_packs,
-    run_pack,
-)
+from repro.pack.job import PackJob, run_pack
+from repro.pack.plan import describe_fit, pack_key, pack_memory, packs_by_length, plan_packs
 from repro.packed_trainer import PackedT5, pack_batch
 from repro.prompts import SoftPrompt
-from repro.run import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,7 +196,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_pack import member_configs
-from repro.pack import PackJob, run_pack
+from repro.pack.job import PackJob, run_pack
 root = Path({root!r})
 jobs = run_pack([PackJob(c, root / "runs" / c.name) for c in member_configs({tiny!r}, root)])
 sys.exit(0 if all(j.summary["status"] == "finished" for j in jobs) else 1)
@@ -374,7 +367,7 @@ def files_of(run_dir: Path) -> dict[str, tuple[bytes, int]]:
 def test_a_preempted_packed_sweep_checkpoints_every_member_and_resumes_to_the_same_numbers(
     tmp_path, tiny_t5_dir, packed_reference, signame, code
 ):
-    """The signal (repro.run.PREEMPTION_SIGNALS) reaches the pack mid-training: every running
+    """The signal (repro.job.preemption.PREEMPTION_SIGNALS) reaches the pack mid-training: every running
     member writes last/ at the same step, none a result.json, the finished member is not
     touched, the sweep exits with the code the docs promise; the same command then resumes every
     member to the uninterrupted sweep's numbers and skips the finished one. SLURM's signals are

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from repro.run import EXIT_REQUEUE
+from repro.job.preemption import EXIT_REQUEUE
 from repro.tracking import MetricsLog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ def test_relaunched_sweep_skips_finished_jobs_and_resumes_the_crashed_one(tmp_pa
 
 
 def test_signal_sets_the_flag_and_is_then_handed_to_the_launchers_handler():
-    from repro.run import preemption_signals
+    from repro.job.preemption import preemption_signals
     from repro.trainer import StopFlag
 
     received = []
@@ -256,7 +256,7 @@ def test_signal_sets_the_flag_and_is_then_handed_to_the_launchers_handler():
 def test_leaving_for_requeue_a_repeated_signal_is_ignored_not_fatal():
     """After the checkpoint the job leaves by sys.exit(75); a second SIGTERM during the exit
     (Hydra's unwinding, the interpreter's shutdown) must not kill it with no requeue code."""
-    from repro.run import EXIT_REQUEUE, preemption_signals
+    from repro.job.preemption import EXIT_REQUEUE, preemption_signals
     from repro.trainer import StopFlag
 
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}

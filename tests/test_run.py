@@ -11,8 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import repro.run
+from repro.cli import RunError
+from repro.job.experiment import run_experiment
 from repro.resolve import load_config
-from repro.run import run_experiment
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path, tiny_t5
     assert (tmp_path / "r/result.json").read_bytes() == before
 
     other = smoke_config(tmp_path, tiny_t5_dir, "trainer.steps=8", "trainer.eval_every=4")
-    with pytest.raises(repro.run.RunError, match=r"different config \(differs in: trainer.steps\)"):
+    with pytest.raises(RunError, match=r"different config \(differs in: trainer.steps\)"):
         run_experiment(other, tmp_path / "r")
     assert (tmp_path / "r/result.json").read_bytes() == before
 
@@ -173,7 +174,7 @@ def test_own_lm_adaptation_is_the_same_run_only_where_it_loads_the_same_backbone
 
     run_experiment(smoke_config(tmp_path, tiny_t5_dir, *short), tmp_path / "s")
     own_100k = smoke_config(tmp_path, tiny_t5_dir, *short, "lm_adapt_source=own")
-    with pytest.raises(repro.run.RunError, match=r"differs in: lm_adapt_source\)"):
+    with pytest.raises(RunError, match=r"differs in: lm_adapt_source\)"):
         run_experiment(own_100k, tmp_path / "s")
 
 
@@ -362,7 +363,7 @@ def test_preempted_sweep_still_exits_75(tmp_path, tiny_t5_dir, monkeypatch, caps
     import signal
     import time
 
-    from repro.run import EXIT_REQUEUE
+    from repro.job.preemption import EXIT_REQUEUE
 
     started = []
 
@@ -377,7 +378,7 @@ def test_preempted_sweep_still_exits_75(tmp_path, tiny_t5_dir, monkeypatch, caps
     handlers = {name: signal.getsignal(getattr(signal, name)) for name in names}
     try:
         code, out, err = sweep_cli(monkeypatch, capsys, tmp_path, tiny_t5_dir, "prompt_len=3,4")
-        # leaving for requeue, a repeated signal is ignored (repro.run.preemption_signals)
+        # leaving for requeue, a repeated signal is ignored (repro.job.preemption.preemption_signals)
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     finally:  # this process is pytest's, which goes on
         for name, handler in handlers.items():

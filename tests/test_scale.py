@@ -11,10 +11,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
 from repro.backbone import load_backbone, set_dropout
+from repro.job.experiment import run_experiment
 from repro.model import PromptedT5
 from repro.prompts import SoftPrompt, init_prompt
 from repro.resolve import load_config
-from repro.run import run_experiment
 from tests.test_run import CONF
 
 INPUTS = ["premise: The cat sat on the mat. hypothesis: a dog ran", "question: who sat?"]

@@ -11,8 +11,8 @@ from test_wandb import OfflineApi, read_offline_run, wandb_env  # noqa: F401  (w
 from repro.collect.frame import AXES
 from repro.collect.rundirs import collect_runs
 from repro.collect.wandb_runs import collect_wandb
+from repro.job.experiment import run_experiment
 from repro.resolve import load_config
-from repro.run import run_experiment
 from repro.tasks import SUPERGLUE, superglue_score
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "big", "small", "red", "house", "tree"]

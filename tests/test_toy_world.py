@@ -12,9 +12,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from repro.checkpoints import checkpoint_for
 from repro.cli import RunError
+from repro.job.experiment import run_experiment
 from repro.resolve import load_config
-from repro.run import checkpoint_for, run_experiment
 from repro.toyworld import world
 from repro.toyworld.span_corruption import noise_spans, span_corruption, uncorrupt
 

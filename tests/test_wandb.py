@@ -21,7 +21,7 @@ import repro.run  # noqa: F401  (registers the run-name resolver and the config 
 from repro.collect.frame import AXES
 from repro.collect.rundirs import collect_runs
 from repro.collect.wandb_runs import collect_wandb
-from repro.run import run_experiment
+from repro.job.experiment import run_experiment
 from repro.tracking import WandbSink, default_mode
 
 ROOT = Path(__file__).resolve().parents[1]

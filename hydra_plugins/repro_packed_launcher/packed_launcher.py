@@ -3,15 +3,17 @@
     python -m repro.run -m hydra/launcher=packed experiment=smoke prompt_len=1,5,20 seed=0,1
 
 The launcher composes every job's config as Hydra's basic launcher does, groups them with
-:func:`repro.pack.plan_packs` (equal :func:`repro.pack.pack_key`: same model, objective,
+:func:`repro.pack.plan.plan_packs` (equal :func:`repro.pack.plan.pack_key`: same model, objective,
 LM-adaptation steps, task, batch shape ...; split by the memory model of :mod:`repro.estimate`),
-prints the grouping, and runs each pack in this process with :func:`repro.pack.run_pack`. Every
+prints the grouping, and runs each pack in this process with :func:`repro.pack.job.run_pack`. Every
 member keeps its own run directory, and ``repro.sweep.SweepSummary`` counts it as a job of its
 own. ``dry_run=true`` prints the grouping and each pack's estimate, and trains nothing.
 
 Hydra finds launchers only in the ``hydra_plugins`` namespace package; this one ships with the
 project (pyproject.toml) and is selected by name, so without ``hydra/launcher=packed`` nothing
-changes. Details: docs/packing.md.
+changes. Details: docs/packing.md. Hydra imports every plugin module when it starts (in any Hydra
+app of this environment, whatever its launcher), so this one imports ``repro`` (and with it
+torch) only inside the launcher's methods.
 """
 
 import logging
@@ -36,12 +38,12 @@ log = logging.getLogger(__name__)
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.repro_packed_launcher.packed_launcher.PackedLauncher"
     # Memory per pack in GB (None: each job's cost.gpu_memory_gb); a group that does not fit is
-    # split (repro.pack.pack_memory, repro.estimate's memory model).
+    # split (repro.pack.plan.pack_memory, repro.estimate's memory model).
     memory_gb: float | None = None
     # At most this many members per pack (None: as many as fit).
     max_members: int | None = None
     # Packs of one prompt length each (a member pays for its pack's longest prompt): true,
-    # false, or None = auto: by length when the jobs train on the CPU (repro.pack.packs_by_length).
+    # false, or None = auto: by length when the jobs train on the CPU (repro.pack.plan.packs_by_length).
     by_length: bool | None = None
 
 
@@ -89,9 +91,13 @@ class PackedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         from repro import rundir
         from repro.cli import USER_ERRORS, cli_error_message
-        from repro.pack import PackJob, describe_packs, packs_by_length, plan_packs
+        from repro.cost.report import describe
+        from repro.estimate import estimate
+        from repro.job.preemption import preemption_signals
+        from repro.pack.job import PackJob, run_pack
+        from repro.pack.plan import describe_packs, packs_by_length, plan_packs
         from repro.resolve import load_config
-        from repro.run import hydra_record, preemption_signals
+        from repro.run import hydra_record
         from repro.sweep import SweepSummary, job_outcome, outcome_stamps, summary_line
         from repro.trainer import StopFlag
 
@@ -146,9 +152,6 @@ class PackedLauncher(Launcher):
         packs = plan_packs(cfgs, self.memory_gb, self.max_members, by_length)
         print(describe_packs(cfgs, packs, by_length), flush=True)
         if any(cfg.dry_run for cfg in cfgs):  # the grouping and the estimates only
-            from repro.cost.report import describe
-            from repro.estimate import estimate
-
             for num, sweep_config, cfg in jobs:
                 print(describe(estimate(cfg)))
                 done(num, sweep_config, {"status": "dry run", "error": None})
@@ -175,8 +178,6 @@ class PackedLauncher(Launcher):
                 ]
                 failure: BaseException | None = None
                 try:
-                    from repro.pack import run_pack
-
                     run_pack(pack_jobs, stop)
                 except USER_ERRORS as err:  # what the pack shares is wrong: every member fails
                     failure = err
@@ -225,7 +226,7 @@ def _write_rejected(sweep_config: DictConfig, err: BaseException, cfg=None) -> N
     """A failed ``result.json`` for a job refused before it started, as ``repro.run`` writes
     one in a sweep, so that its row in the results frame says which job it was."""
     from repro.files import write_json_atomic
-    from repro.run import failed_result
+    from repro.job.task import failed_result
     from repro.rundir import RunDirError
     from repro.sweep import job_axes
 

@@ -9,6 +9,8 @@ directory, keeps each directory once (:func:`repro.panels.distinct_jobs`; two pa
 directory with different configs refuse the sweep before it starts), prints the count, and hands
 the distinct jobs to whatever launcher is chosen (basic, local, packed, submitit) in batches of
 ``max_batch_size``. ``repro.cost -m`` prices the same file the same way. Details: docs/sweeps.md.
+Hydra imports every plugin module when it starts (in any Hydra app of this environment), so this
+one imports ``repro`` only inside the sweeper's methods.
 """
 
 import logging

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from repro.config import Config, CostConfig
 from repro.estimate import estimate, lengths
 from repro.memory import format_bytes
-from repro.pack import pack_memory, plan_packs
+from repro.pack.plan import pack_memory, plan_packs
 from repro.tasks import task_names
 
 # An ASSUMPTION, not a measurement (no GPU here): the fraction of ``cost.utilisation`` a step
@@ -47,7 +47,7 @@ def _step_tokens(cfg: Config, prompt_len: int) -> int:
 
 def price_packed(configs: Sequence[Config], budget_gb: float | None = None) -> PackedPrice:
     """GPU-hours, processes and peak memory per GPU of a sweep run solo and packed
-    (:func:`repro.pack.plan_packs`), both under :func:`utilisation_at`. A packed member pays
+    (:func:`repro.pack.plan.plan_packs`), both under :func:`utilisation_at`. A packed member pays
     for its pack's longest prompt (left padding)."""
 
     def hours(flops: float, tokens: int, cost: CostConfig) -> float:
