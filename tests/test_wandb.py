@@ -253,6 +253,7 @@ def test_logger_none_runs_without_importing_wandb(tmp_path, tiny_t5_dir):
 import sys
 from hydra import compose, initialize_config_dir
 import repro.collect, repro.plots, repro.run
+from repro.resolve import load_config
 with initialize_config_dir(config_dir={str(CONF)!r}, version_base="1.3"):
     cfg = compose("config", overrides=["experiment=smoke", "logger=none",
         "model.path={tiny_t5_dir}", "paths.cache_dir={tmp_path / "cache"}",
