@@ -233,7 +233,7 @@ def test_multitask_model_tuning_trains_one_model_and_writes_a_row_per_task(tmp_p
         assert row.status == "finished" and row.best_step == best["step"]
         assert row.score == best[f"{row.task}/score"]
     # the inputs carry their task's name, the one thing that tells the tasks apart
-    from repro.run import prepare_task
+    from repro.job.task import prepare_task
 
     data = prepare_task(cfg, "toy_polarity", load_tokenizer(tiny_t5_dir), name_prefix=True)
     assert all(e.inputs.startswith("toy_polarity ") for e in data.train_examples)

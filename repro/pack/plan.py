@@ -3,8 +3,8 @@
 Jobs pack when they differ only in what the prompt, its optimiser or its own bookkeeping sees
 (:func:`pack_key`); a group is cut into packs by the memory model of :mod:`repro.estimate`
 (:func:`pack_memory`). The packed launcher prints the grouping (:func:`describe_packs`),
-``dry_run=true`` how many members like a job fit (:func:`describe_fit`), ``python -m
-repro.cost --packed`` what packing saves.
+``dry_run=true`` how many members like a job fit (:func:`describe_fit`),
+``python -m repro.cost --packed`` what packing saves (:mod:`repro.cost.packed`).
 """
 
 from __future__ import annotations
