@@ -49,6 +49,7 @@ from repro.cli import RunError
 from repro.config import MethodConfig
 from repro.files import aside_path, read_json, staging_path, write_json_atomic, write_text_atomic
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
+from repro.tasks import get_task
 
 FINGERPRINT = "fingerprint.json"
 CONFIG = "config.yaml"
@@ -194,8 +195,6 @@ def data_identity(cfg, task_names) -> dict[str, dict[str, str]] | None:
     read from ``task.data_dir`` (None: the hub's data, named by the task itself)."""
     if not cfg.task.data_dir:
         return None
-    from repro.tasks import get_task
-
     root = Path(cfg.task.data_dir).expanduser()
     identity = {}
     for name in task_names:
@@ -252,7 +251,8 @@ def fingerprint(cfg, task_names=None) -> dict[str, Any]:
     if cfg.init.name != "text":
         init.pop("text_rule", None)
     if cfg.init.path:
-        from repro.interop import prompt_identity
+        from repro.interop import prompt_identity  # late: interop loads torch, which the cost
+        # report and the Hydra plugins (they import this module) never need
 
         init["path"] = prompt_identity(cfg.init.path)
     roots = {

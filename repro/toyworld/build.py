@@ -28,6 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from repro.config import ModelConfig, PathsConfig
+from repro.lm_adapt.config import LMAdaptConfig, LMAdaptRun, output_dir
+from repro.lm_adapt.train import lm_adapt
+from repro.lm_adapt.train import versions as lm_adapt_versions
+from repro.tiny import tiny_t5_config
 from repro.toyworld import world
 from repro.toyworld.probe import in_corpus, probe
 from repro.toyworld.span_corruption import span_corruption
@@ -106,8 +111,6 @@ def t5_config(shape: ToySize, vocab_size: int):
     output unscaled (``scale_decoder_outputs=False``) but still ties the LM head to the input
     embedding, so the parameter count holds one [vocab, d_model] table, not two.
     """
-    from repro.tiny import tiny_t5_config
-
     return tiny_t5_config(
         vocab_size, shape.d_model, shape.num_layers, shape.num_heads, d_ff=shape.d_ff
     )
@@ -302,10 +305,6 @@ def probe_checkpoint(path: Path, style: str, n: int) -> dict[str, Any]:
 
 def lm_adapt_size(size: str, source: Path, corpus: Path, work: Path, cfg: BuildConfig) -> Path:
     """Run ``repro.lm_adapt`` from ``source``; returns ``<work>/<size>`` holding ``step_<N>/``."""
-    from repro.config import ModelConfig, PathsConfig
-    from repro.lm_adapt.config import LMAdaptConfig, LMAdaptRun, output_dir
-    from repro.lm_adapt.train import lm_adapt
-
     run = LMAdaptRun(
         model=ModelConfig(size=size, path=str(source), dropout=0.0),
         paths=PathsConfig(root=str(work), cache_dir=str(work), lm_adapt_dir=str(work)),
@@ -359,8 +358,6 @@ def git_commit() -> str | None:
 
 def versions() -> dict[str, str]:
     import sentencepiece
-
-    from repro.lm_adapt.train import versions as lm_adapt_versions
 
     return {**lm_adapt_versions(), "sentencepiece": sentencepiece.__version__}
 

@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
+from omegaconf import OmegaConf
+
+from repro.collect.frame import CollectWarning, load_frame
+from repro.collect.superglue import ABLATION_AXES, panel_runs, superglue_frame
+from repro.plots.ablations import plot_grid, plot_panel
+from repro.plots.drawing import save_figure
+from repro.tasks import get_task
+from repro.tasks.base import data_dir_for, ensure_generated
 
 PANELS = ("fig3a_prompt_len", "fig3b_init", "fig3c_objective", "fig3d_lm_adapt_steps")
 AXES = {
@@ -33,8 +42,6 @@ MARGIN = (5.0, 95.0)
 
 def panel_points(runs: pd.DataFrame, axis: str, tasks: Sequence[str] = TASKS) -> pd.DataFrame:
     """Per (size, axis value): mean ± std over seeds of the mean over ``tasks``."""
-    from repro.collect.frame import CollectWarning
-    from repro.collect.superglue import panel_runs, superglue_frame
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollectWarning)
@@ -55,10 +62,6 @@ def dev_examples(run_dir: str | Path, task):
     """The dev examples a finished run was scored on, read where the run read them: its own
     ``task.data_dir``, else (a generated toy task) ``<paths.cache_dir>/toy-data/<task>``,
     generated there again if the cache was cleared — never the hub."""
-    from omegaconf import OmegaConf
-
-    from repro.tasks.base import data_dir_for, ensure_generated
-
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir)
     if task.generate is not None and not cfg.task.data_dir:
@@ -68,8 +71,6 @@ def dev_examples(run_dir: str | Path, task):
 
 def majority_baseline(runs: pd.DataFrame, tasks: Sequence[str] = TASKS) -> float:
     """Mean over ``tasks`` of the dev accuracy of always answering the most frequent class."""
-    from repro.tasks import get_task
-
     rates = []
     for name in tasks:
         run_dir = Path(runs.loc[runs["task"] == name, "run_dir"].iloc[0])
@@ -391,12 +392,6 @@ def figures(points: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, l
     Args:
         points: ``{panel: panel_points(...)}`` for the panels of ``PANELS`` present.
     """
-    import matplotlib.pyplot as plt
-
-    from repro.collect.superglue import ABLATION_AXES
-    from repro.plots.ablations import plot_grid, plot_panel
-    from repro.plots.drawing import save_figure
-
     ylabel = f"Mean score ({', '.join(TASKS)})"
     ordered = {AXES[p]: points[p] for p in PANELS if p in points}
     written = {}
@@ -422,8 +417,6 @@ def report(
     """From the run frame of the toy sweeps: the panels and their grid (``figures``, PNG and
     PDF), the figure points (``points.csv``), the invalid-output counts of panel (c) and the
     paper's four effects as measured (``effects.csv``, ``effects.md``); returns the effects."""
-    from repro.collect.frame import load_frame
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = load_frame(frame)
