@@ -558,8 +558,7 @@ def test_spread_is_drawn_with_two_seeds_and_said_absent_with_one():
 
 def axes_per_saved_figure(monkeypatch) -> dict[str, int]:
     """Spy on save_figure: figure name → its number of axes, filled as they save. Patched where
-    it is looked up: the figure rooms (which import it) and repro.plots.drawing (the toy
-    world's report imports it from there when it draws)."""
+    it is looked up: the figure rooms and the toy world's report (each imports it)."""
     import repro.plots.drawing as drawing
 
     axes_in = {}
@@ -571,7 +570,7 @@ def axes_per_saved_figure(monkeypatch) -> dict[str, int]:
 
     monkeypatch.setattr("repro.plots.scale.save_figure", save)
     monkeypatch.setattr("repro.plots.ablations.save_figure", save)
-    monkeypatch.setattr("repro.plots.drawing.save_figure", save)
+    monkeypatch.setattr("repro.toyworld.report.save_figure", save)
     return axes_in
 
 
