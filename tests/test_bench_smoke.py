@@ -2,6 +2,7 @@
 
 Not a timed test: the numbers of a tiny model on a busy machine mean nothing; what is checked is
 that every contender ran, did the same work, and that the report has its two ratio lines.
+The benchmarks are scripts, not the product: ``slow`` (CI runs them).
 """
 
 import importlib.util
@@ -15,6 +16,7 @@ TINY = (
     "--d-model 32 --d-kv 8 --heads 2 --layers 2 --batch 2 --input-len 16 --target-len 4 "
     "--prompt-len 4 --steps 2 --warmup 1 --threads 1"
 )
+pytestmark = pytest.mark.slow
 
 
 def load_script():

@@ -6,6 +6,9 @@ prompt, claim and result writes resumes, on relaunch, to exactly the uninterrupt
 checks that the kill happened there (exit -9), that the relaunch exits 0, that every file
 parses with no duplicated or torn metrics line and no staging left, and that metrics, losses
 and prompts equal the uninterrupted reference bit for bit.
+
+Each case launches the job two or three times: an end-to-end soak, so the whole module is
+``slow`` (CI runs it; the default run keeps the protocol's unit tests in tests/test_rundir.py).
 """
 
 import shutil
@@ -23,6 +26,8 @@ from test_preemption import (
 )
 
 from repro.files import KILL_ENV
+
+pytestmark = pytest.mark.slow
 
 # (fault point, occurrence): the gaps between two file operations a normal run passes. (This
 # run's best prompt comes at step 10 and never improves, so "publish best: moved aside" is only
@@ -51,10 +56,6 @@ def reference(tmp_path_factory, tiny_t5_dir):
     return make_reference(tmp_path_factory.mktemp("reference"), tiny_t5_dir)
 
 
-# A few in the default run; all of them with -m slow (CI).
-DEFAULT = {("publish last: moved aside", 1), ("publish last: staged", 2), ("write result.json", 1)}
-
-
 def kill_then_relaunch(tiny_t5_dir, root, point: str, nth: int, extra=()):
     proc = start(smoke_args(tiny_t5_dir, root, *extra), env_extra={KILL_ENV: f"{point}:{nth}"})
     code, err = finish(proc)
@@ -66,10 +67,7 @@ def kill_then_relaunch(tiny_t5_dir, root, point: str, nth: int, extra=()):
 
 @pytest.mark.parametrize(
     ("point", "nth"),
-    [
-        pytest.param(p, n, marks=() if (p, n) in DEFAULT else pytest.mark.slow, id=f"{p}:{n}")
-        for p, n in KILL_POINTS
-    ],
+    [pytest.param(p, n, id=f"{p}:{n}") for p, n in KILL_POINTS],
 )
 def test_kill_between_file_operations_then_relaunch_equals_an_uninterrupted_run(
     tmp_path, tiny_t5_dir, reference, point, nth
@@ -79,7 +77,6 @@ def test_kill_between_file_operations_then_relaunch_equals_an_uninterrupted_run(
     assert_same_run(run_dir, reference)
 
 
-@pytest.mark.slow
 def test_a_kill_during_recovery_is_recovered_too(tmp_path, tiny_t5_dir, reference):
     """Killed with last/ moved aside and the new one staged; the relaunch is killed again while
     it promotes the staged copy; the third launch completes the run."""

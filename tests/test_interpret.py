@@ -54,6 +54,7 @@ def test_interpret_writes_neighbours_and_label_shares_for_best_and_init(run_copy
     assert pd.read_csv(out / "summary.csv")["init_source"].iloc[1] == "recomputed from config"
 
 
+@pytest.mark.slow  # a notebook, like tests/test_notebooks.py's
 def test_prompt_neighbours_notebook_runs_headless(run_copy, monkeypatch):
     nb = execute("prompt_neighbours", monkeypatch, REPRO_RUN_DIR=run_copy, REPRO_K="4")
     text = stdout_of(nb)

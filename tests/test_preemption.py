@@ -154,6 +154,7 @@ def test_everything_the_run_writes_is_data(reference):
     torch.load(torch_file, weights_only=True)
 
 
+@pytest.mark.slow  # an end-to-end soak: a job killed and relaunched in subprocesses
 def test_sigkill_at_a_random_step_then_restart_equals_an_uninterrupted_run(
     tmp_path, tiny_t5_dir, reference
 ):
