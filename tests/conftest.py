@@ -34,6 +34,13 @@ def tokenizer(tiny_t5_dir):
 TMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ ]+?/")
 
 
+def pytest_configure(config):
+    """The bad-input table is gathered in one process: refuse a parallel run that would write
+    none (pytest-xdist's workers each see only their share of the tests)."""
+    if os.environ.get("REPRO_BAD_INPUT_TABLE") and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("REPRO_BAD_INPUT_TABLE needs one process: add -n 0")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """With ``REPRO_BAD_INPUT_TABLE=docs/bad_input.md``, write every mistake the tests checked:
     the test (its id names the input), the one error line and the exit code."""
@@ -48,7 +55,7 @@ def pytest_sessionfinish(session, exitstatus):
         "Generated from the tests: every case asserts exactly one `error:` line, no traceback and",
         "the exit code below, and that nothing already written was touched. Regenerate with",
         "",
-        "    REPRO_BAD_INPUT_TABLE=docs/bad_input.md python -m pytest",
+        "    REPRO_BAD_INPUT_TABLE=docs/bad_input.md python -m pytest -n 0",
         "",
         "`<tmp>` stands for the test's temporary directory.",
         "",
