@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from repro.toyworld import world
-from repro.toyworld.build import IGNORE_INDEX, _pad
+from repro.toyworld.build import IGNORE_INDEX, SIZES, _pad, t5_config
 from repro.toyworld.probe import first_pieces, masked_label_hits
 from repro.toyworld.span_corruption import span_corruption
 
@@ -116,8 +116,6 @@ def run(
     """Train both arms side by side; returns one row per ``every`` steps."""
     from transformers import AutoTokenizer, T5ForConditionalGeneration
     from transformers.optimization import Adafactor
-
-    from repro.toyworld.build import SIZES, t5_config
 
     if size not in SIZES:
         raise ValueError(f"unknown toy size {size!r}; allowed: {', '.join(SIZES)}")

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from repro.toyworld import world
+from repro.toyworld.span_corruption import span_corruption
 
 PROBE_ITEMS = 200  # per skill; a fixed, seeded set separate from the tasks' splits
 CONTEXT_DOCS = 3  # corpus documents before each item (~60-90 tokens)
@@ -121,8 +122,6 @@ def masked_label_hits(
     """Span-corrupt each segment (numpy ``rng``) and, at every target position whose true token
     is one of a skill's two label pieces, count the model right when it ranks that piece above
     the other, teacher-forced as in pre-training. Returns ``(right, seen)`` per skill."""
-    from repro.toyworld.span_corruption import span_corruption
-
     right = {skill: 0 for skill in pairs}
     seen = {skill: 0 for skill in pairs}
     device = next(model.parameters()).device
