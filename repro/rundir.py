@@ -50,6 +50,7 @@ from repro.config import MethodConfig
 from repro.files import aside_path, read_json, staging_path, write_json_atomic, write_text_atomic
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 from repro.tasks import get_task
+from repro.tasks import task_names as expand
 
 FINGERPRINT = "fingerprint.json"
 CONFIG = "config.yaml"
@@ -220,8 +221,6 @@ def _relative_paths(value: Any, roots: Mapping[str, str]) -> Any:
 
 def fingerprint(cfg, task_names=None) -> dict[str, Any]:
     """The parts of the config that decide the result, with data and paths made portable."""
-    from repro.tasks import task_names as expand
-
     plain = dataclasses.asdict(cfg)
     for key in NON_RESULT_KEYS:
         plain.pop(key, None)

@@ -279,8 +279,6 @@ def panel_frames(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     Each panel holds the other axes at the defaults: the toy models' own LM-adapted checkpoint
     is ``lm_adapt_steps=500``, which is also panel (d)'s last point (one run serves both).
     """
-    from repro.collect.superglue import panel_runs
-
     frames = {}
     for panel, axis in AXES.items():
         sel = panel_runs(runs, axis)
