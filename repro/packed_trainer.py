@@ -42,6 +42,7 @@ from repro.files import publish_dir
 from repro.model import PromptedT5, token_loss
 from repro.optim import build_prompt_optimizer
 from repro.prompts import SoftPrompt, save_prompt
+from repro.rng import rng_state, set_rng_state
 from repro.tracking import MetricsLog
 from repro.trainer import (
     Interrupted,
@@ -50,8 +51,6 @@ from repro.trainer import (
     StopFlag,
     TrainState,
     _micro_batches,
-    _rng_state,
-    _set_rng_state,
     free_after_out_of_memory,
     load_checkpoint,
     next_grad_accum,
@@ -341,7 +340,7 @@ def train_pack(
         # forward/backward/step (one pass for the pack; one optimiser per member); out of
         # memory: the same step again, each member with grad_accum=auto in more micro-batches
         step_start = time.perf_counter()
-        rng, losses = _rng_state(), None
+        rng, losses = rng_state(), None
         while losses is None:
             for i in running:
                 members[i].optimizer.zero_grad(set_to_none=True)
@@ -355,7 +354,7 @@ def train_pack(
                 rows = sum(len(chunks[0]["input_ids"]) for chunks in micro.values())
             if losses is None:  # out of the except block: its frames' tensors are freed
                 _more_micro_batches(members, running, rows)
-                _set_rng_state(rng)
+                set_rng_state(rng)
         stepped = [i for i in running if members[i].error is None]
         for i in stepped:
             members[i].optimizer.step()

@@ -29,6 +29,7 @@ from repro.files import publish_dir, recover_dir
 from repro.model import LoraT5, Seq2SeqTuning, TunedT5
 from repro.optim import build_prompt_optimizer
 from repro.prompts import load_prompt, save_prompt
+from repro.rng import rng_state, set_rng_state
 from repro.tracking import MetricsLog
 from repro.trainer_config import TrainerConfig, divisors
 
@@ -100,21 +101,6 @@ def resolve_device(name: str) -> torch.device:
 # --- checkpoints -----------------------------------------------------------------------------
 
 
-def _rng_state() -> dict[str, Any]:
-    # Dropout draws from torch's generator; data order comes from (seed, epoch) alone.
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_trained(directory: Path, model: Seq2SeqTuning, step: int, sidecar: Mapping) -> None:
     """What the model trained, into ``directory``: ``prompt.safetensors`` + ``prompt.json``
     (prompt tuning), or a loadable checkpoint of the whole backbone + ``trained.json`` (model
@@ -140,7 +126,7 @@ def save_checkpoint(
     def write(staging: Path) -> None:
         save_trained(staging, model, state.step, sidecar)
         torch.save(
-            {"state": asdict(state), "optimizer": optimizer.state_dict(), "rng": _rng_state()},
+            {"state": asdict(state), "optimizer": optimizer.state_dict(), "rng": rng_state()},
             staging / STATE_FILE,
         )
 
@@ -198,7 +184,7 @@ def load_checkpoint(directory: Path, model: Seq2SeqTuning, optimizer) -> TrainSt
         raise ValueError(_unreadable(directory / STATE_FILE, err)) from None
     load_trained(directory, model)
     optimizer.load_state_dict(saved["optimizer"])
-    _set_rng_state(saved["rng"])
+    set_rng_state(saved["rng"])
     return saved_state
 
 
@@ -363,7 +349,7 @@ def train(
         # forward/backward/step; out of memory with grad_accum=auto: the same step again in
         # more micro-batches (nothing was applied yet; dropout draws as if it were the first try)
         step_start = time.perf_counter()
-        rng, loss_value = _rng_state(), None
+        rng, loss_value = rng_state(), None
         while loss_value is None:
             optimizer.zero_grad(set_to_none=True)
             micro = _micro_batches(idx, train_ids, train_labels, accum, pad_id)
@@ -383,7 +369,7 @@ def train(
                     "step %d: out of memory %s; retrying with grad_accum %d", step, where, larger
                 )
                 accum = larger
-                _set_rng_state(rng)
+                set_rng_state(rng)
         optimizer.step()
         state.step += 1
         session_steps += 1

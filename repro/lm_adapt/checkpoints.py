@@ -5,7 +5,6 @@ rank); each written aside and swapped in, so a crash leaves the old one.
 
 from __future__ import annotations
 
-import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,22 +41,6 @@ def save_step_checkpoint(directory: Path, model, tokenizer, manifest: dict[str, 
     tokenizer.save_pretrained(staging)
     write_json_atomic(staging / MANIFEST, manifest)
     _swap_in(staging, directory)
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's torch, Python and (if any) CUDA RNG states, as ``last/`` keeps them."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what ``rng_state`` returned (a resumed rank draws as if it never stopped)."""
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_state(

@@ -23,13 +23,12 @@ from repro.lm_adapt.checkpoints import (
     MANIFEST,
     STATE_FILE,
     find_state,
-    rng_state,
     save_state,
     save_step_checkpoint,
-    set_rng_state,
 )
 from repro.lm_adapt.config import LMAdaptConfig, LMAdaptRun, output_dir, source_checkpoint
 from repro.lm_adapt.data import IGNORE_INDEX, Corpus, ExampleStream, collate_fixed, open_corpus
+from repro.rng import rng_state, set_rng_state
 from repro.tiny import ensure_tiny_t5
 from repro.tracking import MetricsLog
 
