@@ -288,7 +288,7 @@ def estimate(cfg: Config) -> JobCost:
     check_tasks(cfg.method.name, cfg.task.name, tasks, MIXTURES)
     method = get_method(cfg.method.name)
     t = cfg.trainer
-    bytes_per = 2 if cfg.model.dtype != "float32" or t.bf16_autocast else 4
+    bytes_per = 2 if cfg.model.dtype != "float32" or t.precision in ("auto", "bf16") else 4
     checkpointing = cfg.model.gradient_checkpointing
     tuned = method.trains == "backbone"
     per_task = [lengths(cfg, name) for name in tasks]

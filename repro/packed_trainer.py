@@ -41,6 +41,7 @@ from repro.evaluate import evaluate
 from repro.files import publish_dir
 from repro.model import PromptedT5, token_loss
 from repro.optim import build_prompt_optimizer
+from repro.precision import Precision
 from repro.prompts import SoftPrompt, save_prompt
 from repro.rng import rng_state, set_rng_state
 from repro.tracking import MetricsLog
@@ -205,7 +206,7 @@ def _forward_backward(
     micro: Mapping[int, Sequence[dict[str, Tensor]]],
     pad_id: int,
     device,
-    autocast,
+    compute,
 ) -> dict[int, float]:
     """Accumulate each member's gradient over its micro-batches, packed; returns
     {member: its batch's mean token loss}. A member whose loss is not finite gets its error
@@ -215,7 +216,7 @@ def _forward_backward(
     for j in range(max(len(chunks) for chunks in micro.values())):
         parts = [(i, chunks[j]) for i, chunks in micro.items() if j < len(chunks)]
         batch = {k: v.to(device) for k, v in pack_batch(parts, pad_id).items()}
-        with autocast:
+        with compute:
             member_loss = packed(
                 batch["input_ids"], batch["attention_mask"], batch["labels"], batch["member"]
             )
@@ -272,7 +273,7 @@ def train_pack(
     pad_id: int,
     device: torch.device,
     z_loss: float = 0.0,
-    bf16_autocast: bool = False,
+    precision: str = "fp32",
     stop: StopFlag | None = None,
 ) -> None:
     """Train every member's prompt in one packed loop; each member's outcome is left on it
@@ -282,6 +283,7 @@ def train_pack(
     Args:
         evaluate_fn: member indices → their metrics on dev, in that order (one packed decode).
         score_fn: metrics → the number early stopping maximises.
+        precision: the resolved precision of every member (:mod:`repro.precision`).
     """
     stop = stop or StopFlag()
     torch.manual_seed(members[0].seed)  # dropout's one generator (docs/packing.md)
@@ -303,10 +305,12 @@ def train_pack(
         m.window = [0.0, 0, time.perf_counter()]
         m.accum = m.cfg.grad_accum
     packed = PackedT5(backbone, [m.model.prompt for m in members], z_loss=z_loss)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast)
+    compute = Precision(precision, device)
 
     def checkpoint_and_eval(due: Sequence[int]) -> None:
-        for i, metrics in zip(due, evaluate_fn(due), strict=True):
+        with compute:
+            scored = evaluate_fn(due)
+        for i, metrics in zip(due, scored, strict=True):
             m = members[i]
             score = score_fn(metrics)
             record = {"kind": "eval", "step": m.state.step, **metrics, "score": score}
@@ -349,7 +353,7 @@ def train_pack(
                 for i in running
             }
             try:
-                losses = _forward_backward(packed, members, micro, pad_id, device, autocast)
+                losses = _forward_backward(packed, members, micro, pad_id, device, compute)
             except OutOfMemoryError:
                 rows = sum(len(chunks[0]["input_ids"]) for chunks in micro.values())
             if losses is None:  # out of the except block: its frames' tensors are freed

@@ -219,9 +219,18 @@ def _relative_paths(value: Any, roots: Mapping[str, str]) -> Any:
     return value
 
 
-def fingerprint(cfg, task_names=None) -> dict[str, Any]:
-    """The parts of the config that decide the result, with data and paths made portable."""
+def fingerprint(cfg, task_names=None, precision: str | None = None) -> dict[str, Any]:
+    """The parts of the config that decide the result, with data and paths made portable.
+
+    Args:
+        precision: the precision the run computes in on this machine
+            (:func:`repro.job.task.run_precision`): ``trainer.precision=auto`` is bf16 on one
+            GPU and fp32 on another, which give different numbers. None: as the config asks
+            (enough to compare the jobs of one sweep).
+    """
     plain = dataclasses.asdict(cfg)
+    if precision is not None:
+        plain["trainer"]["precision"] = precision
     for key in NON_RESULT_KEYS:
         plain.pop(key, None)
     if not own_replaces_release(cfg.objective.name, cfg.lm_adapt_steps, cfg.lm_adapt_source):
@@ -286,6 +295,7 @@ def status_of(run_dir: Path, mine: Mapping[str, Any]) -> str:
     saved = read_json(run_dir / FINGERPRINT)
     if saved is None:
         return "new"
+    saved = _upgraded(saved)
     if saved != mine:
         raise RunDirError(
             f"{run_dir} already holds a run of a different config (differs in: "
@@ -294,6 +304,17 @@ def status_of(run_dir: Path, mine: Mapping[str, Any]) -> str:
         )
     summary = read_json(run_dir / SUMMARY) or read_json(run_dir / RESULT) or {}
     return "finished" if summary.get("status") == "finished" else "resume"
+
+
+def _upgraded(saved: Any) -> Any:
+    """A fingerprint written before ``trainer.precision``: its ``trainer.bf16_autocast`` (false:
+    fp32, the only thing such a run could do without autocast; true: bf16) in today's words."""
+    trainer = saved.get("trainer") if isinstance(saved, dict) else None
+    if isinstance(trainer, dict) and "bf16_autocast" in trainer and "precision" not in trainer:
+        trainer = dict(trainer)
+        trainer["precision"] = "bf16" if trainer.pop("bf16_autocast") else "fp32"
+        saved = {**saved, "trainer": trainer}
+    return saved
 
 
 def claim(run_dir: Path, fp: Mapping[str, Any], config_yaml: str, hydra_files=None) -> None:

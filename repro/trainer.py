@@ -28,6 +28,7 @@ from repro.data import collate, train_batches
 from repro.files import publish_dir, recover_dir
 from repro.model import LoraT5, Seq2SeqTuning, TunedT5
 from repro.optim import build_prompt_optimizer
+from repro.precision import Precision, resolve_precision
 from repro.prompts import load_prompt, save_prompt
 from repro.rng import rng_state, set_rng_state
 from repro.tracking import MetricsLog
@@ -243,19 +244,20 @@ def free_after_out_of_memory() -> None:
 
 
 def forward_backward(
-    model: Seq2SeqTuning, micro: Sequence[dict[str, torch.Tensor]], device, autocast, step: int
+    model: Seq2SeqTuning, micro: Sequence[dict[str, torch.Tensor]], device, compute, step: int
 ) -> float:
     """Accumulate the trainable parameters' gradient over micro-batches; returns the batch's mean token loss.
 
     Each micro-batch loss is weighted by its share of the batch's target tokens, so the
-    accumulated gradient equals that of one big batch (token-mean cross-entropy).
+    accumulated gradient equals that of one big batch (token-mean cross-entropy). ``compute``
+    is the context the forward runs in (a :class:`repro.precision.Precision`).
     """
     total_tokens = sum(int((b["labels"] != -100).sum()) for b in micro)
     loss_value = 0.0
     for batch in micro:
         batch = {k: v.to(device) for k, v in batch.items()}
         weight = int((batch["labels"] != -100).sum()) / total_tokens
-        with autocast:
+        with compute:
             loss, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
@@ -282,6 +284,7 @@ def train(
     sidecar: Mapping[str, Any],
     device: torch.device,
     stop: StopFlag | None = None,
+    precision: str | None = None,
 ) -> TrainState:
     """Train ``model``'s trainable parameters (its prompt, or every backbone weight) and return
     the final state (best step, best metrics).
@@ -292,6 +295,8 @@ def train(
         score_fn: metrics → the single number early stopping maximises.
         sidecar: what to write next to everything saved (backbone, init, task, ...).
         stop: checked after every step; when set, ``last/`` is saved and ``Interrupted`` raised.
+        precision: the resolved precision (:func:`repro.precision.resolve_precision`) every
+            step and evaluation runs in; None: ``cfg.precision`` resolved on ``device``.
     """
     stop = stop or StopFlag()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -311,10 +316,11 @@ def train(
     order = train_batches(
         lengths, cfg.batch_size, batching=cfg.batching, seed=seed, epoch=state.epoch
     )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)
+    compute = Precision(precision or resolve_precision(cfg.precision, device), device)
 
     def checkpoint_and_eval() -> None:
-        metrics = evaluate_fn()
+        with compute:
+            metrics = evaluate_fn()
         score = score_fn(metrics)
         record = {"kind": "eval", "step": state.step, **metrics, "score": score}
         if score > state.best_score:
@@ -354,7 +360,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             micro = _micro_batches(idx, train_ids, train_labels, accum, pad_id)
             try:
-                loss_value = forward_backward(model, micro, device, autocast, state.step + 1)
+                loss_value = forward_backward(model, micro, device, compute, state.step + 1)
             except OutOfMemoryError:
                 failed = len(micro[0]["input_ids"])
             if loss_value is None:  # out of the except block: its frames' tensors are freed

@@ -21,6 +21,8 @@ GRAD_ACCUM_AUTO = "auto"  # trainer.grad_accum: the fewest micro-batches that fi
 
 # What `trainer.device` (and `model.device_map`, as one device) may name: auto, or a torch device
 # type with an optional index.
+# trainer.precision (repro.precision): auto = bf16 autocast on a CUDA device with bf16, else fp32
+PRECISIONS = ("auto", "bf16", "tf32", "fp32")
 DEVICE_FORMS = "cpu, mps, cuda, cuda:N, xpu, xpu:N, npu[:N], hpu[:N], mtia[:N], xla[:N]"
 DEVICE = re.compile(r"auto|cpu|mps|(?:cuda|xpu|npu|hpu|mtia|xla)(?::\d+)?")
 
@@ -122,7 +124,10 @@ class TrainerConfig:
     eval_batch_size: int = 64
     z_loss: float = 0.0  # paper silent; official T5X adds 1e-4
     device: str = "auto"  # auto = cuda if available, else cpu
-    bf16_autocast: bool = False  # activations in bf16 where the device supports it (official)
+    # auto | bf16 | tf32 | fp32: how activations and matmuls are computed (repro.precision); auto
+    # = bf16 autocast on a CUDA device that has it (the official code's activation_dtype), else
+    # fp32. The frozen weights' storage is model.dtype.
+    precision: str = "auto"
     progress: bool = True
     # Stop (checkpoint, exit, resume on the next launch) after this many steps in one session:
     # for time-limited cluster jobs. Does not change results.
@@ -144,6 +149,7 @@ class TrainerConfig:
                 )
         check_positive_int("trainer.eval_batch_size", self.eval_batch_size)
         check_choice("trainer.batching", self.batching, BATCHINGS)
+        check_choice("trainer.precision", self.precision, PRECISIONS)
         if not DEVICE.fullmatch(self.device):
             raise ValueError(
                 f"trainer.device={self.device!r} is not allowed; choose one of: auto, {DEVICE_FORMS}"

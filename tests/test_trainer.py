@@ -137,7 +137,7 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tiny_t5_dir):
 
 
 def test_bf16_autocast_trains_the_fp32_prompt(tiny_t5_dir, tmp_path):
-    model, state = run_train(tiny_t5_dir, tmp_path, bf16_autocast=True)
+    model, state = run_train(tiny_t5_dir, tmp_path, precision="bf16")
     assert state.step == 3
     assert model.prompt.weight.dtype == torch.float32
     assert torch.isfinite(model.prompt.weight).all()

@@ -21,7 +21,9 @@ with `to_frame`. The **results frame** has these columns, in this order:
   `CollectWarning` names the file);
 - `score` (the task's single score, 0-100: the mean of its metrics), then one `metric/<name>`
   column per metric any run reported (e.g. `metric/accuracy`, `metric/f1_macro`, `metric/em`);
-- `best_step`, `wall_s`, `trainable_params`, `frozen_params`, `error`, `run_dir`, `wandb_id`.
+- `best_step`, `wall_s`, `precision` (what the run computed in: `bf16`, `tf32` or `fp32`,
+  `repro.precision`; NA for a run from before the key), `trainable_params`, `frozen_params`,
+  `error`, `run_dir`, `wandb_id`.
 
 `run_dir` is the local run directory, or for W&B rows the run path `entity/project/run_id`.
 """
@@ -83,6 +85,7 @@ _INT_COLUMNS = (
 _TAIL_COLUMNS = (
     "best_step",
     "wall_s",
+    "precision",
     "trainable_params",
     "frozen_params",
     "error",
@@ -210,7 +213,7 @@ def to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for col in _INT_COLUMNS:
         df[col] = _to_int(df[col])
     strings = ("size", "method", "objective", "lm_adapt_source", "init", "task", "eval_task")
-    strings = (*strings, "status", "error")
+    strings = (*strings, "status", "precision", "error")
     for col in (*strings, "run_dir", "wandb_id"):
         df[col] = df[col].astype("object").where(df[col].notna(), None)
     # Known T5 sizes carry their parameter count even when a run did not record it.

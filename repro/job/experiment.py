@@ -23,11 +23,11 @@ from repro.checkpoints import checkpoint_for
 from repro.config import Config
 from repro.files import read_json, write_json_atomic
 from repro.job.assets import load_model, log_memory_plan, prepare_assets
-from repro.job.task import failed_result, train_mixture, train_task
+from repro.job.task import failed_result, run_precision, train_mixture, train_task
 from repro.methods import check_tasks, get_method
 from repro.tasks import MIXTURES, SUPERGLUE, superglue_score, task_names
 from repro.tracking import ScopedSink, build_sink
-from repro.trainer import Interrupted, StopFlag, resolve_device
+from repro.trainer import Interrupted, StopFlag
 
 # The logger its lines have always carried (``[repro.run]``).
 log = logging.getLogger("repro.run")
@@ -55,12 +55,11 @@ def run_experiment(
     names = task_names(cfg.task.name)
     check_tasks(cfg.method.name, cfg.task.name, names, MIXTURES)
     checkpoint = checkpoint_for(cfg)
-    if cfg.model.device_map is None:
-        resolve_device(cfg.trainer.device)  # a device this machine lacks: refused before loading
+    precision = run_precision(cfg)  # a device this machine lacks: refused before loading
     prepare_assets(cfg, names)  # generated assets go to the cache, never into a given dir
     run_dir.mkdir(parents=True, exist_ok=True)
     with rundir.locked(run_dir):
-        mine = rundir.fingerprint(cfg, names)
+        mine = rundir.fingerprint(cfg, names, precision)
         if rundir.status_of(run_dir, mine) == "finished":
             log.info("%s already holds this finished run: skipped", run_dir)
             done = read_json(run_dir / rundir.SUMMARY) or read_json(run_dir / rundir.RESULT)

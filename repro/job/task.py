@@ -24,6 +24,7 @@ from repro.evaluate import evaluate
 from repro.interop import fit_prompt, read_prompt
 from repro.methods import get_method
 from repro.model import LoraT5, PromptedT5, TunedT5
+from repro.precision import resolve_precision
 from repro.prompts import SoftPrompt, init_prompt, label_token_ids, save_prompt, text_token_ids
 from repro.tasks import get_task
 from repro.tasks.base import data_dir_for
@@ -129,6 +130,16 @@ def initial_prompt(cfg: Config, task, backbone, tokenizer):
     return init_prompt(cfg.init.name, table, cfg.prompt_len, seed=cfg.seed, **init_kwargs)
 
 
+def run_precision(cfg: Config) -> str:
+    """The precision the job computes in on this machine (:mod:`repro.precision`), known before
+    anything is loaded: a device this machine lacks, or bf16 on a GPU without it, is refused."""
+    if cfg.model.device_map is None:
+        device = resolve_device(cfg.trainer.device)
+    else:  # from_pretrained places the backbone: on the GPUs if there are any
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_precision(cfg.trainer.precision, device)
+
+
 def place(cfg: Config, model, backbone):
     """Move ``model`` to the run's device; returns the device inputs go to."""
     if cfg.model.device_map is None:
@@ -169,9 +180,11 @@ def task_result(
     out_dir,
     sink,
     start: float,
+    precision: str,
     **extra,
 ) -> dict[str, Any]:
-    """One task's result.json (``metrics``/``score``: the best checkpoint's on dev)."""
+    """One task's result.json (``metrics``/``score``: the best checkpoint's on dev;
+    ``precision``: the one the run computed in, :func:`repro.precision.resolve_precision`)."""
     trainable = sum(p.numel() for p in model.trainable_parameters())
     total = count_parameters(backbone)
     frozen = sum(p.numel() for p in backbone.parameters() if not p.requires_grad)
@@ -204,6 +217,7 @@ def task_result(
         "eval_golds": data.limit.n_golds,
         "eval_golds_over_target_limit": data.limit.n_golds_over,
         "train_s": state.train_seconds,
+        "precision": precision,
         "wall_s": time.time() - start,
         "versions": versions(),
         "run_dir": str(out_dir),
@@ -228,6 +242,7 @@ def train_task(
     data = prepare_task(cfg, task_name, tokenizer)
     model = build_model(cfg, backbone, tokenizer, data.task)
     device = place(cfg, model, backbone)
+    precision = resolve_precision(cfg.trainer.precision, device)
     sidecar = {"backbone": checkpoint, "init": cfg.init.name, "task": data.task.name}
     if cfg.method.name != "prompt":
         sidecar = {"backbone": checkpoint, "method": cfg.method.name, "task": data.task.name}
@@ -247,8 +262,11 @@ def train_task(
         sidecar=sidecar,
         device=device,
         stop=stop,
+        precision=precision,
     )
-    return task_result(cfg, data, model, backbone, checkpoint, state, out_dir, sink, start)
+    return task_result(
+        cfg, data, model, backbone, checkpoint, state, out_dir, sink, start, precision
+    )
 
 
 def save_initial_prompt(out_dir: Path, weight, sidecar) -> None:
@@ -280,6 +298,7 @@ def train_mixture(
     datas = [prepare_task(cfg, name, tokenizer, name_prefix=True) for name in names]
     model = build_model(cfg, backbone, tokenizer, datas[0].task)
     device = place(cfg, model, backbone)
+    precision = resolve_precision(cfg.trainer.precision, device)
 
     def evaluate_fn() -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -306,6 +325,7 @@ def train_mixture(
         sidecar={"backbone": checkpoint, "method": cfg.method.name, "tasks": list(names)},
         device=device,
         stop=stop,
+        precision=precision,
     )
     results = {}
     for data in datas:
@@ -325,6 +345,7 @@ def train_mixture(
             run_dir / name,
             sink,
             start,
+            precision,
             mixture=list(names),
             model_dir=str(run_dir),  # best/ and last/ of the one model live there
         )

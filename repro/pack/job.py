@@ -21,11 +21,18 @@ from repro.checkpoints import checkpoint_for
 from repro.config import Config
 from repro.job.assets import load_model, log_memory_plan, prepare_assets
 from repro.job.experiment import finish_job, open_sink, run_tasks, task_dir, task_failed
-from repro.job.task import initial_prompt, prepare_task, save_initial_prompt, task_result
+from repro.job.task import (
+    initial_prompt,
+    prepare_task,
+    run_precision,
+    save_initial_prompt,
+    task_result,
+)
 from repro.memory import describe_grad_accum
 from repro.model import PromptedT5
 from repro.pack.plan import pack_key, pack_memory, packs_prompts
 from repro.packed_trainer import Member, PackedT5, evaluate_members, train_pack
+from repro.precision import resolve_precision
 from repro.prompts import SoftPrompt
 from repro.tasks import task_names
 from repro.tracking import ScopedSink
@@ -61,8 +68,7 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
         raise ValueError("run_pack: the jobs differ in more than their prompts (pack_key)")
     names = task_names(first.task.name)
     checkpoint = checkpoint_for(first)
-    if first.model.device_map is None:
-        resolve_device(first.trainer.device)
+    precision = run_precision(first)  # a device this machine lacks: refused before loading
     prepare_assets(first, names)
     with contextlib.ExitStack() as locks:
         live = []
@@ -70,7 +76,7 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
             job.run_dir.mkdir(parents=True, exist_ok=True)
             try:
                 locks.enter_context(rundir.locked(job.run_dir))
-                fp = rundir.fingerprint(job.cfg, names)
+                fp = rundir.fingerprint(job.cfg, names, precision)
                 if rundir.status_of(job.run_dir, fp) == "finished":
                     log.info("%s already holds this finished run: skipped", job.run_dir)
                     done = files.read_json(job.run_dir / rundir.SUMMARY) or files.read_json(
@@ -177,6 +183,7 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
         backbone.to(device)
     else:
         device = backbone.get_input_embeddings().weight.device
+    precision = resolve_precision(cfg.trainer.precision, device)
     members, weights, refused = [], [], {}
     for k, (c, out_dir, sink) in enumerate(zip(cfgs, out_dirs, sinks, strict=True)):
         try:  # a member's own init (a prompt file of another shape, ...) fails it alone
@@ -215,7 +222,7 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
         pad_id=tokenizer.pad_token_id,
         device=device,
         z_loss=cfg.trainer.z_loss,
-        bf16_autocast=cfg.trainer.bf16_autocast,
+        precision=precision,
         stop=stop,
     )
     outcomes = []
@@ -240,6 +247,7 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
                 m.out_dir,
                 m.sink,
                 start,
+                precision,
                 pack_size=len(members),
             )
             outcomes.append(result)
