@@ -161,6 +161,7 @@ def assert_same_as_solo(run_dir: Path, solo: Path) -> None:
         ref["steps"],
     )
     assert mine["score"] == pytest.approx(ref["score"], abs=1e-5)
+    assert mine["precision"] == ref["precision"] == "fp32"  # trainer.precision=auto on a CPU
     records = [read_jsonl(d / "metrics.jsonl") for d in (run_dir, solo)]
     evals = [[r for r in rs if r["kind"] == "eval"] for rs in records]
     assert [r["step"] for r in evals[0]] == [r["step"] for r in evals[1]]
