@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import types
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from repro.hub import load_from_cache_only
@@ -117,6 +119,7 @@ def load_backbone(
             ) from None
         raise
     model.requires_grad_(False)
+    fp32_logits(model)
     if fused_gelu:
         fuse_gelu(model)
     if gradient_checkpointing:
@@ -221,6 +224,24 @@ def _first_line(err: BaseException) -> str:
     if len(lines) > 1 and lines[0].endswith(":"):
         return f"{lines[0]} {lines[1]}"
     return lines[0] if lines else type(err).__name__
+
+
+def fp32_logits(model: nn.Module) -> None:
+    """Compute the LM head in fp32 under autocast (``trainer.precision=bf16``), as T5X computes
+    its ``logits_dense`` in float32 "for stability" (activations bf16, parameters and logits
+    fp32: PAPER.md). Outside autocast the head runs as it did: fp32 runs are unchanged."""
+    head = model.get_output_embeddings()
+    if isinstance(head, nn.Linear) and "forward" not in vars(head):  # once
+        head.forward = types.MethodType(_head_forward, head)
+
+
+def _head_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return nn.Linear.forward(self, x)
+    with torch.autocast(device, enabled=False):
+        bias = None if self.bias is None else self.bias.float()
+        return F.linear(x.float(), self.weight.float(), bias)
 
 
 def fuse_gelu(module: nn.Module) -> int:

@@ -145,3 +145,23 @@ def test_a_fingerprint_from_before_the_key_reads_as_its_precision(tmp_path, tiny
     )
     with pytest.raises(rundir.RunDirError, match=r"differs in: trainer\.precision"):
         rundir.status_of(tmp_path / "old", mine)
+
+
+def test_under_bf16_the_logits_are_computed_in_fp32_as_t5x_does(tiny_t5_dir):
+    from repro.backbone import load_backbone
+
+    backbone = load_backbone(tiny_t5_dir)
+    head = backbone.get_output_embeddings()
+    x = torch.randn(2, 3, head.in_features)
+    assert torch.equal(head(x), torch.nn.functional.linear(x, head.weight))  # fp32: as before
+    with Precision("bf16", CPU):
+        assert head(x.bfloat16()).dtype == torch.float32
+        ids = torch.tensor([[5, 6, 1]])
+        out = backbone(input_ids=ids, decoder_input_ids=ids)
+        assert out.logits.dtype == torch.float32
+        assert backbone.encoder.block[0].layer[0].SelfAttention.q(x).dtype == torch.bfloat16
+    copy = __import__("copy").deepcopy(backbone)  # the copy's head uses its own weight
+    with torch.no_grad():
+        copy.get_output_embeddings().weight.zero_()
+    with Precision("bf16", CPU):
+        assert not copy.get_output_embeddings()(x).any() and head(x).any()
