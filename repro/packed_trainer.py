@@ -190,7 +190,7 @@ class Member:
     metrics_log: MetricsLog | None = None
     order: list = field(default_factory=list)
     session_steps: int = 0
-    window: list = field(default_factory=lambda: [0.0, 0, 0.0])  # loss sum, steps, start
+    window: list = field(default_factory=lambda: [0, 0.0])  # steps_per_s: session steps, start
     accum: int = 0  # micro-batches per step: cfg.grad_accum, more after an out-of-memory step
     error: BaseException | None = None
     interrupted: Interrupted | None = None
@@ -302,7 +302,7 @@ def train_pack(
         m.order = train_batches(
             lengths, m.cfg.batch_size, batching=m.cfg.batching, seed=m.seed, epoch=m.state.epoch
         )
-        m.window = [0.0, 0, time.perf_counter()]
+        m.window = [0, time.perf_counter()]
         m.accum = m.cfg.grad_accum
     packed = PackedT5(backbone, [m.model.prompt for m in members], z_loss=z_loss)
     compute = Precision(precision, device)
@@ -370,21 +370,23 @@ def train_pack(
             m.state.train_seconds += share  # the pack's step time, shared out
 
             # log
-            m.window[0] += losses[i]
-            m.window[1] += 1
+            m.state.window_loss += losses[i]  # saved in last/: a resume goes on with it
+            m.state.window_steps += 1
+            m.window[0] += 1
             if m.state.step % m.cfg.log_every == 0 or m.state.step == m.cfg.steps:
-                elapsed = time.perf_counter() - m.window[2]
+                elapsed = time.perf_counter() - m.window[1]
                 record = {
                     "kind": "train",
                     "step": m.state.step,
-                    "loss": m.window[0] / m.window[1],
+                    "loss": m.state.window_loss / m.state.window_steps,
                     "lr": m.optimizer.param_groups[0]["lr"],
-                    "steps_per_s": m.window[1] / elapsed if elapsed > 0 else None,
+                    "steps_per_s": m.window[0] / elapsed if elapsed > 0 else None,
                     "epoch": m.state.epoch,
                 }
                 m.metrics_log.append(record)
                 m.sink.log(record, step=m.state.step)
-                m.window = [0.0, 0, time.perf_counter()]
+                m.state.window_loss, m.state.window_steps = 0.0, 0
+                m.window = [0, time.perf_counter()]
 
         # eval + checkpoint (the members due now, in one packed decode)
         due = [

@@ -51,6 +51,10 @@ class TrainState:
     best_score: float = -math.inf
     best_metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
+    # the training loss summed since the last log line, and over how many steps: a resume goes
+    # on with the window, so the next loss line is the uninterrupted run's
+    window_loss: float = 0.0
+    window_steps: int = 0
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -339,7 +343,7 @@ def train(
         desc=out_dir.name,
         leave=False,
     )
-    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    timed_steps, window_start = 0, time.perf_counter()  # steps_per_s: this session's steps
     session_steps = 0
     accum = cfg.grad_accum  # grows if a step runs out of memory (trainer.grad_accum=auto)
     while state.step < cfg.steps:
@@ -382,7 +386,11 @@ def train(
         state.train_seconds += time.perf_counter() - step_start
 
         # log
-        window_loss, window_steps = window_loss + loss_value, window_steps + 1
+        state.window_loss, state.window_steps = (
+            state.window_loss + loss_value,
+            state.window_steps + 1,
+        )
+        timed_steps += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", lr=optimizer.param_groups[0]["lr"])
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
@@ -390,14 +398,15 @@ def train(
             record = {
                 "kind": "train",
                 "step": state.step,
-                "loss": window_loss / window_steps,
+                "loss": state.window_loss / state.window_steps,
                 "lr": optimizer.param_groups[0]["lr"],
-                "steps_per_s": window_steps / elapsed if elapsed > 0 else None,
+                "steps_per_s": timed_steps / elapsed if elapsed > 0 else None,
                 "epoch": state.epoch,
             }
             metrics_log.append(record)
             sink.log(record, step=state.step)
-            window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+            state.window_loss, state.window_steps = 0.0, 0
+            timed_steps, window_start = 0, time.perf_counter()
 
         # eval + checkpoint
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:

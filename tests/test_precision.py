@@ -7,13 +7,13 @@ import logging
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from test_run import CONF, metric_lines, smoke_config
 
 from repro import rundir
 from repro.collect.frame import row_from_result, to_frame
 from repro.job.experiment import run_experiment
 from repro.precision import Precision, resolve_precision
 from repro.resolve import load_config
-from tests.test_run import CONF, smoke_config
 
 CUDA = torch.device("cuda")
 CPU = torch.device("cpu")
@@ -108,8 +108,7 @@ def files_of(run_dir):
     """What a run computed: its prompts' bytes and its metrics lines (less the wall clock)."""
     names = ["best/prompt.safetensors", "last/prompt.safetensors"]
     out = {name: (run_dir / name).read_bytes() for name in names}
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    out["metrics"] = [{k: v for k, v in json.loads(x).items() if k != "steps_per_s"} for x in lines]
+    out["metrics"] = metric_lines(run_dir / "metrics.jsonl")
     return out
 
 
