@@ -51,6 +51,7 @@ from repro.files import aside_path, read_json, staging_path, write_json_atomic, 
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 from repro.tasks import get_task
 from repro.tasks import task_names as expand
+from repro.tasks.base import data_dir_for
 
 FINGERPRINT = "fingerprint.json"
 CONFIG = "config.yaml"
@@ -196,10 +197,11 @@ def data_identity(cfg, task_names) -> dict[str, dict[str, str]] | None:
     read from ``task.data_dir`` (None: the hub's data, named by the task itself)."""
     if not cfg.task.data_dir:
         return None
-    root = Path(cfg.task.data_dir).expanduser()
     identity = {}
     for name in task_names:
         task = get_task(name)
+        # the directory the job reads: a task's own sub-directory when several share data_dir
+        root = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir, tasks=task_names)
         identity[name] = {
             split: _file_sha256(task.find_split_file(split, root)) for split in task.splits
         }

@@ -33,7 +33,7 @@ from repro.objectives import SENTINEL, add_sentinel
 from repro.prompts import SoftPrompt, load_prompt
 from repro.resolve import load_config
 from repro.rundir import CONFIG, RESULT
-from repro.tasks import Task, get_task
+from repro.tasks import Task, get_task, task_names
 from repro.tasks.base import data_dir_for, ensure_generated
 
 BEST = "best"
@@ -229,7 +229,10 @@ def eval_examples(run: TrainedRun, task: Task | None = None, data_dir: str | Non
     capped at the run's ``task.max_eval_examples``."""
     task = task or run.task
     given = data_dir if task is not run.task else (data_dir or run.cfg.task.data_dir)
-    directory = data_dir_for(task, given, run.cfg.paths.cache_dir)
+    # the run's own data_dir, shared by the tasks of its job: the task's own sub-directory
+    shared = task is run.task and not data_dir
+    tasks = task_names(run.cfg.task.name) if shared else ()
+    directory = data_dir_for(task, given, run.cfg.paths.cache_dir, tasks=tasks)
     if task.generate is not None and not given:
         ensure_generated(task, directory)
     examples = task.examples(task.eval_split, directory)

@@ -156,6 +156,22 @@ COMPOSE_CASES = [
     (["model.attn_implementation=fast"], ["model.attn_implementation='fast' is not allowed"]),
     (["model.dropout=1.0"], ["model.dropout must be in [0, 1); got 1.0"]),
     (["dry_run=true", "cost.utilisation=1.5"], ["cost.utilisation must be in (0, 1]; got 1.5"]),
+    (
+        ["dry_run=true", "cost.gpu=V100"],
+        [
+            "cost.gpu='V100' is not in the GPU table; choose one of: A100, A100-40GB, H100, "
+            "H100-PCIe, H200 (or give cost.peak_tflops and cost.gpu_memory_gb for another GPU)"
+        ],
+    ),
+    (["dry_run=true", "cost.peak_tflops=0"], ["cost.peak_tflops must be > 0; got 0.0"]),
+    (
+        ["dry_run=true", "cost.half_utilisation_tokens=-1"],
+        ["cost.half_utilisation_tokens must be an integer >= 0; got -1"],
+    ),
+    (
+        ["dry_run=true", "cost.calibration=/nonexistent/gpu_check.json"],
+        ["cost.calibration='/nonexistent/gpu_check.json': cannot read it (No such file"],
+    ),
     (["task.max_target_length=1"], ["task.max_target_length must be an integer >= 2; got 1"]),
     (
         ["trainer.batching=sorted"],
@@ -297,6 +313,44 @@ def test_data_dir_missing_a_column(root, tiny_t5_dir, monkeypatch, capsys):
     assert_one_error(
         code, err, "lacks column(s) ['hypothesis']", "expected columns ['hypothesis', 'premise'"
     )
+
+
+def toy_data_per_task(directory: Path, names=("toy_keyword", "toy_polarity")) -> Path:
+    """Each toy task's generated files in its own sub-directory of one data dir."""
+    from repro.tasks import get_task
+
+    for name in names:
+        (directory / name).mkdir(parents=True)
+        get_task(name).generate(directory / name)
+    return directory
+
+
+def test_a_split_file_any_task_of_a_mixture_could_read_is_refused(
+    root, tiny_t5_dir, monkeypatch, capsys
+):
+    """A mixture with one task.data_dir: DIR/train.jsonl beside DIR/<task>/ trained every task
+    on DIR/train.jsonl before (both fingerprints held its SHA-256)."""
+    data = toy_data_per_task(root / "data")
+    for split in ("train", "validation"):
+        shutil.copy(data / f"toy_keyword/{split}.jsonl", data / f"{split}.jsonl")
+    args = smoke(
+        root, tiny_t5_dir, "method=model_multitask", "task=toy_smoke", f"task.data_dir={data}"
+    )
+    code, err = cli(monkeypatch, capsys, *args)
+    assert_one_error(
+        code,
+        err,
+        f"task.data_dir={data} holds train.jsonl at its top, which could be the data of any of "
+        "the job's 2 tasks (toy_keyword, toy_polarity)",
+        "own sub-directory",
+    )
+    for split in ("train", "validation"):  # each task's own files only: each reads its own
+        (data / f"{split}.jsonl").unlink()
+    code, err = cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    run_dir = root / "runs/toy_smoke-tiny-span_corruption-model_multitask-s0"
+    read = json.loads((run_dir / "fingerprint.json").read_text())["task"]["data_dir"]
+    assert read["toy_keyword"]["train"] != read["toy_polarity"]["train"]
 
 
 def test_labels_not_in_the_tasks_label_set(root, tiny_t5_dir):

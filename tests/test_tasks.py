@@ -445,6 +445,31 @@ def test_unknown_string_label_is_a_clear_error(tmp_path):
         get_task("cb").load_records("validation", tmp_path)
 
 
+def test_a_data_dir_shared_by_several_tasks_gives_each_its_own_sub_directory(tmp_path):
+    """A job of several tasks (task=superglue, a mixture) with one task.data_dir: each task
+    reads its own sub-directory; a split file at the top (any task's?) is refused. A task alone
+    still reads the top first."""
+    from repro.tasks.base import data_dir_for
+
+    row = {"premise": "p", "hypothesis": "h", "idx": 0, "label": 0}
+    for name in ("RTE", "cb"):
+        write_jsonl(tmp_path / name / "train.jsonl", [row])
+    rte, cb = get_task("rte"), get_task("cb")
+    both = ("rte", "cb")
+    assert data_dir_for(rte, tmp_path, "cache", tasks=both) == tmp_path / "RTE"
+    assert data_dir_for(cb, tmp_path, "cache", tasks=both) == tmp_path / "cb"
+    with pytest.raises(ValueError, match=r"no sub-directory for it \(looked for \['boolq'\]\)"):
+        data_dir_for(get_task("boolq"), tmp_path, "cache", tasks=("boolq", "cb"))
+
+    write_jsonl(tmp_path / "train.jsonl", [row])  # whose is it?
+    for task in (rte, cb):
+        with pytest.raises(ValueError, match=r"holds train\.jsonl at its top.*\(rte, cb\)"):
+            data_dir_for(task, tmp_path, "cache", tasks=both)
+    # one task: the top-level file, as before
+    assert data_dir_for(rte, tmp_path, "cache", tasks=("rte",)) == tmp_path
+    assert rte.find_split_file("train", tmp_path) == tmp_path / "train.jsonl"
+
+
 # ------------------------------------------------------------------------------ registry
 def test_registry_holds_superglue_and_transfer_tasks():
     assert set(TASKS) >= {*SUPERGLUE, "qqp", "mrpc", "squad", "mrqa"}

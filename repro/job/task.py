@@ -26,7 +26,7 @@ from repro.methods import get_method
 from repro.model import LoraT5, PromptedT5, TunedT5
 from repro.precision import resolve_precision
 from repro.prompts import SoftPrompt, init_prompt, label_token_ids, save_prompt, text_token_ids
-from repro.tasks import get_task
+from repro.tasks import get_task, task_names
 from repro.tasks.base import data_dir_for
 from repro.trainer import StopFlag, resolve_device, train
 
@@ -67,7 +67,9 @@ def prepare_task(cfg: Config, task_name: str, tokenizer, *, name_prefix: bool = 
             "a text prefix indicating the task name").
     """
     task = get_task(task_name)
-    data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir)
+    # several tasks share task.data_dir: each reads its own sub-directory
+    tasks = task_names(cfg.task.name)
+    data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir, tasks=tasks)
     # trainer.steps=0 only scores the initial prompt: no training data are read
     train_examples = load_examples(task, task.train_split, data_dir) if cfg.trainer.steps else []
     dev_examples = load_examples(task, task.eval_split, data_dir)

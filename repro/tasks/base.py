@@ -166,11 +166,7 @@ class Task:
         """The local file holding ``split``, or a ValueError naming what was looked for."""
         if not data_dir.is_dir():
             raise ValueError(f"task {self.name!r}: data_dir {str(data_dir)!r} is not a directory")
-        wanted = {n.lower() for n in self.dir_names}
-        roots = [
-            data_dir,
-            *sorted(d for d in data_dir.iterdir() if d.is_dir() and d.name.lower() in wanted),
-        ]
+        roots = [data_dir, *self.own_sub_dirs(data_dir)]
         stems = SPLIT_FILE_NAMES.get(split, (split,))
         for root in roots:
             for stem in stems:
@@ -191,6 +187,20 @@ class Task:
         raise ValueError(
             f"task {self.name!r}: no file for split {split!r} in {where}; expected one of {names}"
         )
+
+    def own_sub_dirs(self, data_dir: Path) -> list[Path]:
+        """The sub-directories of ``data_dir`` named after this task (its name or one of its
+        ``dir_names``, case-insensitive), sorted."""
+        wanted = {n.lower() for n in (self.name, *self.dir_names)}
+        return sorted(d for d in data_dir.iterdir() if d.is_dir() and d.name.lower() in wanted)
+
+    def split_files_in(self, directory: Path) -> list[Path]:
+        """Files directly in ``directory`` that :meth:`find_split_file` would take for one of
+        this task's splits."""
+        stems = [s for split in self.splits for s in SPLIT_FILE_NAMES.get(split, (split,))]
+        found = [directory / f"{s}{x}" for s in stems for x in FILE_SUFFIXES]
+        shards = [p for s in stems for p in sorted(directory.glob(f"{s}-*.parquet"))]
+        return [p for p in found if p.is_file()] + shards
 
     def _check_columns(self, records: list[dict], split: str, source: str) -> None:
         if not records:
@@ -325,9 +335,23 @@ def label_id(task: Task, value: Any) -> int:
     )
 
 
-def data_dir_for(task: Task, data_dir: str | Path | None, cache_dir: str | Path) -> Path | None:
+def data_dir_for(
+    task: Task,
+    data_dir: str | Path | None,
+    cache_dir: str | Path,
+    *,
+    tasks: Sequence[str] = (),
+) -> Path | None:
     """Where a run reads ``task``'s data: the user's ``data_dir`` (read, never written to), else
-    a generated task's files under ``<cache_dir>/toy-data/<task>``, else None (the hub)."""
+    a generated task's files under ``<cache_dir>/toy-data/<task>``, else None (the hub).
+
+    Args:
+        tasks: every task of the job (``task=superglue``: its 8). With several, one
+            ``data_dir`` is shared by them: each reads only its own sub-directory
+            (:func:`shared_data_dir`); alone, a task reads the top first.
+    """
+    if data_dir and len(tasks) > 1:
+        return shared_data_dir(task, Path(data_dir).expanduser(), tasks)
     if data_dir:
         return Path(data_dir).expanduser()
     if task.generate is not None:
@@ -339,3 +363,28 @@ def ensure_generated(task: Task, directory: Path) -> Path:
     """Generate ``task``'s data into ``directory`` once; concurrent jobs race safely (each
     writes a directory of its own beside it and renames it into place; the first wins)."""
     return build_once(directory, task.generate, marker="validation.jsonl")
+
+
+def shared_data_dir(task: Task, data_dir: Path, tasks: Sequence[str]) -> Path:
+    """``task``'s own sub-directory of a ``data_dir`` shared by the job's ``tasks``.
+
+    A split file at the top of ``data_dir`` could be any of the tasks' data (every task would
+    read it): refused, as is a ``data_dir`` without a sub-directory for ``task``.
+    """
+    if not data_dir.is_dir():
+        raise ValueError(f"task {task.name!r}: data_dir {str(data_dir)!r} is not a directory")
+    top = task.split_files_in(data_dir)
+    if top:
+        raise ValueError(
+            f"task.data_dir={data_dir} holds {top[0].name} at its top, which could be the data "
+            f"of any of the job's {len(tasks)} tasks ({', '.join(tasks)}); put each task's "
+            f"files in its own sub-directory ({data_dir}/<task>/) or run one task at a time"
+        )
+    own = task.own_sub_dirs(data_dir)
+    if not own:
+        names = sorted({task.name, *task.dir_names})
+        raise ValueError(
+            f"task {task.name!r}: task.data_dir={data_dir} has no sub-directory for it (looked "
+            f"for {names}); a job of several tasks reads each task's files from its own"
+        )
+    return own[0]

@@ -23,7 +23,7 @@ from repro.collect.frame import CollectWarning, load_frame
 from repro.collect.superglue import ABLATION_AXES, panel_runs, superglue_frame
 from repro.plots.ablations import plot_grid, plot_panel
 from repro.plots.drawing import save_figure
-from repro.tasks import get_task
+from repro.tasks import get_task, task_names
 from repro.tasks.base import data_dir_for, ensure_generated
 
 PANELS = ("fig3a_prompt_len", "fig3b_init", "fig3c_objective", "fig3d_lm_adapt_steps")
@@ -63,7 +63,8 @@ def dev_examples(run_dir: str | Path, task):
     ``task.data_dir``, else (a generated toy task) ``<paths.cache_dir>/toy-data/<task>``,
     generated there again if the cache was cleared — never the hub."""
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-    data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir)
+    tasks = task_names(cfg.task.name)  # a data_dir shared by several: the task's own sub-dir
+    data_dir = data_dir_for(task, cfg.task.data_dir, cfg.paths.cache_dir, tasks=tasks)
     if task.generate is not None and not cfg.task.data_dir:
         ensure_generated(task, data_dir)
     return task.examples(task.eval_split, data_dir)
