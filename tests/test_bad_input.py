@@ -315,6 +315,21 @@ def test_data_dir_missing_a_column(root, tiny_t5_dir, monkeypatch, capsys):
     )
 
 
+@pytest.mark.parametrize(("value", "what"), [(None, "null"), (3, "3 (int)")])
+def test_a_null_or_number_in_a_text_field(root, tiny_t5_dir, monkeypatch, capsys, value, what):
+    """It trained on the text "None" (or the number's digits) before."""
+    data = write_rte(root / "rte", [RTE_ROW, {**RTE_ROW, "premise": value}])
+    code, err = cli(
+        monkeypatch, capsys, *smoke(root, tiny_t5_dir, "task=rte", f"task.data_dir={data}")
+    )
+    assert_one_error(
+        code,
+        err,
+        f"{data}/train.jsonl:2: field 'premise' is {what}, not text; task 'rte' reads it as "
+        "text: fix the record or drop it",
+    )
+
+
 def toy_data_per_task(directory: Path, names=("toy_keyword", "toy_polarity")) -> Path:
     """Each toy task's generated files in its own sub-directory of one data dir."""
     from repro.tasks import get_task

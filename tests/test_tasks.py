@@ -437,6 +437,52 @@ def test_test_split_and_unlabeled_records_are_refused(tmp_path):
         get_task("cb").load_records("validation", tmp_path)
 
 
+def _with(record: dict, path: tuple, value) -> dict:
+    """A deep copy of ``record`` with the field at ``path`` (keys and list indices) set."""
+    out = json.loads(json.dumps(record))
+    node = out
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    return out
+
+
+TEXT_CASES = [
+    # (task, a good record, the field made bad, its name in the message)
+    ("cb", DIST_CB, ("premise",), "premise"),
+    ("boolq", DIST_BOOLQ, ("question",), "question"),
+    ("wsc", DIST_WSC, ("target", "span1_text"), "target.span1_text"),
+    ("wsc", DIST_WSC, ("text",), "text"),
+    ("multirc", DIST_MULTIRC, ("passage", "questions", 1, "question"), "passage.questions[1].question"),
+    ("multirc", DIST_MULTIRC, ("passage", "questions", 0, "answers", 1, "text"),
+     "passage.questions[0].answers[1].text"),
+    ("record", DIST_RECORD, ("qas", 0, "query"), "qas[0].query"),
+    ("record", HUB_RECORD, ("entities", 1), "entities[1]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [None, 7])
+@pytest.mark.parametrize(("name", "record", "path", "field"), TEXT_CASES)
+def test_a_text_field_without_text_is_refused_naming_file_line_and_field(
+    tmp_path, name, record, path, field, value
+):
+    """Before, a null became the text "None" (a number its digits), with no warning."""
+    task = get_task(name)
+    assert task.load_records("validation", write_rows(tmp_path / "good", [record]))
+    bad = write_rows(tmp_path / "bad", [record, _with(record, path, value)])
+    what = "null" if value is None else "7 (int)"
+    with pytest.raises(ValueError) as err:
+        task.load_records("validation", bad)
+    assert str(err.value).startswith(
+        f"{bad}/validation.jsonl:2: field {field!r} is {what}, not text; task {name!r} reads it"
+    )
+
+
+def write_rows(directory, rows):
+    write_jsonl(directory / "validation.jsonl", rows)
+    return directory
+
+
 def test_unknown_string_label_is_a_clear_error(tmp_path):
     write_jsonl(
         tmp_path / "val.jsonl", [{"premise": "p", "hypothesis": "h", "idx": 0, "label": "maybe"}]

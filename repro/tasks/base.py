@@ -79,6 +79,10 @@ class Task:
         columns: Hub-schema columns the formatter needs; checked on load.
         normaliser: Maps a record of another on-disk schema (e.g. the official SuperGLUE
             distribution) to hub-schema records; records already in the hub schema pass through.
+        text_fields: Fields the formatter reads as text. In a local file each must hold a
+            string (or a list of strings) wherever it appears, nested objects of the official
+            distribution included; a null or a number is refused naming the file, the line and
+            the field (:func:`check_text_fields`), never formatted as ``"None"``.
         dir_names: Sub-directory names (case-insensitive) under which this task's files may sit
             in a ``data_dir`` shared by several tasks, e.g. ``("boolq",)``.
         max_input_length: Token limit of the inputs (eos included).
@@ -102,6 +106,7 @@ class Task:
     metric: Metric
     columns: tuple[str, ...] = ()
     normaliser: Normaliser = keep_record
+    text_fields: tuple[str, ...] = ()
     dir_names: tuple[str, ...] = ()
     max_input_length: int = 512
     max_target_length: int | None = None
@@ -142,7 +147,10 @@ class Task:
             rows, source = self._load_hub(split), f"{self.hub_id}/{self.hub_config or ''}"
         else:
             path = self.find_split_file(split, Path(data_dir))
-            rows, source = read_rows(path), str(path)
+            located = read_located_rows(path)
+            for where, row in located:
+                check_text_fields(self, row, where)
+            rows, source = [row for _, row in located], str(path)
         records = [hub for row in rows for hub in self.normaliser(self, row)]
         self._check_columns(records, split, source)
         return records
@@ -266,22 +274,73 @@ class Task:
 
 def read_rows(path: Path) -> list[dict]:
     """Reads a parquet, JSON-lines or JSON-array file into a list of dicts."""
+    return [row for _, row in read_located_rows(path)]
+
+
+def read_located_rows(path: Path) -> list[tuple[str, dict]]:
+    """:func:`read_rows` with where each row lies: ``<path>:<line>`` in a JSON-lines file,
+    ``<path> (record <i>)`` (from 1) in a parquet or JSON-array file."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        rows = pq.read_table(path).to_pylist()
+        return [(f"{path} (record {i})", row) for i, row in enumerate(rows, 1)]
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if stripped.startswith("["):
-        return list(json.loads(text))
+        return [(f"{path} (record {i})", row) for i, row in enumerate(json.loads(text), 1)]
     rows = []
     for line_no, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                rows.append((f"{path}:{line_no}", json.loads(line)))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
     return rows
+
+
+def check_text_fields(task: Task, record: Any, where: str) -> None:
+    """Refuse a record whose text field (``task.text_fields``) holds no text: a null, a number,
+    a bool. The field is looked for at every depth (``idx`` objects aside: they hold ids), so
+    the official distribution's nested objects (MultiRC's questions, ReCoRD's ``qas``, WSC's
+    ``target``) are checked too.
+
+    Raises:
+        ValueError: ``<file>:<line>: field 'passage.questions[0].question' is null ...``.
+    """
+    bad = _first_non_text(record, frozenset(task.text_fields), "")
+    if bad is None:
+        return
+    field, value = bad
+    what = "null" if value is None else f"{value!r} ({type(value).__name__})"
+    raise ValueError(
+        f"{where}: field {field!r} is {what}, not text; task {task.name!r} reads it as text: "
+        "fix the record or drop it"
+    )
+
+
+def _first_non_text(value: Any, text_fields: frozenset[str], at: str) -> tuple[str, Any] | None:
+    """(path, value) of the first text field below ``value`` that holds no text, or None."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key == "idx":  # ids (MultiRC's {"paragraph": 0, ...}), never text
+                continue
+            path = f"{at}.{key}" if at else str(key)
+            if key in text_fields and not isinstance(item, str | Mapping | list):
+                return path, item
+            if key in text_fields and isinstance(item, list):
+                for i, element in enumerate(item):
+                    if not isinstance(element, str | Mapping):
+                        return f"{path}[{i}]", element
+            found = _first_non_text(item, text_fields, path)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_non_text(item, text_fields, f"{at}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def class_id(task: Task, prediction: str) -> int:

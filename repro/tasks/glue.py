@@ -25,6 +25,7 @@ SST2 = Task(
     metric=classification_metric,
     columns=("sentence", "label"),
     normaliser=normalise_flat,
+    text_fields=("sentence",),
     dir_names=("sst2", "sst-2"),
 )
 

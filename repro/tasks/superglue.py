@@ -306,6 +306,7 @@ def _classification(
         metric=classification_metric,
         columns=(*keys, "label"),
         normaliser=normalise_flat,
+        text_fields=tuple(keys),
         dir_names=(name, *dir_names),
     )
 
@@ -337,6 +338,8 @@ MULTIRC = Task(
     metric=multirc_metric,
     columns=("paragraph", "question", "answer", "idx", "label"),
     normaliser=normalise_multirc,
+    # the hub's flat fields and the distribution's nested passage, its text and answers' text
+    text_fields=("paragraph", "question", "answer", "passage", "text"),
     dir_names=("multirc",),
 )
 
@@ -352,6 +355,7 @@ RECORD = Task(
     metric=record_metric,
     columns=("passage", "query", "entities", "answers", "idx"),
     normaliser=normalise_record,
+    text_fields=("passage", "query", "entities", "answers", "text"),
     dir_names=("record",),
 )
 
@@ -366,6 +370,7 @@ WSC = Task(
     metric=wsc_metric,
     columns=("text", "span1_index", "span2_index", "span1_text", "span2_text", "label"),
     normaliser=normalise_wsc,
+    text_fields=("text", "span1_text", "span2_text"),
     dir_names=("wsc", "wsc.fixed"),
 )
 

@@ -163,6 +163,7 @@ def toy_task(
         formatter=formatter,
         metric=classification_metric,
         columns=columns,
+        text_fields=tuple(c for c in columns if c not in ("label", "idx")),
         max_input_length=64,
         max_target_length=target_length,
         generate=generator(name, record, sizes, split_aware),

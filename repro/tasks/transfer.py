@@ -31,6 +31,7 @@ def _paraphrase(name: str, keys: tuple[str, str], labels: tuple[str, str]) -> Ta
         metric=classification_metric,
         columns=(*keys, "label"),
         normaliser=normalise_flat,
+        text_fields=keys,
         dir_names=(name,),
     )
 
