@@ -22,7 +22,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from repro import rundir  # noqa: F401  (registers the run_name resolver the config names runs with)
-from repro.backbone import fuse_gelu, resolve_dtype, set_dropout
+from repro.backbone import prepare_backbone, resolve_dtype, set_dropout
 from repro.config import CONF_DIR, Config, register_configs
 from repro.estimate import Shape, count_params, estimate, shape_of, step_flops
 from repro.resolve import load_config
@@ -163,15 +163,9 @@ def build_backbone(cfg: Config, device: torch.device) -> torch.nn.Module:
         # tie_word_embeddings=False only as "no output scaling"): T5.1.1's own head, by hand
         head = torch.empty_like(model.shared.weight).normal_(std=s.d_model**-0.5)
         model.lm_head.weight = torch.nn.Parameter(head)
-    model.requires_grad_(False)
-    if m.fused_gelu:
-        fuse_gelu(model)
-    if m.gradient_checkpointing:  # as repro.backbone.load_backbone: non-reentrant
-        kw = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    prepare_backbone(
+        model, gradient_checkpointing=m.gradient_checkpointing, fused_gelu=m.fused_gelu
+    )
     set_dropout(model, m.dropout)
     return model
 

@@ -214,6 +214,7 @@ def run_oom(check, record: dict, cfg) -> None:
                 sidecar={"backbone": "random"}, device=device, precision=precision,
             )  # fmt: skip
         record["step_completed"] = state.step == OOM_STEPS
+        record["grad_accum_end"] = state.grad_accum or start  # where the retries settled
     except OutOfMemoryError as err:  # every count ran out: the run's own error
         record["status"] = f"measured: no micro-batch count fit ({first_line(err)})"[:300]
     finally:
@@ -222,7 +223,8 @@ def run_oom(check, record: dict, cfg) -> None:
         if check.cuda:
             torch.cuda.set_per_process_memory_fraction(1.0, device)
     record["oom_caught"] = bool(retries.counts)
-    record["grad_accum_end"] = retries.counts[-1] if retries.counts else start
+    if record["grad_accum_end"] is None:  # every count ran out
+        record["grad_accum_end"] = retries.counts[-1] if retries.counts else start
     if record["status"] == check.NOT_REACHED:
         check.done(
             record,

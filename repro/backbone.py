@@ -118,6 +118,17 @@ def load_backbone(
                 "pip install accelerate"
             ) from None
         raise
+    return prepare_backbone(
+        model, gradient_checkpointing=gradient_checkpointing, fused_gelu=fused_gelu
+    )
+
+
+def prepare_backbone(
+    model: nn.Module, *, gradient_checkpointing: bool = False, fused_gelu: bool = True
+) -> nn.Module:
+    """What :func:`load_backbone` does to a model once it is loaded (also to one built in
+    memory, as benchmarks/gpu_check.py builds T5 at the paper's shapes): freeze every weight,
+    logits in fp32 under autocast, T5.1.1's GELU in one kernel, activation checkpointing."""
     model.requires_grad_(False)
     fp32_logits(model)
     if fused_gelu:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from repro.backbone import load_backbone_weights, save_backbone
@@ -29,7 +30,7 @@ from repro.files import publish_dir, recover_dir
 from repro.model import LoraT5, Seq2SeqTuning, TunedT5
 from repro.optim import build_prompt_optimizer
 from repro.precision import Precision, resolve_precision
-from repro.prompts import load_prompt, save_prompt
+from repro.prompts import PROMPT_FILE, PromptFileError, load_prompt, save_prompt
 from repro.rng import rng_state, set_rng_state
 from repro.tracking import MetricsLog
 from repro.trainer_config import TrainerConfig, divisors
@@ -55,6 +56,9 @@ class TrainState:
     # on with the window, so the next loss line is the uninterrupted run's
     window_loss: float = 0.0
     window_steps: int = 0
+    # the micro-batches per step an out-of-memory retry settled at (trainer.grad_accum=auto; 0:
+    # none yet): a resume starts there, as the uninterrupted run goes on there
+    grad_accum: int = 0
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -159,10 +163,10 @@ def load_trained(directory: Path, model: Seq2SeqTuning) -> None:
         return
     try:
         prompt, _ = load_prompt(directory, d_model=model.prompt.width)
-    except (OSError, ValueError, RuntimeError) as err:
-        if "width" in str(err):
-            raise
-        raise ValueError(_unreadable(directory / "prompt.safetensors", err)) from None
+    except PromptFileError as err:  # the file named: prompt.safetensors or its prompt.json
+        raise ValueError(_unreadable(err.path, err.__cause__ or err)) from None
+    except OSError as err:
+        raise ValueError(_unreadable(directory / PROMPT_FILE, err)) from None
     if prompt.shape != model.prompt.weight.shape:
         raise ValueError(
             f"checkpoint {directory} holds a prompt of shape {tuple(prompt.shape)}, but this run "
@@ -188,9 +192,27 @@ def load_checkpoint(directory: Path, model: Seq2SeqTuning, optimizer) -> TrainSt
     except Exception as err:  # torch raises several kinds for a torn or foreign file
         raise ValueError(_unreadable(directory / STATE_FILE, err)) from None
     load_trained(directory, model)
+    check_best(directory.parent / "best", directory)
     optimizer.load_state_dict(saved["optimizer"])
     set_rng_state(saved["rng"])
     return saved_state
+
+
+def check_best(best: Path, last: Path) -> None:
+    """Refuse to resume beside an unreadable ``best/`` (what the run keeps and reports): its
+    safetensors headers and JSON files are read, naming a torn or foreign one."""
+    for file in sorted(best.glob("*")):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt"):  # the header only
+                    pass
+            elif file.suffix == ".json":
+                json.loads(file.read_text())
+        except Exception as err:  # safetensors' SafetensorError, OSError, UnicodeDecodeError...
+            raise ValueError(
+                f"checkpoint file {file} cannot be read ({first_line(err)}); delete {best} and "
+                f"{last} to start this run over from step 0"
+            ) from None
 
 
 def _unreadable(path: Path, err: BaseException) -> str:
@@ -345,7 +367,8 @@ def train(
     )
     timed_steps, window_start = 0, time.perf_counter()  # steps_per_s: this session's steps
     session_steps = 0
-    accum = cfg.grad_accum  # grows if a step runs out of memory (trainer.grad_accum=auto)
+    # grows if a step runs out of memory (trainer.grad_accum=auto), and stays grown
+    accum = state.grad_accum if cfg.grad_accum_auto and state.grad_accum else cfg.grad_accum
     while state.step < cfg.steps:
         # next batch (a new epoch reshuffles; the order depends only on seed and epoch)
         if state.position >= len(order):
@@ -378,7 +401,7 @@ def train(
                 log.warning(
                     "step %d: out of memory %s; retrying with grad_accum %d", step, where, larger
                 )
-                accum = larger
+                accum = state.grad_accum = larger
                 set_rng_state(rng)
         optimizer.step()
         state.step += 1

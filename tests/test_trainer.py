@@ -104,6 +104,12 @@ def test_auto_grad_accum_redoes_an_out_of_memory_step_in_more_micro_batches(
     saved = [torch.load(d / "last" / STATE_FILE) for d in (tmp_path / "auto", tmp_path / "fixed")]
     assert saved[0]["optimizer"]["state"][0]["step"] == 2  # stepped once per step, not per try
     torch.testing.assert_close(saved[0]["optimizer"]["state"], saved[1]["optimizer"]["state"])
+    # last/ keeps where the retries settled: a resume starts there, as the run went on there
+    assert state.grad_accum == saved[0]["state"]["grad_accum"] == 4
+    resumed_calls = []
+    patch = out_of_memory_above(4, resumed_calls)
+    run_train(tiny_t5_dir, tmp_path / "auto", patch, auto=True, grad_accum=1, steps=3)
+    assert resumed_calls == [4] * 4  # step 3 in four micro-batches of 4, no retry
 
 
 def test_an_explicit_grad_accum_out_of_memory_is_an_error_naming_auto(tiny_t5_dir, tmp_path):
