@@ -26,7 +26,10 @@ job fits its GPU). The formulas (docs/cluster.md):
   conf/lm_adapt.yaml's defaults (batch 128, input 512 / target 512 tokens) whether or not its
   checkpoints exist already. All weights train, so a step = forward + activation backward +
   weight-gradient backward ≈ 3 × forward: FLOPs = steps × 3 × batch × forward(512, 512);
-- GPU-hours = FLOPs / (peak FLOP/s × utilisation) / 3600.
+- GPU-hours = FLOPs / FLOP/s / 3600, at the FLOP/s of :func:`job_rate`: the GPU's dense peak
+  at the precision the job runs at (``repro.gpus.priced_precision(trainer.precision)``; auto is
+  bf16 on every GPU of the table) × :func:`utilisation_at` the encoder tokens of its step, or,
+  with ``cost.calibration``, the FLOP/s measured at the nearest shape (:mod:`repro.calibration`).
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from pathlib import Path
 
 import yaml
 
+from repro.calibration import Rate, job_rate, utilisation_at
 from repro.checkpoints import own_lm_adapt_steps
 from repro.config import CONF_DIR, Config, CostConfig, ModelConfig
 from repro.factoring import second_moment_numel
+from repro.gpus import priced_precision
 from repro.methods import check_tasks, get_method
 from repro.tasks import MIXTURES, get_task, task_names
 from repro.trainer_config import OptimizerConfig
@@ -198,6 +203,7 @@ def activation_bytes(
     dec_tokens: int,
     bytes_per: int,
     checkpointing: bool = False,
+    compute_bytes: int | None = None,
 ) -> int:
     """Activations kept for backward in one micro-batch (eager attention; a rough guide, ±50%).
 
@@ -206,16 +212,31 @@ def activation_bytes(
     adds cross-attention (its q, context, norms, scores over T_enc) and the cross keys/values
     (2·inner per encoder token and layer). Logits stay fp32 (logits, log-softmax, gradient).
     With checkpointing only each layer's input is kept, plus one layer recomputed in backward.
+
+    Args:
+        bytes_per: bytes of the weights' dtype (``model.dtype``), which the residual stream and
+            the norms' activations keep (fp32 stays fp32 under autocast).
+        compute_bytes: bytes of what the matmuls save (q, k, v, contexts, FFN intermediates,
+            attention scores): 2 under bf16 autocast; None = ``bytes_per``.
     """
     d, inner, ff, h, te, td = s.d_model, s.inner, s.d_ff, s.num_heads, enc_tokens, dec_tokens
-    enc_layer = te * (5 * d + 4 * inner + 4 * ff + 2 * h * te)
-    dec_layer = td * (7 * d + 6 * inner + 4 * ff + 2 * h * (td + te)) + te * 2 * inner
+    wb, cb = bytes_per, bytes_per if compute_bytes is None else compute_bytes
+    enc_layer = te * 5 * d * wb + te * (4 * inner + 4 * ff + 2 * h * te) * cb
+    dec_layer = (
+        td * 7 * d * wb + (td * (6 * inner + 4 * ff + 2 * h * (td + te)) + te * 2 * inner) * cb
+    )
     logits = 3 * td * s.vocab_size * 4
     if checkpointing:
-        kept = (s.num_layers * te + s.num_decoder_layers * td) * d + max(enc_layer, dec_layer)
+        inputs = (s.num_layers * te + s.num_decoder_layers * td) * d * wb
+        kept = inputs + max(enc_layer, dec_layer)
     else:
         kept = s.num_layers * enc_layer + s.num_decoder_layers * dec_layer
-    return micro_batch * (kept * bytes_per + logits)
+    return micro_batch * (kept + logits)
+
+
+def matmul_bytes(weights_dtype: str, precision: str) -> int:
+    """Bytes of what the matmuls save: 2 under bf16 autocast, else the weights' bytes."""
+    return min(BYTES[weights_dtype], 2) if precision == "bf16" else BYTES[weights_dtype]
 
 
 @dataclass
@@ -240,15 +261,24 @@ class JobCost:
     tuned_state_bytes: int = 0
     saved_bytes: int = 0  # what best/ and last/ hold on disk at the end (every task)
     trainable_params: int = 0  # the prompt, the LoRA matrices, or every weight
+    precision: str = "bf16"  # what it runs at on the GPU (repro.gpus.priced_precision)
+    step_tokens: int = 0  # encoder tokens of a step: batch_size × (prompt + input), longest task
+    rate: Rate | None = None  # the FLOP/s gpu_hours is priced at, and how
 
     @property
     def memory_bytes(self) -> int:
+        """The estimate (:mod:`repro.estimate`'s memory model)."""
         return (
             self.weights_bytes
             + self.prompt_state_bytes
             + self.tuned_state_bytes
             + self.activation_bytes
         )
+
+    @property
+    def memory_ratio(self) -> float:
+        """Measured / estimated memory of the calibration's nearest step; 1 without one."""
+        return self.rate.memory_ratio if self.rate is not None else 1.0
 
 
 def lengths(cfg: Config, task_name: str) -> tuple[int, int]:
@@ -288,7 +318,7 @@ def estimate(cfg: Config) -> JobCost:
     check_tasks(cfg.method.name, cfg.task.name, tasks, MIXTURES)
     method = get_method(cfg.method.name)
     t = cfg.trainer
-    bytes_per = 2 if cfg.model.dtype != "float32" or t.precision in ("auto", "bf16") else 4
+    precision = priced_precision(t.precision)
     checkpointing = cfg.model.gradient_checkpointing
     tuned = method.trains == "backbone"
     per_task = [lengths(cfg, name) for name in tasks]
@@ -299,6 +329,8 @@ def estimate(cfg: Config) -> JobCost:
     # one run over the mixture (priced at its longest task), or one run per task
     total = max(flops) * t.steps if method.mixture else sum(f * t.steps for f in flops)
     te, td = max(per_task)
+    step_tokens = t.batch_size * te
+    rate = job_rate(cfg.cost, precision, step_tokens, params, checkpointing, cfg.model.dtype)
     weight_bytes = params * BYTES[cfg.model.dtype]
     prompt_bytes = prompt_state_bytes(cfg.prompt_len, shape.d_model, t.optimizer)
     copies = 1 if method.mixture else len(tasks)  # what is saved: per task, or one model
@@ -325,22 +357,37 @@ def estimate(cfg: Config) -> JobCost:
         weights_bytes=weight_bytes,
         prompt_state_bytes=prompt_bytes,
         activation_bytes=activation_bytes(
-            shape, t.batch_size // t.grad_accum, te, td, bytes_per, checkpointing
+            shape,
+            t.batch_size // t.grad_accum,
+            te,
+            td,
+            BYTES[cfg.model.dtype],
+            checkpointing,
+            matmul_bytes(cfg.model.dtype, precision),
         ),
         flops_per_step=max(flops),
         total_flops=total,
-        gpu_hours=gpu_hours(total, cfg.cost),
+        gpu_hours=total / rate.flops_per_second / 3600,
         cost=cfg.cost,
         config=cfg,
         method=method.name,
         tuned_state_bytes=tuned_bytes,
         saved_bytes=saved,
         trainable_params=trainable,
+        precision=precision,
+        step_tokens=step_tokens,
+        rate=rate,
     )
 
 
-def gpu_hours(flops: float, cost: CostConfig) -> float:
-    return flops / (cost.peak_tflops * 1e12 * cost.utilisation) / 3600
+def rate_at(job: JobCost, tokens: int) -> float:
+    """The FLOP/s of a step like ``job``'s holding ``tokens`` encoder tokens (a pack's): the
+    job's rate moved along :func:`utilisation_at` (calibrated or assumed alike)."""
+    return (
+        job.rate.flops_per_second
+        * utilisation_at(tokens, job.cost)
+        / utilisation_at(job.step_tokens, job.cost)
+    )
 
 
 @dataclass
@@ -358,6 +405,8 @@ class AdaptationCost:
     total_flops: int
     gpu_hours: float
     cost: CostConfig
+    precision: str = "fp32"  # lm_adapt.bf16_autocast: bf16, else fp32 (conf/lm_adapt.yaml)
+    rate: Rate | None = None
 
 
 def lm_adapt_defaults() -> dict:
@@ -377,11 +426,14 @@ def adaptation_costs(configs: Sequence[Config]) -> list[AdaptationCost]:
             needed.setdefault(cfg.model.size, (cfg, set()))[1].add(steps)
     defaults = lm_adapt_defaults()
     batch, t_in, t_out = (defaults[k] for k in ("batch_size", "input_length", "target_length"))
+    # repro.lm_adapt runs fp32 weights with bf16 autocast or none (no TF32: PyTorch's default)
+    precision = "bf16" if defaults.get("bf16_autocast") else "fp32"
     out = []
     for size, (cfg, steps) in needed.items():
         shape = shape_of(cfg.model)
         per_step = 3 * batch * forward_flops(shape, t_in, t_out)
         total = max(steps) * per_step
+        rate = job_rate(cfg.cost, precision, batch * t_in, count_params(shape))
         out.append(
             AdaptationCost(
                 size=size,
@@ -393,8 +445,10 @@ def adaptation_costs(configs: Sequence[Config]) -> list[AdaptationCost]:
                 params=count_params(shape),
                 flops_per_step=per_step,
                 total_flops=total,
-                gpu_hours=gpu_hours(total, cfg.cost),
+                gpu_hours=total / rate.flops_per_second / 3600,
                 cost=cfg.cost,
+                precision=precision,
+                rate=rate,
             )
         )
     return out

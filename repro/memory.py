@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
+from repro.calibration import load_calibration
 from repro.config import DEVICE_MAP_STRATEGIES, Config
 from repro.estimate import JobCost, estimate
 from repro.trainer_config import divisors
@@ -19,31 +20,37 @@ MAX_GPUS = 8  # model.device_map spreads a job over the GPUs of one machine
 def memory_per_gpu(job: JobCost, gpus: int = 1) -> int:
     """Bytes on the fullest GPU when ``model.device_map`` spreads the job's layers over ``gpus``
     GPUs: weights and activations split evenly (accelerate's balanced map; layer granularity
-    ignored), the prompt state whole on one of them. ``gpus=1``: the job's memory."""
+    ignored), the prompt state whole on one of them. ``gpus=1``: the job's memory. With a
+    calibration (``cost.calibration``), × the measured/estimated ratio of its nearest step."""
     spread = job.weights_bytes + job.tuned_state_bytes + job.activation_bytes
-    return -(-spread // gpus) + job.prompt_state_bytes
+    estimated = -(-spread // gpus) + job.prompt_state_bytes
+    return estimated if job.memory_ratio == 1.0 else round(estimated * job.memory_ratio)
 
 
 def _fits(job: JobCost, gpus: int) -> bool:
-    return memory_per_gpu(job, gpus) <= job.cost.gpu_memory_gb * 1e9
+    return memory_per_gpu(job, gpus) <= job.cost.memory_gb * 1e9
 
 
 def gpus_needed(job: JobCost) -> int | None:
-    """The fewest GPUs of ``cost.gpu_memory_gb`` that hold the job: 1, or up to MAX_GPUS when
-    its ``model.device_map`` spreads it (auto, balanced, ...); None if it does not fit."""
+    """The fewest GPUs of ``cost.gpu``'s memory (``cost.memory_gb``) that hold the job: 1, or up
+    to MAX_GPUS when its ``model.device_map`` spreads it (auto, balanced, ...); None if it does
+    not fit."""
     spread = job.config is not None and job.config.model.device_map in DEVICE_MAP_STRATEGIES
     return next((k for k in range(1, MAX_GPUS + 1 if spread else 2) if _fits(job, k)), None)
 
 
 def auto_grad_accum(cfg: Config) -> int:
     """``trainer.grad_accum=auto``: the fewest micro-batches (a divisor of
-    ``trainer.batch_size``) with which the job's estimate fits ``cost.gpu_memory_gb`` on the
+    ``trainer.batch_size``) with which the job's estimate fits ``cost.memory_gb`` on the
     GPUs its ``model.device_map`` may use (:func:`gpus_needed`); one example per micro-batch if
     none does (:func:`memory_warning` then names the switches that would make it fit); 1 if
     there is no estimate (a model of unknown shape, a task not registered here: what the run
-    then reports itself). Same FLOPs and the same gradient whatever the count."""
+    then reports itself). Same FLOPs and the same gradient whatever the count. A
+    ``cost.calibration`` it cannot price from is refused (ValueError), not taken as no estimate."""
     t = cfg.trainer
     counts = divisors(t.batch_size)
+    if cfg.cost.calibration is not None:  # a bad file is the user's mistake: say so, not 1
+        load_calibration(cfg.cost.calibration)
     try:
         for n in counts:
             job = estimate(replace(cfg, trainer=replace(t, grad_accum=n)))
@@ -64,7 +71,7 @@ def describe_grad_accum(cfg: Config) -> str:
 def start_lines(cfg: Config) -> tuple[str | None, str | None]:
     """What a job logs as it starts, before loading anything: its micro-batches and memory
     estimate (None without an estimate), and :func:`memory_warning` if it does not fit one GPU
-    of ``cost.gpu_memory_gb`` (None if it does)."""
+    of ``cost.memory_gb`` (None if it does)."""
     try:
         job = estimate(cfg)
     except (ValueError, KeyError, TypeError, OSError):
@@ -73,7 +80,7 @@ def start_lines(cfg: Config) -> tuple[str | None, str | None]:
     info = (
         f"{describe_grad_accum(cfg)}: {t.grad_accum} micro-batch(es) of "
         f"{t.batch_size // t.grad_accum} example(s) per step, memory ≈ {format_bytes(job.memory_bytes)} "
-        f"(estimate; cost.gpu_memory_gb={cfg.cost.gpu_memory_gb:g})"
+        f"(estimate; {cfg.cost.gpu}: {cfg.cost.memory_gb:g} GB)"
     )
     warning = memory_warning(job) if gpus_needed(job) is None else None
     return info, warning.strip() if warning else None
@@ -90,7 +97,7 @@ class MemoryFix:
 
 
 def memory_fixes(cfg: Config) -> list[MemoryFix]:
-    """The smallest sets of memory switches with which the job fits ``cost.gpu_memory_gb``,
+    """The smallest sets of memory switches with which the job fits ``cost.memory_gb``,
     found by re-estimating it with each set: no part of a set fits alone, each switch is at its
     smallest setting; fewest GPUs, then fewest switches, then fewest GPU-hours first.
 
@@ -159,7 +166,7 @@ def describe_fix(fix: MemoryFix, job: JobCost) -> str:
 
 
 def memory_warning(job: JobCost) -> str | None:
-    """A warning if the job does not fit one GPU of ``cost.gpu_memory_gb``, with the switches
+    """A warning if the job does not fit one GPU of ``cost.memory_gb``, with the switches
     that make it fit (:func:`memory_fixes`); a note if its own ``model.device_map`` needs
     several; None if it fits one."""
     gpus, c = gpus_needed(job), job.cost
@@ -168,7 +175,7 @@ def memory_warning(job: JobCost) -> str | None:
     if gpus is not None:
         return (
             f"  note: model.device_map={job.config.model.device_map} must spread it over "
-            f">= {gpus} GPUs of {c.gpu_memory_gb:g} GB (≈ {format_bytes(memory_per_gpu(job, gpus))} "
+            f">= {gpus} GPUs of {c.memory_gb:g} GB (≈ {format_bytes(memory_per_gpu(job, gpus))} "
             f"each; {gpus}× the GPU-h)"
         )
     fixes = memory_fixes(job.config) if job.config is not None else []
@@ -178,8 +185,8 @@ def memory_warning(job: JobCost) -> str | None:
         else f"no combination of the memory switches fits it, even on {MAX_GPUS} GPUs"
     )
     return (
-        f"  WARNING: needs ≈ {format_bytes(job.memory_bytes)}, more than the {c.gpu_memory_gb:g} GB of "
-        f"one GPU ({c.gpu}; cost.gpu_memory_gb); {fits}"
+        f"  WARNING: needs ≈ {format_bytes(memory_per_gpu(job))}, more than the {c.memory_gb:g} GB "
+        f"of one GPU ({c.gpu}; cost.gpu, cost.gpu_memory_gb); {fits}"
     )
 
 

@@ -18,6 +18,7 @@ from repro.cost.plan import sweep_configs, sweep_jobs
 from repro.cost.report import describe, describe_groups, describe_total, group_jobs
 from repro.estimate import (
     Shape,
+    activation_bytes,
     adaptation_costs,
     count_params,
     estimate,
@@ -100,7 +101,16 @@ def test_job_estimate_and_gpu_hours_by_hand():
     per_step = 2 * 32 * forward_flops(shape, 100 + 512, 8)  # rte: 512 input, 8 target
     assert job.flops_per_step == per_step
     assert job.total_flops == 30_000 * per_step
-    assert job.gpu_hours == pytest.approx(30_000 * per_step / (312e12 * 0.4) / 3600)
+    # an A100 at its bf16 peak (trainer.precision=auto), at 40 % × n/(n + 8192) for the step's
+    # n = 32 × 612 encoder tokens
+    n = 32 * 612
+    utilisation = 0.4 * n / (n + 8192)
+    assert job.precision == "bf16" and job.step_tokens == n
+    assert job.gpu_hours == pytest.approx(30_000 * per_step / (312e12 * utilisation) / 3600)
+    assert describe(job).split("\n")[0].split(" | ")[-1] == (
+        f"{job.gpu_hours:.2f} GPU-h at 28.2% of 312 TFLOP/s (A100, bf16; utilisation "
+        "40% × n/(n + 8192), n = 19,584 encoder tokens/step)"
+    )
     assert job.weights_bytes == 2 * 11_135_332_352
     assert job.prompt_state_bytes == 3 * 100 * 4096 * 4
     # a superglue job trains 8 prompts: 8× the steps of one task of the same lengths
@@ -121,6 +131,79 @@ def test_job_estimate_and_gpu_hours_by_hand():
     assert ckpt.activation_bytes < job.activation_bytes / 10
     half = estimate(compose_config("model=xxl", "task=rte", "cost.utilisation=0.2"))
     assert half.gpu_hours == pytest.approx(2 * job.gpu_hours)
+    flat = estimate(compose_config("model=xxl", "task=rte", "cost.half_utilisation_tokens=0"))
+    assert flat.gpu_hours == pytest.approx(30_000 * per_step / (312e12 * 0.4) / 3600)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "peak", "label"),
+    [
+        ([], 312.0, "A100, bf16"),  # trainer.precision=auto: bf16 on every GPU of the table
+        (["trainer.precision=bf16"], 312.0, "A100, bf16"),
+        (["trainer.precision=tf32"], 156.0, "A100, tf32"),
+        (["trainer.precision=fp32"], 19.5, "A100, fp32"),
+        (["cost.gpu=H100"], 989.4, "H100, bf16"),
+        (["cost.gpu=H100", "trainer.precision=fp32"], 67.0, "H100, fp32"),
+        (["cost.gpu=H100-PCIe", "trainer.precision=tf32"], 378.0, "H100-PCIe, tf32"),
+        (["cost.gpu=H200"], 989.4, "H200, bf16"),
+        (["cost.peak_tflops=500", "trainer.precision=fp32"], 500.0, "A100, fp32"),
+    ],
+)
+def test_a_job_is_priced_at_the_peak_of_the_precision_it_runs_at(overrides, peak, label):
+    """repro.gpus' table: a job forced to fp32 costs the fp32 peak (16× the bf16 price on an
+    A100); cost.peak_tflops overrides the table whatever the precision."""
+    cfg = compose_config("model=base", "task=rte", *overrides)
+    job = estimate(cfg)
+    n = 32 * 612
+    assert job.gpu_hours == pytest.approx(
+        job.total_flops / (peak * 1e12 * 0.4 * n / (n + 8192)) / 3600
+    )
+    assert f"of {peak:g} TFLOP/s ({label};" in describe(job)
+
+
+def test_gpu_memory_comes_from_the_table_unless_overridden():
+    assert compose_config("model=small").cost.memory_gb == 80
+    assert compose_config("model=small", "cost.gpu=A100-40GB").cost.memory_gb == 40
+    assert compose_config("model=small", "cost.gpu=H200").cost.memory_gb == 141
+    both = compose_config("cost.gpu=H200", "cost.gpu_memory_gb=100")
+    assert (both.cost.memory_gb, both.cost.peak_at("bf16")) == (100, 989.4)
+    # a GPU outside the table: both keys given
+    other = compose_config("cost.gpu=L40S", "cost.peak_tflops=362", "cost.gpu_memory_gb=48")
+    assert (other.cost.memory_gb, other.cost.peak_at("fp32")) == (48, 362)
+    # grad_accum=auto fits the table's memory: XL in 2 micro-batches on an A100, 4 on 40 GB
+    for gpu, count, gb in (("A100", 2, 80), ("A100-40GB", 4, 40)):
+        job = estimate(compose_config("model=xl", "task=rte", f"cost.gpu={gpu}"))
+        assert job.config.trainer.grad_accum == count and memory_per_gpu(job) <= gb * 1e9
+
+
+def test_activations_keep_the_residual_stream_at_the_weights_dtype_and_matmuls_at_bf16():
+    """fp32 weights with fp32 or tf32 (and bf16 weights whatever the precision) keep one width
+    for every activation: the numbers of before. bf16 autocast over fp32 weights saves what the
+    matmuls save in 2 bytes and keeps the residual stream and norms in 4."""
+    args = ["model=xxl", "task=rte", "trainer.grad_accum=1"]
+    shape = shape_of(compose_config(*args).model)
+
+    def acts(*overrides):
+        return estimate(compose_config(*args, *overrides)).activation_bytes
+
+    fp32 = activation_bytes(shape, 32, 612, 8, 4)
+    assert acts("trainer.precision=fp32") == acts("trainer.precision=tf32") == fp32
+    assert format_bytes(fp32) == "313.36 GB"  # as before trainer.precision
+    bf16 = activation_bytes(shape, 32, 612, 8, 2)
+    for precision in ("auto", "bf16", "tf32", "fp32"):
+        assert acts("model.dtype=bfloat16", f"trainer.precision={precision}") == bf16
+    mixed = acts("trainer.precision=bf16")
+    assert mixed == acts() == activation_bytes(shape, 32, 612, 8, 4, compute_bytes=2)
+    assert bf16 < mixed < fp32
+    # by hand on a tiny shape: d=2, inner 2, d_ff 3, 2 heads, 1+1 layers, vocab 5; T_enc 3, T_dec 2
+    s = Shape(
+        d_model=2, d_kv=1, d_ff=3, num_heads=2, num_layers=1, num_decoder_layers=1, vocab_size=5
+    )
+    # encoder: 3·5·2 = 30 residual/norm floats, 3·(4·2 + 4·3 + 2·2·3) = 96 matmul-saved
+    # decoder: 2·7·2 = 28 residual/norm, 2·(6·2 + 4·3 + 2·2·5) + 3·2·2 = 100 matmul-saved
+    # logits: 3·2·5 floats in fp32 = 120 bytes
+    assert activation_bytes(s, 1, 3, 2, 4, compute_bytes=2) == (30 + 28) * 4 + (96 + 100) * 2 + 120
+    assert activation_bytes(s, 1, 3, 2, 4) == (30 + 28 + 96 + 100) * 4 + 120
 
 
 def test_prompt_state_follows_the_factoring_rule():
@@ -182,7 +265,7 @@ def test_a_sweep_file_prints_in_groups_by_size_then_the_axes_that_change_the_cos
         )
     xxl_150 = [j for j in jobs if j.size == "xxl" and j.config.prompt_len == 150]
     assert groups[-1].endswith(
-        f"memory ≈ {format_bytes(xxl_150[0].memory_bytes)} (grad_accum auto → 16) | "
+        f"memory ≈ {format_bytes(xxl_150[0].memory_bytes)} (grad_accum auto → 8) | "
         f"{sum(j.total_flops for j in xxl_150):.3e} FLOP | "
         f"{sum(j.gpu_hours for j in xxl_150):.2f} GPU-h"
     )
@@ -242,12 +325,13 @@ def _fixes_printed(warning: str) -> list[tuple[list[str], int]]:
 
 
 def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
-    """XXL at the defaults (fp32, batch 32 × 612 tokens) needs ≈ 358 GB. Each switch set the
-    warning names, applied as an override and estimated again, fits the 80 GB; none of its
-    parts does; the docs' recipe (bf16 + checkpointing) fits; Small fits and is not warned."""
-    args = ["model=xxl", "task=rte", "trainer.grad_accum=1"]  # not auto: one micro-batch
+    """XXL in fp32 (batch 32 × 612 tokens) needs ≈ 358 GB. Each switch set the warning names,
+    applied as an override and estimated again, fits the 80 GB; none of its parts does; the
+    docs' recipe (bf16 + checkpointing) fits; Small fits and is not warned."""
+    # not auto: one micro-batch; fp32 activations (trainer.precision=auto: bf16 autocast)
+    args = ["model=xxl", "task=rte", "trainer.grad_accum=1", "trainer.precision=fp32"]
     job = estimate(compose_config(*args))
-    assert job.cost.gpu_memory_gb == 80 and job.memory_bytes > 350e9
+    assert job.cost.memory_gb == 80 and job.memory_bytes > 350e9
     line, warning = describe(job).split("\n")
     assert line.startswith("dry run rte-xxl") and warning.startswith(
         f"  WARNING: needs ≈ {format_bytes(job.memory_bytes)}, more than the 80 GB of one GPU"
@@ -278,20 +362,19 @@ def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
     small = estimate(compose_config("model=small", "task=rte"))
     assert memory_warning(small) is None and "\n" not in describe(small)
     # a smaller card: Small no longer fits 8 GB, and is told what does
-    tight = estimate(
-        compose_config("model=small", "task=rte", "cost.gpu_memory_gb=8", "trainer.grad_accum=1")
-    )
+    tight = estimate(compose_config("model=small", "task=rte", "cost.gpu_memory_gb=8", *args[2:]))
     assert "more than the 8 GB of one GPU" in describe(tight)
 
 
 def test_a_job_spread_by_its_own_device_map_is_told_how_many_gpus():
-    job = estimate(compose_config("model=xxl", "task=rte", "model.device_map=auto"))
+    fp32 = "trainer.precision=fp32"
+    job = estimate(compose_config("model=xxl", "task=rte", "model.device_map=auto", fp32))
     assert gpus_needed(job) == 5
     assert memory_per_gpu(job, 5) <= 80e9 < memory_per_gpu(job, 4)
     assert memory_warning(job).startswith(
         "  note: model.device_map=auto must spread it over >= 5 GPUs of 80 GB"
     )
-    huge = estimate(compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=1"))
+    huge = estimate(compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=1", fp32))
     assert memory_warning(huge).endswith(
         "no combination of the memory switches fits it, even on 8 GPUs"
     )
@@ -306,11 +389,15 @@ def test_own_lm_adaptation_is_priced_once_per_size(capsys):
     assert adaptation_costs(auto) == []
     (adapt,) = adaptation_costs(own)
     shape = shape_of(own[0].model)
-    # conf/lm_adapt.yaml: batch 128, 512 input / 512 target tokens; all weights: 3 × forward
+    # conf/lm_adapt.yaml: batch 128, 512 input / 512 target tokens; all weights: 3 × forward;
+    # bf16_autocast false: fp32, at the A100's fp32 peak (19.5 TFLOP/s), n = 128 × 512 tokens
     per_step = 3 * 128 * forward_flops(shape, 512, 512)
     assert (adapt.size, adapt.steps, adapt.needed) == ("small", 100_000, (100_000,))
     assert adapt.flops_per_step == per_step and adapt.total_flops == 100_000 * per_step
-    assert adapt.gpu_hours == pytest.approx(100_000 * per_step / (312e12 * 0.4) / 3600)
+    n = 128 * 512
+    rate = 19.5e12 * 0.4 * n / (n + 8192)
+    assert adapt.precision == "fp32"
+    assert adapt.gpu_hours == pytest.approx(100_000 * per_step / rate / 3600)
     assert estimate(own[0]).total_flops == estimate(auto[0]).total_flops
 
     assert main([*args, "lm_adapt_source=own"]) == 0
@@ -346,6 +433,38 @@ def test_cost_cli_bad_override_is_one_line(capsys):
     assert err == f"error: model='huge' is not allowed; choose one of: {models}\n"
     assert main(["cost.gpu_memory_gb=0"]) == 2
     assert capsys.readouterr().err == "error: cost.gpu_memory_gb must be > 0; got 0.0\n"
+    assert main(["cost.gpu=V100"]) == 2
+    assert capsys.readouterr().err == (
+        "error: cost.gpu='V100' is not in the GPU table; choose one of: A100, A100-40GB, H100, "
+        "H100-PCIe, H200 (or give cost.peak_tflops and cost.gpu_memory_gb for another GPU)\n"
+    )
+    assert main(["cost.gpu=V100", "cost.peak_tflops=125"]) == 2  # both, or the table's
+    assert "cost.gpu='V100' is not in the GPU table" in capsys.readouterr().err
+    assert main(["cost.gpu=V100", "cost.peak_tflops=125", "cost.gpu_memory_gb=32"]) == 0
+    assert "of 125 TFLOP/s (V100, bf16;" in capsys.readouterr().out
+
+
+def _hours(line: str, before: str = " GPU-h") -> float:
+    """The GPU-hours printed just before ``before``."""
+    return float(line.split(before)[0].rsplit(" ", 1)[1])
+
+
+@pytest.mark.parametrize("extra", [[], ["model.dtype=bfloat16", "cost.gpu=H100"]])
+def test_a_sweeps_total_is_its_unpacked_price(capsys, extra):
+    """One utilisation model: the total a sweep prints and the unpacked side of its packed
+    comparison are the same number, at every size (before, 40 % flat vs 40 % × n/(n + 8192))."""
+    args = ["-m", "--packed", "model=small,base", "task=rte", "prompt_len=1,20,100", *extra]
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    (total,) = [x for x in out if x.startswith("total:")]
+    (everything,) = [x for x in out if x.startswith("  model=all:")]
+    assert _hours(everything.split(" | ")[0]) == _hours(total)
+    for size in ("small", "base"):
+        (subtotal,) = [x for x in out if x.startswith(f"subtotal model={size}:")]
+        (packed,) = [x for x in out if x.startswith(f"  model={size}:")]
+        assert _hours(packed.split(" | ")[0]) == _hours(subtotal)
+    # and the packed side is cheaper only by the utilisation of its larger steps
+    assert _hours(everything.split(" | ")[1]) <= _hours(total)
 
 
 def test_dry_run_prints_and_loads_nothing(tmp_path):
@@ -362,7 +481,7 @@ def test_dry_run_prints_and_loads_nothing(tmp_path):
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("dry run")]
     shape = shape_of(compose_config("experiment=smoke").model)
     assert f"params {count_params(shape):,}" in line
-    assert "GPU-h at 40% of 312 TFLOP/s" in line
+    assert "of 312 TFLOP/s (A100, bf16; utilisation 40% × n/(n + 8192)" in line
     assert not never_built.exists()  # the tiny model was not even built, let alone loaded
     assert not (tmp_path / "cache").exists()  # nor the toy data
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -404,18 +523,20 @@ def test_every_job_of_every_paper_sweep_fits_one_gpu_at_its_defaults(stem):
             assert t.grad_accum == t.batch_size  # the most micro-batches there are
             assert "model.dtype=bfloat16 (≈" in memory_warning(job)
             continue
-        assert memory_per_gpu(job) <= cfg.cost.gpu_memory_gb * 1e9, (overrides, job)
+        assert memory_per_gpu(job) <= cfg.cost.memory_gb * 1e9, (overrides, job)
         assert memory_warning(job) is None
         if t.grad_accum > 1:  # the fewest micro-batches that fit: one count fewer does not
             fewer = max(n for n in divisors(t.batch_size) if n < t.grad_accum)
             one_fewer = replace(cfg, trainer=replace(t, grad_accum=fewer))
-            assert memory_per_gpu(estimate(one_fewer)) > cfg.cost.gpu_memory_gb * 1e9
+            assert memory_per_gpu(estimate(one_fewer)) > cfg.cost.memory_gb * 1e9
 
 
 def test_auto_grad_accum_is_resolved_once_and_shown():
-    xxl = compose_config("model=xxl", "task=rte")
-    assert (xxl.trainer.grad_accum, xxl.trainer.grad_accum_auto) == (16, True)
-    assert "grad_accum auto → 16" in describe(estimate(xxl))
+    xxl = compose_config("model=xxl", "task=rte")  # bf16 autocast: 8 (fp32: 16)
+    assert (xxl.trainer.grad_accum, xxl.trainer.grad_accum_auto) == (8, True)
+    assert "grad_accum auto → 8" in describe(estimate(xxl))
+    fp32 = compose_config("model=xxl", "task=rte", "trainer.precision=fp32")
+    assert (fp32.trainer.grad_accum, fp32.trainer.grad_accum_auto) == (16, True)
     explicit = compose_config("model=xxl", "task=rte", "trainer.grad_accum=8")
     assert (explicit.trainer.grad_accum, explicit.trainer.grad_accum_auto) == (8, False)
     assert "grad_accum 8)" in describe(estimate(explicit))
@@ -440,7 +561,8 @@ def test_a_job_and_a_pack_warn_as_they_start_only_when_they_do_not_fit(caplog):
     from repro.job.assets import log_memory_plan
     from repro.pack.job import log_pack_memory
 
-    small = compose_config("model=small", "task=rte")  # 10.77 GB: 7 fit one 80 GB GPU
+    # fp32: 10.77 GB, 7 fit one 80 GB GPU
+    small = compose_config("model=small", "task=rte", "trainer.precision=fp32")
     big = compose_config("model=xxl", "task=rte", "cost.gpu_memory_gb=45")
 
     def logged(log, *args):

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.repro_packed_launcher.packed_launcher.PackedLauncher"
-    # Memory per pack in GB (None: each job's cost.gpu_memory_gb); a group that does not fit is
-    # split (repro.pack.plan.pack_memory, repro.estimate's memory model).
+    # Memory per pack in GB (None: each job's GPU memory, cost.memory_gb: cost.gpu_memory_gb, else
+    # cost.gpu's in repro.gpus); a group that does not fit is split (repro.pack.plan.pack_memory,
+    # repro.estimate's memory model).
     memory_gb: float | None = None
     # At most this many members per pack (None: as many as fit).
     max_members: int | None = None

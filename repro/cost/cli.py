@@ -1,5 +1,10 @@
-"""``python -m repro.cost [-m] [--jobs] [--packed] [--config-dir D --config-name N] overrides...``:
-the cost of what ``python -m repro.run`` would launch, printed without loading any weights.
+"""``python -m repro.cost [-m] [--jobs] [--packed] [--calibration F] [--config-dir D --config-name
+N] overrides...``: the cost of what ``python -m repro.run`` would launch, printed without loading
+any weights.
+
+``--calibration F`` is ``cost.calibration=F`` (:mod:`repro.calibration`: priced from the steps
+``benchmarks/gpu_check.py`` measured) and, unless the command sets ``cost.gpu``, ``cost.gpu`` =
+the GPU it was measured on, so that memory limits are that GPU's too.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from repro.calibration import load_calibration
 from repro.cli import cli_error_message
 from repro.cost.packed import describe_packed
 from repro.cost.plan import describe_deduplication, sweep_plan
@@ -30,13 +36,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also price the sweep packed (hydra/launcher=packed) against unpacked",
     )
+    parser.add_argument(
+        "--calibration",
+        metavar="GPU_CHECK_JSON",
+        default=None,
+        help="price from the steps benchmarks/gpu_check.py measured (cost.calibration), on the "
+        "GPU it measured (cost.gpu, unless given)",
+    )
     parser.add_argument("--config-dir", "-cd", default=None)
     parser.add_argument("--config-name", "-cn", default="config")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     try:
+        overrides = list(args.overrides)
+        if args.calibration is not None:
+            overrides += calibration_overrides(args.calibration, overrides)
         plan = sweep_plan(
-            args.overrides,
+            overrides,
             multirun=args.multirun,
             config_dir=args.config_dir,
             config_name=args.config_name,
@@ -64,3 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.packed:
         print("\n".join(describe_packed(configs)))
     return 0
+
+
+def calibration_overrides(path: str, overrides: Sequence[str]) -> list[str]:
+    """``cost.calibration=<path>``, and ``cost.gpu=<its GPU>`` unless ``overrides`` set
+    ``cost.gpu`` or the GPU is not in ``repro.gpus``' table (then memory stays cost.gpu's)."""
+    added = [f"cost.calibration={quote(path)}"]
+    gpu = load_calibration(path).gpu
+    if gpu is not None and not any(o.lstrip("+~").startswith("cost.gpu=") for o in overrides):
+        added.append(f"cost.gpu={gpu}")
+    return added
+
+
+def quote(value: str) -> str:
+    """A Hydra override value that keeps a path as written (spaces, ``=``, commas)."""
+    return "'" + value.replace("'", "\\'") + "'"

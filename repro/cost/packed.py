@@ -1,5 +1,13 @@
 """A sweep priced packed (``hydra/launcher=packed``, :mod:`repro.pack`) against unpacked:
 ``python -m repro.cost --packed``.
+
+Unpacked is the sweep as ``repro.cost`` prices it, job by job. A pack runs at its first member's
+rate moved along the one utilisation model (``repro.calibration.utilisation_at``, an ASSUMPTION:
+``cost.utilisation × n / (n + cost.half_utilisation_tokens)`` for n encoder tokens a step) to
+the tokens of all its members: a paper job (batch 32 × ~612 tokens = 19.6k) is at 70 % of
+``cost.utilisation``, a pack of 15 at 97 %; with a calibration, the measured rate moves the same
+way. Packing also saves each job's start-up, model load and evaluation passes, which this leaves
+out.
 """
 
 from __future__ import annotations
@@ -7,23 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from repro.config import Config, CostConfig
-from repro.estimate import estimate, lengths
+from repro.config import Config
+from repro.estimate import estimate, lengths, rate_at
 from repro.memory import format_bytes
 from repro.pack.plan import pack_memory, plan_packs
 from repro.tasks import task_names
-
-# An ASSUMPTION, not a measurement (no GPU here): the fraction of ``cost.utilisation`` a step
-# sustains grows with the encoder tokens n it holds, as n / (n + HALF_UTILISATION_TOKENS): with
-# 8,192 tokens in its matmuls a GPU runs at half its sustained rate. A paper job (batch 32 ×
-# ~612 tokens = 19.6k) is then at 70 % of it; a pack of 15 at 97 %. Packing also saves each
-# job's start-up, model load and evaluation passes, which this model leaves out.
-HALF_UTILISATION_TOKENS = 8192
-
-
-def utilisation_at(tokens: int, cost: CostConfig) -> float:
-    """Assumed utilisation of a step holding ``tokens`` encoder tokens (see above)."""
-    return cost.utilisation * tokens / (tokens + HALF_UTILISATION_TOKENS)
 
 
 @dataclass
@@ -47,17 +43,12 @@ def _step_tokens(cfg: Config, prompt_len: int) -> int:
 
 def price_packed(configs: Sequence[Config], budget_gb: float | None = None) -> PackedPrice:
     """GPU-hours, processes and peak memory per GPU of a sweep run solo and packed
-    (:func:`repro.pack.plan.plan_packs`), both under :func:`utilisation_at`. A packed member pays
-    for its pack's longest prompt (left padding)."""
-
-    def hours(flops: float, tokens: int, cost: CostConfig) -> float:
-        return flops / (cost.peak_tflops * 1e12 * utilisation_at(tokens, cost)) / 3600
-
+    (:func:`repro.pack.plan.plan_packs`). Unpacked, each job is priced as ``repro.cost`` prices
+    it (its ``gpu_hours``); a pack at its first member's rate moved to the pack's tokens along
+    the utilisation model (:func:`repro.estimate.rate_at`). A packed member pays for its pack's
+    longest prompt (left padding)."""
     jobs = [estimate(c) for c in configs]
-    unpacked = sum(
-        hours(j.total_flops, _step_tokens(c, c.prompt_len), c.cost)
-        for j, c in zip(jobs, configs, strict=True)
-    )
+    unpacked = sum(j.gpu_hours for j in jobs)
     packs = plan_packs(configs, budget_gb)
     packed = 0.0
     for pack in packs:
@@ -65,7 +56,7 @@ def price_packed(configs: Sequence[Config], budget_gb: float | None = None) -> P
         longest = max(c.prompt_len for c in members)
         flops = sum(estimate(replace(c, prompt_len=longest)).total_flops for c in members)
         tokens = sum(_step_tokens(c, longest) for c in members)
-        packed += hours(flops, tokens, members[0].cost)
+        packed += flops / rate_at(jobs[pack[0]], tokens) / 3600
     return PackedPrice(
         jobs=len(configs),
         packs=len(packs),
@@ -79,11 +70,17 @@ def price_packed(configs: Sequence[Config], budget_gb: float | None = None) -> P
 def describe_packed(configs: Sequence[Config]) -> list[str]:
     """The packed-vs-unpacked lines of a sweep: one per model size, then the total."""
     cost = configs[0].cost
+    half = cost.half_utilisation_tokens
+    model = f"{cost.utilisation:.0%} × n/(n + {half})" if half else f"{cost.utilisation:.0%} flat"
+    rate = (
+        f"calibrated ({cost.calibration}), moved along the utilisation model {model}"
+        if cost.calibration is not None
+        else f"utilisation assumed {model}"
+    )
     lines = [
-        f"packed vs unpacked (ESTIMATE: utilisation assumed {cost.utilisation:.0%} × n/(n + "
-        f"{HALF_UTILISATION_TOKENS}) for n encoder tokens per step, both ways; "
-        f"{cost.gpu_memory_gb:g} GB per GPU; start-up, loading and evaluation not counted; "
-        "docs/packing.md):"
+        f"packed vs unpacked (ESTIMATE: {rate} for n encoder tokens per step, both ways; unpacked "
+        f"= the jobs as priced above; {cost.gpu}, {cost.memory_gb:g} GB per GPU; start-up, "
+        "loading and evaluation not counted; docs/packing.md):"
     ]
     sizes = list(dict.fromkeys(c.model.size for c in configs))
     prices = [(s, price_packed([c for c in configs if c.model.size == s])) for s in sizes]

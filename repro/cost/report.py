@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 
 from repro.estimate import AdaptationCost, JobCost
-from repro.memory import describe_grad_accum, format_bytes, memory_warning
+from repro.memory import describe_grad_accum, format_bytes, memory_per_gpu, memory_warning
 from repro.methods import get_method
 
 
@@ -21,7 +21,6 @@ def _micro(job: JobCost) -> str:
 def describe(job: JobCost) -> str:
     """One line per job, and a second if it does not fit its GPU
     (:func:`repro.memory.memory_warning`): what ``dry_run=true`` prints."""
-    c = job.cost
     method = get_method(job.method)
     runs = (
         f"{len(job.tasks)} task(s) as one mixture × {job.steps} steps"
@@ -42,27 +41,33 @@ def describe(job: JobCost) -> str:
         if method.saves == "adapter"
         else ""
     )
+    measured = (
+        f", measured ≈ {format_bytes(memory_per_gpu(job))} (× {job.memory_ratio:.3g}, "
+        f"{job.rate.step.label})"
+        if job.rate is not None and job.rate.step is not None
+        else ""
+    )
     line = (
         f"dry run {job.name}: {runs} | "
-        f"params {job.params:,} | memory ≈ {format_bytes(job.memory_bytes)} "
+        f"params {job.params:,} | memory ≈ {format_bytes(job.memory_bytes)}{measured} "
         f"(weights {format_bytes(job.weights_bytes)}{tuned}, activations "
         f"{format_bytes(job.activation_bytes)}/micro-batch, {_micro(job)}){saved}"
         f" | {job.flops_per_step:.3e} FLOP/step | {job.total_flops:.3e} FLOP | "
-        f"{job.gpu_hours:.2f} GPU-h at {c.utilisation:.0%} of {c.peak_tflops:g} TFLOP/s ({c.gpu})"
+        f"{job.gpu_hours:.2f} GPU-h {job.rate.basis}"
     )
     warning = memory_warning(job)
     return line if warning is None else f"{line}\n{warning}"
 
 
 def describe_adaptation(a: AdaptationCost) -> str:
-    """One line per size whose jobs need the suite's own LM adaptation first."""
-    c = a.cost
+    """One line per size whose jobs need the suite's own LM adaptation first (its precision:
+    conf/lm_adapt.yaml's ``bf16_autocast``)."""
     return (
         f"lm adaptation {a.size}: 1 run of {a.steps} steps "
         f"(writes step_{{{','.join(map(str, a.needed))}}}) | batch {a.batch_size} × "
         f"{a.input_len}/{a.target_len} tokens, all {a.params:,} weights trained | "
         f"{a.flops_per_step:.3e} FLOP/step | {a.total_flops:.3e} FLOP | "
-        f"{a.gpu_hours:.2f} GPU-h at {c.utilisation:.0%} of {c.peak_tflops:g} TFLOP/s ({c.gpu})"
+        f"{a.gpu_hours:.2f} GPU-h {a.rate.basis}"
     )
 
 
@@ -167,18 +172,31 @@ def describe_subtotal(size: str, jobs: Sequence[JobCost]) -> str:
     )
 
 
+def describe_pricing(jobs: Sequence[JobCost]) -> str:
+    """What a sweep is priced on: ``A100: 80 GB, bf16 peak 312 TFLOP/s × utilisation 40% ×
+    n/(n + 8192) for n encoder tokens a step`` (or the calibration)."""
+    if len({astuple(j.cost) for j in jobs}) > 1:
+        return "cost.* differs between the groups"
+    c = jobs[0].cost
+    precisions = sorted({j.precision for j in jobs})
+    if c.calibration is not None:
+        return f"{c.gpu}: {c.memory_gb:g} GB; {'/'.join(precisions)} calibrated ({c.calibration})"
+    half = c.half_utilisation_tokens
+    model = (
+        f"{c.utilisation:.0%} × n/(n + {half}) for n encoder tokens a step"
+        if half
+        else (f"{c.utilisation:.0%}")
+    )
+    peaks = ", ".join(f"{p} peak {c.peak_at(p):g} TFLOP/s" for p in precisions)
+    return f"{c.gpu}: {c.memory_gb:g} GB, {peaks} × utilisation {model}"
+
+
 def describe_groups(jobs: Sequence[JobCost], overrides: Sequence[Sequence[str]]) -> list[str]:
     """The lines of a grouped sweep: a header with the GPU assumed, per size its groups (each
     followed by its memory warning, if any) and, if it has several, their subtotal."""
     groups = group_jobs(jobs, overrides)
     axes = dict.fromkeys(a.split("=", 1)[0] for g in groups for a in g.axes)
-    costs = {astuple(j.cost) for j in jobs}
-    c = jobs[0].cost
-    gpu = (
-        f"{c.gpu}: {c.gpu_memory_gb:g} GB, {c.utilisation:.0%} of {c.peak_tflops:g} TFLOP/s"
-        if len(costs) == 1
-        else "cost.* differs between the groups"
-    )
+    gpu = describe_pricing(jobs)
     lines = [
         f"{len(jobs)} job(s) in {len(groups)} group(s) of equal cost, by "
         f"{', '.join(['model', *axes])} ({gpu}; --jobs: one line per job)"

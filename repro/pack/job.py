@@ -262,7 +262,7 @@ def log_pack_memory(cfgs: Sequence[Config]) -> None:
         need = pack_memory(cfgs)
     except (KeyError, ValueError, TypeError, OSError):  # no memory model for this model
         return
-    budget = cfgs[0].cost.gpu_memory_gb
+    budget = cfgs[0].cost.memory_gb
     accums = ", ".join(f"p{c.prompt_len}/s{c.seed} {describe_grad_accum(c)}" for c in cfgs)
     gb = need / 1e9
     log.info(

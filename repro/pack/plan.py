@@ -99,7 +99,7 @@ def describe_fit(cfg: Config) -> str:
     if not packs_prompts(cfg):
         what = "a LoRA adapter inside the backbone" if cfg.method.name == "lora" else "the backbone"
         return f"packing: method={cfg.method.name} trains {what}; its jobs never pack"
-    budget = cfg.cost.gpu_memory_gb
+    budget = cfg.cost.memory_gb
     n = members_that_fit(cfg, budget * 1e9)
     return (
         f"packing: {n} member(s) like this job fit one {budget:g} GB GPU beside one backbone "
@@ -115,7 +115,7 @@ def plan_packs(
 ) -> list[list[int]]:
     """A sweep's jobs (indices of ``cfgs``) grouped by :func:`pack_key` (and, with
     ``by_length``, by prompt length too: see :func:`packs_by_length`), each group cut into
-    packs that fit ``budget_gb`` (default: each job's ``cost.gpu_memory_gb``) by
+    packs that fit ``budget_gb`` (default: each job's GPU memory, ``cost.memory_gb``) by
     :func:`pack_memory`, and at most ``max_members`` members each. In order of first job."""
     groups: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):
@@ -124,7 +124,7 @@ def plan_packs(
     packs = []
     for members in groups.values():
         group = [cfgs[i] for i in members]
-        budget = (budget_gb or group[0].cost.gpu_memory_gb) * 1e9
+        budget = (budget_gb or group[0].cost.memory_gb) * 1e9
         try:
             parts = split_packs(group, budget, max_members)
         except (KeyError, ValueError, TypeError):  # no memory model for this model: by count
