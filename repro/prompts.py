@@ -16,8 +16,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from repro.cli import first_line
+
 PROMPT_FILE = "prompt.safetensors"
 SIDECAR_FILE = "prompt.json"
+
+
+class PromptFileError(ValueError):
+    """A prompt file or its sidecar that cannot be read (torn, or not what it claims to be);
+    ``path`` names the file, so that a caller can say what to do with it."""
+
+    def __init__(self, path: Path, reason: BaseException):
+        self.path = path
+        super().__init__(f"{path} cannot be read ({first_line(reason)})")
 
 
 class SoftPrompt(nn.Module):
@@ -257,15 +268,28 @@ def save_prompt(prompt: Tensor, out_dir: str | os.PathLike, **sidecar: Any) -> P
 
 
 def load_prompt(path: str | os.PathLike, d_model: int | None = None) -> tuple[Tensor, dict]:
-    """Read a prompt [P, H] and its sidecar; refuse one of another width than ``d_model``."""
+    """Read a prompt [P, H] and its sidecar; refuse one of another width than ``d_model``.
+
+    Raises:
+        PromptFileError: the prompt or its sidecar cannot be read (named).
+        ValueError: a prompt of another width than ``d_model``.
+    """
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     file = directory / PROMPT_FILE if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(f"no prompt file at {file}")
-    prompt = load_file(file)["prompt"]
+    try:
+        prompt = load_file(file)["prompt"]
+    except KeyError:
+        raise PromptFileError(file, ValueError("it holds no 'prompt' tensor")) from None
+    except Exception as err:  # safetensors' own SafetensorError for a torn or foreign file
+        raise PromptFileError(file, err) from err
     sidecar_file = directory / SIDECAR_FILE
-    meta = json.loads(sidecar_file.read_text()) if sidecar_file.exists() else {}
+    try:
+        meta = json.loads(sidecar_file.read_text()) if sidecar_file.exists() else {}
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON
+        raise PromptFileError(sidecar_file, err) from err
     if d_model is not None and prompt.shape[1] != d_model:
         raise ValueError(
             f"prompt {file} has width {prompt.shape[1]} (shape {tuple(prompt.shape)}) but the "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from repro.cli import first_line
 from repro.config import check_wandb_mode_env
 from repro.files import jsonable, write_text_atomic
 
@@ -40,15 +41,35 @@ class MetricsLog:
             os.close(fd)
 
     def read(self) -> list[dict[str, Any]]:
-        """All complete records; a torn last line (killed mid-write) is skipped."""
+        """All complete records; a torn last line (killed mid-write) is skipped.
+
+        Raises:
+            ValueError: any other line that is no JSON record (random bytes, a disk error),
+                naming the file, the line and what to do.
+        """
         if not self.path.exists():
             return []
+        lines = self.path.read_bytes().split(b"\n")
         records = []
-        for line in self.path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
                 continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError(f"a JSON {type(record).__name__}, not a record")
+            except ValueError as err:  # UnicodeDecodeError and JSONDecodeError included
+                # The last line, unterminated, ASCII and begun as every record is: written
+                # when a kill came (each line is one write of ASCII JSON). Anything else is
+                # corruption.
+                if number == len(lines) and line.startswith(b"{") and line.isascii():
+                    continue
+                raise ValueError(
+                    f"metrics file {self.path} is corrupt at line {number} ({first_line(err)}); "
+                    "delete it to go on (the run resumes from last/ and logs from there) or "
+                    f"delete {self.path.parent} to train the run again"
+                ) from None
+            records.append(record)
         return records
 
     def truncate_after(self, step: int) -> None:

@@ -30,7 +30,7 @@ from repro.data import _tokenize
 from repro.files import read_json
 from repro.model import LoraT5, PromptedT5, TunedT5, without_lora
 from repro.objectives import SENTINEL, add_sentinel
-from repro.prompts import SoftPrompt, load_prompt
+from repro.prompts import PromptFileError, SoftPrompt, load_prompt
 from repro.resolve import load_config
 from repro.rundir import CONFIG, RESULT
 from repro.tasks import Task, get_task, task_names
@@ -77,7 +77,13 @@ class TrainedRun:
     def best_prompt(self) -> Tensor:
         """The best prompt [P, H] (prompt runs only)."""
         self._require_prompt("its best prompt")
-        return load_prompt(self.best_dir)[0]
+        try:
+            return load_prompt(self.best_dir)[0]
+        except PromptFileError as err:  # torn or foreign: the prompt the run kept is lost
+            raise RunReadError(
+                f"{err}; the run's best prompt is lost: delete {self.run_dir} and launch its "
+                "command again to train it anew"
+            ) from None
 
     def _require_prompt(self, what: str) -> None:
         if self.method != "prompt":

@@ -611,3 +611,22 @@ def test_later_command_on_a_run_dir_without_best(module, extra, tmp_path, tiny_t
     shutil.rmtree(run / "best")
     code, err = later_cli(module, capsys, str(run), *extra)
     assert_one_error(code, err, f"{run} has no best/", "give a run directory that holds best/")
+
+
+@pytest.mark.parametrize(
+    "module, extra", [("transfer", ("--to", "toy_polarity")), ("interpret", ())]
+)
+def test_later_command_on_a_run_whose_best_prompt_is_torn(
+    module, extra, tmp_path, tiny_t5_dir, capsys
+):
+    """safetensors' bare "Error while deserializing header" (no path) before."""
+    run = fake_run(tmp_path / "a", tiny_t5_dir, checkpoint=str(tiny_t5_dir))
+    prompt = run / "best/prompt.safetensors"
+    prompt.write_bytes(prompt.read_bytes()[:60])
+    code, err = later_cli(module, capsys, str(run), *extra)
+    assert_one_error(
+        code,
+        err,
+        f"{prompt} cannot be read (",
+        f"the run's best prompt is lost: delete {run} and launch its command again",
+    )

@@ -3,13 +3,22 @@ identity, claim rules; and, end to end, two launches of one run and a user's dat
 
 import json
 import os
+import random
 import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
-from test_bad_input import RTE_ROW, assert_one_error, cli, smoke, snapshot, write_rte
+from test_bad_input import (
+    RTE_ROW,
+    assert_one_error,
+    cli,
+    run_module,
+    smoke,
+    snapshot,
+    write_rte,
+)
 from test_preemption import (
     assert_intact,
     finish,
@@ -221,6 +230,59 @@ def test_a_corrupt_checkpoint_file_is_named(tmp_path, tiny_t5_dir, monkeypatch, 
     state.write_bytes(state.read_bytes()[:100])  # torn
     code, err = cli(monkeypatch, capsys, *args)
     assert_one_error(code, err, f"checkpoint file {state} cannot be read", "delete")
+
+
+STOPPED = ("trainer.steps=4", "trainer.stop_after_steps=2")  # last/ and best/ at step 2
+RUN = "runs/toy_keyword-tiny-lm_adapt100k-p20-class_label-s0"
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory, tiny_t5_dir) -> Path:
+    """A smoke run stopped at step 2 (resumable), made once for the tests that spoil a copy."""
+    root = tmp_path_factory.mktemp("stopped")
+    proc = run_module("repro.run", *smoke(root, tiny_t5_dir, *STOPPED))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / RUN
+
+
+def torn(data: bytes) -> bytes:
+    return data[:60]
+
+
+def noise(data: bytes) -> bytes:
+    return bytes(random.Random(0).randrange(256) for _ in range(200))
+
+
+CORRUPT_CASES = [
+    # (the file spoilt, how, what the one line names, what it says to delete)
+    ("last/prompt.safetensors", torn, "checkpoint file {run}/last/prompt.safetensors", "{run}/last"),
+    ("last/prompt.safetensors", noise, "checkpoint file {run}/last/prompt.safetensors", "{run}/last"),
+    ("last/prompt.json", noise, "checkpoint file {run}/last/prompt.json", "{run}/last"),
+    ("best/prompt.safetensors", torn, "checkpoint file {run}/best/prompt.safetensors", "{run}/best and {run}/last"),
+    ("best/prompt.safetensors", noise, "checkpoint file {run}/best/prompt.safetensors", "{run}/best and {run}/last"),
+    ("metrics.jsonl", noise, "metrics file {run}/metrics.jsonl is corrupt at line 1", "{run} to train the run again"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "spoil", "named", "delete"),
+    CORRUPT_CASES,
+    ids=[f"{c[0]}-{c[1].__name__}" for c in CORRUPT_CASES],
+)
+def test_a_corrupt_file_of_a_stopped_run_is_named_with_what_to_do(
+    stopped_run, tmp_path, tiny_t5_dir, monkeypatch, capsys, name, spoil, named, delete
+):
+    """Before: safetensors' bare "Error while deserializing header" (no path, user_error false),
+    a bare "'utf-8' codec can't decode" for metrics.jsonl, prompt.safetensors named for a bad
+    prompt.json, and a torn best/ went unnoticed by the resume."""
+    run = tmp_path / RUN
+    shutil.copytree(stopped_run, run)
+    (run / name).write_bytes(spoil((run / name).read_bytes()))
+    code, err = cli(monkeypatch, capsys, *smoke(tmp_path, tiny_t5_dir, *STOPPED))
+    line = assert_one_error(code, err, named.format(run=run), f"delete {delete.format(run=run)}")
+    assert "cannot be read" in line or "corrupt" in line
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "failed" and result["user_error"] is True
 
 
 def test_a_model_path_that_does_not_exist_is_never_built(
