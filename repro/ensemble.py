@@ -35,7 +35,7 @@ from repro.cli import USER_ERRORS, cli_error_message
 from repro.collect.frame import write_frame
 from repro.data import collate
 from repro.evaluate import _batches_by_length, decode, strip_sentinel
-from repro.files import write_text_atomic
+from repro.files import refuse_existing, write_text_atomic
 from repro.model import PromptedT5
 from repro.tasks import SUPERGLUE
 from repro.trained import (
@@ -395,9 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("generate", "rank"), help="default: the runs' own")
     parser.add_argument("--batch-size", type=int, help="examples per forward (× N rows)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = parser.parse_args(argv)
     output = Path(args.output)
     try:
+        refuse_existing([output.with_suffix(".csv"), output.with_suffix(".md")], args.overwrite)
         runs = [read_run(d) for d in find_runs(args.paths)]
         groups = group_runs(runs)
         device = resolve_device(args.device)

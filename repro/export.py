@@ -29,8 +29,10 @@ def export(
     *,
     base_model: str | None = None,
     which: str = "best",
+    overwrite: bool = False,
 ) -> Path:
-    """Read the prompt at ``source`` and write it as ``to`` at ``out``; returns ``out``."""
+    """Read the prompt at ``source`` and write it as ``to`` at ``out`` (an existing ``out``
+    only with ``overwrite``); returns ``out``."""
     prompt, meta = read_prompt(source, which=which)
     backbone = base_model or meta.get("backbone")
     if backbone and Path(backbone).expanduser().is_dir():  # a local checkpoint: a path that
@@ -41,7 +43,7 @@ def export(
         "backbone": backbone,
         **{k: meta.get(k) for k in ("task", "init", "step") if meta.get(k) is not None},
     }
-    return write_prompt(prompt, out, to, base_model=backbone, meta=provenance)
+    return write_prompt(prompt, out, to, base_model=backbone, meta=provenance, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("source", help="run dir, prompt dir/.safetensors, .npy or PEFT adapter dir")
     parser.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
-    parser.add_argument("out", help="where to write (must not exist; npy: a .npy file)")
+    parser.add_argument(
+        "out", help="where to write (must not exist unless --overwrite; npy: a .npy file)"
+    )
     parser.add_argument(
         "--base-model",
         help="the backbone's hub id or local path (default: the one the prompt records)",
@@ -62,9 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         choices=("best", "last"),
         help="for a run dir: its best/ (default) or last/ prompt",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
     try:
-        out = export(args.source, args.to, args.out, base_model=args.base_model, which=args.which)
+        out = export(
+            args.source,
+            args.to,
+            args.out,
+            base_model=args.base_model,
+            which=args.which,
+            overwrite=args.overwrite,
+        )
     except USER_ERRORS as err:
         print(f"error: {cli_error_message(err)}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@ injection that proves it.
 
 - **Atomic files.** JSON and text files are written aside, fsynced and renamed
   (:func:`write_json_atomic`, :func:`write_text_atomic`, :func:`write_bytes_atomic`).
+- **Named outputs.** A command that writes an output the user names refuses one that exists
+  unless ``--overwrite`` (:func:`refuse_existing`).
 - **Atomic directories** (a run's ``last/``, ``best/``): written complete into ``.<name>.tmp/``
   (with a ``COMPLETE`` marker), then swapped in (:func:`publish_dir`); :func:`recover_dir`
   repairs whatever a kill between any two of those file operations left, so the next launch
@@ -26,7 +28,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,25 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
     write_bytes_atomic(path, json.dumps(jsonable(data), indent=2).encode())
+
+
+def refuse_existing(outputs: Iterable[str | os.PathLike], overwrite: bool) -> None:
+    """The one rule of every command that writes a named output (``repro.collect -o``,
+    ``repro.ensemble -o``, ``repro.export``, ...): an output that exists already is refused
+    before anything is computed, unless ``--overwrite`` (then it is replaced atomically).
+
+    Raises:
+        FileExistsError: naming the first existing output (a user error: one line, exit 2).
+    """
+    if overwrite:
+        return
+    taken = [Path(p) for p in outputs if Path(p).exists()]
+    if taken:
+        more = f" (and {len(taken) - 1} more of its outputs)" if len(taken) > 1 else ""
+        raise FileExistsError(
+            f"{taken[0]}{more} already exists; choose another output or pass --overwrite to "
+            "replace it"
+        )
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any] | None:

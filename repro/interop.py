@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from repro.cli import first_line
+from repro.files import publish_dir, refuse_existing
 from repro.prompts import PROMPT_FILE, load_prompt, save_prompt
 
 PEFT_CONFIG = "adapter_config.json"
@@ -267,21 +266,30 @@ def write_prompt(
     *,
     base_model: str | None = None,
     meta: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``prompt`` [P, H] as ``to`` (peft | npy | repro) at ``out``, which must not exist
-    (an empty directory is fine). Written aside and renamed: never half-written.
+    (an empty directory is fine) unless ``overwrite``. Written aside and renamed: never
+    half-written, and an output replaced is whole until the new one is.
 
     Args:
         base_model: the backbone's hub id or local path (``peft``: required, it goes into
             ``base_model_name_or_path``).
         meta: provenance (task, step, source, ...): our sidecar for ``repro``, the model card
             (README.md) for ``peft``.
+        overwrite: replace an existing output of the same kind (a file for npy, else a
+            directory).
     """
     if to not in FORMATS:
         raise ValueError(f"--to {to!r} is not allowed; choose one of: {', '.join(FORMATS)}")
     out = Path(out).expanduser()
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise ValueError(f"{out} already exists; choose another output or delete it")
+    if not (out.is_dir() and not any(out.iterdir())):
+        refuse_existing([out], overwrite)
+    if out.exists() and out.is_dir() != (to != "npy"):
+        kind = "a directory" if out.is_dir() else "a file"
+        raise ValueError(
+            f"{out} is {kind}; --to {to} writes {'a file' if to == 'npy' else 'a directory'}"
+        )
     if to == "peft" and not base_model:
         raise ValueError(
             "the prompt records no backbone; give --base-model (its hub id or local path)"
@@ -297,17 +305,14 @@ def write_prompt(
             np.save(f, prompt.numpy())
         os.replace(staging, out)
         return out
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(staging: Path) -> None:
         if to == "repro":
             save_prompt(prompt, staging, **meta)
         else:
             _write_peft(prompt, staging, base_model, meta)
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    publish_dir(out, write)  # written aside, then swapped in (an old output moved aside first)
     return out
 
 

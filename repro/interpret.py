@@ -30,11 +30,12 @@ from torch import Tensor
 
 from repro.cli import USER_ERRORS, cli_error_message
 from repro.collect.frame import write_frame
-from repro.files import write_text_atomic
+from repro.files import refuse_existing, write_text_atomic
 from repro.prompts import init_prompt, label_token_ids, load_prompt
 from repro.trained import INIT, RunReadError, TrainedRun, find_runs, load_backbone_of, read_run
 
 OUT_DIR = "interpret"
+OUT_FILES = ("neighbours.csv", "summary.csv", "neighbours.md")  # in <run_dir>/interpret/
 
 
 def nearest_tokens(prompt: Tensor, table: Tensor, k: int = 5) -> tuple[Tensor, Tensor]:
@@ -152,11 +153,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("paths", nargs="+", help="run directories or sweep directories")
     parser.add_argument("-k", type=int, default=5, help="neighbours per prompt token (paper: 5)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the interpret/ files written before"
+    )
     args = parser.parse_args(argv)
     try:
         if args.k < 1:
             raise ValueError(f"-k must be >= 1; got {args.k}")
         runs = [read_run(d) for d in find_runs(args.paths)]
+        refuse_existing(
+            [r.run_dir / OUT_DIR / name for r in runs for name in OUT_FILES], args.overwrite
+        )
         backbones = {}
         for run in runs:
             run._require_prompt("reading its prompt's neighbours")
@@ -167,9 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             neighbours, summary = interpret_run(run, table, backbone.tokenizer, args.k)
             out = run.run_dir / OUT_DIR
             out.mkdir(exist_ok=True)
-            write_frame(neighbours, out / "neighbours.csv")
-            write_frame(summary, out / "summary.csv")
-            write_text_atomic(out / "neighbours.md", markdown(run, neighbours, summary))
+            write_frame(neighbours, out / OUT_FILES[0])
+            write_frame(summary, out / OUT_FILES[1])
+            write_text_atomic(out / OUT_FILES[2], markdown(run, neighbours, summary))
             shares = ", ".join(
                 f"{r['prompt']} {100 * r['label_share']:.1f} %" for _, r in summary.iterrows()
             )

@@ -22,7 +22,7 @@ import pandas as pd
 
 from repro.cli import first_line
 from repro.collect.frame import load_frame
-from repro.files import write_text_atomic
+from repro.files import refuse_existing, write_text_atomic
 
 PAPER_TRANSFER = Path(__file__).resolve().parents[1] / "results" / "paper" / "transfer.csv"
 KEYS = ["method", "train_task", "eval_task", "eval_set", "metric"]
@@ -104,8 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("frame", help="a results frame (.csv/.parquet) from repro.collect")
     parser.add_argument("-o", "--output", help="also write the markdown table here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
     try:
+        refuse_existing([args.output] if args.output else [], args.overwrite)
         frame = load_frame(args.frame)
         table = transfer_table(frame)
         if table.empty:

@@ -31,7 +31,7 @@ from typing import Any
 from repro.cli import USER_ERRORS, cli_error_message
 from repro.collect.frame import AXES
 from repro.evaluate import predict, strip_sentinel
-from repro.files import write_json_atomic
+from repro.files import refuse_existing, write_json_atomic
 from repro.tasks import Task, get_task
 from repro.trained import (
     RunReadError,
@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--max-examples", type=int, help="score the first N target examples")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace transfer results written before"
+    )
     args = parser.parse_args(argv)
     try:
         data_dirs = dict(_task_dir(x) for x in args.data_dir)
@@ -162,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         for run, target in pairs:  # refuse an unmappable pair before loading anything
             label_map(run.task, target)
+        outputs = [r.run_dir / TRANSFER_DIR / t.name / "result.json" for r, t in pairs]
+        refuse_existing(outputs, args.overwrite)  # and a result written before
         device = resolve_device(args.device)
         backbones: dict[str, Any] = {}
         for run, target in pairs:

@@ -630,3 +630,88 @@ def test_later_command_on_a_run_whose_best_prompt_is_torn(
         f"{prompt} cannot be read (",
         f"the run's best prompt is lost: delete {run} and launch its command again",
     )
+
+
+# --- one rule for named outputs: an existing one is refused unless --overwrite ------------------
+
+
+def _output_case(command: str, tmp_path: Path, tiny_t5_dir) -> tuple[list[str], list[Path]]:
+    """(the command's arguments, the outputs it writes) on inputs that make it succeed."""
+    import numpy as np
+    import pandas as pd
+
+    if command in ("collect", "ensemble", "transfer", "interpret"):
+        a = fake_run(tmp_path / "runs/a", tiny_t5_dir, checkpoint=str(tiny_t5_dir))
+        fake_run(tmp_path / "runs/b", tiny_t5_dir, checkpoint=str(tiny_t5_dir), seed=1)
+    if command == "collect":
+        return [str(tmp_path / "runs"), "-o", str(tmp_path / "out.csv")], [tmp_path / "out.csv"]
+    if command == "ensemble":
+        out = tmp_path / "table3"
+        return [str(tmp_path / "runs"), "-o", str(out)], [
+            out.with_suffix(x) for x in (".csv", ".md")
+        ]
+    if command == "transfer":
+        return [str(a), "--to", "toy_polarity"], [a / "transfer/toy_polarity/result.json"]
+    if command == "interpret":
+        return [str(a)], [a / "interpret" / name for name in ("neighbours.csv", "summary.csv")]
+    if command == "export":
+        np.save(tmp_path / "p.npy", np.zeros((4, 8), np.float32))
+        return [str(tmp_path / "p.npy"), "--to", "repro", str(tmp_path / "out")], [tmp_path / "out"]
+    if command == "tables":
+        rows = [
+            {"task": "qqp", "eval_task": e, "seed": 0, "status": "finished", "metric/f1": 80}
+            for e in ("qqp", "mrpc")
+        ]
+        pd.DataFrame(rows).to_csv(tmp_path / "frame.csv", index=False)
+        return [str(tmp_path / "frame.csv"), "-o", str(tmp_path / "t.md")], [tmp_path / "t.md"]
+    from test_plots import run_frame
+
+    run_frame().to_csv(tmp_path / "runs.csv", index=False)
+    out = tmp_path / "fig"
+    args = [str(tmp_path / "runs.csv"), "-o", str(out), "--tasks", "t1", "t2"]
+    return args, [out / "figure3b_init.png"]
+
+
+def _main(command: str):
+    import importlib
+
+    module = {"collect": "repro.collect.cli", "plots": "repro.plots.cli"}.get(command)
+    return importlib.import_module(module or f"repro.{command}").main
+
+
+OUTPUT_COMMANDS = ["collect", "ensemble", "export", "tables", "plots", "transfer", "interpret"]
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+def test_a_named_output_that_exists_is_refused_unless_overwrite(
+    command, tmp_path, tiny_t5_dir, capsys
+):
+    """repro.ensemble -o X and repro.collect -o X (and the others) replaced files silently."""
+    import warnings
+
+    args, outputs = _output_case(command, tmp_path, tiny_t5_dir)
+    for out in outputs:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if command == "export":
+            (out / "mine").parent.mkdir(parents=True, exist_ok=True)
+            (out / "mine").write_text("mine")
+        else:
+            out.write_text("mine")
+    before = snapshot(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # repro.collect's CollectWarning on a fake run
+        code = _main(command)(args)
+    assert_one_error(
+        code,
+        capsys.readouterr().err,
+        f"{outputs[0]}",
+        "already exists; choose another output or pass --overwrite to replace it",
+    )
+    assert snapshot(tmp_path) == before
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = _main(command)([*args, "--overwrite"])
+    assert code == 0, capsys.readouterr().err
+    for out in outputs:  # replaced, whole
+        assert not (out / "mine").exists() if out.is_dir() else out.read_bytes() != b"mine"
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".old"))]

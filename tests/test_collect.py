@@ -553,7 +553,7 @@ def test_cli_never_replaces_a_frame_with_an_empty_one(sweep, tmp_path, capsys):
     capsys.readouterr()
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)  # directories, but no run in them
-    code = main([str(empty), "-o", str(out)])
+    code = main([str(empty), "-o", str(out), "--overwrite"])
     assert_one_error(
         code,
         capsys.readouterr().err,
@@ -579,7 +579,7 @@ def test_cli_refuses_an_output_it_cannot_write(sweep, tmp_path, capsys, where):
         taken.mkdir()
         out, why = taken, "Is a directory"
     with pytest.warns(CollectWarning):
-        code = main([str(sweep), "-o", str(out)])
+        code = main([str(sweep), "-o", str(out), "--overwrite"])
     assert_one_error(
         code,
         capsys.readouterr().err,
@@ -602,7 +602,7 @@ def test_cli_failed_write_leaves_the_old_frame(sweep, tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
     with pytest.warns(CollectWarning):
-        code = main([str(sweep), "-o", str(out)])
+        code = main([str(sweep), "-o", str(out), "--overwrite"])
     assert_one_error(code, capsys.readouterr().err, f"cannot write {out}: No space left on device")
     assert out.read_text() == "size,status\nbase,finished\n"
     assert not list(tmp_path.rglob("*.tmp"))

@@ -47,7 +47,7 @@ def test_interpret_writes_neighbours_and_label_shares_for_best_and_init(run_copy
 
     # a run from before init/ was saved: the same initial prompt, recomputed from its config
     shutil.rmtree(run_copy / "init")
-    assert main([str(run_copy), "-k", "3"]) == 0
+    assert main([str(run_copy), "-k", "3", "--overwrite"]) == 0
     again = pd.read_csv(out / "neighbours.csv")
     init = neighbours[neighbours["prompt"] == "init"].reset_index(drop=True)
     pd.testing.assert_frame_equal(again[again["prompt"] == "init"].reset_index(drop=True), init)

@@ -1,6 +1,7 @@
 """Collect runs into one pandas frame: one row per run, from run directories or from W&B.
 
-CLI: `python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project --group G]`.
+CLI: `python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project --group G]
+[--overwrite]`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import pandas as pd
 from repro.collect.frame import write_frame
 from repro.collect.rundirs import collect_runs
 from repro.collect.wandb_runs import collect_wandb
+from repro.files import refuse_existing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m repro.collect <dirs...> -o results/<name>.csv [--wandb entity/project]`.
 
-    Refuses (one `error:` line, exit 2, the output file left as it was) a directory that does
-    not exist, a collection that finds no run at all (an empty frame would replace a good CSV)
-    and an output it cannot write. The output is written aside and renamed: a failed write
-    never leaves half a file in place of the old one.
+    Refuses (one `error:` line, exit 2, the output file left as it was) an output that exists
+    already (unless `--overwrite`), a directory that does not exist, a collection that finds no
+    run at all (an empty frame would replace a good CSV) and an output it cannot write. The
+    output is written aside and renamed: a failed write never leaves half a file in place of
+    the old one.
     """
     parser = argparse.ArgumentParser(
         prog="python -m repro.collect", description=__doc__.split("\n")[0]
@@ -32,12 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="output .csv or .parquet")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also collect this W&B project")
     parser.add_argument("--group", help="W&B group (one per sweep)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
     if not args.paths and not args.wandb:
         parser.error("give at least one run directory or --wandb entity/project")
     output = Path(args.output)
     if output.suffix not in (".csv", ".parquet"):
         parser.error(f"output must end in .csv or .parquet, got {output.name!r}")
+    try:
+        refuse_existing([output], args.overwrite)
+    except FileExistsError as err:
+        return _error(str(err))
 
     frames = []
     if args.paths:

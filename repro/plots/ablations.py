@@ -208,6 +208,18 @@ def present_panels(runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def panel_name(axis: str) -> str:
+    """A Figure 3 panel's file name (without suffix): ``figure3a_prompt_len``, ..."""
+    return f"figure3{'abcd'[ABLATION_AXES.index(axis)]}_{axis}"
+
+
+def figure3_names(runs: pd.DataFrame) -> list[str]:
+    """The files (without suffix) :func:`figure3` writes for a run frame: every present panel
+    and the grid ``figure3``; none if no panel is present."""
+    panels = [panel_name(a) for a in present_panels(runs)]
+    return [*panels, "figure3"] if panels else []
+
+
 def figure3(
     frame_runs: pd.DataFrame,
     out_dir: str | Path,
@@ -239,8 +251,7 @@ def figure3(
     written: dict[str, list[Path]] = {}
     for a, frame in frames.items():
         fig = plot_panel(frame, a, reference=reference, ylabel=score_label(tasks))
-        name = f"figure3{'abcd'[ABLATION_AXES.index(a)]}_{a}"
-        written[name] = save_figure(fig, out_dir, name)
+        written[panel_name(a)] = save_figure(fig, out_dir, panel_name(a))
         plt.close(fig)
 
     fig = plot_grid(frames, ylabel=score_label(tasks), reference=reference)

@@ -1,5 +1,6 @@
 """`python -m repro.plots <run frame> -o results/figures [--tasks ...] [--figure1]`: every
-Figure 3 panel a run frame holds (and Figure 1), as PNG and PDF.
+Figure 3 panel a run frame holds (and Figure 1), as PNG and PDF. A figure of the same name
+already in the output directory is refused unless `--overwrite`.
 """
 
 from __future__ import annotations
@@ -7,10 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from repro.cli import first_line
 from repro.collect.frame import load_frame
-from repro.plots.ablations import figure3, present_panels
+from repro.files import refuse_existing
+from repro.plots.ablations import figure3, figure3_names, present_panels
+from repro.plots.drawing import FIGURE_FORMATS
 from repro.plots.reference import load_reference
 from repro.plots.scale import figure1
 
@@ -46,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper's reported points drawn on Figure 1 (default %(default)s; see "
         "results/paper/README.md); drawn only beside T5.1.1 sizes, never beside toy models",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace figures of the same names already in the output directory",
+    )
     return parser
 
 
@@ -68,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # A frame of one sweep over model size holds Figure 1 only: no Figure 3 panel to draw.
         drawn_alone = args.figure1 and not present_panels(runs)
+        names = [*([] if drawn_alone else figure3_names(runs)), *(["figure1"] * args.figure1)]
+        out = Path(args.out_dir)
+        refuse_existing([out / f"{n}.{x}" for n in names for x in FIGURE_FORMATS], args.overwrite)
         written = {} if drawn_alone else figure3(runs, args.out_dir, tasks=args.tasks)
         if args.figure1:
             written["figure1"] = figure1(

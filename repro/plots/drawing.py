@@ -248,13 +248,22 @@ def _reference_ticks(reference: pd.DataFrame) -> dict[float, str]:
 
 
 def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Write `<out_dir>/<name>.png` and `.pdf`; returns both paths."""
+    """Write `<out_dir>/<name>.png` and `.pdf`, each aside then renamed (a reader never sees
+    half a figure); returns both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    paths = [out_dir / f"{name}.{ext}" for ext in FIGURE_FORMATS]
     for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=150, bbox_inches="tight")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return paths
+
+
+FIGURE_FORMATS = ("png", "pdf")  # every figure is written in each
 
 
 def score_label(tasks: Sequence[str] | None) -> str:

@@ -14,6 +14,6 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 JOBS="${JOBS:-2}"
 python -m repro.run -m --config-dir sweeps/toy --config-name fig3_all \
   hydra/launcher=local hydra.launcher.gpus_per_node=0 hydra.sweeper.max_batch_size="$JOBS"
-python -m repro.collect multirun/toy_figure3 -o results/toy/runs.csv
+python -m repro.collect multirun/toy_figure3 -o results/toy/runs.csv --overwrite  # the shipped frame
 # figure3{a,b,c,d}_*.png + the 2x2 figure3.png, effects.csv, invalid_outputs.csv, summary.md
 python -m repro.toyworld report results/toy/runs.csv -o results/toy
