@@ -40,6 +40,11 @@ def checkpoint_config(name_or_path: str | os.PathLike, trust_remote_code: bool =
     from transformers import AutoConfig
 
     local = Path(name_or_path).expanduser()
+    if local.is_file():
+        raise NotADirectoryError(
+            f"{name_or_path} is a file, not a checkpoint directory; give the directory that "
+            "holds its config.json and weights (model.safetensors)"
+        )
     if str(name_or_path).startswith((".", "/", "~")) and not local.is_dir():
         raise FileNotFoundError(f"checkpoint directory {name_or_path} does not exist")
     if local.is_dir():

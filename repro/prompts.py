@@ -6,6 +6,7 @@ initialisers are small functions in a registry named after the legend of Figure 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -225,9 +226,40 @@ def init_prompt(
         raise ValueError(f"unknown prompt init {name!r}; allowed: {', '.join(INITIALISERS)}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"prompt length must be an integer >= 1; got {length!r}")
+    check_prompt_fits(length, table.shape[1])
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return INITIALISERS[name](table.detach(), length, generator, **kwargs)
+
+
+def memory_limit_bytes() -> int | None:
+    """The memory this process may use: the least of the machine's RAM and its address-space
+    and data limits (``ulimit -v`` / ``-d``); None if none is known."""
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return min(limits, default=None)
+    for name in ("RLIMIT_AS", "RLIMIT_DATA"):
+        soft = resource.getrlimit(getattr(resource, name))[0] if hasattr(resource, name) else -1
+        if soft not in (resource.RLIM_INFINITY, -1):
+            limits.append(soft)
+    return min(limits, default=None)
+
+
+def check_prompt_fits(length: int, width: int) -> None:
+    """Refuse, before allocating it, a prompt [length, width] the process cannot hold: a run
+    keeps it twice in fp32 (the initial value and the trained copy)."""
+    size = length * width * 4
+    limit = memory_limit_bytes()
+    if limit is not None and 2 * size > limit:
+        raise ValueError(
+            f"prompt_len={length}: a [{length}, {width}] fp32 prompt is {size / 1e9:.1f} GB and a "
+            f"run holds it twice (initial and trained), more than the {limit / 1e9:.1f} GB of "
+            "memory this process may use; choose a smaller prompt_len (the paper's longest: 150)"
+        )
 
 
 def text_token_ids(tokenizer, text: str, rule: str = "peft") -> list[int]:

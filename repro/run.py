@@ -123,7 +123,8 @@ def main(dcfg: DictConfig) -> float | None:
     if summary["status"] == "interrupted":
         print(f"{run_dir}: {summary['error']}", file=sys.stderr)
     elif summary["status"] != "finished" and not multirun:
-        errors = [e for e in (summary.get("errors") or {}).values() if e]
+        # once each: a mixture's tasks all fail with the mixture's one error
+        errors = list(dict.fromkeys(e for e in (summary.get("errors") or {}).values() if e))
         for error in errors:  # "ValueError: task 'rte': ..." → "error: task 'rte': ..."
             print(f"error: {error.partition(': ')[2] or error}", file=sys.stderr)
         user = errors and summary.get("user_error")

@@ -136,8 +136,12 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
             raise RunReadError(f"no such run or sweep directory: {path}")
         runs = [path] if (path / BEST).is_dir() else _runs_below(path)
         if not runs:
-            read_run(path)  # names what is missing (no best/, a multi-task job without any)
-            raise RunReadError(f"no run with {BEST}/ under {path}")
+            if any((path / f).exists() for f in (CONFIG, RESULT, "summary.json", "metrics.jsonl")):
+                read_run(path)  # a run: names what it lacks (best/, a multi-task job's task)
+            raise RunReadError(
+                f"no runs found in {path}: no directory there holds {BEST}/; give run "
+                "directories or a sweep directory holding them"
+            )
         found.extend(r for r in runs if r not in found)
     return found
 

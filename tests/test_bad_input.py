@@ -272,6 +272,40 @@ def test_missing_local_checkpoint_dir(root, tiny_t5_dir, monkeypatch, capsys):
     assert_one_error(code, err, f"checkpoint directory {root}/nope does not exist")
 
 
+@pytest.mark.parametrize("build_tiny", ["true", "false"])
+def test_a_model_path_naming_a_file(root, tiny_t5_dir, monkeypatch, capsys, build_tiny):
+    """It said "checkpoint directory ... does not exist" (or "holds no checkpoint") before."""
+    weights = tiny_t5_dir / "model.safetensors"
+    args = smoke(root, tiny_t5_dir, f"model.path={weights}", f"model.build_tiny={build_tiny}")
+    code, err = cli(monkeypatch, capsys, *args)
+    assert_one_error(
+        code,
+        err,
+        f"{weights} is a file, not a checkpoint directory; give the directory that holds its "
+        "config.json and weights",
+    )
+
+
+def test_a_prompt_too_large_for_memory_is_refused_before_it_is_allocated(
+    root, tiny_t5_dir, monkeypatch, capsys
+):
+    """An allocator message that did not mention prompt_len before."""
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir, "prompt_len=1000000000000"))
+    assert_one_error(
+        code,
+        err,
+        "prompt_len=1000000000000: a [1000000000000, 32] fp32 prompt is 128000.0 GB",
+        "choose a smaller prompt_len",
+    )
+
+
+def test_a_mixture_whose_data_cannot_load_says_so_once(root, tiny_t5_dir, monkeypatch, capsys):
+    """method=model_multitask task=superglue offline printed the same hub error 8 times."""
+    args = smoke(root, tiny_t5_dir, "method=model_multitask", "task=superglue")
+    code, err = cli(monkeypatch, capsys, *args)
+    assert_one_error(code, err, "task 'boolq'")
+
+
 def test_local_checkpoint_of_the_wrong_architecture(root, tiny_t5_dir, monkeypatch, capsys):
     gpt2 = root / "gpt2"
     gpt2.mkdir()
@@ -587,6 +621,14 @@ def test_ensemble_of_prompts_of_different_lengths(tmp_path, tiny_t5_dir, capsys)
     assert_one_error(
         code, err, "task toy_keyword: the prompts have different prompt lengths (3, 5)"
     )
+
+
+def test_ensemble_of_an_empty_directory(tmp_path, capsys):
+    """It spoke of "no best/ (no evaluated prompt yet ...)" before."""
+    (tmp_path / "empty").mkdir()
+    code, err = later_cli("ensemble", capsys, str(tmp_path / "empty"), "-o", str(tmp_path / "o"))
+    assert_one_error(code, err, f"no runs found in {tmp_path / 'empty'}")
+    assert "best/ (no evaluated prompt" not in err
 
 
 def test_transfer_between_tasks_whose_labels_cannot_be_mapped(tmp_path, tiny_t5_dir, capsys):

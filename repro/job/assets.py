@@ -27,6 +27,11 @@ def prepare_assets(cfg: Config, names) -> None:
     if cfg.model.build_tiny and cfg.model.path:
         default = Path(cfg.paths.cache_dir).expanduser() / "tiny-t5"
         path = Path(cfg.model.path).expanduser()
+        if path.is_file():
+            raise RunError(
+                f"model.path={cfg.model.path} is a file, not a checkpoint directory; give the "
+                "directory that holds its config.json and weights (model.safetensors)"
+            )
         if path.resolve() == default.resolve():
             ensure_tiny_t5(path)
         elif not (path / "config.json").exists():
