@@ -9,6 +9,7 @@ label ranking the trainer and evaluation need. The backbone they wrap is loaded 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -211,8 +212,18 @@ class LoraT5(Seq2SeqTuning):
         return self.backbone.get_input_embeddings()(input_ids), attention_mask
 
     def save_adapter(self, directory: Path) -> None:
-        """``adapter_config.json`` + ``adapter_model.safetensors`` (the LoRA weights only)."""
+        """``adapter_config.json`` + ``adapter_model.safetensors`` (the LoRA weights only).
+
+        peft keeps ``target_modules`` as a set and writes it in hash order (``["v", "q"]`` in
+        one process, ``["q", "v"]`` in the next); it is written sorted, so that identical runs
+        give identical bytes.
+        """
         self.peft.save_pretrained(directory, safe_serialization=True)
+        config_file = Path(directory) / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))  # as peft writes it
 
     def load_adapter(self, directory: Path) -> None:
         """Copy the LoRA weights of ``directory/adapter_model.safetensors`` into this model.

@@ -51,6 +51,21 @@ def test_lora_trains_only_its_matrices_and_the_backbone_stays_bit_equal(tiny_t5_
     assert not (tmp_path / "lora/best/model.safetensors").exists()
 
 
+def test_adapter_config_lists_the_target_modules_sorted(tiny_t5_dir, tmp_path):
+    """peft keeps target_modules as a set and wrote it in hash order: ["v", "q"] or ["q", "v"]
+    between identical runs, so their adapter_config.json differed."""
+    model = LoraT5(load_backbone(tiny_t5_dir), r=2, target_modules=["q", "v", "o"])
+    config = model.peft.peft_config["default"]
+    assert isinstance(config.target_modules, set)  # iterated in this process's hash order
+    config.target_modules = ["v", "q", "o"]  # one such order, fixed for the test
+    model.save_adapter(tmp_path / "a")
+    assert json.loads((tmp_path / "a/adapter_config.json").read_text())["target_modules"] == [
+        "o",
+        "q",
+        "v",
+    ]
+
+
 def test_lora_run_writes_its_result_and_best_reloads_for_evaluation(tmp_path, tiny_t5_dir):
     cfg = smoke_config(tmp_path, tiny_t5_dir, "method=lora", *SHORT)
     assert cfg.name == "toy_keyword-tiny-lm_adapt100k-lora-s0"

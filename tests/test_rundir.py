@@ -14,6 +14,7 @@ from test_bad_input import (
     RTE_ROW,
     assert_one_error,
     cli,
+    run_cli,
     run_module,
     smoke,
     snapshot,
@@ -283,6 +284,22 @@ def test_a_corrupt_file_of_a_stopped_run_is_named_with_what_to_do(
     assert "cannot be read" in line or "corrupt" in line
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "failed" and result["user_error"] is True
+
+
+def test_a_relaunched_finished_run_is_skipped_and_its_files_left_untouched(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    """The relaunch appended a "skipped" line to the finished run's run.log before."""
+    args = smoke(tmp_path, tiny_t5_dir)
+    assert cli(monkeypatch, capsys, *args)[0] == 0
+    run = tmp_path / RUN
+    before = {k: v for k, v in snapshot(run).items() if k != ".lock"}
+    assert "run.log" in before
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "(already finished: skipped)" in out
+    # every byte and mtime; only .lock names the last process that held the directory
+    assert {k: v for k, v in snapshot(run).items() if k != ".lock"} == before
 
 
 def test_a_model_path_that_does_not_exist_is_never_built(

@@ -61,7 +61,8 @@ def run_experiment(
     with rundir.locked(run_dir):
         mine = rundir.fingerprint(cfg, names, precision)
         if rundir.status_of(run_dir, mine) == "finished":
-            log.info("%s already holds this finished run: skipped", run_dir)
+            # Not logged: the log file is the run's (run.log), and a finished run's files stay
+            # as they are; the entry point says "skipped" on the terminal.
             done = read_json(run_dir / rundir.SUMMARY) or read_json(run_dir / rundir.RESULT)
             return {**done, "skipped": True}
         log_memory_plan(cfg)  # once the directory is ours (a refused job writes nothing there)
