@@ -405,7 +405,7 @@ class AdaptationCost:
     total_flops: int
     gpu_hours: float
     cost: CostConfig
-    precision: str = "fp32"  # lm_adapt.bf16_autocast: bf16, else fp32 (conf/lm_adapt.yaml)
+    precision: str = "bf16"  # lm_adapt.precision on a GPU of the table (conf/lm_adapt.yaml)
     rate: Rate | None = None
 
 
@@ -426,8 +426,8 @@ def adaptation_costs(configs: Sequence[Config]) -> list[AdaptationCost]:
             needed.setdefault(cfg.model.size, (cfg, set()))[1].add(steps)
     defaults = lm_adapt_defaults()
     batch, t_in, t_out = (defaults[k] for k in ("batch_size", "input_length", "target_length"))
-    # repro.lm_adapt runs fp32 weights with bf16 autocast or none (no TF32: PyTorch's default)
-    precision = "bf16" if defaults.get("bf16_autocast") else "fp32"
+    # repro.lm_adapt: fp32 weights, computed as lm_adapt.precision says (auto: bf16 on a GPU)
+    precision = priced_precision(defaults.get("precision", "auto"))
     out = []
     for size, (cfg, steps) in needed.items():
         shape = shape_of(cfg.model)

@@ -390,13 +390,13 @@ def test_own_lm_adaptation_is_priced_once_per_size(capsys):
     (adapt,) = adaptation_costs(own)
     shape = shape_of(own[0].model)
     # conf/lm_adapt.yaml: batch 128, 512 input / 512 target tokens; all weights: 3 × forward;
-    # bf16_autocast false: fp32, at the A100's fp32 peak (19.5 TFLOP/s), n = 128 × 512 tokens
+    # lm_adapt.precision auto: bf16 on a GPU, at the A100's bf16 peak (312), n = 128 × 512 tokens
     per_step = 3 * 128 * forward_flops(shape, 512, 512)
     assert (adapt.size, adapt.steps, adapt.needed) == ("small", 100_000, (100_000,))
     assert adapt.flops_per_step == per_step and adapt.total_flops == 100_000 * per_step
     n = 128 * 512
-    rate = 19.5e12 * 0.4 * n / (n + 8192)
-    assert adapt.precision == "fp32"
+    rate = 312e12 * 0.4 * n / (n + 8192)
+    assert adapt.precision == "bf16"
     assert adapt.gpu_hours == pytest.approx(100_000 * per_step / rate / 3600)
     assert estimate(own[0]).total_flops == estimate(auto[0]).total_flops
 

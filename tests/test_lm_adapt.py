@@ -13,6 +13,7 @@ from hydra.errors import ConfigCompositionException
 from safetensors.torch import load_file
 
 import repro.run  # noqa: F401  (registers the prompt-tuning schema and resolvers)
+from repro.lm_adapt.checkpoints import STATE_FILE
 from repro.lm_adapt.config import LMAdaptConfig, to_lm_adapt_config
 from repro.lm_adapt.data import (
     ExampleStream,
@@ -210,6 +211,7 @@ def test_defaults_compose(tmp_path):
     assert (cfg.dataset, cfg.dataset_config) == ("allenai/c4", "en")
     assert (cfg.input_length, cfg.target_length, cfg.batch_size) == (512, 512, 128)
     assert (cfg.warmup_steps, cfg.step_offset, cfg.dropout) == (10_000, 0, 0.0)
+    assert cfg.precision == "auto"  # bf16 autocast on a GPU with bf16, fp32 on a CPU
     assert run.model.checkpoints["span_corruption"] == "google/t5-v1_1-base"
     assert run.paths.lm_adapt_dir == f"{tmp_path}/lm_adapt"
 
@@ -224,6 +226,7 @@ def test_defaults_compose(tmp_path):
         ("lm_adapt.corpus=/nonexistent/c4.csv", ValueError, r"must end in \.txt or \.jsonl"),
         ("lm_adapt.grad_accum=3", ValueError, "not a multiple"),
         ("lm_adapt.input_length=1", ValueError, "input_length must be an integer >= 2"),
+        ("lm_adapt.precision=fp16", ValueError, r"lm_adapt.precision='fp16' is not allowed"),
     ],
 )
 def test_bad_values_fail_with_one_clear_error(override, error, match):
@@ -347,6 +350,14 @@ def test_interrupted_run_resumes_to_identical_weights(adapted, tiny_t5_dir):
     assert first["step"] == 8
     last = json.loads((lm_dir / "tiny" / "last" / "manifest.json").read_text())
     assert last["step"] == 8 and last["data_positions"] == adapted_positions(adapted, 8)
+    assert last["precision"] == "fp32"  # lm_adapt.precision=auto on a CPU
+    # a last/ written before lm_adapt.precision holds bf16_autocast: false, read as fp32
+    state_file = lm_dir / "tiny" / "last" / STATE_FILE
+    state = torch.load(state_file, weights_only=True)
+    del state["fingerprint"]["precision"]
+    torch.save(
+        {**state, "fingerprint": {**state["fingerprint"], "bf16_autocast": False}}, state_file
+    )
     second = adapt(tiny_t5_dir, adapted["corpus"], lm_dir, "lm_adapt.steps=[8,16]")
     assert second["step"] == 16
     a = load_file(adapted["lm_dir"] / "tiny" / "step_16" / "model.safetensors")

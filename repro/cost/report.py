@@ -61,7 +61,7 @@ def describe(job: JobCost) -> str:
 
 def describe_adaptation(a: AdaptationCost) -> str:
     """One line per size whose jobs need the suite's own LM adaptation first (its precision:
-    conf/lm_adapt.yaml's ``bf16_autocast``)."""
+    conf/lm_adapt.yaml's ``lm_adapt.precision``)."""
     return (
         f"lm adaptation {a.size}: 1 run of {a.steps} steps "
         f"(writes step_{{{','.join(map(str, a.needed))}}}) | batch {a.batch_size} × "

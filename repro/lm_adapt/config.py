@@ -12,7 +12,9 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from repro.cli import check_choice
 from repro.config import ModelConfig, PathsConfig
+from repro.trainer_config import PRECISIONS
 
 CORPUS_SUFFIXES = (".txt", ".jsonl")
 
@@ -37,7 +39,10 @@ class LMAdaptConfig:
     warmup_steps: int = 10_000
     step_offset: int = 0  # e.g. 1000000: continue the schedule of T5.1.1's 1M pre-training steps
     dropout: float = 0.0  # T5.1.1 was pre-trained without dropout
-    bf16_autocast: bool = False
+    # auto | bf16 | tf32 | fp32 (repro.precision, as trainer.precision): auto = bf16 autocast on
+    # a CUDA GPU with bf16 (T5's own pre-training computed in bf16), fp32 on a CPU; fp32 master
+    # weights and optimizer state whatever it says
+    precision: str = "auto"
     device: str = "auto"  # auto = cuda (this rank's GPU) if available, else cpu
     seed: int = 0
     save_every: int = 1_000  # how often last/ is written (besides every listed step)
@@ -76,6 +81,7 @@ class LMAdaptConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"lm_adapt.dropout must be in [0, 1); got {self.dropout}")
+        check_choice("lm_adapt.precision", self.precision, PRECISIONS)
         if self.corpus is not None:
             path = Path(self.corpus).expanduser()
             if path.suffix not in CORPUS_SUFFIXES:

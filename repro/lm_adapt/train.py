@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from repro.backbone import set_dropout
+from repro.backbone import fp32_logits, set_dropout
 from repro.lm_adapt.checkpoints import (
     MANIFEST,
     STATE_FILE,
@@ -28,6 +28,7 @@ from repro.lm_adapt.checkpoints import (
 )
 from repro.lm_adapt.config import LMAdaptConfig, LMAdaptRun, output_dir, source_checkpoint
 from repro.lm_adapt.data import IGNORE_INDEX, Corpus, ExampleStream, collate_fixed, open_corpus
+from repro.precision import Precision, resolve_precision
 from repro.rng import rng_state, set_rng_state
 from repro.tiny import ensure_tiny_t5
 from repro.tracking import MetricsLog
@@ -98,12 +99,25 @@ def _device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
-def fingerprint(run: LMAdaptRun, source: str, corpus: Corpus, world: int) -> dict[str, Any]:
-    """What decides the trajectory: a ``last/`` made with anything else cannot be resumed."""
+def fingerprint(
+    run: LMAdaptRun, source: str, corpus: Corpus, world: int, precision: str
+) -> dict[str, Any]:
+    """What decides the trajectory: a ``last/`` made with anything else cannot be resumed.
+    ``precision``: the one this machine computes in (``lm_adapt.precision`` resolved)."""
     cfg = asdict(run.lm_adapt)
     for key in ("steps", "save_every", "log_every", "progress", "device"):
         cfg.pop(key)
+    cfg["precision"] = precision
     return {"source": source, "corpus": corpus.name, "world_size": world, **cfg}
+
+
+def upgraded(saved: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint from before ``lm_adapt.precision``: its ``bf16_autocast`` (false: fp32;
+    true: bf16) in today's words."""
+    if "bf16_autocast" in saved and "precision" not in saved:
+        saved = dict(saved)
+        saved["precision"] = "bf16" if saved.pop("bf16_autocast") else "fp32"
+    return saved
 
 
 def lm_adapt(run: LMAdaptRun) -> dict[str, Any]:
@@ -143,7 +157,8 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
     if world > 1:
         torch.distributed.barrier()
     corpus = open_corpus(cfg)
-    mine = fingerprint(run, source, corpus, world)
+    precision = resolve_precision(cfg.precision, device)
+    mine = fingerprint(run, source, corpus, world, precision)
 
     # setup: weights from last/ when resuming, else the source checkpoint
     torch.manual_seed(cfg.seed + rank)  # dropout masks differ across ranks
@@ -152,8 +167,8 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
     saved = None
     if state_dir is not None:
         saved = torch.load(state_dir / STATE_FILE, weights_only=True)  # data, never code
-        if saved["fingerprint"] != mine:
-            theirs = saved["fingerprint"]
+        theirs = upgraded(saved["fingerprint"])
+        if theirs != mine:
             diffs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(
                 f"{state_dir} holds LM adaptation with different settings (differs in: "
@@ -161,7 +176,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
             )
     tokenizer = AutoTokenizer.from_pretrained(source)
     # fp32 master weights whatever model.dtype says (prompt tuning's frozen-backbone dtype);
-    # bf16 activations are lm_adapt.bf16_autocast
+    # bf16 activations are lm_adapt.precision
     kwargs = {"dtype": torch.float32}
     if run.model.attn_implementation:
         kwargs["attn_implementation"] = run.model.attn_implementation
@@ -169,6 +184,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
         str(state_dir) if saved else source, **kwargs
     )
     set_dropout(model, cfg.dropout)
+    fp32_logits(model)  # under bf16, as T5X's logits_dense
     model.to(device).train()
     optimizer = build_optimizer(model.parameters(), cfg)
     step, positions = 0, [[0, 0] for _ in range(world)]
@@ -192,7 +208,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
         net = DistributedDataParallel(model, device_ids=ids)
     stream = ExampleStream(corpus, tokenizer, cfg, position=positions[rank], rank=rank, world=world)
     micro_size = cfg.batch_size // (world * cfg.grad_accum)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)
+    compute = Precision(precision, device)
     metrics = MetricsLog(out / "metrics.jsonl") if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -219,7 +235,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
                 "lr": rsqrt_lr(at, cfg.warmup_steps, cfg.step_offset),
             },
             "dropout": cfg.dropout,
-            "bf16_autocast": cfg.bf16_autocast,
+            "precision": precision,
             "data_positions": positions,  # per rank: [next document, examples of it used]
             "versions": versions(),
         }
@@ -251,7 +267,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
             # DDP: all-reduce the gradients once, after the last micro-batch
             last = i == len(micro) - 1
             with net.no_sync() if world > 1 and not last else nullcontext():
-                with autocast:
+                with compute:
                     logits = net(
                         input_ids=batch["input_ids"],
                         attention_mask=batch["attention_mask"],
@@ -267,7 +283,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
                 )
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"non-finite loss at step {step + 1}; try lm_adapt.bf16_autocast=false"
+                        f"non-finite loss at step {step + 1}; try lm_adapt.precision=fp32"
                     )
                 (loss * (world / tokens)).backward()
             loss_sum += loss.detach().double()
