@@ -524,3 +524,14 @@ def test_readme_main_job_runs_as_written(tmp_path):
     assert set(frame["size"]) == {"toy_xl"}
     assert frame.loc[frame["prompt_len"] == 20, "score"].item() > 90
     assert (tmp_path / "results/figures/figure3a_prompt_len.png").stat().st_size > 10_000
+    # run again: the jobs are skipped, the frame and figure replaced (--overwrite), exit 0
+    again = subprocess.run(
+        command.replace("python ", f"{sys.executable} "),
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
