@@ -249,6 +249,30 @@ def smoke(root: Path, tiny_t5_dir, *overrides: str) -> list[str]:
     ]
 
 
+PACKED_LAUNCHER_CASES = [
+    # (override, fragment of the one error line): each silently made every job a pack of one
+    ("hydra.launcher.max_members=0", "hydra.launcher.max_members must be an integer >= 1"),
+    ("hydra.launcher.max_members=-2", "(or null: as many as fit); got -2"),
+    ("hydra.launcher.memory_gb=-1", "hydra.launcher.memory_gb must be a finite number of GB > 0"),
+    ("hydra.launcher.memory_gb=0", "(or null: each job's GPU memory, cost.memory_gb); got 0.0"),
+    ("hydra.launcher.memory_gb=nan", "hydra.launcher.memory_gb must be a finite number"),
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"), PACKED_LAUNCHER_CASES, ids=[c[0] for c in PACKED_LAUNCHER_CASES]
+)
+def test_a_packed_launcher_option_that_means_nothing(
+    root, tiny_t5_dir, monkeypatch, capsys, override, fragment
+):
+    """hydra.launcher.max_members=0 and memory_gb=-1 (or 0, nan) turned packing off in silence."""
+    args = smoke(root, tiny_t5_dir, "dry_run=true", "prompt_len=1,5", "seed=0,1")
+    code, err = cli(monkeypatch, capsys, "-m", "hydra/launcher=packed", *args, override)
+    assert_one_error(code, err, fragment)
+    # refused before any job was composed: Hydra's multirun.yaml only, no job directory
+    assert not [p for p in (root / "multirun").glob("*/*") if p.is_dir()]
+
+
 def test_offline_without_a_local_checkpoint_then_fixed(root, tiny_t5_dir, monkeypatch, capsys):
     args = [a for a in smoke(root, tiny_t5_dir, "model=base") if "model.path" not in a]
     code, err = cli(monkeypatch, capsys, *args)  # no model.path: the hub id of model=base

@@ -17,6 +17,7 @@ torch) only inside the launcher's methods.
 """
 
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -37,11 +38,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.repro_packed_launcher.packed_launcher.PackedLauncher"
-    # Memory per pack in GB (None: each job's GPU memory, cost.memory_gb: cost.gpu_memory_gb, else
-    # cost.gpu's in repro.gpus); a group that does not fit is split (repro.pack.plan.pack_memory,
-    # repro.estimate's memory model).
+    # Memory per pack in GB, > 0 (None: each job's GPU memory, cost.memory_gb: cost.gpu_memory_gb,
+    # else cost.gpu's in repro.gpus); a group that does not fit is split
+    # (repro.pack.plan.pack_memory, repro.estimate's memory model).
     memory_gb: float | None = None
-    # At most this many members per pack (None: as many as fit).
+    # At most this many members per pack, >= 1 (None: as many as fit).
     max_members: int | None = None
     # Packs of one prompt length each (a member pays for its pack's longest prompt): true,
     # false, or None = auto: by length when the jobs train on the CPU (repro.pack.plan.packs_by_length).
@@ -102,6 +103,7 @@ class PackedLauncher(Launcher):
         from repro.sweep import SweepSummary, job_outcome, outcome_stamps, summary_line
         from repro.trainer import StopFlag
 
+        check_options(self.memory_gb, self.max_members)  # before any job is composed
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -221,6 +223,26 @@ class PackedLauncher(Launcher):
                     preemption.forward()
                     sys.exit(preemption.exit_code)
         return returns
+
+
+def check_options(memory_gb: float | None, max_members: int | None) -> None:
+    """Refuse launcher options that mean nothing, instead of packing nothing: a pack of at most
+    0 members, or a memory budget of 0 GB or less (each job became a pack of one, silently).
+    None keeps its meaning: each job's GPU memory; as many members as fit.
+
+    Raises:
+        ValueError: one line naming the key, the value and what is allowed.
+    """
+    if memory_gb is not None and not (math.isfinite(memory_gb) and memory_gb > 0):
+        raise ValueError(
+            f"hydra.launcher.memory_gb must be a finite number of GB > 0 (or null: each job's "
+            f"GPU memory, cost.memory_gb); got {memory_gb!r}"
+        )
+    if max_members is not None and (isinstance(max_members, bool) or max_members < 1):
+        raise ValueError(
+            "hydra.launcher.max_members must be an integer >= 1 (or null: as many as fit); "
+            f"got {max_members!r}"
+        )
 
 
 def _write_rejected(sweep_config: DictConfig, err: BaseException, cfg=None) -> None:
