@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from repro.cli import check_positive_int
 from repro.data import collate, encode, target_limit
 from repro.model import PromptedT5
 from repro.objectives import SENTINEL, add_sentinel
@@ -193,10 +194,12 @@ def score_prompt(
         sentinel: the backbone was prompt-tuned with the ``<extra_id_0>`` target prefix.
         device: default: where the backbone's embeddings are.
     """
+    if max_examples is not None:  # -5 would slice off the last 5, 0 would keep them all
+        check_positive_int("max_examples", max_examples)
     task = get_task(task) if isinstance(task, str) else task
     if examples is None:
         examples = task.examples(task.eval_split, data_dir, train=False)
-    examples = list(examples)[:max_examples] if max_examples else list(examples)
+    examples = list(examples)[:max_examples]
     inputs = add_sentinel(examples, sentinel_placement) if sentinel else examples
     prefix = f"{SENTINEL} " if sentinel else ""
     golds = [prefix + gold for ex in examples for gold in ex.meta.get("answers", (ex.targets,))]

@@ -86,12 +86,13 @@ def transfer_eval(
         (result: a result.json dict with ``task`` = the run's task and ``eval_task`` = target,
         backbone: the loaded backbone, to reuse for the next target of the same checkpoint).
     """
+    check_max_examples(max_examples)
     mapping = label_map(run.task, target)
     start = time.time()
     model, backbone = load_scorer(run, backbone)
     model.to(device)
     examples = eval_examples(run, target, data_dir)
-    if max_examples:
+    if max_examples is not None:
         examples = examples[:max_examples]
     use_rank = run.cfg.task.eval_mode == "rank" and bool(run.task.labels)
     candidates = candidates_of(run) if use_rank else []
@@ -122,7 +123,8 @@ def transfer_eval(
         "score": target.task_score(metrics),
         "checkpoint": run.checkpoint,
         "best_step": run.result.get("best_step"),
-        "n_eval": len(examples),
+        "n_eval": len(examples),  # the number scored
+        "max_examples": max_examples,  # the cap asked (None: every example)
         "mode": "rank" if use_rank else "generate",
         "source_run": str(run.run_dir),
         "source_score": run.score,
@@ -147,13 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="TASK=DIR",
         help="local data of a target task (default: the hub, or generated data for toy tasks)",
     )
-    parser.add_argument("--max-examples", type=int, help="score the first N target examples")
+    parser.add_argument(
+        "--max-examples", type=int, help="score the first N target examples (N >= 1; default all)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace transfer results written before"
     )
     args = parser.parse_args(argv)
     try:
+        check_max_examples(args.max_examples)
         data_dirs = dict(_task_dir(x) for x in args.data_dir)
         targets = [get_task(t) for t in dict.fromkeys(args.to)]
         runs = [read_run(d) for d in find_runs(args.paths)]
@@ -191,6 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "collect them with python -m repro.collect"
     )
     return 0
+
+
+def check_max_examples(value: int | None) -> None:
+    """Refuse a cap below 1: a negative one sliced off the last examples (``[:-5]``) and 0
+    scored them all."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(
+            "--max-examples must be an integer >= 1 (omit it to score every example); "
+            f"got {value!r}"
+        )
 
 
 def _task_dir(text: str) -> tuple[str, str]:

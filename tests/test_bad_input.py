@@ -658,6 +658,28 @@ def test_ensemble_of_an_empty_directory(tmp_path, capsys):
     assert "best/ (no evaluated prompt" not in err
 
 
+@pytest.mark.parametrize("value", ["-5", "0"])
+def test_transfer_max_examples_below_one(tmp_path, tiny_t5_dir, capsys, value):
+    """--max-examples -5 scored all examples but the last 5 (a slice), 0 scored all of them."""
+    a = fake_run(tmp_path / "a", tiny_t5_dir, checkpoint=str(tiny_t5_dir))
+    args = [str(a), "--to", "toy_polarity", "--max-examples", value]
+    code, err = later_cli("transfer", capsys, *args)
+    assert_one_error(
+        code,
+        err,
+        f"--max-examples must be an integer >= 1 (omit it to score every example); got {value}",
+    )
+    assert not (a / "transfer").exists()
+    code, err = later_cli("transfer", capsys, *args[:-2], "--max-examples", "5")
+    assert code == 0, err
+    result = json.loads((a / "transfer/toy_polarity/result.json").read_text())
+    assert (result["n_eval"], result["max_examples"]) == (5, 5)  # the number scored, the cap
+    from repro.evaluate import score_prompt  # the same cap in the Python API
+
+    with pytest.raises(ValueError, match=f"max_examples must be an integer >= 1; got {value}"):
+        score_prompt(torch.zeros(2, 32), None, None, "toy_polarity", max_examples=int(value))
+
+
 def test_transfer_between_tasks_whose_labels_cannot_be_mapped(tmp_path, tiny_t5_dir, capsys):
     a = fake_run(tmp_path / "a", tiny_t5_dir)
     code, err = later_cli("transfer", capsys, str(a), "--to", "cb")
