@@ -20,7 +20,7 @@ A job is checked against its method here too: a mixture method on one task
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -117,6 +117,45 @@ def check_method_overrides(method: str, overrides: Sequence[str]) -> None:
                 f"{override} only applies to method=prompt; method={method} trains no prompt "
                 f"(allowed methods with a prompt: {', '.join(prompt_methods())})"
             )
+
+
+def check_lora_rank(r: int, widths: Mapping[str, tuple[int, int]]) -> str | None:
+    """Whether LoRA's rank ``method.r`` means something for the layers it adapts.
+
+    Beside a layer W [out, in], LoRA's update ``B A`` (A [r, in], B [out, r]) has rank at most
+    min(r, in, out): an r above a layer's smaller width adds parameters to its adapter, never
+    rank. Hence (docs/lora.md): r above the smallest width of the adapted layers is warned
+    about (some adapters hold parameters that add nothing), and r above their largest width,
+    where every adapter outgrows its layer and none can use the rank, is refused.
+
+    Args:
+        widths: {target module: (in, out)} of each adapted layer (``repro.resolve``).
+
+    Returns:
+        the warning for an r above the smallest width, else None.
+
+    Raises:
+        ValueError: r above the largest width, one line naming the layers and what is allowed.
+    """
+    if not widths:
+        return None
+    layers = ", ".join(f"{name} {i}→{o}" for name, (i, o) in widths.items())
+    smallest = min(min(io) for io in widths.values())
+    largest = max(max(io) for io in widths.values())
+    if r > largest:
+        every = f" (<= {smallest} for every layer to use it)" if smallest < largest else ""
+        raise ValueError(
+            f"method.r={r} is larger than every width of the layers it adapts ({layers}): no "
+            f"update can use that rank and each adapter would outgrow its layer; choose "
+            f"1 <= method.r <= {largest}{every}"
+        )
+    if r > smallest:
+        return (
+            f"method.r={r} exceeds {smallest}, the smallest width of the layers it adapts "
+            f"({layers}): their update has rank at most their smaller width, so r beyond it "
+            "adds parameters without adding rank"
+        )
+    return None
 
 
 def prompt_methods() -> list[str]:

@@ -8,7 +8,11 @@ things outside the config, each by the floor that owns it:
   (``repro.interop.check_prompt_file``);
 - ``trainer.grad_accum=auto``: the fewest micro-batches whose memory estimate fits
   ``cost.gpu_memory_gb`` (``repro.memory.auto_grad_accum``), resolved once, so the code below
-  sees an int.
+  sees an int;
+- ``method=lora``: ``method.r`` against the widths of the layers it adapts, in the backbone's
+  shape (a local checkpoint's config.json, else conf/model's keys; ``repro.estimate.shape_of``):
+  refused above their largest width (``repro.methods.check_lora_rank``), before anything loads;
+  the job logs the warning for an r above their smallest width (:func:`lora_rank_warning`).
 
 Every entry point that turns a composed config into a run (the job, the cost report, the
 launchers, reading a finished run back) loads it through here.
@@ -19,7 +23,9 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from repro.config import Config, to_config
+from repro.estimate import lora_shapes, shape_of
 from repro.memory import auto_grad_accum
+from repro.methods import check_lora_rank
 from repro.trainer_config import GRAD_ACCUM_AUTO
 
 
@@ -30,10 +36,35 @@ def resolve(cfg: Config) -> Config:
         from repro.interop import check_prompt_file
 
         check_prompt_file(cfg.init.path, cfg.prompt_len)
+    lora_rank_warning(cfg)  # an r no layer can use: refused before anything loads
     if cfg.trainer.grad_accum == GRAD_ACCUM_AUTO:
         cfg.trainer.grad_accum = auto_grad_accum(cfg)
         cfg.trainer.grad_accum_auto = True
     return cfg
+
+
+def lora_widths(cfg: Config) -> dict[str, tuple[int, int]]:
+    """{target module: (in, out)} of the layers ``method=lora`` adapts, from the backbone's
+    shape; {} for another method, or when the shape is unknown before loading (a hub id whose
+    conf/model gives no shape: then the rank is not checked)."""
+    if cfg.method.name != "lora":
+        return {}
+    try:
+        shape = shape_of(cfg.model)
+    except (ValueError, KeyError, OSError):
+        return {}
+    widths = {}
+    for name in cfg.method.target_modules:
+        pair = lora_shapes(shape, [name], 1)[:2]  # [A (1, in), B (out, 1)]; [] if none match
+        if pair:
+            widths[name] = (pair[0][1], pair[1][0])
+    return widths
+
+
+def lora_rank_warning(cfg: Config) -> str | None:
+    """The warning for a LoRA rank above the smallest width of the layers it adapts (None if
+    none); ValueError for one above their largest (:func:`repro.methods.check_lora_rank`)."""
+    return check_lora_rank(cfg.method.r, lora_widths(cfg))
 
 
 def load_config(cfg: DictConfig) -> Config:

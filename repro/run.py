@@ -34,7 +34,7 @@ from repro.job.preemption import preemption_signals
 from repro.job.task import failed_result
 from repro.methods import check_method_overrides
 from repro.pack.plan import describe_fit
-from repro.resolve import load_config
+from repro.resolve import load_config, lora_rank_warning
 from repro.sweep import job_axes
 from repro.trainer import StopFlag
 
@@ -78,6 +78,8 @@ def main(dcfg: DictConfig) -> float | None:
         if cfg.dry_run:  # the estimate only: nothing is loaded, nothing is written
             print(describe(estimate(cfg)))
             print(describe_fit(cfg))
+            if rank := lora_rank_warning(cfg):
+                print(f"warning: {rank}")
             return None
         if multirun:
             spread_over_local_gpus(cfg, hydra_cfg.job.get("num"))

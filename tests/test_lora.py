@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_bad_input import run_cli
 from test_methods import (
     SHORT,
     assert_resumes_exactly,
@@ -20,6 +21,7 @@ from repro.backbone import load_backbone, load_tokenizer
 from repro.config import Config
 from repro.estimate import estimate
 from repro.job.experiment import run_experiment
+from repro.methods import check_lora_rank
 from repro.model import LoraT5
 
 
@@ -126,6 +128,21 @@ def test_cost_prices_the_adapter_and_its_optimizer_state(tmp_path, tiny_t5_dir):
         (["method=model", "method.alpha=8"], ["method.alpha=8 only applies to method=lora"]),
         (["method=lora", "method.r=0"], ["method.r", "0"]),
         (["method=lora", "method.target_modules=[q,x]"], ["method.target_modules", "wi_0"]),
+        # r wider than every layer it adapts (tiny: d_model 32, inner 32, d_ff 64): it claimed
+        # the directory and trained the adapter, without a word, before
+        (
+            ["method=lora", "method.r=1000000"],
+            [
+                "method.r=1000000 is larger than every width of the layers it adapts "
+                "(q 32→32, v 32→32)",
+                "choose 1 <= method.r <= 32",
+            ],
+        ),
+        (
+            ["method=lora", "method.target_modules=[q,wi_0]", "method.r=65"],
+            ["method.r=65", "(q 32→32, wi_0 32→64)", "1 <= method.r <= 64 (<= 32 for every"],
+        ),
+        (["method=lora", "method.r=-1"], ["method.r must be an integer >= 1; got -1"]),
         (["method=lora", "prompt_len=20"], ["prompt_len=20 only applies to method=prompt"]),
     ],
 )
@@ -133,6 +150,43 @@ def test_lora_mistakes_are_one_line_and_write_nothing(
     monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments
 ):
     refused_writing_nothing(monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments)
+
+
+def test_lora_rank_against_the_widths_of_the_layers_it_adapts():
+    widths = {"q": (32, 32), "wi_0": (32, 64)}
+    assert check_lora_rank(32, widths) is None  # full rank of every layer: meant
+    assert check_lora_rank(33, widths).startswith(
+        "method.r=33 exceeds 32, the smallest width of the layers it adapts (q 32→32, wi_0 32→64)"
+    )
+    assert check_lora_rank(64, widths) is not None  # wi_0's wider side: warned, run
+    with pytest.raises(ValueError, match=r"method.r=65 is larger than every width"):
+        check_lora_rank(65, widths)
+    assert check_lora_rank(10**6, {}) is None  # the shape unknown before loading: not checked
+
+
+def test_a_lora_rank_above_a_layer_width_is_warned_about_as_the_job_starts(
+    monkeypatch, capsys, tmp_path, tiny_t5_dir
+):
+    """method.r beyond the smallest adapted width ran without a word before."""
+    args = [
+        "experiment=smoke",
+        f"model.path={tiny_t5_dir}",
+        f"paths.root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "method=lora",
+        "method.target_modules=[q,wi_0]",
+        "method.r=48",
+        "trainer.steps=2",
+        "trainer.eval_every=2",
+    ]
+    warning = "method.r=48 exceeds 32, the smallest width of the layers it adapts"
+    code, out, err = run_cli(monkeypatch, capsys, *args, "dry_run=true")
+    assert code == 0, err
+    assert f"warning: {warning} (q 32→32, wi_0 32→64)" in out
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    (log,) = (tmp_path / "runs").glob("*lora_r48*/run.log")
+    assert f"[WARNING] - {warning}" in log.read_text()
 
 
 def test_a_prompt_scored_after_a_lora_run_on_a_shared_backbone_sees_no_adapter(tiny_t5_dir):

@@ -12,6 +12,7 @@ from repro.cli import RunError
 from repro.config import Config
 from repro.job.task import init_file_prompt
 from repro.memory import start_lines
+from repro.resolve import lora_rank_warning
 from repro.tasks import get_task
 from repro.tasks.base import data_dir_for, ensure_generated
 from repro.tiny import ensure_tiny_t5
@@ -69,9 +70,13 @@ def load_model(cfg: Config, checkpoint: str):
 def log_memory_plan(cfg: Config) -> None:
     """Log the job's micro-batches and memory estimate as it starts, and warn (with the switches
     that would make it fit) if the estimate exceeds ``cost.gpu_memory_gb``
-    (:func:`repro.memory.start_lines`)."""
+    (:func:`repro.memory.start_lines`), or if a LoRA rank exceeds the smallest width of the
+    layers it adapts (:func:`repro.resolve.lora_rank_warning`)."""
     info, warning = start_lines(cfg)
     if info:
         log.info(info)
     if warning:
         log.warning(warning)
+    rank = lora_rank_warning(cfg)  # method.r above a layer's width: parameters without rank
+    if rank:
+        log.warning(rank)
