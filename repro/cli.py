@@ -10,6 +10,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 from omegaconf.errors import OmegaConfBaseException
@@ -36,6 +38,10 @@ def cli_error_message(err: BaseException) -> str | None:
         return None
     from hydra.errors import OverrideParseException
 
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # not the temp file's own name
+        name = err.filename
+        where = os.path.dirname(os.fsdecode(name)) if name is not None else "the output"
+        return f"no space left on the device of {where}; free some space and run the command again"
     first = first_line(err)
     if isinstance(err, OverrideParseException):
         return f"cannot parse the overrides: {first}"

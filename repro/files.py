@@ -2,7 +2,9 @@
 injection that proves it.
 
 - **Atomic files.** JSON and text files are written aside, fsynced and renamed
-  (:func:`write_json_atomic`, :func:`write_text_atomic`, :func:`write_bytes_atomic`).
+  (:func:`write_json_atomic`, :func:`write_text_atomic`, :func:`write_bytes_atomic`); a write
+  that fails (a full disk) removes what it wrote aside, and a kill before the rename leaves
+  ``.<name>.tmp``, which a run removes once it succeeds (``repro.rundir.clear_error``).
 - **Named outputs.** A command that writes an output the user names refuses one that exists
   unless ``--overwrite`` (:func:`refuse_existing`).
 - **Atomic directories** (a run's ``last/``, ``best/``): written complete into ``.<name>.tmp/``
@@ -85,10 +87,14 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Readers (and a killed writer) see the old file or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, say: the old file stays, and nothing beside it
+        tmp.unlink(missing_ok=True)
+        raise
     fault_point(f"write {path.name}")
     os.replace(tmp, path)
     _fsync_dir(path.parent)

@@ -27,13 +27,21 @@ The rules, and what a kill at any moment leaves:
   renamed, so a kill at any moment leaves the old or the new one (``repro.files``, which also
   holds the crash injection ``tests/test_crash.py`` uses).
 - **Metrics.** A resumed run first drops the lines past its checkpoint's step.
+- **Read-only.** A directory nothing can be written to (a read-only mount) needs no lock: a
+  finished run there is read and skipped; anything else is refused in one line naming it
+  (:func:`check_writable`). The run's ``run.log`` (Hydra's job log) opens at its first line and
+  is left out where it cannot be written (:class:`RunLog`), so the job can say so itself.
+- **Leftovers.** A run that succeeds removes the ``.<name>.tmp`` files of writes that failed
+  (disk full) or were killed before their rename, with any ``error.txt`` (:func:`clear_error`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -149,9 +157,16 @@ OmegaConf.register_new_resolver("method_part", method_part, replace=True)
 # --- lock ------------------------------------------------------------------------------------
 
 
+# What opening a file for writing raises where nothing may be written.
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 @contextlib.contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
+def locked(run_dir: Path) -> Iterator[bool]:
     """Hold the run directory's lock while inside; refuse at once if another process holds it.
+    Yields whether the directory can be written: a read-only one (a read-only mount, or no write
+    permission) cannot change under us, so it is not locked, and the caller may only read it
+    (:func:`check_writable`).
 
     ``flock`` locks belong to the open file: the kernel releases them when the holder exits or
     is killed, so a stale lock never blocks a relaunch. (Local and most cluster filesystems
@@ -160,10 +175,18 @@ def locked(run_dir: Path) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, as before
-        yield
+        yield True
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not os.access(run_dir, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(run_dir))
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        if err.errno not in READ_ONLY_ERRNOS:
+            raise
+        yield False
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -176,9 +199,45 @@ def locked(run_dir: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}".encode(), 0)
-        yield
+        yield True
     finally:
         os.close(fd)  # closing the file drops the lock
+
+
+def check_writable(run_dir: Path, writable: bool, status: str) -> None:
+    """Refuse a run that would write into a read-only ``run_dir`` (``writable`` from
+    :func:`locked`; ``status`` from :func:`status_of`, anything but ``"finished"``)."""
+    if writable:
+        return
+    what = "holds an unfinished run" if status == "resume" else "holds no run yet"
+    raise RunDirError(
+        f"{run_dir} is read-only and {what}: a run needs to write there (only a finished run "
+        "is skipped without writing); make it writable or choose another paths.root"
+    )
+
+
+class RunLog(logging.FileHandler):
+    """The run's ``run.log`` (Hydra's job log, ``conf/config.yaml``): opened at its first line,
+    and left out, the terminal keeping every line, when it cannot be opened (a read-only run
+    directory), instead of failing while Hydra configures logging ("Unable to configure handler
+    'file'"), before the job could skip a finished run or say what is wrong."""
+
+    def __init__(self, filename, mode="a", encoding=None, delay=True, errors=None):
+        super().__init__(filename, mode, encoding, delay=True, errors=errors)
+        self.unwritable = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None:
+            if self.unwritable:
+                return
+            try:
+                self.stream = self._open()
+            except OSError as err:
+                self.unwritable = True
+                if err.errno not in READ_ONLY_ERRNOS:  # said once, as logging says its errors
+                    self.handleError(record)
+                return
+        super().emit(record)
 
 
 # --- identity --------------------------------------------------------------------------------
@@ -353,6 +412,13 @@ def release_if_unstarted(run_dir: Path) -> bool:
 
 
 def clear_error(directory: Path) -> None:
-    """A run that succeeded leaves no ``error.txt`` of an earlier failure behind."""
+    """A run that succeeded leaves nothing of an earlier failure behind: no ``error.txt``, and
+    no ``.<name>.tmp`` file of an atomic write (``repro.files``) that failed or was killed before
+    its rename (a disk-full failure left ``.error.txt.tmp``). Called holding the lock, once the
+    run's writes are done; the staging directories of ``best/``/``last/`` are
+    ``repro.files.recover_dir``'s."""
     with contextlib.suppress(FileNotFoundError):
         (directory / ERROR).unlink()
+    for path in directory.rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)

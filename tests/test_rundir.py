@@ -1,16 +1,20 @@
 """The run directory as a crash-proof unit (repro/rundir.py): swap protocol, lock, portable
 identity, claim rules; and, end to end, two launches of one run and a user's data directory."""
 
+import errno
 import json
 import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from test_bad_input import (
+    ROOT,
     RTE_ROW,
     assert_one_error,
     cli,
@@ -30,7 +34,7 @@ from test_preemption import (
 )
 from test_run import smoke_config
 
-from repro import rundir
+from repro import files, rundir
 from repro.files import COMPLETE, publish_dir, recover_dir
 from repro.rundir import RunDirError
 from repro.tasks.toy import SIZES
@@ -311,3 +315,122 @@ def test_a_model_path_that_does_not_exist_is_never_built(
     code, err = cli(monkeypatch, capsys, *args)
     assert_one_error(code, err, f"model.path={nope} holds no checkpoint", "tiny-t5")
     assert not nope.exists()
+
+
+# --- a read-only run directory, a full disk ----------------------------------------------------
+
+
+def read_only_prefix(directory: Path) -> list[str] | None:
+    """A command prefix under which ``directory`` is really read-only, or None if this machine
+    cannot make one: a read-only bind mount in a mount namespace of its own (root, where file
+    permissions are ignored), else the directory's write bits taken away (any other user)."""
+    if os.geteuid() != 0:
+        return []  # the caller chmods
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
+    prefix = [unshare, "-m", "sh", "-c", script, str(directory)]
+    probe = [*prefix, "sh", "-c", f'! touch "{directory}/.probe" 2>/dev/null']
+    ok = subprocess.run(probe, capture_output=True, check=False).returncode == 0
+    return prefix if ok else None
+
+
+def relaunch_read_only(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m repro.run *args`` with ``directory`` read-only (see :func:`read_only_prefix`)."""
+    prefix = read_only_prefix(directory)
+    if prefix is None:
+        pytest.skip("root without a mount namespace: no way to make a directory read-only")
+    modes = {p: p.stat().st_mode for p in [directory, *directory.rglob("*")]}
+    if not prefix:
+        for path, mode in modes.items():
+            path.chmod(mode & ~0o222)
+    try:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+        command = [*prefix, sys.executable, "-m", "repro.run", *args]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+def test_a_read_only_run_directory_skips_a_finished_run_and_names_itself_otherwise(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    """On a read-only mount Hydra's logging failed first: "error: Unable to configure handler
+    'file'", for a finished run too, which needs no write. Here the runs directory is made
+    read-only for real (a read-only bind mount as root, the write bits otherwise)."""
+    runs = tmp_path / "runs"
+    finished, stopped = smoke(tmp_path, tiny_t5_dir), smoke(tmp_path, tiny_t5_dir, "seed=1")
+    assert cli(monkeypatch, capsys, *finished)[0] == 0
+    assert (
+        cli(monkeypatch, capsys, *stopped, "trainer.steps=4", "trainer.stop_after_steps=2")[0] == 0
+    )
+    before = snapshot(runs)
+    proc = relaunch_read_only(runs, *finished)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{tmp_path / RUN}: finished (already finished: skipped)" in proc.stdout
+    unfinished = runs / "toy_keyword-tiny-lm_adapt100k-p20-class_label-s1"
+    proc = relaunch_read_only(runs, *stopped, "trainer.steps=4")
+    line = assert_one_error(proc.returncode, proc.stderr, f"{unfinished} is read-only")
+    assert "holds an unfinished run" in line and "make it writable" in line
+    assert snapshot(runs) == before  # nothing written, .lock included
+
+
+def test_a_read_only_run_directory_in_process(tmp_path, tiny_t5_dir, monkeypatch, capsys):
+    """The same as a machine without mount namespaces sees it, simulated: the directory says it
+    cannot be written (os.access) and run.log cannot be opened (EROFS)."""
+    args = smoke(tmp_path, tiny_t5_dir)
+    assert cli(monkeypatch, capsys, *args)[0] == 0
+    runs = tmp_path / "runs"
+    before = snapshot(runs)
+    access, open_log = os.access, rundir.RunLog._open
+
+    def read_only(path, mode, *a, **k):
+        inside = Path(path).resolve().is_relative_to(runs.resolve())
+        return False if inside and mode & os.W_OK else access(path, mode, *a, **k)
+
+    def refuse(self):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), self.baseFilename)
+
+    monkeypatch.setattr(os, "access", read_only)
+    monkeypatch.setattr(rundir.RunLog, "_open", refuse)
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "(already finished: skipped)" in out
+    code, err = cli(monkeypatch, capsys, *args, "seed=1")
+    assert_one_error(code, err, "-s1 is read-only and holds no run yet", "make it writable")
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(rundir.RunLog, "_open", open_log)
+    assert {k: v for k, v in snapshot(runs).items() if "-s1/" not in k} == before
+
+
+def test_a_disk_full_failure_leaves_no_temp_file_once_the_relaunch_succeeds(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    """After a disk-full failure the relaunch succeeded but left .error.txt.tmp in the finished
+    run directory. The disk fills as the first checkpoint is staged: every later write fails
+    (ENOSPC) once its file is created, error.txt's included."""
+    real_open, full = open, []
+
+    def open_on_a_full_disk(file, mode="r", *args, **kwargs):
+        if Path(file).name == COMPLETE:
+            full.append(file)
+        if full and any(c in mode for c in "wax+"):
+            real_open(file, mode, *args, **kwargs).close()  # created; its data do not fit
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    args = smoke(tmp_path, tiny_t5_dir, "trainer.steps=4")
+    run = tmp_path / RUN
+    with monkeypatch.context() as patch:
+        patch.setattr(files, "open", open_on_a_full_disk, raising=False)
+        code, err = cli(monkeypatch, capsys, *args)
+    assert_one_error(code, err, f"no space left on the device of {run}; free some space and run")
+    assert not [p for p in run.rglob("*.tmp") if p.is_file()]  # a failed write leaves nothing
+    (run / ".error.txt.tmp").write_text("Trace")  # what a kill before its rename leaves
+    code, err = cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert json.loads((run / "result.json").read_text())["status"] == "finished"
+    assert not [p for p in run.rglob("*.tmp") if p.is_file()]
+    assert not (run / "error.txt").exists()

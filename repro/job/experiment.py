@@ -4,7 +4,8 @@ The directory's rules — lock, identity, claim, resume, atomic writes — are :
 this is the order a job follows them in: refuse what cannot run before touching anything (the
 tasks, the checkpoint, the device), skip a finished run, log the memory plan, load the model,
 claim the directory, train the tasks one after the other (each in ``<run_dir>/<task>/`` when
-there are several) or as one mixture, and end with the job's summary. The packed launcher
+there are several) or as one mixture, and end with the job's summary. A read-only directory is
+only read: a finished run there is skipped, any other refused. The packed launcher
 (:mod:`repro.pack`) runs its members through the same steps.
 """
 
@@ -58,13 +59,15 @@ def run_experiment(
     precision = run_precision(cfg)  # a device this machine lacks: refused before loading
     prepare_assets(cfg, names)  # generated assets go to the cache, never into a given dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    with rundir.locked(run_dir):
+    with rundir.locked(run_dir) as writable:
         mine = rundir.fingerprint(cfg, names, precision)
-        if rundir.status_of(run_dir, mine) == "finished":
+        status = rundir.status_of(run_dir, mine)
+        if status == "finished":
             # Not logged: the log file is the run's (run.log), and a finished run's files stay
-            # as they are; the entry point says "skipped" on the terminal.
+            # as they are (on a read-only mount too); the entry point says "skipped".
             done = read_json(run_dir / rundir.SUMMARY) or read_json(run_dir / rundir.RESULT)
             return {**done, "skipped": True}
+        rundir.check_writable(run_dir, writable, status)
         log_memory_plan(cfg)  # once the directory is ours (a refused job writes nothing there)
         summary = run_tasks(cfg, names, checkpoint, run_dir, mine, choices, stop, hydra_files)
         if summary["status"] == "failed" and rundir.release_if_unstarted(run_dir):

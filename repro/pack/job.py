@@ -75,15 +75,17 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
         for job in jobs:
             job.run_dir.mkdir(parents=True, exist_ok=True)
             try:
-                locks.enter_context(rundir.locked(job.run_dir))
+                writable = locks.enter_context(rundir.locked(job.run_dir))
                 fp = rundir.fingerprint(job.cfg, names, precision)
-                if rundir.status_of(job.run_dir, fp) == "finished":
+                status = rundir.status_of(job.run_dir, fp)
+                if status == "finished":
                     log.info("%s already holds this finished run: skipped", job.run_dir)
                     done = files.read_json(job.run_dir / rundir.SUMMARY) or files.read_json(
                         job.run_dir / rundir.RESULT
                     )
                     job.summary = {**done, "skipped": True}
                     continue
+                rundir.check_writable(job.run_dir, writable, status)
             except rundir.RunDirError as err:
                 job.error = err
                 continue
