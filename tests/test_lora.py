@@ -121,30 +121,33 @@ def test_cost_prices_the_adapter_and_its_optimizer_state(tmp_path, tiny_t5_dir):
     assert isinstance(prompt.config, Config)
 
 
+LORA_MISTAKES = [
+    # (overrides, fragments of the one error line)
+    (["method.r=4"], ["method.r=4 only applies to method=lora", "method=prompt"]),
+    (["method=model", "method.alpha=8"], ["method.alpha=8 only applies to method=lora"]),
+    (["method=lora", "method.r=0"], ["method.r", "0"]),
+    (["method=lora", "method.target_modules=[q,x]"], ["method.target_modules", "wi_0"]),
+    # r wider than every layer it adapts (tiny: d_model 32, inner 32, d_ff 64): it claimed
+    # the directory and trained the adapter, without a word, before
+    (
+        ["method=lora", "method.r=1000000"],
+        [
+            "method.r=1000000 is larger than every width of the layers it adapts "
+            "(q 32→32, v 32→32)",
+            "choose 1 <= method.r <= 32",
+        ],
+    ),
+    (
+        ["method=lora", "method.target_modules=[q,wi_0]", "method.r=65"],
+        ["method.r=65", "(q 32→32, wi_0 32→64)", "1 <= method.r <= 64 (<= 32 for every"],
+    ),
+    (["method=lora", "method.r=-1"], ["method.r must be an integer >= 1; got -1"]),
+    (["method=lora", "prompt_len=20"], ["prompt_len=20 only applies to method=prompt"]),
+]
+
+
 @pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["method.r=4"], ["method.r=4 only applies to method=lora", "method=prompt"]),
-        (["method=model", "method.alpha=8"], ["method.alpha=8 only applies to method=lora"]),
-        (["method=lora", "method.r=0"], ["method.r", "0"]),
-        (["method=lora", "method.target_modules=[q,x]"], ["method.target_modules", "wi_0"]),
-        # r wider than every layer it adapts (tiny: d_model 32, inner 32, d_ff 64): it claimed
-        # the directory and trained the adapter, without a word, before
-        (
-            ["method=lora", "method.r=1000000"],
-            [
-                "method.r=1000000 is larger than every width of the layers it adapts "
-                "(q 32→32, v 32→32)",
-                "choose 1 <= method.r <= 32",
-            ],
-        ),
-        (
-            ["method=lora", "method.target_modules=[q,wi_0]", "method.r=65"],
-            ["method.r=65", "(q 32→32, wi_0 32→64)", "1 <= method.r <= 64 (<= 32 for every"],
-        ),
-        (["method=lora", "method.r=-1"], ["method.r must be an integer >= 1; got -1"]),
-        (["method=lora", "prompt_len=20"], ["prompt_len=20 only applies to method=prompt"]),
-    ],
+    ("args", "fragments"), LORA_MISTAKES, ids=[" ".join(c[0]) for c in LORA_MISTAKES]
 )
 def test_lora_mistakes_are_one_line_and_write_nothing(
     monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fragments
