@@ -289,12 +289,13 @@ def test_squad_and_mrqa_formats():
         "question": "Q?",
         "answers": ["a", "b"],
     }
+    # T5's _pad_punctuation on every text (tests/test_transfer.py checks it against RE2)
     assert fmt("squad", squad) == [
-        ("question: Where is Paris? context: Paris is in France.", "France")
+        ("question: Where is Paris ? context: Paris is in France . ", "France")
     ]
     [ex] = get_task("mrqa").format([mrqa], train=False)
     assert (ex.inputs, ex.targets, ex.meta["answers"]) == (
-        "question: Q? context: C.",
+        "question: Q ? context: C . ",
         "a",
         ("a", "b"),
     )

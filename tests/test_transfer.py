@@ -1,6 +1,9 @@
 """Zero-shot transfer (Tables 1-2) on small data in the QQP/MRPC and SQuAD/MRQA schemas: label
 words mapped by class id, MRQA scored per out-of-domain set, the frame's eval_task column, the
-table builder beside the paper's values, and a method plugging its own scorer in."""
+table builder beside the paper's values (both methods' rows, a warning for a row that matches
+nothing), and a method plugging its own scorer in. SQuAD/MRQA inputs as T5 writes them: its
+_pad_punctuation on documented examples, and against RE2 itself (the engine of TF's
+regex_replace, through google-re2) where that installs."""
 
 import json
 import random
@@ -13,8 +16,9 @@ from conftest import train_smoke_runs
 from repro import trained
 from repro.collect.rundirs import collect_runs
 from repro.collect.superglue import superglue_scores
-from repro.tables import markdown, transfer_table
+from repro.tables import TablesWarning, markdown, transfer_table
 from repro.tasks import get_task
+from repro.tasks.transfer import first_question_per_context, pad_punctuation, string_join
 from repro.transfer import TransferError, label_map, main
 
 WORDS = [
@@ -70,12 +74,13 @@ def data(tmp_path_factory):
     ]
     for split in ("train", "validation"):
         write(root / "squad", split, squad)
-    subsets = ("TextbookQA", "BioASQ", "RACE")
-    mrqa = [
-        {"qid": str(i), "question": q["question"], "context": q["context"]}
-        | {"answers": [q["answer"]], "subset": subsets[i % 3]}
-        for i, q in enumerate(qa(i) for i in range(18))
-    ]
+    subsets = ("TextbookQA", "BioASQ", "RACE", "DuoRC.ParaphraseRC")
+    mrqa = []
+    for i, q in enumerate(qa(i) for i in range(24)):
+        row = {"qid": str(i), "question": q["question"], "context": q["context"]}
+        mrqa.append(row | {"answers": [q["answer"]], "subset": subsets[i % 4]})
+        if i % 3 == 0:  # a second question on the context: not in the official TSV
+            mrqa.append({**mrqa[-1], "qid": f"{i}b", "question": "and the first word?"})
     write(root / "mrqa", "test", mrqa)
     return root
 
@@ -95,6 +100,8 @@ def runs(tmp_path_factory, tiny_t5_dir, data):
                 "init=sampled_vocab",
                 "seed=1",
             ],
+            # Table 1's other column: model tuning, its recipe's defaults (conf/method/model)
+            "squad-model-s0": ["task=squad", f"task.data_dir={data / 'squad'}", "method=model"],
         },
     )
 
@@ -142,30 +149,53 @@ def test_qqp_run_scored_on_mrpc_through_a_plugged_in_scorer_maps_its_words(
 
 
 @pytest.mark.slow
-def test_squad_to_mrqa_gives_f1_per_set_as_rows_and_table_1(runs, data, capsys):
-    squad = [str(runs["squad-s0"]), str(runs["squad-s1"])]
+def test_squad_to_mrqa_gives_f1_per_set_as_rows_and_both_columns_of_table_1(runs, data, capsys):
+    """Prompt tuning (2 seeds) and model tuning (1) on SQuAD, each scored on MRQA: one row per
+    (method, set), the two methods of a set adjacent, the paper's value beside each (DuoRC under
+    MRQA's own name), and the paper's sets this data lacks named in one warning."""
+    squad = [str(runs[n]) for n in ("squad-s0", "squad-s1", "squad-model-s0")]
     code = main([*squad, "--to", "mrqa", "--data-dir", f"mrqa={data / 'mrqa'}"])
     assert code == 0, capsys.readouterr().err
+    # 32 hub rows, 24 contexts: the official path keeps each context's first question
+    result = json.loads((runs["squad-s0"] / "transfer/mrqa/result.json").read_text())
+    assert result["n_eval"] == 24
     frame = collect_runs(squad)
-    assert list(frame["eval_task"]) == ["squad", "mrqa", "squad", "mrqa"]
+    assert sorted(frame["eval_task"]) == ["mrqa"] * 3 + ["squad"] * 3
+    assert set(frame["method"]) == {"prompt", "model"}
     assert frame.loc[frame["eval_task"] == "mrqa", "metric/f1/BioASQ"].notna().all()
     # transfer rows never enter a SuperGLUE-style point: one score per seed, the run's own
-    points = superglue_scores(frame, None, tasks=["squad"])
-    own = frame[frame["eval_task"] == "squad"]["score"]
+    prompt = frame[frame["method"] == "prompt"]
+    points = superglue_scores(prompt, None, tasks=["squad"])
+    own = prompt[prompt["eval_task"] == "squad"]["score"]
     assert sorted(points["squad"]) == sorted(own)
 
-    table = transfer_table(frame)
+    with pytest.warns(TablesWarning) as caught:
+        table = transfer_table(frame)
+    said = " ".join(str(w.message) for w in caught)
+    assert "4 paper row(s) that match no measured row" in said
+    assert "squad → mrqa RelationExtraction f1 (model)" in said and "DROP f1 (prompt)" in said
+    assert "DuoRC" not in said and "no paper row" not in said  # exact match: not in the paper
     sets = table[table["eval_task"] == "mrqa"]
-    assert sorted(set(sets["eval_set"])) == ["BioASQ", "RACE", "TextbookQA"]
-    assert set(sets["metric"]) == {"f1", "exact_match"} and set(sets["n"]) == {2}
-    f1 = sets[sets["metric"] == "f1"].set_index("eval_set")
-    assert f1.loc["TextbookQA", "paper"] == 66.8  # the paper's prompt-tuning value beside ours
-    assert f1.loc["BioASQ", "mean"] == pytest.approx(
-        pd.to_numeric(frame["metric/f1/BioASQ"]).mean()
-    )
-    text = markdown(table)
-    assert "| squad → mrqa | TextbookQA | prompt | f1 |" in text and "66.8 ± 2.9 †" in text
-    assert "| squad → squad | squad | prompt | f1 |" in text  # the in-domain row
+    assert sorted(set(sets["eval_set"])) == [
+        "BioASQ",
+        "DuoRC.ParaphraseRC",
+        "RACE",
+        "TextbookQA",
+    ]
+    assert set(sets["metric"]) == {"f1", "exact_match"}
+    f1 = sets[sets["metric"] == "f1"].set_index(["eval_set", "method"])
+    assert f1["n"].to_dict()[("BioASQ", "prompt")] == 2 and f1.loc[("BioASQ", "model"), "n"] == 1
+    assert f1.loc[("TextbookQA", "prompt"), "paper"] == 66.8  # the paper's beside ours
+    assert f1.loc[("DuoRC.ParaphraseRC", "model"), "paper"] == 68.9
+    assert f1.loc[("DuoRC.ParaphraseRC", "prompt"), "paper"] == 67.7
+    bioasq = frame.loc[frame["method"] == "prompt", "metric/f1/BioASQ"]
+    assert f1.loc[("BioASQ", "prompt"), "mean"] == pytest.approx(pd.to_numeric(bioasq).mean())
+    lines = markdown(table).splitlines()
+    race = "| squad → mrqa | RACE | model | f1 |"
+    model = next(i for i, x in enumerate(lines) if x.startswith(race))
+    assert lines[model + 1].startswith("| squad → mrqa | RACE | prompt | f1 |")
+    assert any(x.startswith("| squad → squad | squad | model | f1 |") for x in lines)  # in-domain
+    assert any("| 66.8 ± 2.9 † |" in x for x in lines)
 
 
 def test_tables_command_prints_the_table_and_refuses_a_frame_without_transfer_rows(
@@ -187,3 +217,169 @@ def test_tables_command_prints_the_table_and_refuses_a_frame_without_transfer_ro
     pd.DataFrame(rows[:1]).to_csv(tmp_path / "own.csv", index=False)
     assert tables([str(tmp_path / "own.csv")]) == 2
     assert "holds no transfer rows" in capsys.readouterr().err
+
+
+# --- SQuAD / MRQA as T5 writes them --------------------------------------------------------
+
+# T5's _pad_punctuation (t5 <= 0.9.3, the releases of the paper's time): TF's regex_replace,
+# i.e. RE2 in UTF-8 mode, of these patterns by these rewrites, in this order.
+T5_PAD = (r"(\W)", r" \1 ")
+T5_SPACES = (r"\s+", " ")
+# The first SQuAD v1.1 dev paragraph, cut short, and its first question and answers.
+SQUAD_DEV_0 = {
+    "id": "56be4db0acb8001400a502ec",
+    "question": "Which NFL team represented the AFC at Super Bowl 50?",
+    "context": (
+        "The American Football Conference (AFC) champion Denver Broncos defeated the National "
+        "Football Conference (NFC) champion Carolina Panthers 24–10 to earn their third Super "
+        "Bowl title. The game was played on February 7, 2016, at Levi's Stadium in the San "
+        "Francisco Bay Area at Santa Clara, California."
+    ),
+    "answers": {"text": ["Denver Broncos", "Denver Broncos"], "answer_start": [177, 177]},
+}
+TRICKY = [
+    "Saint-Denis",
+    "don't",
+    "François",  # multilingual-t5's docstring: T5's squad() makes it "Fran ç ois"
+    "24–10",
+    "Levi's Stadium",
+    "x_y = 1,000.5%",
+    "“quoted” — ‘this’…",
+    "no\u00a0break and\x0bvertical tab",
+    "tabs\tand\n\nnewlines  ",
+    "(AFC)",
+    "ß ñ Ω 中文 😀",
+]
+
+
+@pytest.mark.parametrize(
+    "text, padded",
+    [
+        ("Saint-Denis", "Saint - Denis"),  # one token for F1 raw, two padded
+        ("don't", "don ' t"),
+        ("François", "Fran ç ois"),  # RE2's \W is ASCII: every other letter is padded
+        ("24–10", "24 – 10"),
+        ("x_y 1,000", "x_y 1 , 000"),  # _ is a word character
+        ("What?", "What ? "),  # padded, never stripped (SentencePiece drops the space)
+        ("a\u00a0b", "a \u00a0 b"),  # RE2's \s is ASCII: a no-break space stays, padded
+        ("a \t\n b", "a b"),
+    ],
+)
+def test_pad_punctuation_as_t5_on_documented_cases(text, padded):
+    assert pad_punctuation(text) == padded
+
+
+def test_a_squad_record_becomes_t5s_example():
+    (ex,) = get_task("squad").format([SQUAD_DEV_0], train=True)
+    assert ex.inputs == (
+        "question: Which NFL team represented the AFC at Super Bowl 50 ? context: The American "
+        "Football Conference ( AFC ) champion Denver Broncos defeated the National Football "
+        "Conference ( NFC ) champion Carolina Panthers 24 – 10 to earn their third Super Bowl "
+        "title . The game was played on February 7 , 2016 , at Levi ' s Stadium in the San "
+        "Francisco Bay Area at Santa Clara , California . "
+    )
+    assert ex.targets == "Denver Broncos" and ex.meta["answers"] == ("Denver Broncos",) * 2
+    hyphen = {**SQUAD_DEV_0, "answers": {"text": ["Saint-Denis"], "answer_start": [0]}}
+    (ex,) = get_task("squad").format([hyphen], train=False)
+    assert ex.targets == "Saint - Denis"
+    # token F1 on the padded text: the padded answer is two tokens, so a padded prediction of
+    # one of them scores F1 2/3, where against the raw one-token gold it scored 0
+    assert get_task("squad").score(["Saint"], [ex])["f1"] == pytest.approx(200 / 3)
+
+
+def test_pad_punctuation_against_re2_the_engine_of_t5s_regex_replace(data):
+    """T5's two substitutions run through RE2 itself (google-re2: the library behind
+    tf.strings.regex_replace) give our strings, for tricky text and every fixture record."""
+    re2 = pytest.importorskip("re2")
+
+    def t5_pad(text):
+        return re2.sub(T5_SPACES[0], T5_SPACES[1], re2.sub(T5_PAD[0], T5_PAD[1], text))
+
+    def t5_squad(x):  # T5's preprocessors.squad, include_context=True
+        a = [t5_pad(t) for t in x["answers"]["text"]]
+        q, c = t5_pad(x["question"]), t5_pad(x["context"])
+        inputs = re2.sub(T5_SPACES[0], " ", " ".join(["question:", q, "context:", c]))
+        return inputs, a[0], tuple(a)
+
+    for text in TRICKY:
+        assert pad_punctuation(text) == t5_pad(text), text
+        assert string_join(["question:", text]) == re2.sub(r"\s+", " ", f"question: {text}")
+    records = [SQUAD_DEV_0, *(json.loads(x) for x in (data / "squad/train.jsonl").open())]
+    records.append({**SQUAD_DEV_0, "question": " ".join(TRICKY), "answers": {"text": TRICKY}})
+    for record, ex in zip(records, get_task("squad").format(records, train=True), strict=True):
+        assert (ex.inputs, ex.targets, ex.meta["answers"]) == t5_squad(record)
+
+
+def test_mrqa_as_the_official_tsv_path_reads_it():
+    """mrqa_to_tsv.py keeps each context's first question, its first detected answer as the
+    target and its answers for scoring, whitespace runs as one space; the TSV hands back a
+    field holding a double quote quoted, inner quotes doubled; then all padded as SQuAD."""
+    context = 'He said "go"\n\nand  left.'
+    rows = [
+        {"qid": "q1", "subset": "DuoRC.ParaphraseRC", "context": context, "question": "Who\tleft?"}
+        | {"answers": ["he", '"he"'], "detected_answers": {"text": ["He"], "char_spans": []}},
+        {"qid": "q2", "subset": "DuoRC.ParaphraseRC", "context": context, "question": "What?"}
+        | {"answers": ["go"], "detected_answers": {"text": ["go"], "char_spans": []}},
+        {"qid": "q3", "subset": "DROP", "context": context, "question": "Again?"}
+        | {"answers": ["left"]},
+    ]
+    mrqa = get_task("mrqa")
+    assert [r["qid"] for r in first_question_per_context(mrqa, rows)] == ["q1", "q3"]
+    first, third = mrqa.format(first_question_per_context(mrqa, rows), train=False)
+    assert first.inputs == ('question: Who left ? context: " He said " " go " " and left . " ')
+    assert first.targets == "He"  # the detected span, not answers[0]
+    assert first.meta["answers"] == (' " he', ' " " he " " " ')  # '"he|||""he"""' split
+    assert first.meta["subset"] == "DuoRC.ParaphraseRC" and first.meta["idx"] == "q1"
+    assert third.targets == "left"  # no detected answer: the first answer
+    assert mrqa.score(["he"], [first])["f1"] == 100.0  # the quotes are punctuation to F1
+
+
+def _table1_frame(sets, methods=("prompt",)):
+    rows = []
+    for method in methods:
+        own = {"task": "squad", "eval_task": "squad", "metric/f1": 90.0}
+        mrqa = {"task": "squad", "eval_task": "mrqa"} | {f"metric/f1/{s}": 50.0 for s in sets}
+        for row in (own, mrqa):
+            rows.append(row | {"method": method, "seed": 0, "status": "finished"})
+    return pd.DataFrame(rows)
+
+
+def test_tables_warns_of_paper_rows_and_measured_rows_that_do_not_meet(tmp_path, capsys):
+    import warnings
+
+    from repro.tables import PAPER_TRANSFER
+    from repro.tables import main as tables
+
+    sets = ["TextbookQA", "BioASQ", "RACE", "RelationExtraction", "DuoRC.ParaphraseRC", "DROP"]
+    with warnings.catch_warnings():  # both methods, every set: nothing to say
+        warnings.simplefilter("error")
+        table = transfer_table(_table1_frame(sets, ("prompt", "model")))
+    assert table["paper"].notna().all() and len(table) == 14
+    assert list(table["method"][:2]) == ["model", "prompt"]  # the paper's two columns, adjacent
+    # the reference as it was: DuoRC under a name MRQA never used
+    old = pd.read_csv(PAPER_TRANSFER).replace("DuoRC.ParaphraseRC", "DuoRC.ParagraphRC")
+    with pytest.warns(TablesWarning) as caught:
+        transfer_table(_table1_frame(sets), old)
+    missing, unreported = (str(w.message) for w in caught)
+    assert missing.startswith("8 paper row(s) that match no measured row")
+    assert "squad → mrqa DuoRC.ParagraphRC f1 (prompt)" in missing
+    assert "squad → squad squad f1 (model)" in missing  # model tuning never trained
+    assert unreported.startswith("1 measured row(s) that match no paper row")
+    assert unreported.endswith("squad → mrqa DuoRC.ParaphraseRC f1 (prompt)")
+    # the command: the table still printed, the warning on stderr
+    _table1_frame(["BioASQ"]).to_csv(tmp_path / "frame.csv", index=False)
+    assert tables([str(tmp_path / "frame.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert "| squad → mrqa | BioASQ | prompt | f1 | 50.0 (n=1) | 79.1 ± 0.3 † |" in out
+    assert err.startswith("warning: 12 paper row(s) that match no measured row")
+    # a toy pair: the paper has no row for it, so nothing is missing
+    toy = pd.DataFrame(
+        [
+            {"task": "toy_review", "eval_task": e, "method": "prompt", "status": "finished"}
+            | {"metric/accuracy": 60.0}
+            for e in ("toy_review", "toy_polarity")
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(transfer_table(toy)) == 2

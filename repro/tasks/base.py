@@ -94,6 +94,8 @@ class Task:
         generate: For a task whose data the suite generates (toy tasks): writes its
             ``train.jsonl`` and ``validation.jsonl`` into the directory it is given (seeded,
             the same files every time). None: the data come from the hub or ``data_dir``.
+        select: Which of a split's hub-schema records become examples, given them all in
+            order (MRQA: the first question of each context, as the official path); None: all.
     """
 
     name: str
@@ -113,6 +115,7 @@ class Task:
     train_split: str = "train"
     eval_split: str = "validation"
     generate: Callable[[Path], Any] | None = None
+    select: Callable[[Task, list[dict]], list[dict]] | None = None
 
     @property
     def class_words(self) -> tuple[str, ...]:
@@ -241,7 +244,10 @@ class Task:
         """
         if train is None:
             train = split == self.train_split
-        return self.format(self.load_records(split, data_dir), train=train)
+        records = self.load_records(split, data_dir)
+        if self.select is not None:
+            records = self.select(self, records)
+        return self.format(records, train=train)
 
     def format(self, records: Sequence[Mapping[str, Any]], *, train: bool) -> list[Example]:
         """Formats hub-schema records into examples."""
