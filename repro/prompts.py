@@ -169,8 +169,8 @@ def text(
     *,
     text_ids: Sequence[int] = (),
     text_rule: str = "peft",
-    low: float = -0.5,
-    high: float = 0.5,
+    low: float = 0.0,
+    high: float = 0.01,
     **_: Any,
 ) -> Tensor:
     """Row i = the embedding of the text's i-th token.
@@ -178,7 +178,8 @@ def text(
     ``text_rule="peft"`` (PEFT's TEXT init): ``text_ids`` are the tokenizer's ids *with* eos,
     cut to P or repeated until they fill it. ``"official"`` (the official
     ``from_embedded_string``): ids without eos, cut to P; rows past the text's end come from
-    ``random_uniform(low, high)`` (its fallback initialiser).
+    ``random_uniform(low, high)``, its fallback initialiser: flax ``uniform()`` = U[0, 0.01)
+    there, which ``conf/init/text.yaml`` sets as ``init.low``/``init.high``.
     """
     if text_rule == "peft":
         return table[torch.as_tensor(repeat_to_length(text_ids, length))].to(torch.float32).clone()

@@ -1,5 +1,7 @@
 """Initialisers give exactly the rows the paper defines; prompts round-trip through safetensors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,6 +40,43 @@ def test_random_uniform_range_paper_and_official(table):
     assert paper.min() < -0.4 and paper.max() > 0.4  # the whole range is used
     official = init_prompt("random_uniform", table, 150, seed=0, low=0.0, high=0.5)
     assert official.min() >= 0.0 and official.max() < 0.5
+
+
+def test_official_text_rule_fills_past_the_text_from_the_official_fallback(tiny_t5_dir, tokenizer):
+    """init=text init.text_rule=official: rows past the text from the official fallback, flax
+    ``uniform()`` = U[0, 0.01) (conf/init/text.yaml), through the job's own initial_prompt;
+    init.low/high give the paper's U[-0.5, 0.5) when asked."""
+    from repro.backbone import load_backbone
+    from repro.job.task import initial_prompt
+
+    backbone = load_backbone(tiny_t5_dir)
+    table = backbone.get_input_embeddings().weight.detach()
+    text = ["init=text", "init.text=is it good", "init.text_rule=official", "prompt_len=40"]
+    ids = tokenizer("is it good", add_special_tokens=False).input_ids  # no eos
+    for extra, (low, high) in (
+        ([], (0.0, 0.01)),
+        (["init.low=-0.5", "init.high=0.5"], (-0.5, 0.5)),
+    ):
+        cfg = compose_config(*text, *extra)
+        assert (cfg.init.low, cfg.init.high) == (low, high)
+        prompt = initial_prompt(cfg, None, backbone, tokenizer)
+        assert torch.equal(prompt[: len(ids)], table[ids])
+        rest = prompt[len(ids) :]
+        assert rest.min() >= low and rest.max() < high
+        assert rest.max() - rest.min() > 0.9 * (high - low)  # the whole range, not a corner of it
+    peft = initial_prompt(compose_config(*text[:2], "prompt_len=40"), None, backbone, tokenizer)
+    assert torch.equal(peft, table[(tokenizer("is it good").input_ids * 40)[:40]])  # no fill
+
+
+def compose_config(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    import repro.run  # noqa: F401  (registers the schema and the run_name resolver)
+    from repro.resolve import load_config
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return load_config(compose(config_name="config", overrides=list(overrides)))
 
 
 def test_initialisers_are_seeded(table):
