@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from repro.prompts import (
     INITIALISERS,
@@ -22,15 +23,52 @@ def table():
     return torch.randn(6000, 16)
 
 
-def test_registry_names_are_the_figure_legend():
-    # Figure 3(b)'s three, then the two that start from something given (docs/interop.md)
-    assert list(INITIALISERS) == [
-        "random_uniform",
-        "sampled_vocab",
-        "class_label",
-        "text",
-        "from_file",
-    ]
+# Figure 3(b)'s legend, transcribed from the paper, and the registry name of each line
+PAPER_LEGEND = {
+    "Random Uniform": "random_uniform",
+    "Sampled Vocab": "sampled_vocab",
+    "Class Label": "class_label",
+}
+# what each initialiser is given (the job passes these from the task, init.text, init.path)
+INIT_INPUTS = {
+    "random_uniform": {},
+    "sampled_vocab": {},
+    "class_label": {"class_token_ids": [[7, 11], [42]]},
+    "text": {"text_ids": [9, 8, 7, 1]},
+    "from_file": {"prompt": torch.arange(6 * 16, dtype=torch.float32).view(6, 16)},
+}
+
+
+def test_each_registry_name_gives_the_rows_its_legend_label_means(table):
+    """A name dispatched through ``init_prompt`` must give that initialiser's rows: swapping two
+    entries, or pointing a name at another function, fails here."""
+    rows = {name: init_prompt(name, table, 6, seed=0, **INIT_INPUTS[name]) for name in INITIALISERS}
+    assert set(rows) == set(INIT_INPUTS)  # every initialiser is checked below
+    uniform = rows["random_uniform"]  # U[-0.5, 0.5): no row of the table
+    assert uniform.min() >= -0.5 and uniform.max() < 0.5
+    assert not any((table == row).all(dim=1).any() for row in uniform)
+    ids = rows_to_ids(rows["sampled_vocab"], table)  # distinct table rows among the first 5,000
+    assert len(set(ids)) == 6 and max(ids) < 5000
+    labelled = rows["class_label"]  # label means first, then sampled vocab
+    assert torch.allclose(labelled[0], table[[7, 11]].mean(0))
+    assert torch.equal(labelled[1], table[42])
+    assert max(rows_to_ids(labelled[2:], table)) < 5000
+    assert torch.equal(rows["text"], table[[9, 8, 7, 1, 9, 8]])  # PEFT: repeated, then cut
+    assert torch.equal(rows["from_file"], INIT_INPUTS["from_file"]["prompt"])
+
+
+def test_registry_names_are_the_paper_legend_and_every_config_choice():
+    from repro.config import INITS
+    from repro.plots.ablations import axis_label
+
+    root = Path(__file__).resolve().parents[1]
+    for label, name in PAPER_LEGEND.items():  # the figures label each line as the paper does
+        assert name in INITIALISERS and axis_label("init", name) == label
+    assert set(INITS) == set(INITIALISERS)  # init=<name> reaches an initialiser, and only one
+    for file in (root / "conf" / "init").glob("*.yaml"):
+        assert yaml.safe_load(file.read_text())["name"] == file.stem in INITIALISERS
+    sweep = yaml.safe_load((root / "sweeps" / "fig3b_init.yaml").read_text())
+    assert sweep["hydra"]["sweeper"]["params"]["init"].split(",") == list(PAPER_LEGEND.values())
 
 
 def test_random_uniform_range_paper_and_official(table):
