@@ -149,26 +149,50 @@ def test_one_sweep_file_per_table_and_toy_twins_of_tables_2_and_3():
     ]
 
 
+# the transfer tables (1-2) compare prompt tuning with model tuning, each on its own recipe
+TABLE_METHODS = {"table1_squad_mrqa": ("prompt", "model"), "table2_qqp_mrpc": ("prompt", "model")}
+
+
 @pytest.mark.parametrize("stem", sorted(TABLES))
 def test_table_sweep_jobs_compose_with_their_header_commands(stem):
     tasks, seeds, command = TABLES[stem]
+    methods = TABLE_METHODS.get(stem, ("prompt",))
     text = header(SWEEPS / f"{stem}.yaml")
     assert f"python -m repro.run -m --config-dir sweeps --config-name {stem}" in text
     assert command in text
     jobs = sweep_jobs(SWEEPS, stem)
-    assert len(jobs) == len(tasks) * seeds
+    assert len(jobs) == len(tasks) * seeds * len(methods)
     configs = [compose_job(SWEEPS, stem, job)[0] for job in jobs]
     assert {c.task.name for c in configs} == tasks
     assert {c.seed for c in configs} == set(range(seeds))
     assert {c.model.size for c in configs} == {"xxl"}
+    assert {c.method.name for c in configs} == set(methods)
     assert len({c.name for c in configs}) == len(configs)
+    # each method on its own recipe (conf/method/): the sweep file overrides neither's
+    for c in configs:
+        if c.method.name == "model":
+            assert c.objective.name == "span_corruption"
+            assert (c.trainer.optimizer.lr, c.trainer.optimizer.parameter_scale) == (0.001, True)
+        else:
+            assert c.objective.name == "lm_adapt" and c.trainer.optimizer.lr == 0.3
 
 
-@pytest.mark.parametrize("stem", ["table2_transfer", "table3_ensemble"])
-def test_toy_table_sweeps_share_one_directory(stem):
+@pytest.mark.parametrize(
+    "stem, sweep_name, methods, n",
+    [
+        ("table2_transfer", "toy_transfer", {"prompt", "model"}, 6),
+        ("table3_ensemble", "toy_tables", {"prompt"}, 6),
+    ],
+)
+def test_toy_table_sweeps(stem, sweep_name, methods, n):
+    """Table 3's toy prompts are in multirun/toy_tables/; Table 2's toy twin holds model-tuning
+    runs, which an ensemble refuses, so it has multirun/toy_transfer/ to itself."""
     configs = [compose_job(SWEEPS / "toy", stem, j)[0] for j in sweep_jobs(SWEEPS / "toy", stem)]
-    assert {c.sweep_name for c in configs} == {"toy_tables"}
+    assert {c.sweep_name for c in configs} == {sweep_name}
     assert {c.model.size for c in configs} == {"toy_xl"} and {c.prompt_len for c in configs} == {20}
+    assert {c.method.name for c in configs} == methods
+    assert len({c.name for c in configs}) == len(configs) == n
+    assert f"multirun/{sweep_name}" in header(SWEEPS / "toy" / f"{stem}.yaml")
 
 
 @pytest.mark.parametrize("stem", sorted(PANELS))
