@@ -1,7 +1,9 @@
 """From examples to tensors: tokenise (with eos, truncation counted), batch by length, pad.
 
 Padding is done per batch, not to the maximum length: batches are built from examples of
-similar length (:func:`length_batches`) so that little compute goes to padding.
+similar length (:func:`length_batches`) so that little compute goes to padding. Model tuning's
+batches hold a token budget instead (``trainer.batch_tokens``, :func:`token_batches`): the
+examples T5X's packed rows hold.
 """
 
 from __future__ import annotations
@@ -206,11 +208,23 @@ BATCHINGS = {"random": 1, "bucketed": 16}
 
 
 def train_batches(
-    lengths: Sequence[int], batch_size: int, *, batching: str, seed: int, epoch: int
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    batching: str,
+    seed: int,
+    epoch: int,
+    batch_tokens: int | None = None,
 ) -> list[list[int]]:
-    """One epoch's training batches under ``trainer.batching`` (see :data:`BATCHINGS`)."""
+    """One epoch's training batches under ``trainer.batching`` (see :data:`BATCHINGS`), or with
+    ``batch_tokens`` (``trainer.batch_tokens``) the examples that ``batch_size`` packed rows of
+    ``batch_tokens / batch_size`` input tokens hold (:func:`token_batches`)."""
     if batching not in BATCHINGS:
         raise ValueError(f"batching={batching!r}; allowed: {', '.join(BATCHINGS)}")
+    if batch_tokens is not None:
+        return token_batches(
+            lengths, batch_size, batch_tokens // batch_size, seed=seed, epoch=epoch
+        )
     return length_batches(
         lengths,
         batch_size,
@@ -219,6 +233,72 @@ def train_batches(
         epoch=epoch,
         pool_batches=BATCHINGS[batching],
     )
+
+
+def packed_rows(lengths: Sequence[int], order: Sequence[int], row_tokens: int) -> list[list[int]]:
+    """The rows T5X's packing fills from the examples in ``order``: seqio's
+    ``trim_and_pack_dataset`` (``_pack_with_tf_ops``, T5X's default) takes the examples in
+    windows of ``row_tokens`` examples (its ``padded_batch`` of the longest feature length) and,
+    within a window, appends each to the open row if it fits, else closes the row and opens the
+    next (next-fit); a window's last row is closed with it. An example longer than a row (only
+    if ``row_tokens`` is below the inputs' limit) fills one alone.
+
+    Returns:
+        Per row, its examples' indices (in ``order``'s order).
+    """
+    rows: list[list[int]] = []
+    for start in range(0, len(order), row_tokens):
+        row: list[int] = []
+        used = 0
+        for i in order[start : start + row_tokens]:
+            n = min(int(lengths[i]), row_tokens)
+            if row and used + n > row_tokens:
+                rows.append(row)
+                row, used = [], 0
+            row.append(int(i))
+            used += n
+        rows.append(row)
+    return rows
+
+
+def token_batches(
+    lengths: Sequence[int], rows: int, row_tokens: int, *, seed: int, epoch: int
+) -> list[list[int]]:
+    """One epoch's batches of ``rows`` packed rows of ``row_tokens`` input tokens each: the
+    epoch's random permutation (the one ``trainer.batching=random`` cuts) packed as T5X packs
+    (:func:`packed_rows`), then cut into batches of ``rows`` rows. A batch is the examples its
+    rows hold, each trained unpadded in a row of its own: T5X's packed rows mask attention
+    between their examples, so each example's loss is the one it has alone, and the step holds
+    the examples a T5X step of ``rows × row_tokens`` tokens holds.
+
+    Every index appears once per epoch (a step never crosses an epoch); only the last batch may
+    hold fewer rows. The result depends only on (lengths, rows, row_tokens, seed, epoch).
+    """
+    if rows < 1 or row_tokens < 1:
+        raise ValueError(f"rows and row_tokens must be >= 1, got {rows}, {row_tokens}")
+    n = len(lengths)
+    if n == 0:
+        return []
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    packed = packed_rows(lengths, order.tolist(), row_tokens)
+    return [[i for row in packed[j : j + rows] for i in row] for j in range(0, len(packed), rows)]
+
+
+def token_micro_batches(
+    idx: Sequence[int], lengths: Sequence[int] | Mapping[int, int], cap: int
+) -> list[list[int]]:
+    """A token batch's micro-batches: its examples longest first, each micro-batch as many as
+    fit ``cap`` padded input tokens (count × its longest; at least one example). ``cap`` =
+    ``trainer.batch_tokens / trainer.grad_accum``: what ``grad_accum`` micro-batches of fixed
+    rows would hold, so the memory estimate holds; padding can ask for a few more."""
+    order = sorted(idx, key=lambda i: -lengths[i])
+    chunks: list[list[int]] = []
+    for i in order:
+        if chunks and (len(chunks[-1]) + 1) * lengths[chunks[-1][0]] <= cap:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
 
 
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:

@@ -322,14 +322,16 @@ def estimate(cfg: Config) -> JobCost:
     checkpointing = cfg.model.gradient_checkpointing
     tuned = method.trains == "backbone"
     per_task = [lengths(cfg, name) for name in tasks]
+    # a step's examples: batch_size, or those filling trainer.batch_tokens at these lengths
     flops = [
-        step_flops(shape, t.batch_size, te, td, checkpointing, weight_grads=tuned)
+        step_flops(shape, t.step_examples(te), te, td, checkpointing, weight_grads=tuned)
         for te, td in per_task
     ]
     # one run over the mixture (priced at its longest task), or one run per task
     total = max(flops) * t.steps if method.mixture else sum(f * t.steps for f in flops)
     te, td = max(per_task)
-    step_tokens = t.batch_size * te
+    examples = t.step_examples(te)
+    step_tokens = examples * te
     rate = job_rate(cfg.cost, precision, step_tokens, params, checkpointing, cfg.model.dtype)
     weight_bytes = params * BYTES[cfg.model.dtype]
     prompt_bytes = prompt_state_bytes(cfg.prompt_len, shape.d_model, t.optimizer)
@@ -358,7 +360,7 @@ def estimate(cfg: Config) -> JobCost:
         prompt_state_bytes=prompt_bytes,
         activation_bytes=activation_bytes(
             shape,
-            t.batch_size // t.grad_accum,
+            examples // t.grad_accum,
             te,
             td,
             BYTES[cfg.model.dtype],

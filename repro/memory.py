@@ -77,9 +77,14 @@ def start_lines(cfg: Config) -> tuple[str | None, str | None]:
     except (ValueError, KeyError, TypeError, OSError):
         return None, None
     t = cfg.trainer
+    each = (
+        f"{t.batch_size // t.grad_accum} example(s)"
+        if t.batch_tokens is None
+        else f"≤ {t.batch_tokens // t.grad_accum} padded input tokens"
+    )
     info = (
         f"{describe_grad_accum(cfg)}: {t.grad_accum} micro-batch(es) of "
-        f"{t.batch_size // t.grad_accum} example(s) per step, memory ≈ {format_bytes(job.memory_bytes)} "
+        f"{each} per step, memory ≈ {format_bytes(job.memory_bytes)} "
         f"(estimate; {cfg.cost.gpu}: {cfg.cost.memory_gb:g} GB)"
     )
     warning = memory_warning(job) if gpus_needed(job) is None else None

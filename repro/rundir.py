@@ -308,6 +308,8 @@ def fingerprint(cfg, task_names=None, precision: str | None = None) -> dict[str,
             plain["trainer"]["optimizer"].pop(key, None)
     for key in NON_RESULT_TRAINER_KEYS:
         plain["trainer"].pop(key, None)
+    if cfg.trainer.batch_tokens is None:  # a batch of batch_size examples, as before the key
+        plain["trainer"].pop("batch_tokens", None)
     for key in NON_RESULT_MODEL_KEYS:
         plain["model"].pop(key, None)
     plain["task"]["data_dir"] = data_identity(cfg, task_names or expand(cfg.task.name))

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from repro.backbone import load_backbone_weights, save_backbone
 from repro.cli import first_line
-from repro.data import collate, train_batches
+from repro.data import collate, token_micro_batches, train_batches
 from repro.files import publish_dir, recover_dir
 from repro.model import LoraT5, Seq2SeqTuning, TunedT5
 from repro.optim import build_prompt_optimizer
@@ -226,10 +226,14 @@ def _unreadable(path: Path, err: BaseException) -> str:
 
 
 def _micro_batches(
-    idx: list[int], train_ids, train_labels, accum: int, pad_id: int
+    idx: list[int], train_ids, train_labels, accum: int, pad_id: int, batch_tokens=None
 ) -> list[dict[str, torch.Tensor]]:
-    size = math.ceil(len(idx) / accum)
-    chunks = [idx[i : i + size] for i in range(0, len(idx), size)]
+    if batch_tokens is None:  # accum micro-batches of equal example counts
+        size = math.ceil(len(idx) / accum)
+        chunks = [idx[i : i + size] for i in range(0, len(idx), size)]
+    else:  # a token batch: micro-batches of at most batch_tokens / accum padded tokens
+        lengths = {i: len(train_ids[i]) for i in idx}
+        chunks = token_micro_batches(idx, lengths, batch_tokens // accum)
     return [
         collate([{"input_ids": train_ids[i], "labels": train_labels[i]} for i in chunk], pad_id)
         for chunk in chunks
@@ -340,7 +344,12 @@ def train(
     metrics_log.truncate_after(state.step)
     lengths = [len(x) for x in train_ids]
     order = train_batches(
-        lengths, cfg.batch_size, batching=cfg.batching, seed=seed, epoch=state.epoch
+        lengths,
+        cfg.batch_size,
+        batching=cfg.batching,
+        seed=seed,
+        epoch=state.epoch,
+        batch_tokens=cfg.batch_tokens,
     )
     compute = Precision(precision or resolve_precision(cfg.precision, device), device)
 
@@ -374,7 +383,12 @@ def train(
         if state.position >= len(order):
             state.epoch, state.position = state.epoch + 1, 0
             order = train_batches(
-                lengths, cfg.batch_size, batching=cfg.batching, seed=seed, epoch=state.epoch
+                lengths,
+                cfg.batch_size,
+                batching=cfg.batching,
+                seed=seed,
+                epoch=state.epoch,
+                batch_tokens=cfg.batch_tokens,
             )
         idx = order[state.position]
         state.position += 1
@@ -385,7 +399,7 @@ def train(
         rng, loss_value = rng_state(), None
         while loss_value is None:
             optimizer.zero_grad(set_to_none=True)
-            micro = _micro_batches(idx, train_ids, train_labels, accum, pad_id)
+            micro = _micro_batches(idx, train_ids, train_labels, accum, pad_id, cfg.batch_tokens)
             try:
                 loss_value = forward_backward(model, micro, device, compute, state.step + 1)
             except OutOfMemoryError:

@@ -119,6 +119,11 @@ class TrainerConfig:
     # random: i.i.d. batches (T5X; the paper's runs). bucketed: batches of similar length from
     # pools of 16 batches, less padding and faster, but not random (docs/batching.md).
     batching: str = "random"
+    # null: a step is batch_size examples. N: a step is the examples that batch_size packed
+    # rows of N / batch_size input tokens hold, packed as T5X packs them (repro.data.
+    # token_batches): model tuning's 2^16 = 128 × 512 tokens (conf/method/model.yaml; 2^20 for
+    # model_multitask), so grad_accum still divides batch_size (rows). docs/model_tuning.md
+    batch_tokens: int | None = None
     eval_every: int = 1_000  # also how often last/ is checkpointed
     log_every: int = 100
     eval_batch_size: int = 64
@@ -149,6 +154,8 @@ class TrainerConfig:
                 )
         check_positive_int("trainer.eval_batch_size", self.eval_batch_size)
         check_choice("trainer.batching", self.batching, BATCHINGS)
+        if self.batch_tokens is not None:
+            self.check_batch_tokens()
         check_choice("trainer.precision", self.precision, PRECISIONS)
         if not DEVICE.fullmatch(self.device):
             raise ValueError(
@@ -163,3 +170,27 @@ class TrainerConfig:
                 f"trainer.batch_size={self.batch_size} is not a multiple of "
                 f"trainer.grad_accum={self.grad_accum}"
             )
+
+    def check_batch_tokens(self) -> None:
+        """``trainer.batch_tokens``: whole rows of at least 2 tokens, in random order."""
+        tokens, rows = self.batch_tokens, self.batch_size
+        check_positive_int("trainer.batch_tokens", tokens)
+        if tokens % rows or tokens // rows < 2:
+            raise ValueError(
+                f"trainer.batch_tokens={tokens} must be a multiple of trainer.batch_size={rows} "
+                "(the packed rows of a step) with rows of >= 2 tokens; or null for a batch of "
+                "batch_size examples"
+            )
+        if self.batching != "random":
+            raise ValueError(
+                f"trainer.batching={self.batching} sorts fixed-size batches by length; "
+                "trainer.batch_tokens packs the epoch's random order: set "
+                "trainer.batching=random or trainer.batch_tokens=null"
+            )
+
+    def step_examples(self, input_tokens: int) -> int:
+        """Examples a step holds when each has ``input_tokens`` input tokens: ``batch_size``, or
+        with ``batch_tokens`` as many as fill its rows (at least one per row)."""
+        if self.batch_tokens is None:
+            return self.batch_size
+        return max(self.batch_size, self.batch_tokens // max(1, input_tokens))

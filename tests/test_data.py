@@ -160,3 +160,83 @@ def test_unknown_batching_is_refused():
         TrainerConfig(batching="sorted")
     with pytest.raises(ValueError, match="random, bucketed"):
         train_batches([1, 2], 1, batching="sorted", seed=0, epoch=0)
+
+
+def test_packed_rows_fill_next_fit_within_windows_as_seqio_by_hand():
+    from repro.data import packed_rows
+
+    lengths = [3, 4, 2, 5, 1, 6, 6]
+    # rows of 8 tokens, windows of 8 examples: [3+4] (2 would make 9), [2+5+1], [6], [6]
+    assert packed_rows(lengths, range(7), 8) == [[0, 1], [2, 3, 4], [5], [6]]
+    # rows of 4 tokens = windows of 4 examples: the window [3, 4, 2, 5] closes its last row;
+    # a longer example than a row fills one alone (seqio trims it to the row first)
+    assert packed_rows(lengths, range(7), 4) == [[0], [1], [2], [3], [4], [5], [6]]
+    assert packed_rows([1] * 6, range(6), 4) == [[0, 1, 2, 3], [4, 5]]  # 2 windows, 2 rows
+    assert packed_rows([1, 1, 1], [2, 0, 1], 8) == [[2, 0, 1]]  # in the order given
+
+
+def test_token_batches_hold_the_examples_of_packed_rows():
+    from repro.data import token_batches, train_batches
+
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(4.3, 0.6, size=5000).astype(int), 4, 512).tolist()
+    rows, row_tokens = 16, 512
+    batches = token_batches(lengths, rows, row_tokens, seed=3, epoch=1)
+    assert sorted(i for b in batches for i in b) == list(range(5000))  # each once an epoch
+    assert batches == train_batches(
+        lengths, rows, batching="random", seed=3, epoch=1, batch_tokens=rows * row_tokens
+    )
+    assert batches != token_batches(lengths, rows, row_tokens, seed=3, epoch=2)
+    # the epoch's permutation, in order: the batches are consecutive runs of it
+    perm = np.random.default_rng([3, 1]).permutation(5000).tolist()
+    assert [i for b in batches for i in b] == perm
+    # every step fits its rows: at most 16 × 512 input tokens, and far more than 16 examples
+    # (the suite's fixed batch): ~5x at these lengths (mean ≈ 88 tokens)
+    tokens = [sum(lengths[i] for i in b) for b in batches]
+    assert max(tokens) <= rows * row_tokens
+    sizes = [len(b) for b in batches[:-1]]
+    assert 4 * rows < np.mean(sizes) < rows * row_tokens / np.mean(lengths)
+    # next-fit: a row is closed only by an example that does not fit it (within a window)
+    from repro.data import packed_rows
+
+    packed = packed_rows(lengths, perm, row_tokens)
+    for j in range(len(packed) - 1):
+        first_next = packed[j + 1][0]
+        if perm.index(first_next) % row_tokens:  # not the first example of a new window
+            assert sum(lengths[i] for i in packed[j]) + lengths[first_next] > row_tokens
+    assert all(sum(lengths[i] for i in row) <= row_tokens for row in packed)
+
+
+def test_token_micro_batches_stay_under_their_padded_token_cap():
+    from repro.data import token_micro_batches
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(5, 300, size=400).tolist()
+    idx = list(range(0, 400, 2))
+    cap = 2048
+    chunks = token_micro_batches(idx, lengths, cap)
+    assert sorted(i for c in chunks for i in c) == idx
+    for c in chunks:
+        assert lengths[c[0]] == max(lengths[i] for i in c)  # longest first
+        assert len(c) * lengths[c[0]] <= cap or len(c) == 1
+    # about as many micro-batches as the cap divides the padded tokens into (sorted: little
+    # padding), and one example alone when it is longer than the cap
+    assert len(chunks) <= 1.2 * sum(lengths[i] for i in idx) / cap + 2
+    assert token_micro_batches([0, 1], [5000, 10], cap) == [[0], [1]]
+
+
+def test_batch_tokens_key_is_checked():
+    from repro.trainer_config import TrainerConfig
+
+    assert TrainerConfig().batch_tokens is None  # prompt tuning: batch_size examples
+    ok = TrainerConfig(batch_size=128, batch_tokens=65536)
+    assert (ok.step_examples(512), ok.step_examples(128), ok.step_examples(4096)) == (128, 512, 128)
+    assert TrainerConfig(batch_size=32).step_examples(128) == 32
+    with pytest.raises(
+        ValueError, match="batch_tokens=1000 must be a multiple of .*batch_size=128"
+    ):
+        TrainerConfig(batch_size=128, batch_tokens=1000)
+    with pytest.raises(ValueError, match="batch_tokens must be an integer >= 1"):
+        TrainerConfig(batch_tokens=0)
+    with pytest.raises(ValueError, match="trainer.batching=bucketed .* trainer.batch_tokens=null"):
+        TrainerConfig(batch_size=128, batch_tokens=65536, batching="bucketed")

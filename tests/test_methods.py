@@ -27,6 +27,7 @@ from repro.plots.scale import figure1, plot_figure1
 from repro.prompts import SoftPrompt
 from repro.resolve import load_config
 from repro.rundir import fingerprint
+from repro.trainer_config import divisors
 
 SHORT = [
     "trainer.steps=12",
@@ -378,3 +379,155 @@ def refused_writing_nothing(monkeypatch, capsys, tmp_path, tiny_t5_dir, args, fr
     )
     assert_one_error(code, err, *fragments)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
+
+
+def compose_config(*overrides: str) -> Config:
+    from hydra import compose, initialize_config_dir
+    from test_run import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return load_config(compose("config", overrides=list(overrides)))
+
+
+def test_model_tuning_batches_by_tokens_and_prompt_tuning_by_examples(tmp_path, tiny_t5_dir):
+    prompt, model, multi = (xl_config(m) for m in ("prompt", "model", "model_multitask"))
+    # T5's fine-tuning batch: 128 packed rows of 512 tokens = 2^16 (2048 rows = 2^20)
+    assert (model.trainer.batch_size, model.trainer.batch_tokens) == (128, 2**16)
+    assert (multi.trainer.batch_size, multi.trainer.batch_tokens) == (2048, 2**20)
+    assert (prompt.trainer.batch_size, prompt.trainer.batch_tokens) == (32, None)
+    # a prompt run's fingerprint is the one it had before the key; a model run's names it
+    assert "batch_tokens" not in fingerprint(prompt)["trainer"]
+    assert fingerprint(model)["trainer"]["batch_tokens"] == 2**16
+    # the CPU experiments keep their 16 examples for every method; the switch back is null
+    assert smoke_config(tmp_path, tiny_t5_dir, "method=model").trainer.batch_tokens is None
+    old = compose_config("method=model", "model=xl", "trainer.batch_tokens=null")
+    assert (old.trainer.batch_size, old.trainer.batch_tokens) == (128, None)
+
+
+def test_cost_prices_the_token_batch_and_grad_accum_auto_splits_it():
+    from repro.estimate import forward_flops
+    from repro.memory import start_lines
+
+    shape = shape_of(xl_config("model").model)
+    # at typical inputs of 128 tokens 2^16 tokens are 512 examples a step (4 a row), not 128
+    typical = compose_config("method=model", "model=xl", "task=rte", "cost.input_len=128")
+    job = estimate(typical)
+    assert job.flops_per_step == 3 * 512 * forward_flops(shape, 128, 8)
+    assert job.step_tokens == 2**16
+    fixed = estimate(replace(typical, trainer=replace(typical.trainer, batch_tokens=None)))
+    assert fixed.flops_per_step == 3 * 128 * forward_flops(shape, 128, 8)
+    # at the task's limit (512) a row is one example: the budget, priced as before
+    assert estimate(xl_config("model", "rte")).step_tokens == 128 * 512
+    # grad_accum=auto (conf/trainer/paper.yaml) picks the rows' divisor that fits the GPU
+    t = typical.trainer
+    assert t.grad_accum_auto and t.grad_accum in divisors(128) and t.grad_accum > 1
+    assert (
+        job.activation_bytes
+        < estimate(replace(typical, trainer=replace(t, grad_accum=1))).activation_bytes
+    )
+    info, _ = start_lines(typical)
+    assert (
+        f"{t.grad_accum} micro-batch(es) of ≤ {2**16 // t.grad_accum} padded input tokens" in info
+    )
+
+
+def tiny_prompt_model(tiny_t5_dir, calls: list, cap: int | None = None):
+    """A prompt on the tiny T5 whose forward records each micro-batch's input_ids and runs out
+    of memory (as a GPU would) on more than ``cap`` padded input tokens."""
+    backbone = load_backbone(tiny_t5_dir)
+    weight = torch.randn(4, backbone.config.d_model, generator=torch.Generator().manual_seed(0))
+    model = PromptedT5(backbone, SoftPrompt(weight * 0.5))
+    forward = model.forward
+
+    def recorded(input_ids, *args, **kwargs):
+        calls.append(input_ids.clone())
+        if cap is not None and input_ids.numel() > cap and len(input_ids) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(input_ids, *args, **kwargs)
+
+    model.forward = recorded
+    return model
+
+
+def train_tokens(model, out_dir, steps=3, auto=False, **trainer_kwargs):
+    from repro.trainer import train
+    from repro.trainer_config import TrainerConfig
+
+    rng = torch.Generator().manual_seed(0)
+    ids = [[*torch.randint(3, 300, (n,), generator=rng).tolist(), 1] for n in range(4, 28)]
+    ids = ids * 2
+    labels = [[5, 1] for _ in ids]
+    cfg = TrainerConfig(steps=steps, eval_every=steps, progress=False, **trainer_kwargs)
+    cfg.grad_accum_auto = auto
+    train(
+        model,
+        ids,
+        labels,
+        evaluate_fn=lambda: {"accuracy": 0.0},
+        score_fn=lambda m: 0.0,
+        cfg=cfg,
+        out_dir=out_dir,
+        seed=0,
+        pad_id=0,
+        sink=_NullSink(),
+        sidecar={},
+        device=torch.device("cpu"),
+    )
+    return [len(x) for x in ids]
+
+
+def test_a_token_batch_trains_its_packed_rows_in_capped_micro_batches(tiny_t5_dir, tmp_path):
+    from repro.data import token_batches
+
+    calls = []
+    model = tiny_prompt_model(tiny_t5_dir, calls)
+    # 2 rows of 64 tokens a step, in micro-batches of <= 64 padded tokens (grad_accum 2)
+    lengths = train_tokens(
+        model, tmp_path / "a", batch_size=2, batch_tokens=128, grad_accum=2, steps=3
+    )
+    expected = token_batches(lengths, 2, 64, seed=0, epoch=0)[:3]
+    # each step's micro-batches hold exactly its batch's examples (several per row), none
+    # over the cap unless alone; more examples than the 2 a fixed batch would give
+    seen = [sorted(len(row[row != 0]) for m in calls for row in m)]
+    want = [sorted(lengths[i] for b in expected for i in b)]
+    assert seen == want
+    assert all(m.numel() <= 64 or len(m) == 1 for m in calls)
+    assert all(len(b) > 2 for b in expected)
+    # the same update whatever the micro-batches (dropout off: token-weighted accumulation):
+    # 4 rows of 256 tokens hold all 48 examples, cut in 2 micro-batches or in 4
+    one_calls, four_calls = [], []
+    one = tiny_prompt_model(tiny_t5_dir, one_calls)
+    four = tiny_prompt_model(tiny_t5_dir, four_calls)
+    for model_, accum in ((one, 1), (four, 4)):
+        kwargs = {"batch_size": 4, "batch_tokens": 1024, "grad_accum": accum, "steps": 2}
+        train_tokens(model_, tmp_path / f"accum{accum}", **kwargs)
+    assert (len(one_calls), len(four_calls)) == (2 * 2, 2 * 4)
+    torch.testing.assert_close(one.prompt.weight, four.prompt.weight, rtol=1e-4, atol=1e-5)
+
+
+def test_grad_accum_auto_retries_a_token_batch_in_smaller_micro_batches(tiny_t5_dir, tmp_path):
+    calls = []
+    model = tiny_prompt_model(tiny_t5_dir, calls, cap=64)  # more than 64 tokens: out of memory
+    train_tokens(model, tmp_path, batch_size=4, batch_tokens=256, grad_accum=1, auto=True, steps=2)
+    # micro-batches of <= 256, then 128, then 64 padded tokens (grad_accum 1 → 2 → 4); each
+    # failed try was redone whole, and the run went on at 4
+    failed = [m for m in calls if m.numel() > 64 and len(m) > 1]
+    assert failed[0].numel() > 128 and any(m.numel() <= 128 for m in failed)
+    state = torch.load(tmp_path / "last/trainer_state.pt", weights_only=True)["state"]
+    assert state["step"] == 2 and state["grad_accum"] == 4
+    last = max(i for i, m in enumerate(calls) if m is failed[-1])
+    assert sum(len(m) for m in calls[last + 1 :]) >= 2 * 4  # two whole steps after it
+
+
+def test_model_tuning_on_a_token_batch_resumes_exactly(tmp_path, tiny_t5_dir):
+    tokens = ["trainer.batch_size=4", "trainer.batch_tokens=128", "trainer.grad_accum=2"]
+    overrides = ["method=model", *SHORT, *tokens]  # 4 rows of 32 tokens: ~16 examples a step
+    cfg = smoke_config(tmp_path, tiny_t5_dir, *overrides)
+    assert (cfg.trainer.batch_size, cfg.trainer.batch_tokens) == (4, 128)
+    assert_resumes_exactly(tmp_path, tiny_t5_dir, overrides, "model.safetensors")
+    from repro.data import token_batches
+    from repro.job.task import prepare_task
+
+    lengths = prepare_task(cfg, "toy_keyword", load_tokenizer(tiny_t5_dir)).train_tokens.lengths
+    steps = token_batches(lengths, 4, 32, seed=0, epoch=0)
+    assert min(len(b) for b in steps[:-1]) > 4  # more than one example a row

@@ -53,8 +53,9 @@ def pack_key(cfg: Config) -> str:
 
 def packs_prompts(cfg: Config) -> bool:
     """Only prompts pack: a method that trains the backbone (model tuning) changes what the
-    members would share (``repro.methods``)."""
-    return get_method(cfg.method.name).trains == "prompt"
+    members would share (``repro.methods``); a token batch (``trainer.batch_tokens``) is
+    batched by ``repro.trainer`` alone, the packed loop cuts batches of ``batch_size``."""
+    return get_method(cfg.method.name).trains == "prompt" and cfg.trainer.batch_tokens is None
 
 
 def pack_memory(cfgs: Sequence[Config]) -> int:
@@ -96,6 +97,8 @@ def members_that_fit(cfg: Config, budget_bytes: float) -> int:
 
 def describe_fit(cfg: Config) -> str:
     """What ``dry_run=true`` says about packing this job (``hydra/launcher=packed``)."""
+    if not packs_prompts(cfg) and get_method(cfg.method.name).trains == "prompt":
+        return "packing: trainer.batch_tokens batches by tokens; its jobs never pack"
     if not packs_prompts(cfg):
         what = "a LoRA adapter inside the backbone" if cfg.method.name == "lora" else "the backbone"
         return f"packing: method={cfg.method.name} trains {what}; its jobs never pack"
