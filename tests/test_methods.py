@@ -2,6 +2,7 @@
 trainer, run directory, collect, cost and Figure 1 as prompt tuning; prompt tuning unchanged."""
 
 import json
+import random
 import signal
 from dataclasses import replace
 
@@ -229,10 +230,21 @@ def test_multitask_model_tuning_trains_one_model_and_writes_a_row_per_task(tmp_p
     runs = collect_runs([run_dir])
     assert sorted(runs["task"]) == ["toy_keyword", "toy_polarity"]
     assert set(runs["method"]) == {"model_multitask"} and runs["prompt_len"].isna().all()
-    best = max(evals, key=lambda r: r["score"])
+    # each task's row: its own best eval (T5's rule); the best-mean step is the named variant
+    mean = max(evals, key=lambda r: r["score"])  # the first of equal scores, as the trainer
     for row in runs.itertuples():
-        assert row.status == "finished" and row.best_step == best["step"]
-        assert row.score == best[f"{row.task}/score"]
+        own = max(evals, key=lambda r: r[f"{row.task}/score"])
+        assert row.status == "finished" and row.selection == "task"
+        assert (row.best_step, row.score) == (own["step"], own[f"{row.task}/score"])
+        result = json.loads((run_dir / row.task / "result.json").read_text())
+        assert result["selections"]["task"] == {
+            "best_step": own["step"],
+            "metrics": {"accuracy": own[f"{row.task}/accuracy"]},
+            "score": own[f"{row.task}/score"],
+        }
+        assert result["selections"]["mean"]["best_step"] == mean["step"]
+        assert result["selections"]["mean"]["score"] == mean[f"{row.task}/score"]
+    assert json.loads((run_dir / "best/trained.json").read_text())["step"] == mean["step"]
     # the inputs carry their task's name, the one thing that tells the tasks apart
     from repro.job.task import prepare_task
 
@@ -531,3 +543,80 @@ def test_model_tuning_on_a_token_batch_resumes_exactly(tmp_path, tiny_t5_dir):
     lengths = prepare_task(cfg, "toy_keyword", load_tokenizer(tiny_t5_dir)).train_tokens.lengths
     steps = token_batches(lengths, 4, 32, seed=0, epoch=0)
     assert min(len(b) for b in steps[:-1]) > 4  # more than one example a row
+
+
+def test_each_task_of_a_mixture_is_reported_at_its_own_best_eval():
+    from repro.job.task import task_best
+
+    # two tasks that peak at different evals: the mean peaks at step 2, "a" at 1, "b" at 3
+    evals = [
+        {
+            "kind": "eval",
+            "step": 1,
+            "a/accuracy": 80.0,
+            "a/score": 80.0,
+            "b/accuracy": 10.0,
+            "b/score": 10.0,
+            "score": 45.0,
+        },
+        {
+            "kind": "eval",
+            "step": 2,
+            "a/accuracy": 70.0,
+            "a/score": 70.0,
+            "b/accuracy": 40.0,
+            "b/score": 40.0,
+            "score": 55.0,
+        },
+        {
+            "kind": "eval",
+            "step": 3,
+            "a/accuracy": 20.0,
+            "a/score": 20.0,
+            "b/accuracy": 50.0,
+            "b/score": 50.0,
+            "score": 35.0,
+        },
+        {
+            "kind": "eval",
+            "step": 4,
+            "a/accuracy": 80.0,
+            "a/score": 80.0,
+            "b/accuracy": 0.0,
+            "b/score": 0.0,
+            "score": 40.0,
+        },
+    ]
+    a, b = task_best(evals, "a"), task_best(evals, "b")
+    assert a == {"best_step": 1, "metrics": {"accuracy": 80.0}, "score": 80.0}  # the first of ties
+    assert (b["best_step"], b["score"]) == (3, 50.0)
+    # the paper's rule gives (80 + 50) / 2 = 65 here; one best-mean checkpoint gives 55
+    assert task_best(evals, "c") is None
+
+
+def test_a_mixture_names_wsc_as_t5_does(tmp_path, tiny_t5_dir, tokenizer):
+    from test_superglue_run import record, tiny_job_config
+
+    from repro.job.task import prepare_task
+    from repro.tasks import get_task
+
+    rng = random.Random(0)
+    root = tmp_path / "superglue"
+    for name in ("wsc", "rte"):
+        (root / name).mkdir(parents=True)
+        for split in ("train", "validation"):
+            rows = [record(name, rng, i) for i in range(4)]
+            (root / name / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tiny_job_config(
+        tmp_path, tiny_t5_dir, "method=model_multitask", "task=superglue", f"task.data_dir={root}"
+    )
+    wsc = prepare_task(cfg, "wsc", tokenizer, name_prefix=True)
+    rte = prepare_task(cfg, "rte", tokenizer, name_prefix=True)
+    # T5's wsc_simple(label="wsc:") and glue(benchmark_name="rte"): "wsc: ...", "rte ..."
+    alone = get_task("wsc").examples("validation", str(root / "wsc"))
+    assert [e.inputs for e in wsc.dev_examples] == [f"wsc: {e.inputs}" for e in alone]
+    assert wsc.dev_examples[0].inputs.startswith("wsc: The cat sat on the mat because *it*")
+    assert all(e.inputs.startswith("rte hypothesis: ") for e in rte.train_examples)
+    # without the mixture (prompt and model tuning) the inputs are taskless, as before
+    plain = prepare_task(cfg, "wsc", tokenizer)
+    assert [e.inputs for e in plain.dev_examples] == [e.inputs for e in alone]

@@ -26,6 +26,10 @@ with `to_frame`. The **results frame** has these columns, in this order:
   `error`, `run_dir`, `wandb_id`.
 
 `run_dir` is the local run directory, or for W&B rows the run path `entity/project/run_id`.
+The last column, `selection`, says which checkpoint a multi-task row (`method=model_multitask`)
+reports: `task` (each task at its own best eval, T5's rule, the default) or `mean` (the step of
+the best mean task score); NA for a single-task run, whose one task's best is its row. The
+result.json of such a row holds both under `selections` (docs/model_tuning.md).
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ _TAIL_COLUMNS = (
     "error",
     "run_dir",
     "wandb_id",
+    "selection",
 )
 _CHECKPOINT = "_checkpoint"  # a row's recorded checkpoint, until `to_frame` has used it
 
@@ -213,7 +218,7 @@ def to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for col in _INT_COLUMNS:
         df[col] = _to_int(df[col])
     strings = ("size", "method", "objective", "lm_adapt_source", "init", "task", "eval_task")
-    strings = (*strings, "status", "precision", "error")
+    strings = (*strings, "status", "precision", "error", "selection")
     for col in (*strings, "run_dir", "wandb_id"):
         df[col] = df[col].astype("object").where(df[col].notna(), None)
     # Known T5 sizes carry their parameter count even when a run did not record it.

@@ -28,6 +28,7 @@ from repro.precision import resolve_precision
 from repro.prompts import SoftPrompt, init_prompt, label_token_ids, save_prompt, text_token_ids
 from repro.tasks import get_task, task_names
 from repro.tasks.base import data_dir_for
+from repro.tracking import MetricsLog
 from repro.trainer import StopFlag, resolve_device, train
 
 # The logger its lines have always carried (``[repro.run]``).
@@ -64,7 +65,8 @@ def prepare_task(cfg: Config, task_name: str, tokenizer, *, name_prefix: bool = 
     Args:
         name_prefix: put the task's name in front of every input (``"rte hypothesis: ..."``):
             multi-task model tuning, where one model must tell the tasks apart (the paper's §3.1:
-            "a text prefix indicating the task name").
+            "a text prefix indicating the task name"); the word T5's mixture uses
+            (``Task.mixture_prefix``: ``"wsc: ..."``).
     """
     task = get_task(task_name)
     # several tasks share task.data_dir: each reads its own sub-directory
@@ -76,12 +78,11 @@ def prepare_task(cfg: Config, task_name: str, tokenizer, *, name_prefix: bool = 
     if cfg.task.max_eval_examples:
         dev_examples = dev_examples[: cfg.task.max_eval_examples]
     if name_prefix:
+        word = task.mixture_prefix or task.name
         train_examples = [
-            dataclasses.replace(e, inputs=f"{task.name} {e.inputs}") for e in train_examples
+            dataclasses.replace(e, inputs=f"{word} {e.inputs}") for e in train_examples
         ]
-        dev_examples = [
-            dataclasses.replace(e, inputs=f"{task.name} {e.inputs}") for e in dev_examples
-        ]
+        dev_examples = [dataclasses.replace(e, inputs=f"{word} {e.inputs}") for e in dev_examples]
     sentinel = cfg.objective.uses_sentinel
     if sentinel:
         train_examples = objectives.add_sentinel(train_examples, cfg.objective.sentinel_placement)
@@ -293,8 +294,10 @@ def train_mixture(
     The mixture is examples-proportional (T5's ``rate_num_examples``): the tasks' training
     examples pooled and drawn in the trainer's usual batch order, each input prefixed with its
     task's name. Every eval scores every task's dev split (metrics ``<task>/<metric>`` and
-    ``<task>/score``); early stopping keeps the step with the best mean task score (the
-    SuperGLUE score for task=superglue).
+    ``<task>/score``); ``best/`` keeps the step with the best mean task score (the SuperGLUE
+    score for task=superglue). Each task's result is read from ``metrics.jsonl`` at its own
+    best eval (T5's rule, ``selection: "task"``), with both rules under ``selections``
+    (``task``, ``mean``: the best-mean step, whose model ``best/`` holds).
     """
     start = time.time()
     datas = [prepare_task(cfg, name, tokenizer, name_prefix=True) for name in names]
@@ -329,14 +332,12 @@ def train_mixture(
         stop=stop,
         precision=precision,
     )
+    evals = [r for r in MetricsLog(run_dir / "metrics.jsonl").read() if r.get("kind") == "eval"]
     results = {}
     for data in datas:
         name = data.task.name
-        own = {
-            k.split("/", 1)[1]: v
-            for k, v in state.best_metrics.items()
-            if k.startswith(f"{name}/") and k != f"{name}/score"
-        }
+        mean = at_eval(state.best_metrics, state.best_step, name)
+        own = task_best(evals, name) or mean
         result = task_result(
             cfg,
             data,
@@ -351,8 +352,32 @@ def train_mixture(
             mixture=list(names),
             model_dir=str(run_dir),  # best/ and last/ of the one model live there
         )
-        results[name] = {**result, "metrics": own, "score": state.best_metrics.get(f"{name}/score")}
+        selections = {"task": own, "mean": mean}
+        results[name] = {**result, **own, "selection": "task", "selections": selections}
     return results
+
+
+def at_eval(record, step: int, name: str) -> dict[str, Any]:
+    """Task ``name``'s part of one eval of a mixture: its step, metrics and score."""
+    prefix = f"{name}/"
+    metrics = {
+        k.removeprefix(prefix): v
+        for k, v in record.items()
+        if k.startswith(prefix) and k != f"{prefix}score"
+    }
+    return {"best_step": step, "metrics": metrics, "score": record.get(f"{prefix}score")}
+
+
+def task_best(evals, name: str) -> dict[str, Any] | None:
+    """Task ``name`` at its own best eval of ``evals`` (a mixture's metrics.jsonl), the earliest
+    of equal scores as the trainer keeps the earliest best: T5's rule, "for models fine-tuned on
+    multiple tasks, we choose the best checkpoint for each task independently" (Raffel et al.
+    2020, §3.1.2). None if no eval scored it."""
+    key, best = f"{name}/score", None
+    for record in evals:
+        if record.get(key) is not None and (best is None or record[key] > best[key]):
+            best = record
+    return None if best is None else at_eval(best, best["step"], name)
 
 
 def init_file_prompt(cfg: Config, d_model: int):

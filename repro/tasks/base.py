@@ -94,6 +94,10 @@ class Task:
         generate: For a task whose data the suite generates (toy tasks): writes its
             ``train.jsonl`` and ``validation.jsonl`` into the directory it is given (seeded,
             the same files every time). None: the data come from the hub or ``data_dir``.
+        mixture_prefix: The word a multi-task mixture puts before each input to name the task
+            (``method=model_multitask``): T5's preprocessors write the benchmark's name
+            (``"rte hypothesis: ..."``), but ``wsc:`` for WSC (``wsc_simple``'s label, which
+            T5's DPR examples carry too). None: the task's name.
         select: Which of a split's hub-schema records become examples, given them all in
             order (MRQA: the first question of each context, as the official path); None: all.
     """
@@ -115,6 +119,7 @@ class Task:
     train_split: str = "train"
     eval_split: str = "validation"
     generate: Callable[[Path], Any] | None = None
+    mixture_prefix: str | None = None
     select: Callable[[Task, list[dict]], list[dict]] | None = None
 
     @property

@@ -372,6 +372,7 @@ WSC = Task(
     normaliser=normalise_wsc,
     text_fields=("text", "span1_text", "span2_text"),
     dir_names=("wsc", "wsc.fixed"),
+    mixture_prefix="wsc:",  # T5's wsc_simple(label="wsc:"), in its SuperGLUE mixture
 )
 
 SUPERGLUE_TASKS: tuple[Task, ...] = (BOOLQ, CB, COPA, MULTIRC, RECORD, RTE, WIC, WSC)
