@@ -45,7 +45,8 @@ def auto_grad_accum(cfg: Config) -> int:
     GPUs its ``model.device_map`` may use (:func:`gpus_needed`); one example per micro-batch if
     none does (:func:`memory_warning` then names the switches that would make it fit); 1 if
     there is no estimate (a model of unknown shape, a task not registered here: what the run
-    then reports itself). Same FLOPs and the same gradient whatever the count. A
+    then reports itself). Same FLOPs whatever the count, and the same gradient at
+    dropout 0; with dropout the masks follow the micro-batches (the same in distribution only). A
     ``cost.calibration`` it cannot price from is refused (ValueError), not taken as no estimate."""
     t = cfg.trainer
     counts = divisors(t.batch_size)

@@ -254,6 +254,7 @@ def _more_micro_batches(members: Sequence[Member], running: Sequence[int], rows:
         larger = next_grad_accum(m.cfg, m.accum)
         if larger is not None:
             grown[i], m.accum = larger, larger
+            m.state.grad_accum = larger  # kept in last/: a resume starts there
     if not grown:
         first = members[running[0]]
         raise out_of_memory(step, where, first.accum, first.cfg.grad_accum_auto)
@@ -303,7 +304,8 @@ def train_pack(
             lengths, m.cfg.batch_size, batching=m.cfg.batching, seed=m.seed, epoch=m.state.epoch
         )
         m.window = [0, time.perf_counter()]
-        m.accum = m.cfg.grad_accum
+        auto = m.cfg.grad_accum_auto and m.state.grad_accum
+        m.accum = m.state.grad_accum if auto else m.cfg.grad_accum
     packed = PackedT5(backbone, [m.model.prompt for m in members], z_loss=z_loss)
     compute = Precision(precision, device)
 

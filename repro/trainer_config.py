@@ -114,7 +114,8 @@ class TrainerConfig:
     # Micro-batches per step (a divisor of batch_size), or auto (conf/trainer/paper.yaml): the
     # fewest with which the job's memory estimate fits cost.gpu_memory_gb, resolved to an int
     # when the config is loaded (repro.resolve.load_config); an out-of-memory step then retries
-    # with the next count. Same FLOPs, same gradient (token-weighted accumulation).
+    # with the next count. Same FLOPs; the same gradient at dropout 0 (token-weighted
+    # accumulation), the same in distribution with dropout (the masks follow the micro-batches).
     grad_accum: Union[int, str] = 1  # noqa: UP007  (OmegaConf reads typing.Union, not X | Y)
     # random: i.i.d. batches (T5X; the paper's runs). bucketed: batches of similar length from
     # pools of 16 batches, less padding and faster, but not random (docs/batching.md).

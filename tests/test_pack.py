@@ -182,7 +182,11 @@ def test_every_member_of_a_pack_of_five_ends_as_its_solo_run(tmp_path, tiny_t5_d
     run_pack(jobs)
     for job in jobs:
         assert job.summary["status"] == "finished" and job.error is None
-        assert json.loads((job.run_dir / "result.json").read_text())["pack_size"] == 5
+        result = json.loads((job.run_dir / "result.json").read_text())
+        assert result["pack_size"] == 5 and result["grad_accum"] == 1
+        # who it shared its dropout stream with: the pack in order, seeded by the first member
+        assert result["pack_members"] == [j.cfg.name for j in jobs]
+        assert result["pack_dropout_seed"] == jobs[0].cfg.seed
         assert_same_as_solo(job.run_dir, solo_runs / job.cfg.name)
     # requeued: every member is done and stays so (nothing is rewritten)
     stamps = {j.run_dir: (j.run_dir / "result.json").stat().st_mtime_ns for j in jobs}

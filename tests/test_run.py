@@ -81,6 +81,7 @@ def test_smoke_run_learns_and_writes_the_run_directory(tmp_path, tiny_t5_dir):
     }
     assert result["status"] == "finished" and result["wall_s"] > 0
     assert result["precision"] == "fp32"  # trainer.precision=auto on a CPU
+    assert result["grad_accum"] == 1  # auto: one micro-batch fits
     assert result["lm_adapt_source"] == "own"  # the tiny model is the suite's own, not Google's
 
     # best/ alone, loaded into a fresh frozen model, scores exactly the best dev metrics.

@@ -22,8 +22,9 @@ with `to_frame`. The **results frame** has these columns, in this order:
 - `score` (the task's single score, 0-100: the mean of its metrics), then one `metric/<name>`
   column per metric any run reported (e.g. `metric/accuracy`, `metric/f1_macro`, `metric/em`);
 - `best_step`, `wall_s`, `precision` (what the run computed in: `bf16`, `tf32` or `fp32`,
-  `repro.precision`; NA for a run from before the key), `trainable_params`, `frozen_params`,
-  `error`, `run_dir`, `wandb_id`.
+  `repro.precision`; NA for a run from before the key), `grad_accum` (micro-batches per step:
+  with dropout a run's numbers depend on it, `docs/cluster.md`; NA before the key),
+  `trainable_params`, `frozen_params`, `error`, `run_dir`, `wandb_id`.
 
 `run_dir` is the local run directory, or for W&B rows the run path `entity/project/run_id`.
 The last column, `selection`, says which checkpoint a multi-task row (`method=model_multitask`)
@@ -83,6 +84,7 @@ _INT_COLUMNS = (
     "prompt_len",
     "seed",
     "best_step",
+    "grad_accum",
     "trainable_params",
     "frozen_params",
 )
@@ -90,6 +92,7 @@ _TAIL_COLUMNS = (
     "best_step",
     "wall_s",
     "precision",
+    "grad_accum",
     "trainable_params",
     "frozen_params",
     "error",

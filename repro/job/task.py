@@ -221,6 +221,9 @@ def task_result(
         "eval_golds_over_target_limit": data.limit.n_golds_over,
         "train_s": state.train_seconds,
         "precision": precision,
+        # micro-batches per step (an out-of-memory retry's count if it grew): with dropout the
+        # masks depend on it, so runs with other counts agree in distribution, not bit for bit
+        "grad_accum": state.grad_accum or cfg.trainer.grad_accum,
         "wall_s": time.time() - start,
         "versions": versions(),
         "run_dir": str(out_dir),

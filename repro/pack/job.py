@@ -186,7 +186,7 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
     else:
         device = backbone.get_input_embeddings().weight.device
     precision = resolve_precision(cfg.trainer.precision, device)
-    members, weights, refused = [], [], {}
+    members, weights, refused, names = [], [], {}, []
     for k, (c, out_dir, sink) in enumerate(zip(cfgs, out_dirs, sinks, strict=True)):
         try:  # a member's own init (a prompt file of another shape, ...) fails it alone
             weight = initial_prompt(c, data.task, backbone, tokenizer)
@@ -199,6 +199,7 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
         model = PromptedT5(backbone, prompt, z_loss=c.trainer.z_loss)
         members.append(Member(c.trainer, model, out_dir, c.seed, sink, sidecar))
         weights.append(weight)
+        names.append(c.name)
 
     def evaluate_fn(due):
         sub = PackedT5(backbone, [members[i].model.prompt for i in due])
@@ -251,6 +252,10 @@ def train_task_packed(cfgs, task_name, backbone, tokenizer, checkpoint, out_dirs
                 start,
                 precision,
                 pack_size=len(members),
+                # with dropout a member's numbers depend on its pack-mates: one dropout stream,
+                # seeded by the first member, draws the packed batch's masks (docs/packing.md)
+                pack_members=names,
+                pack_dropout_seed=members[0].seed,
             )
             outcomes.append(result)
     return outcomes
