@@ -327,7 +327,9 @@ def _fixes_printed(warning: str) -> list[tuple[list[str], int]]:
 def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
     """XXL in fp32 (batch 32 × 612 tokens) needs ≈ 358 GB. Each switch set the warning names,
     applied as an override and estimated again, fits the 80 GB; none of its parts does; the
-    docs' recipe (bf16 + checkpointing) fits; Small fits and is not warned."""
+    docs' recipe (bf16 + checkpointing) fits; Small fits and is not warned. This checks the
+    warning against the estimate it is built on; the estimate itself is checked against what a
+    training step keeps in memory in the tests below."""
     # not auto: one micro-batch; fp32 activations (trainer.precision=auto: bf16 autocast)
     args = ["model=xxl", "task=rte", "trainer.grad_accum=1", "trainer.precision=fp32"]
     job = estimate(compose_config(*args))
@@ -364,6 +366,99 @@ def test_a_job_too_large_for_its_gpu_is_warned_with_switches_that_really_fit():
     # a smaller card: Small no longer fits 8 GB, and is told what does
     tight = estimate(compose_config("model=small", "task=rte", "cost.gpu_memory_gb=8", *args[2:]))
     assert "more than the 8 GB of one GPU" in describe(tight)
+
+
+# Random T5.1.1-shaped models (gated GELU, untied), each with a batch: (shape, B, T, P, L)
+MEASURED_SHAPES = [
+    (Shape(64, 16, 128, 4, 2, 2, 200), 4, 24, 8, 6),
+    (Shape(128, 32, 256, 4, 2, 2, 512), 4, 64, 16, 8),
+    (Shape(96, 16, 256, 6, 3, 3, 2000), 2, 100, 20, 4),
+    (Shape(128, 32, 256, 4, 2, 2, 512), 4, 12, 4, 40),  # targets longer than inputs
+]
+
+
+def saved_for_backward(shape, batch, length, prompt_len, target_len, dropout, precision):
+    """Bytes a training forward of PromptedT5 keeps for backward: the distinct storages
+    autograd saves (``saved_tensors_hooks``), the weights themselves left out, on a random T5
+    built as the job builds it (``prepare_backbone``: fused GELU, fp32 logits). Returns
+    (activations, bf16 copies of frozen weights): under autocast a frozen weight is cast at each
+    use, not cached (torch caches only leaves that require grad), and its copy is saved."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from repro.backbone import prepare_backbone
+    from repro.precision import Precision
+
+    torch.manual_seed(0)
+    s = shape
+    config = T5Config(
+        d_model=s.d_model, d_kv=s.d_kv, d_ff=s.d_ff, num_heads=s.num_heads,
+        num_layers=s.num_layers, num_decoder_layers=s.num_decoder_layers,
+        vocab_size=s.vocab_size, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        dropout_rate=dropout, decoder_start_token_id=0,
+    )  # fmt: skip
+    backbone = prepare_backbone(T5ForConditionalGeneration(config))
+    model = PromptedT5(backbone, SoftPrompt(torch.rand(prompt_len, s.d_model))).train()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    weight_shapes = {tuple(p.shape) for p in backbone.parameters()}
+    saved = {"activations": {}, "copies": {}}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            copy = (
+                t.dtype == torch.bfloat16 and t.grad_fn is None and tuple(t.shape) in weight_shapes
+            )
+            saved["copies" if copy else "activations"][storage.data_ptr()] = storage.nbytes()
+        return t
+
+    ids = torch.randint(2, s.vocab_size, (batch, length))
+    labels = torch.randint(2, s.vocab_size, (batch, target_len))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Precision(precision, "cpu"):
+        loss, _ = model(ids, torch.ones_like(ids), labels)
+    loss.backward()
+    return sum(saved["activations"].values()), sum(saved["copies"].values())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_activation_estimate_holds_what_a_training_step_saves_for_backward(precision):
+    """``activation_bytes`` ("activations kept for backward in one micro-batch") against the
+    bytes autograd keeps for backward, measured at four small shapes on the CPU (torch's CPU
+    allocator has no peak counter; the saved tensors are what the estimate claims to count),
+    dropout off. Tolerance: at most the estimate (an under-estimate is an out-of-memory that
+    grad_accum=auto has to retry) and at least 0.4 of it: it over-counts (measured 0.54-0.62 of
+    it in fp32, 0.49-0.59 in bf16: tensors it counts apart share storages), but the compute
+    width ignored under autocast (0.31-0.37) or a lost encoder or decoder term (the fourth
+    shape's targets outnumber its inputs) falls outside. Not measured: gradient checkpointing
+    (its own hooks keep the layer inputs out of sight)."""
+    compute = 2 if precision == "bf16" else None
+    for shape, batch, length, prompt_len, target_len in MEASURED_SHAPES:
+        measured, _ = saved_for_backward(
+            shape, batch, length, prompt_len, target_len, 0.0, precision
+        )
+        estimated = activation_bytes(
+            shape, batch, prompt_len + length, target_len, 4, False, compute
+        )
+        assert 0.4 * estimated <= measured <= estimated, (shape, measured, estimated)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="activation_bytes leaves out dropout (model.dropout=0.1 by default: its masks and "
+    "the dropped copies the next matmul saves) and, under bf16 autocast, the bf16 copies of "
+    "the frozen weights (2 bytes a weight, whatever the micro-batch): measured up to 1.15x "
+    "the estimate in fp32, 1.70x in bf16 plus 0.24-0.32x of weight copies (issue 28 item 8)",
+)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_activation_estimate_holds_a_default_step_with_dropout(precision):
+    compute = 2 if precision == "bf16" else None
+    for shape, batch, length, prompt_len, target_len in MEASURED_SHAPES:
+        measured = sum(
+            saved_for_backward(shape, batch, length, prompt_len, target_len, 0.1, precision)
+        )
+        estimated = activation_bytes(
+            shape, batch, prompt_len + length, target_len, 4, False, compute
+        )
+        assert measured <= estimated, (shape, measured, estimated)
 
 
 def test_a_job_spread_by_its_own_device_map_is_told_how_many_gpus():
