@@ -10,11 +10,14 @@ prompt" and "best prompt" rows) and the vote (the "ensemble" row).
 
 **Votes.** ``generate`` mode (the paper's greedy decoding): each prompt votes for its decoded
 string (after the sentinel is stripped); the most frequent string wins; a tie goes to the string
-of the best prompt among those that gave a tied string (prompts are ordered by their dev score
-in ``result.json``, then by run directory). ``rank`` mode: each prompt votes for the label with
-its highest log-likelihood; a tie goes to the tied label with the highest log-likelihood summed
-over all N prompts (then the lower class id). Generative tasks (ReCoRD, WSC, SQuAD) always vote
-on decoded strings.
+of the first prompt, in the order ``--ties`` sets, among those that gave a tied string:
+``seed`` (default) the lowest seed, then run directory — a rule that reads no label;
+``dev`` the best dev score in ``result.json`` (then run directory), which the paper does not
+state and which uses the dev labels the table is scored on. ``rank`` mode: each prompt votes for
+the label with its highest log-likelihood; a tie goes to the tied label with the highest
+log-likelihood summed over all N prompts (then the lower class id), label-free whatever
+``--ties`` says. Generative tasks (ReCoRD, WSC, SQuAD) always vote on decoded strings. The
+``.csv`` (column ``ties``) and the ``.md`` say which rule broke the ties of each task.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import collections
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +55,14 @@ from repro.trained import (
 from repro.trainer import resolve_device
 
 ROWS = ("average", "best", "ensemble")
+# How a generate-mode vote breaks a tie (``--ties``), and what the table says of each rule;
+# ``likelihood`` is rank mode's own rule.
+TIE_RULES = {
+    "seed": "the string of the lowest-seed prompt among the tied (label-free)",
+    "dev": "the string of the best-dev-score prompt among the tied (uses dev labels)",
+    "likelihood": "the label with the highest log-likelihood summed over the prompts (label-free)",
+}
+GENERATE_TIES = ("seed", "dev")
 # Table 3 of the paper, SuperGLUE dev, T5-XXL, 5 prompts (PAPER.md "Beyond the ablations").
 PAPER_SUPERGLUE = {"average": 90.5, "best": 91.0, "ensemble": 91.3}
 
@@ -156,7 +167,8 @@ def predict_all(
 
 def majority_vote(texts: Sequence[Sequence[str]]) -> list[str]:
     """Per example, the most frequent of the N strings; a tie goes to the string of the earliest
-    prompt (prompts come ordered best first) among those that gave a tied string."""
+    prompt (prompts come in the tie-break order of :func:`order_runs`) among those that gave a
+    tied string."""
     out = []
     for row in texts:
         counts = collections.Counter(row)
@@ -195,6 +207,8 @@ class TaskEnsemble:
     ensemble_score: float
     mode: str
     seconds: float
+    ties: str = "seed"  # the rule that broke the vote's ties (TIE_RULES)
+    voted: list[str] = field(default_factory=list)  # the vote's prediction per example
 
     def rows(self) -> dict[str, tuple[float, dict[str, float]]]:
         """Table 3's rows: {row: (score, metrics)}."""
@@ -209,9 +223,16 @@ class TaskEnsemble:
         }
 
 
-def order_runs(runs: Sequence[TrainedRun]) -> list[TrainedRun]:
-    """Best dev score first (the vote's tie-break order), then by directory."""
-    return sorted(runs, key=lambda r: (-(r.score if r.score is not None else -1e9), str(r.run_dir)))
+def order_runs(runs: Sequence[TrainedRun], ties: str = "seed") -> list[TrainedRun]:
+    """The vote's tie-break order: ``seed``, lowest seed first; ``dev``, best dev score first;
+    then by directory."""
+    if ties == "seed":
+        return sorted(runs, key=lambda r: (r.cfg.seed, str(r.run_dir)))
+    if ties == "dev":
+        return sorted(
+            runs, key=lambda r: (-(r.score if r.score is not None else -1e9), str(r.run_dir))
+        )
+    raise ValueError(f"unknown tie rule {ties!r}; allowed: {', '.join(GENERATE_TIES)}")
 
 
 def ensemble_task(
@@ -221,9 +242,11 @@ def ensemble_task(
     mode: str | None = None,
     batch_size: int | None = None,
     device: str = "cpu",
+    ties: str = "seed",
 ) -> TaskEnsemble:
-    """Score N prompt runs of one task in one batched pass and vote (see the module docs)."""
-    runs = order_runs(runs)
+    """Score N prompt runs of one task in one batched pass and vote (see the module docs);
+    ``ties`` breaks a generate-mode tie (``seed`` | ``dev``)."""
+    runs = order_runs(runs, ties)
     first = runs[0]
     task = first.task
     mode = mode or first.cfg.task.eval_mode
@@ -258,6 +281,8 @@ def ensemble_task(
         ensemble_score=task.task_score(ensemble),
         mode="rank" if use_rank else "generate",
         seconds=seconds,
+        ties="likelihood" if use_rank else ties,
+        voted=voted,
     )
 
 
@@ -335,6 +360,7 @@ def ensemble_frame(results: Sequence[TaskEnsemble]) -> pd.DataFrame:
                     "score": score,
                     **{f"metric/{k}": v for k, v in metrics.items()},
                     "mode": res.mode,
+                    "ties": res.ties,
                     "eval_s": res.seconds,
                     "run_dirs": ";".join(str(r.run_dir) for r in res.runs),
                 }
@@ -355,6 +381,7 @@ def ensemble_frame(results: Sequence[TaskEnsemble]) -> pd.DataFrame:
                     "n_prompts": int(part["n_prompts"].min()),
                     "score": float(part["score"].mean()),
                     "mode": ",".join(sorted(set(part["mode"]))),
+                    "ties": ",".join(sorted(set(part["ties"]))),
                 }
             )
         frame = pd.DataFrame(rows)
@@ -372,6 +399,10 @@ def ensemble_table(frame: pd.DataFrame) -> str:
         cells = " | ".join(f"{score[r]:.1f}" for r in ROWS)
         lines.append(f"| {task} | {int(part['n_prompts'].min())} | {cells} |")
     paper = " / ".join(f"{PAPER_SUPERGLUE[r]}" for r in ROWS)
+    tasks = frame[~frame["task"].isin(("superglue", "mean"))].drop_duplicates("task")
+    lines += ["", "Ties in the vote go to:"]
+    for rule, part in tasks.groupby("ties", sort=True):
+        lines.append(f"- {TIE_RULES[rule]} (`{rule}`): {', '.join(part['task'])}")
     lines += [
         "",
         f"Paper (Table 3; T5-XXL, 5 prompts, SuperGLUE dev; /work/shared/PAPER.md): average / "
@@ -394,6 +425,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="output prefix: writes .csv, .md")
     parser.add_argument("--mode", choices=("generate", "rank"), help="default: the runs' own")
     parser.add_argument("--batch-size", type=int, help="examples per forward (× N rows)")
+    parser.add_argument(
+        "--ties",
+        choices=GENERATE_TIES,
+        default="seed",
+        help="a generate-mode tie goes to the string of the lowest-seed prompt among the tied "
+        "(seed, default: reads no label) or of the best-dev-score one (dev: uses dev labels); "
+        "rank mode always takes the highest summed log-likelihood",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = parser.parse_args(argv)
@@ -408,12 +447,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = []
         for task, task_runs in groups.items():
             res = ensemble_task(
-                task_runs, backbone, mode=args.mode, batch_size=args.batch_size, device=device
+                task_runs,
+                backbone,
+                mode=args.mode,
+                batch_size=args.batch_size,
+                device=device,
+                ties=args.ties,
             )
             results.append(res)
             print(
                 f"{task}: {len(task_runs)} prompts, one batched pass in {res.seconds:.1f} s "
-                f"({res.mode}); ensemble {res.ensemble_score:.1f}, prompts "
+                f"({res.mode}, ties: {res.ties}); ensemble {res.ensemble_score:.1f}, prompts "
                 + ", ".join(f"{s:.1f}" for s in res.per_prompt_score)
             )
         frame = ensemble_frame(results)
