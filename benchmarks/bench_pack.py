@@ -111,31 +111,35 @@ def worker(spec: dict) -> dict:
     }
     solo_batches = [{k: v.to(device) for k, v in b.items()} for _, _, b, _ in members]
 
-    def step(mode: str) -> None:
+    def step(mode: str) -> list[float]:
+        """One step of every member; returns each member's loss."""
         for *_, opt in members:
             opt.zero_grad(set_to_none=True)
         if mode == "packed":
             b = packed_batch
             losses = packed(b["input_ids"], b["attention_mask"], b["labels"], b["member"])
             sum(losses.values()).backward()
-            [x.item() for x in losses.values()]
+            values = [losses[i].item() for i, *_ in members]
         else:
+            values = []
             for (_, prompt, _, _), b in zip(members, solo_batches, strict=True):
                 loss, _ = PromptedT5(backbone, prompt)(
                     b["input_ids"], b["attention_mask"], b["labels"]
                 )
                 loss.backward()
-                loss.item()
+                values.append(loss.item())
         for *_, opt in members:
             opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+        return values
 
-    if spec["mode"] != "time":  # memory: one mode alone in this process
-        step(spec["mode"])
+    if spec["mode"] != "time":  # memory: one mode alone in this process (its first step)
+        losses = step(spec["mode"])
         if device.type == "cuda":
-            return {"peak_bytes": torch.cuda.max_memory_allocated()}
-        return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            return {"peak_bytes": torch.cuda.max_memory_allocated(), "losses": losses}
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return {"peak_bytes": peak, "losses": losses}
     # time: both modes in this process, alternating who goes first, after one warm-up each
     step("solo"), step("packed")
     times = {"solo": [], "packed": []}
@@ -201,6 +205,10 @@ def main(argv=None) -> int:
                 f"  k={k:>2}: time {packed['step_s'] / solo['step_s']:.3f}   "
                 f"memory {packed['peak_bytes'] / solo['peak_bytes']:.2f}{gpu_note}"
             )
+        print("same work: the first step's loss of every member, packed vs solo")
+        for k in sizes:
+            pairs = zip(rows[k, "packed"]["losses"], rows[k, "solo"]["losses"], strict=True)
+            print(f"  k={k:>2}: max |packed - solo| = {max(abs(a - b) for a, b in pairs):.2e}")
     return 0
 
 

@@ -308,12 +308,28 @@ def test_bench_pack_runs_and_prints_a_ratio_per_pack_size(capsys):
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    args = "--sizes 2 --steps 1 --batch 2 --input-len 8 --target-len 2 --threads 1"
+    args = "--sizes 1,2 --steps 1 --batch 2 --input-len 8 --target-len 2 --threads 1"
     assert bench.main(args.split()) == 0
     out = capsys.readouterr().out
+    # each ratio is packed / solo of the rows printed above it (step s to 3 decimals, peak MB
+    # to 0: the ratio must lie within what that rounding allows), not solo / packed
+    rows = {
+        (int(k), mode): (float(step), float(peak))
+        for k, mode, step, peak in re.findall(
+            r"^ +(\d+) +(solo|packed) +([\d.]+) +[\d.]+ +(\d+)", out, re.M
+        )
+    }
     ratios = re.findall(r"k= ?(\d+): time (\d+\.\d+)\s+memory (\d+\.\d+)", out)
-    assert [k for k, _, _ in ratios] == ["2"], out
-    assert all(float(t) > 0 and float(m) > 0 for _, t, m in ratios)
+    assert [k for k, _, _ in ratios] == ["1", "2"] and len(rows) == 4, out
+    for k, time_ratio, memory_ratio in ratios:
+        for ratio, at, half in ((time_ratio, 0, 5e-4), (memory_ratio, 1, 0.5)):
+            packed, solo = rows[int(k), "packed"][at], rows[int(k), "solo"][at]
+            low, high = (packed - half) / (solo + half), (packed + half) / max(solo - half, 1e-9)
+            assert low - 0.01 <= float(ratio) <= high + 0.01, (k, ratio, packed, solo)
+    # the packed step did each member's work: its first-step losses are the solo steps' ones
+    same = re.findall(r"k= ?(\d+): max \|packed - solo\| = (\S+)", out)
+    assert [k for k, _ in same] == ["1", "2"], out
+    assert all(float(diff) < 1e-5 for _, diff in same), same
 
 
 # --- a packed sweep preempted: every member checkpoints, the sweep exits for requeue ---------
