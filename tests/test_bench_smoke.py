@@ -7,6 +7,7 @@ The benchmarks are scripts, not the product: ``slow`` (CI runs them).
 
 import importlib.util
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,19 @@ def test_bench_step_runs_and_prints_the_ratio_lines(capsys, variant):
     out = capsys.readouterr().out
 
     step_ratio = re.search(r"^ratio ours/PEFT step time: (\d+\.\d+)", out, re.MULTILINE)
-    memory_ratio = re.search(r"^ratio ours/full FT peak memory: (\d+\.\d+)", out, re.MULTILINE)
-    assert step_ratio and float(step_ratio.group(1)) > 0, out
-    assert memory_ratio and float(memory_ratio.group(1)) > 0, out
+    memory_ratio = re.search(
+        r"^ratio ours/full FT peak memory: (\d+\.\d+) \(step extra only: (\d+\.\d+)\)",
+        out,
+        re.MULTILINE,
+    )
+    assert step_ratio and memory_ratio, out
+    # each ratio is ours over the other of the numbers measured (not the other way round)
+    times = {name: statistics.median(results[name]["times"]) for name in ("ours", "peft")}
+    assert float(step_ratio.group(1)) == round(times["ours"] / times["peft"], 3)
+    peak = {name: r["peak_kb"] for name, r in results.items()}
+    extra = {name: r["peak_kb"] - r["rss_before_kb"] for name, r in results.items()}
+    assert float(memory_ratio.group(1)) == round(peak["ours"] / peak["full_ft"], 3)
+    assert float(memory_ratio.group(2)) == round(extra["ours"] / extra["full_ft"], 3)
 
     assert set(results) == {"ours", "peft", "full_ft"}
     # only the prompt trains on both prompt-tuning sides: p × d_model = 4 × 32
@@ -46,9 +57,11 @@ def test_bench_step_runs_and_prints_the_ratio_lines(capsys, variant):
     tolerance = 0.0 if "stock-gelu" in variant else 1e-5  # same modules: the very same floats
     for ours, peft in zip(results["ours"]["losses"], results["peft"]["losses"], strict=True):
         assert abs(ours - peft) <= tolerance
-    # a training step needs memory beyond the loaded model
-    for name in results:
-        assert results[name]["peak_kb"] > results[name]["rss_before_kb"] > 0
+    # the peaks are measured: full FT's step holds at least a fp32 gradient of every weight it
+    # trains beyond the loaded model (8.2 MiB here; 33 MiB measured), and ours the same as PEFT,
+    # which does the same work on the same model (22-24 MiB each, within 1 %)
+    assert extra["full_ft"] * 1024 >= 4 * results["full_ft"]["trainable"]
+    assert 0.75 < extra["ours"] / extra["peft"] < 1.33, extra
 
 
 def test_bench_batching_runs_on_tiny_data_and_prints_its_ratios(tmp_path, capsys, tiny_t5_dir):
