@@ -60,6 +60,7 @@ from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 from repro.tasks import get_task
 from repro.tasks import task_names as expand
 from repro.tasks.base import data_dir_for
+from repro.trainer_config import with_precision
 
 FINGERPRINT = "fingerprint.json"
 CONFIG = "config.yaml"
@@ -370,13 +371,9 @@ def status_of(run_dir: Path, mine: Mapping[str, Any]) -> str:
 
 
 def _upgraded(saved: Any) -> Any:
-    """A fingerprint written before ``trainer.precision``: its ``trainer.bf16_autocast`` (false:
-    fp32, the only thing such a run could do without autocast; true: bf16) in today's words."""
-    trainer = saved.get("trainer") if isinstance(saved, dict) else None
-    if isinstance(trainer, dict) and "bf16_autocast" in trainer and "precision" not in trainer:
-        trainer = dict(trainer)
-        trainer["precision"] = "bf16" if trainer.pop("bf16_autocast") else "fp32"
-        saved = {**saved, "trainer": trainer}
+    """A fingerprint written before ``trainer.precision``, in today's words."""
+    if isinstance(saved, dict) and isinstance(saved.get("trainer"), dict):
+        saved = {**saved, "trainer": with_precision(saved["trainer"])}
     return saved
 
 

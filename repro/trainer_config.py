@@ -100,6 +100,16 @@ class OptimizerConfig:
         check_positive_int("trainer.optimizer.min_dim_size_to_factor", self.min_dim_size_to_factor)
 
 
+def with_precision(keys: dict) -> dict:
+    """Config keys saved before ``precision`` existed (a run's fingerprint, an LM adaptation's
+    resume state) in today's words: ``bf16_autocast`` false was fp32 (nothing else ran without
+    autocast), true bf16. Anything else is returned as it is."""
+    if isinstance(keys, dict) and "bf16_autocast" in keys and "precision" not in keys:
+        keys = dict(keys)
+        keys["precision"] = "bf16" if keys.pop("bf16_autocast") else "fp32"
+    return keys
+
+
 def divisors(n: int) -> list[int]:
     """The micro-batch counts a batch of ``n`` examples splits into evenly, fewest first."""
     return [k for k in range(1, n + 1) if n % k == 0]

@@ -32,6 +32,7 @@ from repro.precision import Precision, resolve_precision
 from repro.rng import rng_state, set_rng_state
 from repro.tiny import ensure_tiny_t5
 from repro.tracking import MetricsLog
+from repro.trainer_config import with_precision
 
 log = logging.getLogger("repro.lm_adapt")
 
@@ -111,15 +112,6 @@ def fingerprint(
     return {"source": source, "corpus": corpus.name, "world_size": world, **cfg}
 
 
-def upgraded(saved: dict[str, Any]) -> dict[str, Any]:
-    """A fingerprint from before ``lm_adapt.precision``: its ``bf16_autocast`` (false: fp32;
-    true: bf16) in today's words."""
-    if "bf16_autocast" in saved and "precision" not in saved:
-        saved = dict(saved)
-        saved["precision"] = "bf16" if saved.pop("bf16_autocast") else "fp32"
-    return saved
-
-
 def lm_adapt(run: LMAdaptRun) -> dict[str, Any]:
     """Run (or resume) LM adaptation up to ``max(lm_adapt.steps)``; returns the last manifest.
 
@@ -167,7 +159,7 @@ def _train(run: LMAdaptRun, rank: int, world: int, device: torch.device) -> dict
     saved = None
     if state_dir is not None:
         saved = torch.load(state_dir / STATE_FILE, weights_only=True)  # data, never code
-        theirs = upgraded(saved["fingerprint"])
+        theirs = with_precision(saved["fingerprint"])  # a last/ from before the key
         if theirs != mine:
             diffs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(
