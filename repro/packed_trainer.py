@@ -57,6 +57,7 @@ from repro.trainer import (
     next_grad_accum,
     out_of_memory,
     save_checkpoint,
+    start_grad_accum,
 )
 from repro.trainer_config import TrainerConfig
 
@@ -304,8 +305,7 @@ def train_pack(
             lengths, m.cfg.batch_size, batching=m.cfg.batching, seed=m.seed, epoch=m.state.epoch
         )
         m.window = [0, time.perf_counter()]
-        auto = m.cfg.grad_accum_auto and m.state.grad_accum
-        m.accum = m.state.grad_accum if auto else m.cfg.grad_accum
+        m.accum = start_grad_accum(m.cfg, m.state)
     packed = PackedT5(backbone, [m.model.prompt for m in members], z_loss=z_loss)
     compute = Precision(precision, device)
 

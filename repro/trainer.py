@@ -245,6 +245,12 @@ def _micro_batches(
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
+def start_grad_accum(cfg: TrainerConfig, state: TrainState) -> int:
+    """The micro-batch count a (resumed) run starts at: where an out-of-memory retry of
+    ``trainer.grad_accum=auto`` settled (kept in ``last/``), else the config's."""
+    return state.grad_accum if cfg.grad_accum_auto and state.grad_accum else cfg.grad_accum
+
+
 def next_grad_accum(cfg: TrainerConfig, accum: int) -> int | None:
     """The micro-batch count to redo an out-of-memory step with: the next divisor of
     ``cfg.batch_size`` above ``accum`` when ``trainer.grad_accum=auto`` chose the count; None
@@ -343,14 +349,19 @@ def train(
     # those steps are done again, and no line may appear twice.
     metrics_log.truncate_after(state.step)
     lengths = [len(x) for x in train_ids]
-    order = train_batches(
-        lengths,
-        cfg.batch_size,
-        batching=cfg.batching,
-        seed=seed,
-        epoch=state.epoch,
-        batch_tokens=cfg.batch_tokens,
-    )
+
+    def epoch_order(epoch: int) -> list[list[int]]:
+        """The epoch's batches: they depend only on the seed and the epoch."""
+        return train_batches(
+            lengths,
+            cfg.batch_size,
+            batching=cfg.batching,
+            seed=seed,
+            epoch=epoch,
+            batch_tokens=cfg.batch_tokens,
+        )
+
+    order = epoch_order(state.epoch)
     compute = Precision(precision or resolve_precision(cfg.precision, device), device)
 
     def checkpoint_and_eval() -> None:
@@ -376,20 +387,12 @@ def train(
     )
     timed_steps, window_start = 0, time.perf_counter()  # steps_per_s: this session's steps
     session_steps = 0
-    # grows if a step runs out of memory (trainer.grad_accum=auto), and stays grown
-    accum = state.grad_accum if cfg.grad_accum_auto and state.grad_accum else cfg.grad_accum
+    accum = start_grad_accum(cfg, state)  # grows if a step runs out of memory, and stays grown
     while state.step < cfg.steps:
         # next batch (a new epoch reshuffles; the order depends only on seed and epoch)
         if state.position >= len(order):
             state.epoch, state.position = state.epoch + 1, 0
-            order = train_batches(
-                lengths,
-                cfg.batch_size,
-                batching=cfg.batching,
-                seed=seed,
-                epoch=state.epoch,
-                batch_tokens=cfg.batch_tokens,
-            )
+            order = epoch_order(state.epoch)
         idx = order[state.position]
         state.position += 1
 

@@ -531,16 +531,20 @@ def test_readme_main_job_runs_as_written(tmp_path):
     command = lines[lines.index(next(x for x in lines if x.startswith("# 2."))) + 1]
     assert command.startswith("python -m repro.run -m experiment=toy prompt_len=1,5,20,100,150")
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
-    proc = subprocess.run(
-        command.replace("python ", f"{sys.executable} "),
-        shell=True,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def run_as_written() -> None:
+        proc = subprocess.run(
+            command.replace("python ", f"{sys.executable} "),
+            shell=True,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run_as_written()
     frame = pd.read_csv(tmp_path / "results/toy_prompt_len.csv")
     assert sorted(frame["prompt_len"]) == [1, 5, 20, 100, 150]
     assert set(frame["status"]) == {"finished"} and set(frame["task"]) == {"toy_review"}
@@ -548,14 +552,4 @@ def test_readme_main_job_runs_as_written(tmp_path):
     assert set(frame["size"]) == {"toy_xl"}
     assert frame.loc[frame["prompt_len"] == 20, "score"].item() > 90
     assert (tmp_path / "results/figures/figure3a_prompt_len.png").stat().st_size > 10_000
-    # run again: the jobs are skipped, the frame and figure replaced (--overwrite), exit 0
-    again = subprocess.run(
-        command.replace("python ", f"{sys.executable} "),
-        shell=True,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    run_as_written()  # again: the jobs are skipped, the frame and figure replaced (--overwrite)
