@@ -79,8 +79,9 @@ def test_plot_panel_lines_equal_the_frame(tmp_path):
     fig = plot_panel(panel_frame(), "prompt_len")
     ax = fig.axes[0]
     lines = errorbar_lines(ax)
-    one = "1 (1 seed at Base: no spread)"  # the legend says where there is no spread
+    one = "1"  # where one seed leaves no spread is said under the axes, not in the legend
     assert list(lines) == [one, "100"]  # the paper's legend labels, in its order
+    assert note_of(ax) == "mean ± std over 3 seeds; 1 seed, no spread: 1 at Base"
     assert lines[one][:2] == ([SMALL, BASE], [50.0, 55.0])
     assert lines[one][2] == pytest.approx([1.0, float("nan")], nan_ok=True)  # 1 seed: no bar
     assert lines["100"][:2] == ([SMALL, BASE], [60.0, 70.0])
@@ -460,6 +461,25 @@ def axis_frame(axis, sizes=("small", "base", "large"), seeds=3, mean=None):
     return pd.DataFrame(rows)
 
 
+def note_of(ax):
+    """The note under an axes (its one annotation), unwrapped."""
+    (note,) = [t for t in ax.texts if t.get_text()]
+    return note.get_text().replace("\n", " ")
+
+
+def assert_markers_inside(ax):
+    """Every drawn marker lies whole inside the axes' frame (in pixels: centre ± radius)."""
+    ax.figure.canvas.draw()
+    frame = ax.get_window_extent()
+    for c in ax.containers:
+        line = c.lines[0]
+        radius = line.get_markersize() / 2 * ax.figure.dpi / 72
+        xy = np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float)
+        for px, py in ax.transData.transform(xy[np.isfinite(xy).all(axis=1)]):
+            assert frame.x0 <= px - radius and px + radius <= frame.x1, (c.get_label(), px)
+            assert frame.y0 <= py - radius and py + radius <= frame.y1, (c.get_label(), py)
+
+
 def drawn_points(ax):
     """{label: [(x, y), ...]} as drawn (dodged x)."""
     return {
@@ -483,7 +503,7 @@ def test_each_panel_reads_like_the_papers(axis):
     assert list(top.get_xticks()) == params
     assert [t.get_text() for t in top.get_xticklabels()] == ["Small", "Base", "Large"]
     low, high = ax.get_ylim()
-    assert 0 <= low < high <= 100
+    assert min(ax.get_yticks()) >= 0 and max(ax.get_yticks()) <= 100  # scores' ticks only
     legend = ax.get_legend()
     assert legend.get_title().get_text() == LEGEND_TITLES[axis]
     assert min(t.get_fontsize() for t in [legend.get_title(), *legend.get_texts()]) >= 8
@@ -502,7 +522,7 @@ def test_each_panel_reads_like_the_papers(axis):
     # ... every point on the axes, and the legend beside them, covering none
     xlow, xhigh = ax.get_xlim()
     assert all(xlow < x < xhigh and low <= y <= high for pts in points.values() for x, y in pts)
-    fig.canvas.draw()
+    assert_markers_inside(ax)
     assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
 
 
@@ -518,19 +538,24 @@ def test_dodge_is_one_factor_per_line_and_small():
 
 
 def test_saturated_and_zero_panels_stay_inside_0_100():
-    """A panel at 100 reads 90-100 (was 95-105), one at 0 starts at 0; dots at the edge whole."""
+    """A panel at 100 is ticked 90-100 (was 95-105), one at 0 from 0; the frame sits a margin
+    beyond the ticks, so a dot at 100 or 0 shows whole inside it (issue 30: it was cut)."""
     ax = plot_panel(axis_frame("init", mean=100.0).assign(std=3.0), "init").axes[0]
-    assert ax.get_ylim() == pytest.approx((90.0, 100.0))
-    assert all(not c.lines[0].get_clip_on() for c in ax.containers)  # markers drawn whole
+    assert (min(ax.get_yticks()), max(ax.get_yticks())) == (90.0, 100.0)
+    assert ax.get_ylim() == pytest.approx((89.5, 100.5))
+    assert_markers_inside(ax)
     ax = plot_panel(axis_frame("init", mean=0.0), "init").axes[0]
-    assert ax.get_ylim() == pytest.approx((0.0, 10.0))
+    assert (min(ax.get_yticks()), max(ax.get_yticks())) == (0.0, 10.0)
+    assert_markers_inside(ax)
     flat = plot_panel(axis_frame("init", mean=52.0).assign(std=0.0), "init").axes[0]
     low, high = flat.get_ylim()
     assert high - low >= 10 and low < 52 < high  # not 51.9-52.1
 
 
-def test_a_single_size_gives_one_tick_and_room_around_it():
-    ax = plot_panel(axis_frame("prompt_len", sizes=("base",)), "prompt_len").axes[0]
+def test_figure1_of_a_single_size_gives_one_tick_and_room_around_it():
+    frame = axis_frame("prompt_len", sizes=("base",)).rename(columns={"prompt_len": "method"})
+    frame["method"] = ["prompt", "model", "model_multitask"]
+    ax = plot_figure1(frame, load_reference(REFERENCE_CSV).iloc[:0]).axes[0]
     assert list(ax.get_xticks()) == [BASE]
     assert [t.get_text() for t in ax.child_axes[0].get_xticklabels()] == ["Base"]
     low, high = ax.get_xlim()
@@ -549,9 +574,11 @@ def test_spread_is_drawn_with_two_seeds_and_said_absent_with_one():
         ys = band.get_paths()[0].vertices[:, 1]
         assert min(ys) == pytest.approx(min(y for _, y in pts) - 1.5)
     assert "seed" not in ax.get_legend().get_title().get_text()
+    assert note_of(ax) == "mean ± std over 2 seeds"
 
     one = plot_panel(axis_frame("prompt_len", seeds=1), "prompt_len").axes[0]
-    assert one.get_legend().get_title().get_text() == "Prompt length\n(1 seed: no spread)"
+    assert one.get_legend().get_title().get_text() == "Prompt length"
+    assert note_of(one) == "1 seed: no spread"  # said under the axes, not in the legend
     assert not [c for c in one.collections if isinstance(c, PolyCollection)]  # no band
     assert all(np.isnan(errorbar_lines(one)[k][2]).all() for k in ("1", "20", "100"))  # no bar
 
@@ -605,10 +632,8 @@ def test_figure1_on_a_toy_frame_has_no_reference_markers_and_warns(tmp_path):
     with pytest.warns(ReferenceWarning, match=r"left out: size\(s\) \['toy_base', 'toy_small'\]"):
         ax = plot_figure1(toy_points(), ref).axes[0]
     assert not ax.collections or all("paper" not in c.get_label() for c in ax.collections)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "Prompt Tuning (toy model, not T5)"
-    ]
-    assert "toy model, not T5" in ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Prompt Tuning"]
+    assert ax.get_title().count("toy model, not T5") == 1  # once, in the title
     assert "GPT-3 175B" not in [t.get_text() for t in ax.child_axes[0].get_xticklabels()]
     # a size named like T5 but with a toy's parameter count is no T5 either
     fake = toy_points().assign(size=["small", "base"])
@@ -650,3 +675,148 @@ def test_toy_report_figures_are_png_and_pdf_with_only_the_present_panels(tmp_pat
         assert [p.suffix for p in paths] == [".png", ".pdf"]
         assert all(p.stat().st_size > 1000 for p in paths)
     assert axes_in["figure3"] == 2  # no empty slot for panels (b) and (d)
+
+
+# --- Figures of issue 30, item 7 -----------------------------------------------------------------
+
+MAIN_JOB_SCORES = [58.0, 100.0, 100.0, 100.0, 100.0]  # the README's main job: toy_xl, 1 seed
+
+
+def one_size_frame(seeds=1, axis="prompt_len", values=(1, 5, 20, 100, 150), means=None):
+    """A superglue_frame of one toy size (as the README's main job writes): a point per value."""
+    means = means or MAIN_JOB_SCORES[: len(values)]
+    return pd.DataFrame(
+        {
+            "size": "toy_xl",
+            "params": TOY["toy_xl"],
+            axis: list(values),
+            "mean": means,
+            "std": [1.5 if seeds > 1 else float("nan")] * len(values),
+            "n_seeds": seeds,
+            "n_incomplete": 0,
+        }
+    )
+
+
+def test_one_size_panel_is_drawn_against_prompt_length():
+    """One size: x = prompt length (ticked 1 … 150, evenly spaced), one line joining the means,
+    the size named in the x label; nothing dodged around a lone size tick, no marker cut."""
+    ax = plot_panel(one_size_frame(), "prompt_len").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "5", "20", "100", "150"]
+    assert list(ax.get_xticks()) == [0, 1, 2, 3, 4]
+    assert not ax.child_axes  # no size axis on top
+    (container,) = ax.containers
+    line = container.lines[0]
+    assert line.get_linestyle() == "-"  # a Line2D joins the points
+    assert list(line.get_xdata()) == [0, 1, 2, 3, 4]
+    assert list(line.get_ydata()) == MAIN_JOB_SCORES
+    assert ax.get_xlabel() == "Prompt length, at toy_xl (963K parameters)"
+    assert ax.get_legend() is None  # one line: its ticks say what its points are
+    assert note_of(ax) == "1 seed: no spread"
+    assert max(ax.get_yticks()) == 100 and ax.get_ylim()[1] > 100
+    assert_markers_inside(ax)
+    # with seeds: error bars of ± std and a band along the line
+    ax = plot_panel(one_size_frame(seeds=3), "prompt_len").axes[0]
+    (container,) = ax.containers
+    (bars,) = container.lines[2]
+    assert [abs(a[1] - b[1]) / 2 for a, b in bars.get_segments()] == pytest.approx([1.5] * 5)
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 1
+    assert note_of(ax) == "mean ± std over 3 seeds"
+    assert_markers_inside(ax)
+
+
+def test_one_size_panel_of_an_unordered_axis_is_not_joined():
+    """Initialisations have no order: at one size they are separate markers (no line, no band)
+    at their paper labels."""
+    values = ["class_label", "random_uniform", "sampled_vocab"]
+    ax = plot_panel(one_size_frame(3, "init", values, [70.0, 60.0, 65.0]), "init").axes[0]
+    ticks = [t.get_text().replace("\n", " ") for t in ax.get_xticklabels()]
+    assert ticks == ["Random Uniform", "Sampled Vocab", "Class Label"]
+    (container,) = ax.containers
+    assert container.lines[0].get_linestyle() == "None"
+    assert list(container.lines[0].get_ydata()) == [60.0, 65.0, 70.0]  # the paper's order
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def test_main_job_figure_from_the_cli(tmp_path, capsys):
+    """The README's main job, from its run frame: panel (a) against prompt length."""
+    from repro.plots.cli import main
+
+    rows = [
+        {"size": "toy_xl", "params": TOY["toy_xl"], "prompt_len": p, "init": "class_label",
+         "task": "toy_review", "seed": 0, "status": "finished", "score": score}
+        for p, score in zip((1, 5, 20, 100, 150), MAIN_JOB_SCORES, strict=True)
+    ]  # fmt: skip
+    path = tmp_path / "toy_prompt_len.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    figures = {}
+    real = plt.close
+    with pytest.MonkeyPatch.context() as mp:  # keep each figure to look at it
+        mp.setattr(plt, "close", lambda fig=None: figures.setdefault(len(figures), fig))
+        assert main([str(path), "--tasks", "toy_review", "-o", str(tmp_path / "f")]) == 0
+    panel = figures[0].axes[0]
+    assert [t.get_text() for t in panel.get_xticklabels()] == ["1", "5", "20", "100", "150"]
+    assert panel.get_ylabel() == "Score (toy_review)"
+    assert_markers_inside(panel)
+    for fig in figures.values():
+        real(fig)
+
+
+def test_composite_panels_share_one_score_range():
+    """Four panels of different ranges (0-80 vs 45-75 in the toy Figure 3) share one, so the
+    same score sits at the same height in each; the toy note is said once, in the title."""
+    frames = {a: axis_frame(a, sizes=tuple(TOY)) for a in PANEL_VALUES}
+    frames["prompt_len"].loc[0, "mean"] = 2.0
+    frames["init"]["mean"] = frames["init"]["mean"].clip(upper=75)
+    fig = plot_grid(frames)
+    limits = {ax.get_ylim() for ax in fig.axes}
+    assert len(limits) == 1, limits
+    assert len({tuple(ax.get_yticks()) for ax in fig.axes}) == 1
+    assert min(fig.axes[0].get_yticks()) == 0.0
+    for ax in fig.axes:
+        assert_markers_inside(ax)
+        assert "toy" not in ax.get_title()
+    assert fig.get_suptitle().count("toy model, not T5") == 1
+
+
+def test_toy_frames_get_no_t5_words():
+    """Panel (d)'s 0-step recipe on a toy frame is its span-corruption checkpoint, not T5.1.1;
+    a toy frame's y label is no SuperGLUE score (compare_wandb draws with the default)."""
+    frame = axis_frame("lm_adapt_steps", sizes=tuple(TOY))
+    frame["lm_adapt_source"] = frame["lm_adapt_steps"].map({0: "none", 10_000: "own"})
+    frame = frame[frame["lm_adapt_source"].notna()]
+    ax = plot_panel(frame, "lm_adapt_steps").axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["0K (none: span corruption)", "10K (own)"]
+    assert not [t for t in texts if "T5" in t]
+    assert ax.get_ylabel() == "Score"
+    t5 = plot_panel(axis_frame("prompt_len"), "prompt_len").axes[0]
+    assert t5.get_ylabel() == "SuperGLUE Score"  # only for T5.1.1 sizes
+    one_task = axis_frame("init", sizes=tuple(TOY))
+    one_task.attrs["tasks"] = ["toy_review"]
+    assert plot_panel(one_task, "init").axes[0].get_ylabel() == "Score (toy_review)"
+    # at one size: the recipes are the lines, steps the x axis
+    ax = plot_panel(frame[frame["size"] == "toy_xl"], "lm_adapt_steps").axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["own", "none: span corruption"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0K", "10K"]
+
+
+def test_mixed_seed_counts_are_noted_under_the_axes_not_in_the_legend():
+    """A point with one seed beside 3-seed points: the legend keeps the paper's labels (so it
+    no longer squeezes the panel), the note under the axes says where the spread is missing."""
+    frame = axis_frame("prompt_len", sizes=tuple(TOY))
+    single = frame["prompt_len"].eq(1) & frame["size"].ne("toy_small")
+    frame.loc[single, ["std", "n_seeds"]] = [float("nan"), 1]
+    fig = plot_panel(frame, "prompt_len")
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["1", "20", "100"]
+    assert not [t for t in [*texts, ax.get_legend().get_title().get_text()] if "seed" in t]
+    assert note_of(ax) == (
+        "mean ± std over 3 seeds; 1 seed, no spread: 1 at toy_base, toy_large, toy_xl"
+    )
+    fig.canvas.draw()
+    legend, frame_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.width < 0.25 * frame_box.width  # the legend leaves the panel its width
+    note = ax.texts[0].get_window_extent()
+    assert note.y1 <= ax.xaxis.label.get_window_extent().y0  # under the x label

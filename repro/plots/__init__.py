@@ -5,19 +5,26 @@ way the paper's are, with what a reader needs to trust it:
 
 - x = frozen model parameters on a log axis, one tick at each size's parameter count (labelled
   with the count, e.g. "77M", "11.1B"); the size names ("Small" … "XXL") sit at the same
-  positions on a top axis. A single size gets a decade around it.
-- y = SuperGLUE score, limits always inside [0, 100] (a saturated panel reads 90-100, never
-  95-105), at least 10 points tall.
+  positions on a top axis. A Figure 3 panel of one size is drawn against its axis' values
+  instead (x = prompt length 1 … 150, one line through the means): with one size tick there
+  would be nothing to join, only dots dodged sideways.
+- y = the score, ticked inside [0, 100] (a saturated panel reads 90-100, never 95-105), at least
+  10 points tall, the frame a little beyond the ticks so that no marker is cut; the panels of a
+  composite share one range. The label says "SuperGLUE Score" only for SuperGLUE (T5.1.1 sizes
+  when the tasks are not given), else which tasks it averages, or "Score".
 - one line per axis value with the paper's legend label; the legend (outside the axes, so it
   covers no point) has a title naming the axis, e.g. "Prompt length".
-- mean ± std over seeds: error bars and a light band. A point with one seed has no spread, and
-  the legend says so ("1 seed: no spread") rather than drawing nothing silently.
+- mean ± std over seeds: error bars and a light band. A note under the axes says over how many
+  seeds, and where a point has one seed and so no spread ("1 seed: no spread"), rather than
+  drawing nothing silently; it stays out of the legend, which it would widen.
 - series never hide each other: at each size the lines are spread around the tick by a small
   fixed factor (the "dodge", `DODGE_FRACTION`), the same for every point of a line.
 - the paper's reference points (`results/paper/reference.csv`: T5-XXL, GPT-3) are drawn only
   next to T5.1.1 sizes (`non_t5_sizes`): beside a toy or tiny model they would read as a
-  comparison, so they are left out with a `ReferenceWarning`, and the plot says "toy model,
-  not T5". Points whose `mean` is NA (no seed with all tasks finished) are not drawn.
+  comparison, so they are left out with a `ReferenceWarning`, and the title says "toy model,
+  not T5" (once: not in each legend entry, and once for a composite of toy panels); a toy
+  frame's legend holds no T5 names either. Points whose `mean` is NA (no seed with all tasks
+  finished) are not drawn.
 
     runs = collect_runs(["multirun/fig3a"])
     fig = plot_panel(superglue_frame(panel_runs(runs, "prompt_len"), "prompt_len"), "prompt_len")
@@ -44,7 +51,7 @@ from repro.plots.ablations import (
     plot_panel,
     present_panels,
 )
-from repro.plots.drawing import dodge_factors, no_points_reason, save_figure
+from repro.plots.drawing import dodge_factors, no_points_reason, save_figure, share_score_axis
 from repro.plots.reference import (
     ReferenceWarning,
     load_reference,
@@ -72,5 +79,6 @@ __all__ = [
     "plot_panel",
     "present_panels",
     "save_figure",
+    "share_score_axis",
     "stated_reference",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,26 @@ from matplotlib.figure import Figure
 
 from repro.checkpoints import model_lm_adapt_steps
 from repro.collect.superglue import ABLATION_AXES, panel_runs, superglue_frame
-from repro.plots.drawing import Line, check_frame, draw, no_points_reason, save_figure, score_label
-from repro.plots.reference import references_for, toy_title
+from repro.plots.drawing import (
+    Line,
+    check_frame,
+    count_label,
+    draw,
+    draw_values,
+    frame_score_label,
+    no_points_reason,
+    save_figure,
+    score_label,
+    share_score_axis,
+    size_label,
+)
+from repro.plots.reference import (
+    TOY_NOTE,
+    ReferenceWarning,
+    non_t5_sizes,
+    references_for,
+    toy_title,
+)
 
 # Legend labels and line order exactly as in the paper's Figure 3.
 AXIS_LABELS: dict[str, dict[Any, str]] = {
@@ -51,8 +70,11 @@ LEGEND_TITLES = {
 # Figure 3(d): the LM-adaptation recipe of each line (`lm_adapt_source` of the frame), shown in
 # its legend label and its line style; a step count keeps its colour across recipes.
 SOURCE_LABELS = {"released": "released", "own": "own", "none": "none: T5.1.1"}
+TOY_NONE_LABEL = "none: span corruption"  # a toy model's 0-step checkpoint is no T5.1.1
 SOURCE_STYLES = {"released": ("-", "o"), "own": ("--", "s"), "none": (":", "^")}
 _UNKNOWN_SOURCE = ("source unknown", ("-.", "x"))
+# The axes whose values are ordered: a one-size panel joins its points along them.
+ORDERED_AXES = ("prompt_len", "lm_adapt_steps")
 
 
 def axis_label(axis: str, value: Any) -> str:
@@ -102,8 +124,11 @@ def _same_source(sources: pd.Series, source: Any) -> pd.Series:
     return sources.isna() if source is None else sources.eq(source).fillna(False).astype(bool)
 
 
-def _source_legend(source: Any) -> tuple[str, tuple[str, str]]:
-    """(legend text, (line style, marker)) of an LM-adaptation recipe."""
+def _source_legend(source: Any, toy: bool = False) -> tuple[str, tuple[str, str]]:
+    """(legend text, (line style, marker)) of an LM-adaptation recipe; a toy frame's "none"
+    recipe is its own span-corruption checkpoint, not T5.1.1."""
+    if source == "none" and toy:
+        return TOY_NONE_LABEL, SOURCE_STYLES[source]
     if source in SOURCE_STYLES:
         return SOURCE_LABELS[source], SOURCE_STYLES[source]
     return _UNKNOWN_SOURCE if source is None else (str(source), _UNKNOWN_SOURCE[1])
@@ -116,23 +141,29 @@ def plot_panel(
     ax: Axes | None = None,
     title: str | None = None,
     reference: pd.DataFrame | None = None,
-    ylabel: str = "SuperGLUE Score",
+    ylabel: str | None = None,
 ) -> Figure:
     """One Figure 3 panel: a line per value of `axis`, mean ± std over seeds vs model size.
+
+    A frame of one model size is drawn against the axis' values instead (`_plot_one_size`):
+    with one size the paper's x axis would hold one tick and the lines would shrink to dots
+    dodged sideways around it, with nothing joining them; the values themselves are what varies.
 
     Args:
         frame: `superglue_frame(runs, axis)` (columns size, params, <axis>, mean, std; n_seeds
             if present marks single-seed points).
         axis: `prompt_len`, `init`, `objective`, `lm_adapt_steps` (or any column of `frame`).
             For `lm_adapt_steps`, a frame with `lm_adapt_source` draws one line per step count
-            and recipe, labelled e.g. "100K (released)", "10K (own)", "0K (none: T5.1.1)",
-            the recipe also in the line style (released solid, own dashed, none dotted).
+            and recipe, labelled e.g. "100K (released)", "10K (own)", "0K (none: T5.1.1)"
+            ("0K (none: span corruption)" for a toy model), the recipe also in the line style
+            (released solid, own dashed, none dotted).
         ax: draw into this axes (e.g. one cell of a grid); default a new figure.
         title: default the paper's panel caption, e.g. "(a) Prompt length" (+ "toy model, not
             T5" for a frame of other sizes).
         reference: optional reference points (`results/paper/reference.csv` layout); drawn only
             beside T5.1.1 sizes and only rows with a stated source (`references_for`).
-        ylabel: y-axis label; say which tasks were averaged when they are not SuperGLUE's.
+        ylabel: y-axis label; default `frame_score_label` ("SuperGLUE Score" only for T5.1.1
+            sizes, "Score" for a toy or tiny model's frame).
 
     Returns:
         The figure holding `ax`.
@@ -142,7 +173,13 @@ def plot_panel(
         fig, ax = plt.subplots(figsize=(6.4, 3.9))
     fig = ax.figure
     drawn = frame[frame["mean"].notna()]
+    title = title if title is not None else toy_title(PANEL_TITLES.get(axis, axis), drawn)
+    ylabel = ylabel if ylabel is not None else frame_score_label(frame)
+    if drawn["params"].nunique() == 1:
+        _plot_one_size(ax, drawn, axis, reference, title=title, ylabel=ylabel)
+        return fig
     by_source = axis == "lm_adapt_steps" and "lm_adapt_source" in drawn.columns
+    toy = bool(non_t5_sizes(drawn))
     lines = []
     for i, value in enumerate(_axis_order(axis, list(drawn[axis].dropna().unique()))):
         rows = drawn[drawn[axis] == value]
@@ -152,7 +189,7 @@ def plot_panel(
             if axis == "objective" and value == "lm_adapt":
                 label = _lm_adapt_label(line["size"])
             if by_source:
-                name, (linestyle, marker) = _source_legend(source)
+                name, (linestyle, marker) = _source_legend(source, toy)
                 label = f"{label} ({name})"
             lines.append(Line(label, line.sort_values("params"), f"C{i % 10}", linestyle, marker))
     legend_title = LEGEND_TITLES.get(axis, axis)
@@ -163,22 +200,77 @@ def plot_panel(
         lines,
         references_for(drawn, reference),
         legend_title=legend_title,
-        title=title if title is not None else toy_title(PANEL_TITLES.get(axis, axis), drawn),
+        title=title,
         ylabel=ylabel,
     )
     return fig
 
 
+def _plot_one_size(
+    ax: Axes,
+    drawn: pd.DataFrame,
+    axis: str,
+    reference: pd.DataFrame | None,
+    *,
+    title: str,
+    ylabel: str,
+) -> None:
+    """A panel of one model size: x = the axis' values in the paper's order (ticked with its
+    legend labels), one line through the means with error bars and a band of ± std over seeds
+    (one line per recipe in Figure 3(d)). An ordered axis (prompt length, steps) is joined by
+    the line; initialisations and objectives stay separate markers, as no order joins them.
+    The size is named in the x label; the paper's points, which sit at a model size, have no
+    place on this axis and are left out with a `ReferenceWarning`."""
+    if references_for(drawn, reference) is not None:  # (which warns beside a toy model)
+        warnings.warn(
+            "the paper's reference points are left out: a panel of one model size is drawn "
+            "against its axis' values, where a point at a model size has no place",
+            ReferenceWarning,
+            stacklevel=3,
+        )
+    values = _axis_order(axis, list(drawn[axis].dropna().unique()))
+    ticks = [axis_label(axis, v) for v in values]
+    if axis == "objective" and "lm_adapt" in values:
+        ticks[values.index("lm_adapt")] = _lm_adapt_label(drawn["size"])
+    rows = drawn.assign(
+        x=drawn[axis].map(lambda v: next(i for i, u in enumerate(values) if u == v)),
+        point=drawn[axis].map(lambda v: axis_label(axis, v)),
+    ).sort_values("x")
+    lines = [Line("", rows, "C0")]  # one line: the ticks say what its points are
+    if axis == "lm_adapt_steps" and "lm_adapt_source" in rows.columns:  # a line per recipe
+        toy = bool(non_t5_sizes(drawn))
+        lines = []
+        for i, source in enumerate(_source_order(rows["lm_adapt_source"])):
+            name, (linestyle, marker) = _source_legend(source, toy)
+            sel = rows[_same_source(rows["lm_adapt_source"], source)]
+            lines.append(Line(name, sel, f"C{i % 10}", linestyle, marker))
+    size, params = drawn["size"].iloc[0], float(drawn["params"].iloc[0])
+    draw_values(
+        ax,
+        lines,
+        ticks,
+        connect=axis in ORDERED_AXES or pd.api.types.is_numeric_dtype(drawn[axis]),
+        xlabel=f"{LEGEND_TITLES.get(axis, axis)}, at {size_label(size, params)} "
+        f"({count_label(params)} parameters)",
+        title=title,
+        ylabel=ylabel,
+        legend_title="LM adaptation recipe",
+    )
+
+
 def plot_grid(
     frames: Mapping[str, pd.DataFrame],
     *,
-    ylabel: str = "SuperGLUE Score",
+    ylabel: str | None = None,
     reference: pd.DataFrame | None = None,
     suptitle: str | None = None,
 ) -> Figure:
     """Figure 3 as one figure: a panel per `{axis: superglue frame}`, in the given order.
 
-    Exactly one axes per panel: 1-3 panels side by side, 4 as the paper's 2x2 grid.
+    Exactly one axes per panel: 1-3 panels side by side, 4 as the paper's 2x2 grid. The panels
+    share one score range (`share_score_axis`), so one score sits at the same height in each.
+    When every panel is a toy model's, "toy model, not T5" is said once, under the figure's
+    title, instead of under each panel's.
     """
     n = len(frames)
     if n == 0:
@@ -191,8 +283,13 @@ def plot_grid(
     cells = list(grid.flat)
     for cell in cells[n:]:  # only for more than 4 panels: no empty slot left behind
         cell.remove()
+    toy = all(non_t5_sizes(f[f["mean"].notna()]) for f in frames.values())
     for cell, (axis, frame) in zip(cells, frames.items(), strict=False):
-        plot_panel(frame, axis, ax=cell, reference=reference, ylabel=ylabel)
+        title = PANEL_TITLES.get(axis, axis) if toy else None
+        plot_panel(frame, axis, ax=cell, reference=reference, ylabel=ylabel, title=title)
+    share_score_axis(cells[:n])
+    if toy:
+        suptitle = f"{suptitle or 'Figure 3'}\n({TOY_NOTE})"
     if suptitle:
         fig.suptitle(suptitle)
     return fig

@@ -1,11 +1,14 @@
 """The drawing every figure shares: lines of mean ± std over seeds against model size (log x
-axis ticked at each size's parameter count, the dodge, y limits inside [0, 100], the legend
-outside the axes), the y label, why a frame gives no point, and the PNG + PDF files.
+axis ticked at each size's parameter count, the dodge, the legend outside the axes), or against
+an axis' values when a frame holds one size (`draw_values`); the score axis (ticks inside
+[0, 100], the frame a little beyond so no marker is cut, one range across a composite), the
+seed note under the axes, the y label, why a frame gives no point, and the PNG + PDF files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +18,10 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from repro.collect.superglue import SUPERGLUE_TASKS
+from repro.plots.reference import non_t5_sizes
 
 SIZE_LABELS = {"small": "Small", "base": "Base", "large": "Large", "xl": "XL", "xxl": "XXL"}
 _REFERENCE_MARKERS = ("*", "D", "s", "^", "v", "P")
@@ -29,21 +33,27 @@ _REFERENCE_MARKERS = ("*", "D", "s", "^", "v", "P")
 # shared among the lines, so the clusters of two sizes never meet.
 DODGE_FRACTION = 0.02
 MAX_DODGE_SHARE = 0.5
-SCORE_LIMITS = (0.0, 100.0)  # the y axis never leaves them (scores are percentages)
+SCORE_LIMITS = (0.0, 100.0)  # the y ticks never leave them (scores are percentages)
 MIN_SCORE_SPAN = 10.0  # a flat panel still reads as a score axis, not 51.9-52.1
+# The frame sits this share of the ticked range beyond it on either side, so that a marker at
+# 0 or 100 (or at the panel's lowest/highest point) shows whole inside the frame, never cut.
+FRAME_MARGIN = 0.05
 SINGLE_SEED_NOTE = "1 seed: no spread"
 LEGEND_FONTSIZE = 9
+NOTE_FONTSIZE = 8
+NOTE_WIDTH = 95  # characters per line of the note under an axes
 
 
-def _size_label(size: Any, params: float) -> str:
+def size_label(size: Any, params: float) -> str:
+    """A size as the top axis and the notes name it: "Base", "toy_xl", else its count."""
     if isinstance(size, str) and size.lower() in SIZE_LABELS:
         return SIZE_LABELS[size.lower()]
     if isinstance(size, str) and size:
         return size
-    return _count_label(params)
+    return count_label(params)
 
 
-def _count_label(params: float) -> str:
+def count_label(params: float) -> str:
     """A parameter count as the x tick reads it: 76961152 → "77M", 11135332352 → "11.1B"."""
     for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if params >= scale:
@@ -69,7 +79,8 @@ class Line:
     """One drawn series: its points (sorted by params) and how it looks."""
 
     label: str
-    rows: pd.DataFrame  # params, size, mean, std (NaN: one seed), n_seeds if known
+    rows: pd.DataFrame  # params, size, mean, std (NaN: one seed), n_seeds if known;
+    # `draw_values` also reads x (the point's position) and point (its name)
     color: str
     linestyle: str = "-"
     marker: str = "o"
@@ -80,18 +91,61 @@ class Line:
             single |= self.rows["n_seeds"].eq(1).fillna(False).astype(bool)
         return single.to_numpy(dtype=bool)
 
+    def points_named(self, *, single: bool = False) -> str:
+        """The line's points by name (its `point` column, else their sizes: "Base, Large"),
+        only the single-seed ones if `single`."""
+        rows = self.rows[self.single_seed()] if single else self.rows
+        if "point" in rows.columns:
+            names = map(str, rows["point"])
+        else:
+            names = map(size_label, rows["size"], rows["params"].astype(float))
+        return ", ".join(dict.fromkeys(names))
 
-def _seed_note(line: Line) -> str:
-    """What the legend adds to a line with one seed somewhere: " (1 seed: no spread)", or
-    " (1 seed at Base: no spread)" when only some sizes have one; "" otherwise."""
-    single = line.single_seed()
-    if not single.any():
+
+def seed_note(lines: Sequence[Line]) -> str:
+    """What the note under an axes says of the seeds behind `lines`' points: "mean ± std over 3
+    seeds", "1 seed: no spread", or, with mixed counts, where one seed leaves no spread
+    ("mean ± std over 3 seeds; 1 seed, no spread: 1 at Base, Large; 5 at XL"). Kept out of the
+    legend: there it widened every entry and squeezed the panel to a fraction of its width."""
+    lines = [line for line in lines if len(line.rows)]
+    if not lines:
         return ""
-    if single.all():
-        return f" ({SINGLE_SEED_NOTE})"
-    rows = line.rows[single]
-    at = dict.fromkeys(map(_size_label, rows["size"], rows["params"].astype(float)))
-    return f" (1 seed at {', '.join(at)}: no spread)"
+    if all(line.single_seed().all() for line in lines):
+        return SINGLE_SEED_NOTE
+    rows = pd.concat([line.rows[~line.single_seed()] for line in lines])
+    counts = sorted({int(n) for n in rows.get("n_seeds", pd.Series()).dropna()})
+    over = "seeds"  # an older frame without n_seeds
+    if counts:
+        over = f"{counts[0]}-{counts[-1]} seeds" if len(counts) > 1 else f"{counts[0]} seeds"
+    note = f"mean ± std over {over}"
+    singles = [line for line in lines if line.single_seed().any()]
+    if singles:
+        where = [
+            f"{line.label} at {line.points_named(single=True)}"
+            if line.label
+            else f"at {line.points_named(single=True)}"
+            for line in singles
+        ]
+        note += f"; 1 seed, no spread: {'; '.join(where)}"
+    return note
+
+
+def add_note(ax: Axes, note: str) -> None:
+    """`note` in small grey type under `ax`'s x label, left-aligned with the axes (out of the
+    legend, so it neither widens the legend nor covers a point)."""
+    if not note:
+        return
+    ax.annotate(
+        textwrap.fill(note, NOTE_WIDTH),
+        xy=(0.0, 0.0),
+        xycoords=("axes fraction", ax.xaxis.label),  # x: the axes' left; y: the label's bottom
+        xytext=(0.0, -4.0),
+        textcoords="offset points",
+        ha="left",
+        va="top",
+        fontsize=NOTE_FONTSIZE,
+        color="0.35",
+    )
 
 
 def _dodge_step(xs: Sequence[float], n_lines: int) -> float:
@@ -126,6 +180,39 @@ def _score_limits(low: float, high: float) -> tuple[float, float]:
     return low, high
 
 
+def set_score_axis(ax: Axes, low: float, high: float) -> None:
+    """The y axis of scores from `low` to `high`: ticks inside `_score_limits` around them
+    (so never beyond [0, 100]) and the frame `FRAME_MARGIN` beyond those, so no marker is cut."""
+    _score_frame(ax, *_score_limits(low, high))
+
+
+def _score_frame(ax: Axes, low: float, high: float) -> None:
+    """Ticks from `low` to `high`, the frame `FRAME_MARGIN` of that range beyond either end."""
+    margin = FRAME_MARGIN * (high - low)
+    ticks = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+    ax.set_yticks([t for t in ticks if low - 1e-9 <= t <= high + 1e-9])
+    ax.set_ylim(low - margin, high + margin)
+
+
+def _scores_shown(ax: Axes) -> tuple[float, float]:
+    """The score range an axes set by `_score_frame` shows, its frame margin taken off."""
+    low, high = ax.get_ylim()
+    inner = (high - low) / (1 + 2 * FRAME_MARGIN)
+    return low + FRAME_MARGIN * inner, high - FRAME_MARGIN * inner
+
+
+def share_score_axis(axes: Iterable[Axes]) -> None:
+    """One score range for all `axes` (the panels of a composite), so that one score sits at
+    the same height in each: the union of their ranges, ticks and frame as `_score_frame`."""
+    axes = list(axes)
+    if not axes:
+        return
+    shown = [_scores_shown(ax) for ax in axes]
+    low, high = min(lo for lo, _ in shown), max(hi for _, hi in shown)
+    for ax in axes:
+        _score_frame(ax, low, high)
+
+
 def _size_axis(ax: Axes, ticks: dict[float, str], half_cluster: float) -> None:
     """The log x axis: a tick at each parameter count (labelled with the count), the size
     names at the same positions on a top axis, room for the dodged clusters either side."""
@@ -135,7 +222,7 @@ def _size_axis(ax: Axes, ticks: dict[float, str], half_cluster: float) -> None:
     pad = 0.5 if span == 0 else 0.1 * span + half_cluster  # one size: a decade around it
     ax.set_xscale("log")
     ax.set_xlim(10 ** (logs[0] - pad), 10 ** (logs[-1] + pad))
-    ax.set_xticks(xs, [_count_label(x) for x in xs])
+    ax.set_xticks(xs, [count_label(x) for x in xs])
     ax.xaxis.set_minor_locator(NullLocator())
     top = ax.secondary_xaxis("top")
     top.set_xticks(xs, [ticks[x] for x in xs])
@@ -152,44 +239,19 @@ def draw(
     title: str,
     ylabel: str,
 ) -> None:
-    """Draw `lines` (dodged, error bars + band) and the reference rows; set both axes, the
-    title and the legend."""
+    """Draw `lines` against model size (dodged, error bars + band) and the reference rows; set
+    both axes, the title, the legend and the seed note under the axes."""
     ticks: dict[float, str] = {}
     for line in lines:
         for s, p in zip(line.rows["size"], line.rows["params"], strict=True):
-            ticks[float(p)] = _size_label(s, float(p))
+            ticks[float(p)] = size_label(s, float(p))
     ref_ticks = {} if reference is None else _reference_ticks(reference)
     ticks = {**ref_ticks, **ticks}  # a size's own name wins over a reference's
     step = _dodge_step(list(ticks), len(lines))
-    lows: list[float] = []
-    highs: list[float] = []
-
-    # the lines: a light band and error bars where there is a spread
-    all_single = bool(lines) and all(line.single_seed().all() for line in lines)
+    scores: list[float] = []
     for line, factor in zip(lines, dodge_factors(len(lines), step), strict=True):
         x = line.rows["params"].astype(float).to_numpy() * factor
-        mean = line.rows["mean"].astype(float).to_numpy()
-        std = line.rows["std"].astype(float).to_numpy()  # NaN: one seed, nothing drawn
-        spread = np.isfinite(std)
-        label = line.label if all_single else line.label + _seed_note(line)
-        if spread.any():
-            ax.fill_between(
-                x, mean - std, mean + std, where=spread, color=line.color, alpha=0.15, linewidth=0
-            )
-        container = ax.errorbar(
-            x,
-            mean,
-            yerr=std,
-            color=line.color,
-            linestyle=line.linestyle,
-            marker=line.marker,
-            markersize=5,
-            capsize=3,
-            label=label,
-        )
-        container.lines[0].set_clip_on(False)  # a point at 0 or 100 shows whole at the edge
-        lows += list(np.where(spread, mean - std, mean))
-        highs += list(np.where(spread, mean + std, mean))
+        scores += _draw_line(ax, line, x, line.linestyle)
 
     # the paper's points, in black and never dodged
     if reference is not None:
@@ -203,20 +265,87 @@ def draw(
                 zorder=3,
                 label=f"{row.method} ({row.model}, paper, {str(row.split).strip()})",
             )
-            lows.append(float(row.superglue))
-            highs.append(float(row.superglue))
+            scores.append(float(row.superglue))
 
     if ticks:
         _size_axis(ax, ticks, (len(lines) - 1) / 2 * step)
-    if lows:
-        ax.set_ylim(*_score_limits(float(np.nanmin(lows)), float(np.nanmax(highs))))
-    ax.set_xlabel("Model Parameters")
+    _finish(ax, lines, scores, "Model Parameters", ylabel, title, legend_title)
+
+
+def draw_values(
+    ax: Axes,
+    lines: list[Line],
+    ticks: Sequence[str],
+    *,
+    connect: bool,
+    xlabel: str,
+    title: str,
+    ylabel: str,
+    legend_title: str | None = None,
+) -> None:
+    """Draw `lines` against an axis' values (a panel of one model size): the value of row
+    `x` at position x, ticked with `ticks[x]`, evenly spaced (as the paper's sweep values
+    1, 5, 20, 100, 150 are near-geometric, a log axis would press 100 and 150 together). The
+    points of a line are joined if `connect` (an ordered axis: prompt length, steps), else
+    shown as separate markers (initialisations, objectives). Several lines are dodged by a
+    tenth of a position each; a legend only when there are several."""
+    scores: list[float] = []
+    for i, line in enumerate(lines):
+        dodge = (i - (len(lines) - 1) / 2) * 0.1
+        x = line.rows["x"].astype(float).to_numpy() + dodge
+        scores += _draw_line(ax, line, x, line.linestyle if connect else "none")
+    ax.set_xticks(range(len(ticks)), [textwrap.fill(t, 14) for t in ticks])
+    ax.set_xlim(-0.5, len(ticks) - 0.5)
+    _finish(ax, lines, scores, xlabel, ylabel, title, legend_title if len(lines) > 1 else None)
+
+
+def _draw_line(ax: Axes, line: Line, x: np.ndarray, linestyle: str) -> list[float]:
+    """One line at `x`: mean with error bars, a light band where there is a spread (none for a
+    single seed, nor between unjoined points); returns the scores the y axis must show (mean ±
+    std, or the mean)."""
+    mean = line.rows["mean"].astype(float).to_numpy()
+    std = line.rows["std"].astype(float).to_numpy()  # NaN: one seed, nothing drawn
+    spread = np.isfinite(std)
+    if spread.any() and linestyle != "none":
+        ax.fill_between(
+            x, mean - std, mean + std, where=spread, color=line.color, alpha=0.15, linewidth=0
+        )
+    container = ax.errorbar(
+        x,
+        mean,
+        yerr=std,
+        color=line.color,
+        linestyle=linestyle,
+        marker=line.marker,
+        markersize=5,
+        capsize=3,
+        label=line.label,
+    )
+    container.lines[0].set_clip_on(False)  # the frame's margin has room; never cut a marker
+    return [*np.where(spread, mean - std, mean), *np.where(spread, mean + std, mean)]
+
+
+def _finish(
+    ax: Axes,
+    lines: list[Line],
+    scores: list[float],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    legend_title: str | None,
+) -> None:
+    """The score axis, labels, title, grid, the seed note under the axes and the legend
+    (outside the axes: it covers no point; our lines first, then the paper's points)."""
+    if scores and np.isfinite(scores).any():
+        set_score_axis(ax, float(np.nanmin(scores)), float(np.nanmax(scores)))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if all_single:
-        legend_title = f"{legend_title}\n({SINGLE_SEED_NOTE})" if legend_title else SINGLE_SEED_NOTE
+    add_note(ax, seed_note(lines))
     handles, labels = ax.get_legend_handles_labels()
+    if legend_title is None and all(isinstance(h, ErrorbarContainer) for h in handles):
+        return  # one unnamed line: its ticks say what it is
     if handles:
         ours = [i for i, h in enumerate(handles) if isinstance(h, ErrorbarContainer)]
         order = ours + [i for i in range(len(handles)) if i not in ours]  # our lines first
@@ -270,7 +399,19 @@ def score_label(tasks: Sequence[str] | None) -> str:
     """SuperGLUE's name only for SuperGLUE's 8 tasks; smoke/toy runs say what they average."""
     if tasks is None or tuple(tasks) == SUPERGLUE_TASKS:
         return "SuperGLUE Score"
+    if len(tasks) == 1:
+        return f"Score ({tasks[0]})"
     return f"Mean score ({', '.join(tasks)})"
+
+
+def frame_score_label(frame: pd.DataFrame) -> str:
+    """The y label of a figure frame drawn without one: `score_label` of the tasks it averages
+    where it records them (`frame.attrs["tasks"]`); else "SuperGLUE Score" only for T5.1.1
+    sizes, where `superglue_frame`'s default is SuperGLUE, and "Score" for a toy or tiny model's
+    frame, whose tasks are not SuperGLUE's."""
+    if frame.attrs.get("tasks"):
+        return score_label(frame.attrs["tasks"])
+    return "Score" if non_t5_sizes(frame) else "SuperGLUE Score"
 
 
 def no_points_reason(runs: pd.DataFrame, tasks: Sequence[str] | None) -> str:

@@ -14,8 +14,16 @@ from matplotlib.figure import Figure
 
 from repro.collect.superglue import figure1_runs, superglue_frame
 from repro.methods import DEFAULT_METHOD, METHODS
-from repro.plots.drawing import Line, check_frame, draw, no_points_reason, save_figure, score_label
-from repro.plots.reference import TOY_NOTE, non_t5_sizes, references_for, toy_title
+from repro.plots.drawing import (
+    Line,
+    check_frame,
+    draw,
+    frame_score_label,
+    no_points_reason,
+    save_figure,
+    score_label,
+)
+from repro.plots.reference import non_t5_sizes, references_for, toy_title
 
 # Figure 1: one colour per method (the paper's legend order: model tuning lines first).
 METHOD_COLORS = {"model": "C3", "model_multitask": "C1", "prompt": "C0", "lora": "C2"}
@@ -26,19 +34,21 @@ def plot_figure1(
     reference: pd.DataFrame,
     *,
     ax: Axes | None = None,
-    ylabel: str = "SuperGLUE Score",
+    ylabel: str | None = None,
 ) -> Figure:
     """Figure 1: a line per method (mean ± std over seeds) vs T5 size, with the paper's points.
 
     The lines are the paper's: "Model Tuning", "Model Tuning (Multi-task)", "Prompt Tuning"
     (`repro.methods.METHODS` labels; a frame without a `method` column is prompt tuning). A
     frame of other sizes (toy, tiny: `non_t5_sizes`) is drawn without the paper's points, with
-    a `ReferenceWarning`, and labelled "toy model, not T5" in its legend and title.
+    a `ReferenceWarning`, and labelled "toy model, not T5" once, in its title (its legend
+    names the methods alone; beside T5.1.1 sizes each says "(ours)", apart from the paper's).
 
     Args:
         frame: `superglue_frame(figure1_runs(runs), "method")`: one row per method and size.
         reference: `results/paper/reference.csv` (GPT-3 prompt design, T5-XXL model tuning and
             prompt tuning as the paper reports them).
+        ylabel: default `frame_score_label` ("SuperGLUE Score" only for T5.1.1 sizes).
     """
     check_frame(frame, ["size", "params", "mean", "std"])
     if "method" not in frame.columns:
@@ -59,7 +69,7 @@ def plot_figure1(
     lines = []
     for i, method in enumerate(order):
         name = METHODS[method].label if method in METHODS else method
-        label = f"{name} ({TOY_NOTE})" if toy else f"{name} (ours)"
+        label = name if toy else f"{name} (ours)"  # a toy frame says so once, in the title
         color = METHOD_COLORS.get(method, f"C{(i + 4) % 10}")
         lines.append(Line(label, drawn[drawn["method"] == method], color))
     only_prompt = order in ([], [DEFAULT_METHOD])
@@ -72,7 +82,7 @@ def plot_figure1(
         references_for(drawn, reference),
         legend_title="Method",
         title=toy_title(title, drawn),
-        ylabel=ylabel,
+        ylabel=ylabel if ylabel is not None else frame_score_label(frame),
     )
     return fig
 

@@ -386,7 +386,8 @@ def probe_lines(manifest: dict[str, Any]) -> list[str]:
 def figures(points: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, list[Path]]:
     """Each toy panel (``figure3<letter>_<axis>``) and the panels together (``figure3``: only
     the panels present, the paper's 2x2 when all four are), PNG and PDF, drawn by
-    ``repro.plots`` (which marks them "toy model, not T5").
+    ``repro.plots`` (which marks them "toy model, not T5": each panel's file under its title,
+    the grid once under the figure's).
 
     Args:
         points: ``{panel: panel_points(...)}`` for the panels of ``PANELS`` present.
@@ -403,7 +404,7 @@ def figures(points: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, l
         fig = plot_grid(
             ordered,
             ylabel=ylabel,
-            suptitle="Toy world: suite-built toy T5s on a CPU (not a result about T5)",
+            suptitle="Toy world: suite-built toy T5s on a CPU",  # + "(toy model, not T5)"
         )
         written["figure3"] = save_figure(fig, out_dir, "figure3")
         plt.close(fig)
