@@ -63,7 +63,7 @@ TIE_RULES = {
     "likelihood": "the label with the highest log-likelihood summed over the prompts (label-free)",
 }
 GENERATE_TIES = ("seed", "dev")
-# Table 3 of the paper, SuperGLUE dev, T5-XXL, 5 prompts (PAPER.md "Beyond the ablations").
+# Lester et al. 2021, Table 3: SuperGLUE dev, T5-XXL, 5 prompts.
 PAPER_SUPERGLUE = {"average": 90.5, "best": 91.0, "ensemble": 91.3}
 
 
@@ -405,7 +405,7 @@ def ensemble_table(frame: pd.DataFrame) -> str:
         lines.append(f"- {TIE_RULES[rule]} (`{rule}`): {', '.join(part['task'])}")
     lines += [
         "",
-        f"Paper (Table 3; T5-XXL, 5 prompts, SuperGLUE dev; /work/shared/PAPER.md): average / "
+        f"Paper (Lester et al. 2021, Table 3; T5-XXL, 5 prompts, SuperGLUE dev): average / "
         f"best / ensemble = {paper}.",
     ]
     size = frame["size"].dropna()
@@ -419,8 +419,8 @@ def ensemble_table(frame: pd.DataFrame) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m repro.ensemble", description=__doc__.split("\n")[0]
-    )
+        prog="python -m repro.ensemble", description=__doc__.split("\n\n")[0]
+    )  # the docstring's first paragraph, whole
     parser.add_argument("paths", nargs="+", help="run directories or sweep directories")
     parser.add_argument("-o", "--output", required=True, help="output prefix: writes .csv, .md")
     parser.add_argument("--mode", choices=("generate", "rank"), help="default: the runs' own")

@@ -10,11 +10,21 @@ or a PEFT prompt-tuning adapter directory. ``--to peft`` writes an adapter direc
 ``PeftModel.from_pretrained(backbone, out)`` loads (encoder-only, ``num_transformer_submodules
 = 1``); ``--to npy`` the official code's array file; ``--to repro`` our ``prompt.safetensors`` +
 ``prompt.json`` (an import: usable as ``init=from_file init.path=<out>``). See docs/interop.md.
+
+Where the prompt came from is recorded as a path relative to ``out`` (``source``). The backbone
+the output records (PEFT's ``base_model_name_or_path``, our sidecar's ``backbone``) is the
+prompt's own, or ``--base-model``: a hub id as it is (``google/t5-base-lm-adapt``:
+``AutoPeftModelForSeq2SeqLM.from_pretrained(out)`` loads it), a local checkpoint directory as its
+path relative to ``out`` (an own LM adaptation, a toy or tiny model: nothing of this machine's
+layout is written, and an adapter moved together with its backbone still finds it; load that
+backbone yourself, ``out / base_model_name_or_path``, and hand it to
+``PeftModel.from_pretrained(backbone, out)``, as the adapter's README.md shows).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,16 +44,40 @@ def export(
     """Read the prompt at ``source`` and write it as ``to`` at ``out`` (an existing ``out``
     only with ``overwrite``); returns ``out``."""
     prompt, meta = read_prompt(source, which=which)
-    backbone = base_model or meta.get("backbone")
-    if backbone and Path(backbone).expanduser().is_dir():  # a local checkpoint: a path that
-        backbone = str(Path(backbone).expanduser().resolve())  # works from anywhere
+    read_from = Path(meta["files"][0]).parent
+    backbone, local = portable_backbone(base_model or meta.get("backbone"), read_from, Path(out))
     provenance = {
-        "source": str(source),
+        "source": os.path.relpath(Path(source).expanduser().resolve(), Path(out).resolve()),
         "source_format": meta["format"],
         "backbone": backbone,
         **{k: meta.get(k) for k in ("task", "init", "step") if meta.get(k) is not None},
     }
-    return write_prompt(prompt, out, to, base_model=backbone, meta=provenance, overwrite=overwrite)
+    return write_prompt(
+        prompt,
+        out,
+        to,
+        base_model=backbone,
+        base_model_local=local,
+        meta=provenance,
+        overwrite=overwrite,
+    )
+
+
+def portable_backbone(backbone: str | None, read_from: Path, out: Path) -> tuple[str | None, bool]:
+    """What an output records as its backbone, and whether that is a local path: a local
+    checkpoint directory as its path relative to ``out``; anything else (a hub id) as it is.
+
+    A relative ``backbone`` is looked for from ``read_from``, the directory of the prompt read (as
+    an output of this command records it), then from the current directory (as a run's
+    ``model.path``, ``--base-model`` or a PEFT adapter of PEFT's own gives it).
+    """
+    if not backbone:
+        return backbone, False
+    path = Path(backbone).expanduser()
+    for place in [path] if path.is_absolute() else [read_from / path, path]:
+        if place.is_dir():
+            return os.path.relpath(place.resolve(), out.expanduser().resolve()), True
+    return backbone, False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--base-model",
-        help="the backbone's hub id or local path (default: the one the prompt records)",
+        help="the backbone's hub id or local checkpoint directory (default: the one the prompt "
+        "records); a directory is recorded as its path relative to out",
     )
     parser.add_argument(
         "--which",

@@ -11,7 +11,9 @@ injection that proves it.
   (with a ``COMPLETE`` marker), then swapped in (:func:`publish_dir`); :func:`recover_dir`
   repairs whatever a kill between any two of those file operations left, so the next launch
   resumes. :func:`build_once` builds a shared directory (the tiny model, a generated task's data)
-  once, whichever of several concurrent jobs gets there first.
+  once, whichever of several concurrent jobs gets there first. Both give what they write the
+  modes a plain ``mkdir``/``open`` gives under the user's umask (:func:`usual_modes`), whatever
+  the writer did: safetensors writes owner-only (0600) files.
 
 Crash injection: :func:`fault_point` marks each gap between two file operations; with
 ``REPRO_KILL_AT=<point>[:<n>]`` in the environment the process SIGKILLs itself at the n-th
@@ -29,7 +31,7 @@ import math
 import os
 import shutil
 import signal
-import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,24 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
 # --- atomic directories ----------------------------------------------------------------------
 
 
+def usual_modes(directory: Path) -> None:
+    """Give everything under ``directory`` the modes a plain ``mkdir``/``open`` gives under the
+    umask: its sub-directories ``directory``'s own mode (made by ``mkdir``, so e.g. 0755 under
+    umask 022), its files that mode's read/write bits (0644), an executable file its execute
+    bits too. Symbolic links are left alone."""
+    mode = directory.stat().st_mode & 0o777
+    for root, dirs, files in os.walk(directory):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            if os.path.isdir(path):
+                os.chmod(path, mode)
+            else:
+                executable = os.stat(path).st_mode & 0o111
+                os.chmod(path, mode & (0o777 if executable else 0o666))
+
+
 def staging_path(target: Path) -> Path:
     """Where :func:`publish_dir` writes ``target`` before swapping it in."""
     return target.with_name(f".{target.name}.tmp")
@@ -187,6 +207,7 @@ def publish_dir(target: Path, write: Callable[[Path], Any]) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     write(staging)
+    usual_modes(staging)
     fault_point(f"publish {target.name}: files written")
     for file in staging.iterdir():
         with open(file, "rb") as f:
@@ -214,9 +235,12 @@ def build_once(target: Path, build: Callable[[Path], Any], marker: str) -> Path:
     if (target / marker).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    # a directory of this job's own (not tempfile.mkdtemp's, which is owner-only: 0700)
+    staging = target.parent / f".{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
     try:
         build(staging)
+        usual_modes(staging)
         with contextlib.suppress(OSError):  # another job got there first: keep its files
             staging.rename(target)
     finally:

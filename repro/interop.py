@@ -265,6 +265,7 @@ def write_prompt(
     to: str,
     *,
     base_model: str | None = None,
+    base_model_local: bool = False,
     meta: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -275,6 +276,8 @@ def write_prompt(
     Args:
         base_model: the backbone's hub id or local path (``peft``: required, it goes into
             ``base_model_name_or_path``).
+        base_model_local: ``base_model`` is a local checkpoint's path relative to ``out``
+            (``peft``: the model card says how to load it).
         meta: provenance (task, step, source, ...): our sidecar for ``repro``, the model card
             (README.md) for ``peft``.
         overwrite: replace an existing output of the same kind (a file for npy, else a
@@ -310,23 +313,42 @@ def write_prompt(
         if to == "repro":
             save_prompt(prompt, staging, **meta)
         else:
-            _write_peft(prompt, staging, base_model, meta)
+            _write_peft(prompt, staging, base_model, base_model_local, meta)
 
     publish_dir(out, write)  # written aside, then swapped in (an old output moved aside first)
     return out
 
 
-def _write_peft(prompt: Tensor, directory: Path, base_model: str, meta: Mapping) -> None:
+def _write_peft(
+    prompt: Tensor, directory: Path, base_model: str, local: bool, meta: Mapping
+) -> None:
     length, width = prompt.shape
     config = peft_adapter_config(length, width, base_model)
     (directory / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     save_file({PEFT_KEY: prompt}, directory / PEFT_WEIGHTS, metadata={"format": "pt"})
     facts = "\n".join(f"- {k}: {v}" for k, v in meta.items() if v is not None)
+    if local:  # PEFT would read a relative base_model_name_or_path from the current directory
+        where = (
+            f"the local checkpoint `{base_model}`, a path relative to this directory "
+            "(`base_model_name_or_path`)"
+        )
+        load = (
+            "adapter = Path(this_directory)\n"
+            f'backbone = AutoModelForSeq2SeqLM.from_pretrained(adapter / "{base_model}")\n'
+            "model = PeftModel.from_pretrained(backbone, adapter)\n"
+        )
+    else:
+        where = f"`{base_model}`"
+        load = (
+            f'backbone = AutoModelForSeq2SeqLM.from_pretrained("{base_model}")\n'
+            "model = PeftModel.from_pretrained(backbone, this_directory)\n"
+        )
     (directory / "README.md").write_text(
         "# Prompt-tuning adapter written by repro.export\n\n"
-        f"A soft prompt [{length}, {width}] in front of the encoder input of `{base_model}` "
-        "(frozen), in PEFT's prompt-tuning layout with num_transformer_submodules=1.\n\n"
-        "```python\nfrom peft import PeftModel\n"
-        "model = PeftModel.from_pretrained(backbone, this_directory)\n```\n\n"
+        f"A soft prompt [{length}, {width}] in front of the encoder input of {where}, frozen, in "
+        "PEFT's prompt-tuning layout with num_transformer_submodules=1.\n\n"
+        f"```python\n{'from pathlib import Path' + chr(10) * 2 if local else ''}"
+        "from peft import PeftModel\nfrom transformers import AutoModelForSeq2SeqLM\n\n"
+        f"{load}```\n\n"
         f"{facts}\n"
     )

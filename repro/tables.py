@@ -8,10 +8,10 @@ for MRQA each of its out-of-domain sets (the ``metric/f1/<set>`` columns, Table 
 score of each source task (e.g. SQuAD) is listed too. Values are mean ± sample std over the
 runs (seeds) of one (method, train task, eval set); the methods of one eval set (prompt tuning,
 model tuning: the paper's two columns) are adjacent rows. The paper's values come from
-``results/paper/transfer.csv`` with their source; a value marked † is not in PAPER.md and was
-not verified against the paper (see that file's ``source`` column). Where the paper reports a
-task pair, a paper row that matches no measured row (a method not trained, a set not scored, a
-name spelt otherwise) and a measured row the paper has no value for are each named in a
+``results/paper/transfer.csv`` with their source; a value marked † was not verified against the
+paper (see that file's ``source`` column). Where the paper reports a task pair, a paper row that
+matches no measured row (a method not trained, a set not scored, a name spelt otherwise) and a
+measured row the paper has no value for are each named in a
 :class:`TablesWarning`, never left as a silent "—".
 """
 

@@ -136,7 +136,7 @@ def transfer_eval(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m repro.transfer", description=__doc__.split("\n")[0]
+        prog="python -m repro.transfer", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("paths", nargs="+", help="run directories or sweep directories")
     parser.add_argument(

@@ -163,8 +163,8 @@ def test_the_cli_flag_prices_every_line_on_the_measured_gpu(check, capsys):
         estimate(compose_config(f"model={m}", "task=rte", f"cost.calibration={check}"))
         for m in ("base", "xxl")
     ]
-    hours = sum(j.gpu_hours for j in jobs)
-    assert out[-1].startswith("total: 2 job(s)") and f"| {hours:.2f} GPU-h |" in out[-1]
+    hours = sum(j.gpu_hours for j in jobs)  # the jobs' exact sum, rounded once
+    assert out[-1].startswith(f"total: {hours:.2f} GPU-h = {hours:.2f} for the 2 job(s) |")
     # --jobs: each line says what it was priced on
     assert main(["-m", "--jobs", "--calibration", str(check), "model=base,xxl", "task=rte"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("dry run")]
@@ -180,7 +180,7 @@ def test_packed_and_unpacked_under_a_calibration_start_from_the_same_total(check
     out = capsys.readouterr().out.splitlines()
     (total,) = [x for x in out if x.startswith("total:")]
     (packed,) = [x for x in out if x.startswith("  model=base:")]
-    hours = total.split(" GPU-h")[0].rsplit("| ", 1)[1]
+    hours = total.split(" GPU-h")[0].rsplit(" ", 1)[1]
     assert f"unpacked 2 process(es), {hours} GPU-h" in packed
 
 

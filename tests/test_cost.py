@@ -1,6 +1,7 @@
 """The cost estimate of a dry run: parameter counts of the real configs, FLOPs checked against
 torch's own FLOP counter on the tiny model, GPU-hours by hand, and the CLIs load no weights."""
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -235,8 +236,8 @@ def test_cost_cli_expands_a_sweep_and_sums_it(capsys):
     assert out == [lines[0], lines[1], lines[2], out[3], lines[3], out[5], out[6]]
     assert out[3].startswith("  WARNING") and out[5] == out[3]
     jobs = [estimate(c) for c in sweep_configs(args, multirun=True)]
-    hours = sum(j.gpu_hours for j in jobs)
-    assert out[6].startswith("total: 4 job(s)") and f"| {hours:.2f} GPU-h" in out[6]
+    hours = sum(j.gpu_hours for j in jobs)  # the jobs' part: their exact sum, rounded once
+    assert out[6].startswith(f"total: {hours:.2f} GPU-h = {hours:.2f} for the 4 job(s) |")
 
 
 def test_a_sweep_file_prints_in_groups_by_size_then_the_axes_that_change_the_cost():
@@ -277,7 +278,8 @@ def test_a_sweep_file_prints_in_groups_by_size_then_the_axes_that_change_the_cos
             warned = i + 1 < len(out) and out[i + 1].startswith("  WARNING")
             assert warned == (job.memory_bytes > 80e9)
     assert len(out) == 1 + 25 + sum(j.memory_bytes > 80e9 for j in by_label.values()) + 5
-    assert describe_total(jobs).startswith("total: 75 job(s)")
+    assert describe_total(jobs).startswith(f"total: {sum(j.gpu_hours for j in jobs):.2f} GPU-h")
+    assert " for the 75 job(s) | " in describe_total(jobs)
 
 
 def test_cost_cli_prints_groups_then_the_total(capsys):
@@ -287,7 +289,7 @@ def test_cost_cli_prints_groups_then_the_total(capsys):
     expanded = sweep_jobs(args, multirun=True)
     jobs = [estimate(cfg) for _, cfg in expanded]
     assert out == [*describe_groups(jobs, [o for o, _ in expanded]), describe_total(jobs)]
-    assert out[-1].startswith("total: 8 job(s)")
+    assert " for the 8 job(s) | " in out[-1]
 
 
 def test_groups_leave_out_the_axes_along_which_the_jobs_cost_the_same():
@@ -499,7 +501,7 @@ def test_own_lm_adaptation_is_priced_once_per_size(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith("lm adaptation small: 1 run of 100000 steps")
     job = estimate(own[0])
-    assert out[2].startswith("total: 1 job(s) + LM adaptation of 1 size(s)")
+    assert out[2].startswith("total: ") and " for LM adaptation (1 size(s)) | " in out[2]
     assert f"| {job.total_flops + adapt.total_flops:.3e} FLOP |" in out[2]
     assert main(args) == 0
     assert "lm adaptation" not in capsys.readouterr().out
@@ -511,7 +513,7 @@ def test_own_lm_adaptation_is_priced_once_per_size(capsys):
         assert main(["-m", *sweep, *narrow, f"lm_adapt_source={source}"]) == 0
         lines = capsys.readouterr().out.splitlines()
         by_source[source] = [x for x in lines if x.startswith("lm adaptation")]
-        assert lines[-1].startswith("total: 8 job(s) + LM adaptation of 2 size(s)")
+        assert " for the 8 job(s) + " in lines[-1] and "LM adaptation (2 size(s))" in lines[-1]
     # auto needs step_10000 and step_50000 (one run to 50K); own also step_100000
     assert [x.split(" (")[0] for x in by_source["auto"]] == [
         "lm adaptation small: 1 run of 50000 steps",
@@ -560,6 +562,72 @@ def test_a_sweeps_total_is_its_unpacked_price(capsys, extra):
         assert _hours(packed.split(" | ")[0]) == _hours(subtotal)
     # and the packed side is cheaper only by the utilisation of its larger steps
     assert _hours(everything.split(" | ")[1]) <= _hours(total)
+
+
+def _cents(line: str, before: str = " GPU-h") -> int:
+    return round(_hours(line, before) * 100)
+
+
+def _total_and_parts(out: list[str]) -> tuple[int, int, int]:
+    """(total, jobs' part, LM adaptation's part) in hundredths of a GPU-hour, from the one line
+    labelled total: ``total: T GPU-h = J for the n job(s) [+ A for LM adaptation (k size(s))]``."""
+    # a line's label: what precedes its first colon, less any remark in brackets
+    labels = [re.sub(r"\([^)]*(\)|$)", "", x.split(":")[0]).split() for x in out]
+    (total,) = [x for x, label in zip(out, labels, strict=True) if "total" in label]
+    head = total.split(" | ")[0]
+    t, sum_of = head.removeprefix("total: ").split(" GPU-h = ")
+    jobs, _, adapt = sum_of.partition(" + ")
+    assert jobs.endswith(" job(s)") and (not adapt or " for LM adaptation (" in adapt)
+    return (
+        round(float(t) * 100),
+        round(float(jobs.split()[0]) * 100),
+        round(float(adapt.split()[0]) * 100) if adapt else 0,
+    )
+
+
+def test_one_total_the_sum_of_the_parts_printed_above_it(capsys):
+    """Figure 3's panels as one sweep print one price, the same listed by group or by job: the
+    total is the jobs' part plus the LM adaptation's; the jobs' part is the exact sum of the lines
+    printed for them (per size, per job: each rounded alone, so within a hundredth a line), the LM
+    adaptation's the sum of its lines; the de-duplication and packing lines are views of the jobs'
+    part, not addends. (Before, one printout held three totals for the same jobs.)"""
+    sweep = ["--config-dir", str(ROOT / "sweeps"), "--config-name", "fig3_all"]
+    narrow = ["model=small,base", "seed=0"]
+    totals = []
+    for per_job in (False, True):
+        assert main(["-m", "--packed", *(["--jobs"] * per_job), *sweep, *narrow]) == 0
+        out = capsys.readouterr().out.splitlines()
+        total, jobs, adapt = _total_and_parts(out)
+        totals.append(total)
+        assert total == jobs + adapt and adapt > 0 and jobs > 0
+        adapted = [x for x in out if x.startswith("lm adaptation ")]
+        assert len(adapted) == 2 and adapt == sum(_cents(x) for x in adapted)
+        if per_job:  # 28 jobs listed by the panels, 22 distinct; each line rounded alone
+            lines = [x for x in out if x.startswith("dry run ")]
+            assert len(lines) == 22
+            assert abs(jobs - sum(_cents(x.split("\n")[0]) for x in lines)) <= len(lines) // 2
+        else:  # one subtotal per size (each has several groups), each rounded alone
+            lines = [x for x in out if x.startswith("subtotal model=")]
+            assert len(lines) == 2 and abs(jobs - sum(_cents(x) for x in lines)) <= 1
+        (dedup,) = [x for x in out if x.startswith("de-duplication")]
+        assert dedup.startswith("de-duplication (not in the total): ") and "22 distinct" in dedup
+        (everything,) = [x for x in out if x.startswith("  model=all:")]
+        per_size = [x for x in out if x.startswith(("  model=small:", "  model=base:"))]
+        unpacked = _cents(everything.split(" | ")[0])
+        assert unpacked == jobs  # packing's "unpacked" is the jobs' part of the total
+        assert abs(unpacked - sum(_cents(x.split(" | ")[0]) for x in per_size)) <= 1
+    assert totals[0] == totals[1]
+    configs = sweep_configs(narrow, multirun=True, config_dir=sweep[1], config_name=sweep[3])
+    assert len(configs) == 22  # the distinct jobs
+    assert jobs == round(sum(estimate(c).gpu_hours for c in configs) * 100)  # rounded once
+
+
+def test_one_total_without_lm_adaptation_is_the_jobs_part():
+    jobs = [estimate(c) for c in sweep_configs(["model=small,base", "task=rte"], multirun=True)]
+    line = describe_total(jobs)
+    total, part, adapt = _total_and_parts([line])
+    assert total == part == round(sum(j.gpu_hours for j in jobs) * 100)
+    assert adapt == 0 and "LM adaptation" not in line
 
 
 def test_dry_run_prints_and_loads_nothing(tmp_path):

@@ -3,6 +3,7 @@ prompts (into a d_model-768 model), text initialisation as PEFT does it, and sco
 prompt without training. Nothing here reads ../shared: every file is built in tmp."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,7 +64,9 @@ def test_export_to_peft_loads_and_gives_our_logits_and_greedy_outputs(
 
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["num_transformer_submodules"] == 1
-    assert config["base_model_name_or_path"] == str(tiny_t5_dir)
+    # the tiny model, a local checkpoint: recorded relative to the adapter, never absolute
+    assert (out / config["base_model_name_or_path"]).resolve() == tiny_t5_dir.resolve()
+    assert not Path(config["base_model_name_or_path"]).is_absolute()
     assert (config["num_virtual_tokens"], config["token_dim"]) == (7, 32)
     assert (out / "adapter_model.safetensors").is_file()
 

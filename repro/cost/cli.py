@@ -26,8 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m repro.cost",
         description="Cost of `python -m repro.run [-m] overrides...` (parameters, memory, "
         "FLOPs, GPU-hours), a sweep in groups of jobs that cost the same, with subtotals per "
-        "model size and the total; warns about jobs that do not fit cost.gpu_memory_gb. "
-        "Loads no weights.",
+        "model size, the LM adaptation the jobs need, and one total: the jobs' GPU-hours plus "
+        "the LM adaptation's. Warns about jobs that do not fit cost.gpu_memory_gb. Loads no "
+        "weights.",
     )
     parser.add_argument("-m", "--multirun", action="store_true", help="expand a sweep")
     parser.add_argument("--jobs", action="store_true", help="one line per job, not per group")

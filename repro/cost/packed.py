@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from repro.config import Config
+from repro.cost.report import cents
 from repro.estimate import estimate, lengths, rate_at
 from repro.memory import format_bytes
 from repro.pack.plan import pack_memory, plan_packs
@@ -78,9 +79,10 @@ def describe_packed(configs: Sequence[Config]) -> list[str]:
         else f"utilisation assumed {model}"
     )
     lines = [
-        f"packed vs unpacked (ESTIMATE: {rate} for n encoder tokens per step, both ways; unpacked "
-        f"= the jobs as priced above; {cost.gpu}, {cost.memory_gb:g} GB per GPU; start-up, "
-        "loading and evaluation not counted; docs/packing.md):"
+        f"packed vs unpacked (not in the total; ESTIMATE: {rate} for n encoder tokens per step, "
+        "both ways; unpacked = the jobs' part of the total above, by size; LM adaptation is not "
+        f"packed; {cost.gpu}, {cost.memory_gb:g} GB per GPU; start-up, loading and evaluation "
+        "not counted; docs/packing.md):"
     ]
     sizes = list(dict.fromkeys(c.model.size for c in configs))
     prices = [(s, price_packed([c for c in configs if c.model.size == s])) for s in sizes]
@@ -88,6 +90,7 @@ def describe_packed(configs: Sequence[Config]) -> list[str]:
         total = PackedPrice(
             jobs=sum(p.jobs for _, p in prices),
             packs=sum(p.packs for _, p in prices),
+            # exact sums, rounded once as printed: "all" unpacked is the jobs' part of the total
             hours_unpacked=sum(p.hours_unpacked for _, p in prices),
             hours_packed=sum(p.hours_packed for _, p in prices),
             peak_unpacked=max(p.peak_unpacked for _, p in prices),
@@ -95,8 +98,7 @@ def describe_packed(configs: Sequence[Config]) -> list[str]:
         )
         prices.append(("all", total))
     for size, price in prices:
-        saved = price.hours_unpacked - price.hours_packed
-        saved = 0.0 if abs(saved) < 0.005 else saved  # rounding, not a loss: print 0.00
+        saved = (cents(price.hours_unpacked) - cents(price.hours_packed)) / 100  # as printed
         share = saved / price.hours_unpacked if price.hours_unpacked else 0.0
         lines.append(
             f"  model={size}: unpacked {price.jobs} process(es), {price.hours_unpacked:.2f} GPU-h, "

@@ -120,13 +120,15 @@ def sweep_plan(
 
 
 def describe_deduplication(plan: SweepPlan) -> list[str]:
-    """A panel sweep's GPU-hours as its panels list them against its distinct jobs."""
+    """What a panel sweep saves by running each of its runs once: a view of the jobs' part of
+    the total (the distinct jobs priced above), not another part of it."""
     listed = sum(estimate(cfg).gpu_hours for _, _, cfg in plan.listed)
     distinct = sum(estimate(cfg).gpu_hours for _, cfg in plan.jobs)
     saved = listed - distinct
     share = saved / listed if listed else 0.0
     return [
         plan.panel_line or "",
-        f"de-duplication: {len(plan.listed)} listed job(s) {listed:.2f} GPU-h | "
-        f"{len(plan.jobs)} distinct {distinct:.2f} GPU-h | saves {saved:.2f} GPU-h ({share:.0%})",
+        f"de-duplication (not in the total): the panels list {len(plan.listed)} job(s), "
+        f"{listed:.2f} GPU-h if each ran as listed; the sweep runs the {len(plan.jobs)} distinct "
+        f"job(s) priced above, which saves {saved:.2f} GPU-h ({share:.0%})",
     ]

@@ -1,6 +1,6 @@
 """What ``python -m repro.cost`` and ``dry_run=true`` print: one line per job (and its memory
 warning), a sweep in groups of jobs that cost the same with a subtotal per model size, the LM
-adaptation the jobs need, and the total.
+adaptation the jobs need, and the one total: the sum of those parts, written as that sum.
 """
 
 from __future__ import annotations
@@ -71,14 +71,27 @@ def describe_adaptation(a: AdaptationCost) -> str:
     )
 
 
+def cents(hours: float) -> int:
+    """GPU-hours as printed (two decimals), in hundredths."""
+    return round(float(f"{hours:.2f}") * 100)
+
+
 def describe_total(jobs: Sequence[JobCost], adaptations: Sequence[AdaptationCost] = ()) -> str:
-    """The sum over the jobs and the LM adaptation they need."""
+    """The one total line: the GPU-hours of the jobs plus those of the LM adaptation they need,
+    written as that sum (``total: T GPU-h = J for the n job(s) + A for LM adaptation (k
+    size(s))``). J is the jobs' exact GPU-hours, rounded once (the per-size subtotals above it,
+    each rounded alone, may add up to a hundredth or two off it); A is the sum of the LM
+    adaptation lines as printed; T is J + A as printed, so the line adds up.
+    """
     flops = sum(j.total_flops for j in jobs) + sum(a.total_flops for a in adaptations)
-    hours = sum(j.gpu_hours for j in jobs) + sum(a.gpu_hours for a in adaptations)
+    part = cents(sum(j.gpu_hours for j in jobs))
+    adapt = sum(cents(a.gpu_hours) for a in adaptations)
     peak = max((j.memory_bytes for j in jobs), default=0)
-    adapt = f" + LM adaptation of {len(adaptations)} size(s)" if adaptations else ""
+    parts = f"{part / 100:.2f} for the {len(jobs)} job(s)"
+    if adaptations:
+        parts += f" + {adapt / 100:.2f} for LM adaptation ({len(adaptations)} size(s))"
     return (
-        f"total: {len(jobs)} job(s){adapt} | {flops:.3e} FLOP | {hours:.2f} GPU-h | "
+        f"total: {(part + adapt) / 100:.2f} GPU-h = {parts} | {flops:.3e} FLOP | "
         f"largest job memory ≈ {format_bytes(peak)}"
     )
 
