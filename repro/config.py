@@ -17,6 +17,7 @@ differs, the comment says so and the official value is one override away.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from repro.cli import check_choice, check_positive_int
 from repro.gpus import GPUS, get_gpu
-from repro.methods import DEFAULT_METHOD, get_method
+from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 from repro.trainer_config import DEVICE, DEVICE_FORMS, TrainerConfig
 
 # `${repro_dir:}` in conf/ = this package's directory, so configs name the shipped toy
@@ -241,18 +242,30 @@ class TaskConfig:
 
 @dataclass
 class MethodConfig:
-    """What is trained (conf/method/; repro.methods.METHODS says what each name does)."""
+    """What is trained (conf/method/; repro.methods.METHODS says what each name does). A method
+    with keys of its own has its own schema (:data:`METHOD_SCHEMAS`: LoRA's), which its recipe
+    brings, so that no other method's config carries them (``--cfg job``)."""
 
     name: str = DEFAULT_METHOD
-    # LoRA only (method=lora; docs/lora.md): rank, scaling alpha (update × alpha / r), dropout
-    # on the LoRA input, and which T5 linear layers get an adapter (peft's T5 default: q, v).
+
+    def __post_init__(self) -> None:
+        get_method(self.name)
+
+
+@dataclass
+class LoraMethodConfig(MethodConfig):
+    """``method=lora`` (docs/lora.md; conf/method/lora.yaml brings this schema): rank, scaling
+    alpha (update × alpha / r), dropout on the LoRA input, and which T5 linear layers get an
+    adapter (peft's T5 default: q, v)."""
+
+    name: str = "lora"
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q", "v"])
 
     def __post_init__(self) -> None:
-        get_method(self.name)
+        super().__post_init__()
         check_positive_int("method.r", self.r)
         if self.alpha <= 0:
             raise ValueError(f"method.alpha must be > 0; got {self.alpha}")
@@ -264,6 +277,10 @@ class MethodConfig:
                 f"method.target_modules={list(self.target_modules)} is not allowed; choose "
                 f"among T5's linear layers: {', '.join(LORA_TARGETS)}"
             )
+
+
+# The schema of a method with keys of its own, by its name; any other method: MethodConfig.
+METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {"lora": LoraMethodConfig}
 
 
 # T5's linear layers by their module name: attention projections, then the (gated) feed-forward.
@@ -412,7 +429,9 @@ class Config:
             "params": self.model.params,
             "method": self.method.name,
             "objective": self.objective.name,
-            "lm_adapt_steps": self.lm_adapt_steps if self.objective.name == "lm_adapt" else None,
+            # what the run's name says (`-lm500-`, `-lm_adapt100k-`) and what the results frame
+            # reads from config.yaml; `lm_adapt_source: none` says when no LM adaptation applies
+            "lm_adapt_steps": self.lm_adapt_steps,
             # released | own | none: the recipe of the backbone (not the `auto`/`own` choice)
             "lm_adapt_source": resolve_lm_adapt_source(
                 self.objective.name,
@@ -438,12 +457,24 @@ def register_configs() -> None:
     """
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    # conf/method/lora.yaml: `/lora_schema@method` types its `method` node (outside any group,
+    # so --help lists no such option)
+    store.store(name="lora_schema", node=LoraMethodConfig)
 
 
 def to_config(cfg: DictConfig) -> Config:
     """Composed DictConfig → validated ``Config`` (raises ValueError naming the bad value)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
-    schema = OmegaConf.merge(OmegaConf.structured(Config), plain)
-    return OmegaConf.to_object(schema)
+    schema = OmegaConf.structured(Config)
+    method = plain.get("method")
+    if isinstance(method, dict):
+        kind = METHOD_SCHEMAS.get(method.get("name"), MethodConfig)
+        schema.method = OmegaConf.structured(kind)
+        # a run's config.yaml written before LoRA's keys had a schema of their own held them
+        # for every method: read it as it was meant
+        own = {f.name for f in dataclasses.fields(kind)}
+        plain["method"] = {k: v for k, v in method.items() if k in own or k not in LORA_KEYS}
+    return OmegaConf.to_object(OmegaConf.merge(schema, plain))

@@ -188,11 +188,29 @@ def score_prompt(
     Args:
         prompt: [P, H] with H = the backbone's d_model (any float dtype; used as fp32).
         task: a :class:`Task` or a registered name, e.g. ``"rte"`` (zero-shot transfer: score
-            one task's prompt on another task).
-        data_dir: local data (see :meth:`Task.load_records`); None = the hub.
+            one task's prompt on another task), or a toy task such as ``"toy_review"`` (the
+            toy world's tasks register themselves when first asked for: ``repro.plugins``).
+        data_dir: local data (see :meth:`Task.load_records`); None = the hub, or for a task
+            the suite generates (the toy tasks) its files under ``$REPRO_CACHE``
+            (``~/.cache/repro``), written the first time.
         examples: eval examples to score instead of loading the eval split.
         sentinel: the backbone was prompt-tuned with the ``<extra_id_0>`` target prefix.
         device: default: where the backbone's embeddings are.
+
+    Example: a 5-token zero prompt in front of the toy world's smallest shipped model, on its
+    ``toy_review`` task, offline (``tests/test_evaluate_api.py`` runs it)::
+
+        >>> import torch
+        >>> from importlib.resources import files
+        >>> from repro.backbone import load_backbone, load_tokenizer
+        >>> from repro.evaluate import score_prompt
+        >>> toy = str(files("repro") / "toy_models" / "toy_small" / "step_500")
+        >>> backbone, tokenizer = load_backbone(toy), load_tokenizer(toy)
+        >>> result = score_prompt(torch.zeros(5, 16), backbone, tokenizer, "toy_review")
+        >>> result.task, result.n_examples, list(result.metrics)
+        ('toy_review', 200, ['accuracy'])
+        >>> 0.0 <= result.score <= 100.0
+        True
     """
     if max_examples is not None:  # -5 would slice off the last 5, 0 would keep them all
         check_positive_int("max_examples", max_examples)

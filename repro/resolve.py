@@ -64,6 +64,8 @@ def lora_widths(cfg: Config) -> dict[str, tuple[int, int]]:
 def lora_rank_warning(cfg: Config) -> str | None:
     """The warning for a LoRA rank above the smallest width of the layers it adapts (None if
     none); ValueError for one above their largest (:func:`repro.methods.check_lora_rank`)."""
+    if cfg.method.name != "lora":
+        return None
     return check_lora_rank(cfg.method.r, lora_widths(cfg))
 
 

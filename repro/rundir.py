@@ -33,6 +33,11 @@ The rules, and what a kill at any moment leaves:
   is left out where it cannot be written (:class:`RunLog`), so the job can say so itself.
 - **Leftovers.** A run that succeeds removes the ``.<name>.tmp`` files of writes that failed
   (disk full) or were killed before their rename, with any ``error.txt`` (:func:`clear_error`).
+  A launch that ends without a claim (a missing dataset, a checkpoint that does not load, a
+  value refused once the directory was locked) leaves no ``.lock``, and a directory holding
+  nothing else but its ``run.log`` is removed: when the job's log closes (the job's end, or the
+  process's: :func:`leave_nothing_unclaimed`), so a sweep's failed job keeps only the record
+  ``repro.run`` writes of it.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from omegaconf import OmegaConf
 
 from repro.checkpoints import own_replaces_release
 from repro.cli import RunError
-from repro.config import MethodConfig
+from repro.config import LoraMethodConfig
 from repro.files import aside_path, read_json, staging_path, write_json_atomic, write_text_atomic
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 from repro.tasks import get_task
@@ -136,7 +141,7 @@ def method_part(method, prompt_len, init) -> str:
 
 
 def _lora_name_parts(method: Mapping) -> list[str]:
-    default = MethodConfig(name="lora")
+    default = LoraMethodConfig()
     parts = []
     for key, short in (("r", "r"), ("alpha", "a"), ("dropout", "d")):
         value = method.get(key, getattr(default, key))
@@ -226,6 +231,13 @@ class RunLog(logging.FileHandler):
     def __init__(self, filename, mode="a", encoding=None, delay=True, errors=None):
         super().__init__(filename, mode, encoding, delay=True, errors=errors)
         self.unwritable = False
+
+    def close(self) -> None:
+        """Close the log; the job is over: a directory it never claimed keeps nothing of it
+        (:func:`leave_nothing_unclaimed`)."""
+        super().close()
+        if self.baseFilename:
+            leave_nothing_unclaimed(Path(self.baseFilename).parent, Path(self.baseFilename).name)
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.stream is None:
@@ -408,6 +420,44 @@ def release_if_unstarted(run_dir: Path) -> bool:
             (run_dir / name).unlink()
     shutil.rmtree(run_dir / HYDRA, ignore_errors=True)
     return True
+
+
+def leave_nothing_unclaimed(run_dir: Path, log_name: str = "run.log") -> bool:
+    """What a launch that never claimed ``run_dir`` leaves there: nothing. Its ``.lock`` goes,
+    and if the directory then holds nothing but its log (``log_name``), both go with it; True if
+    the directory was removed. A claimed directory (``fingerprint.json``), one locked by another
+    process (a relaunch under way), one without a ``.lock`` (no job got that far: a dry run, a
+    value refused before) and a read-only one are left exactly as they are. The record a sweep
+    keeps of a failed job (its ``result.json``) stays."""
+    lock = run_dir / LOCK
+    try:
+        if not lock.is_file() or (run_dir / FINGERPRINT).exists():
+            return False
+        import fcntl
+
+        fd = os.open(lock, os.O_RDWR)
+    except (OSError, ImportError):
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # another launch holds it: the directory is its now
+        if (run_dir / FINGERPRINT).exists():  # claimed between our look and the lock
+            return False
+        only_ours = {p.name for p in run_dir.iterdir()} <= {LOCK, log_name}
+        if only_ours:
+            (run_dir / log_name).unlink(missing_ok=True)
+        lock.unlink()
+    except OSError:  # read-only, or gone: leave it
+        return False
+    finally:
+        os.close(fd)
+    if only_ours:
+        with contextlib.suppress(OSError):  # something arrived meanwhile: keep the directory
+            run_dir.rmdir()
+            return True
+    return False
 
 
 def clear_error(directory: Path) -> None:

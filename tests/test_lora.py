@@ -123,8 +123,8 @@ def test_cost_prices_the_adapter_and_its_optimizer_state(tmp_path, tiny_t5_dir):
 
 LORA_MISTAKES = [
     # (overrides, fragments of the one error line)
-    (["method.r=4"], ["method.r=4 only applies to method=lora", "method=prompt"]),
-    (["method=model", "method.alpha=8"], ["method.alpha=8 only applies to method=lora"]),
+    (["method.r=4"], ["method.r only applies to method=lora; method=prompt trains no LoRA"]),
+    (["method=model", "method.alpha=8"], ["method.alpha only applies to method=lora"]),
     (["method=lora", "method.r=0"], ["method.r", "0"]),
     (["method=lora", "method.target_modules=[q,x]"], ["method.target_modules", "wi_0"]),
     # r wider than every layer it adapts (tiny: d_model 32, inner 32, d_ff 64): it claimed
@@ -232,3 +232,44 @@ def test_a_sweep_over_lora_keys_gets_a_run_directory_per_setting():
     assert names == ["lora", "lora_a32", "lora_r4", "lora_r4_a32"]  # defaults: the plain name
     (wide,) = sweep_configs(["experiment=toy", "method=lora", "method.target_modules=[q,k,v,o]"])
     assert wide.name == "toy_review-toy_xl-lm_adapt-lm500-lora_qkvo-s0"
+
+
+def test_only_a_lora_run_carries_lora_keys_and_fingerprints_stay_as_they_were(
+    tmp_path, tiny_t5_dir
+):
+    """`--cfg job` showed method.r/alpha/dropout/target_modules on every run; old run dirs
+    (their fingerprint, their config.yaml with those keys under any method) still match."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from test_run import CONF
+
+    from repro.resolve import load_config
+    from repro.rundir import fingerprint
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        shown = {
+            m: OmegaConf.to_container(compose("config", overrides=[f"method={m}"]).method)
+            for m in ("prompt", "model", "model_multitask", "lora")
+        }
+    assert shown["prompt"] == {"name": "prompt"} and shown["model"] == {"name": "model"}
+    assert shown["model_multitask"] == {"name": "model_multitask"}
+    lora_keys = {
+        "name": "lora",
+        "r": 8,
+        "alpha": 16.0,
+        "dropout": 0.0,
+        "target_modules": ["q", "v"],
+    }
+    assert shown["lora"] == lora_keys
+    prompt, model, lora = (
+        smoke_config(tmp_path, tiny_t5_dir, f"method={m}") for m in ("prompt", "model", "lora")
+    )
+    # the fingerprints old run directories hold: no method (prompt), its name (model), all 5
+    assert "method" not in fingerprint(prompt)
+    assert fingerprint(model)["method"] == {"name": "model"}
+    assert fingerprint(lora)["method"] == lora_keys
+    for cfg in (prompt, model):  # a config.yaml written before: LoRA's keys under any method
+        old = OmegaConf.structured(cfg)
+        old = OmegaConf.to_container(old)
+        old["method"] = {**lora_keys, "name": cfg.method.name}
+        assert fingerprint(load_config(OmegaConf.create(old))) == fingerprint(cfg)

@@ -335,7 +335,9 @@ def test_figure1_draws_a_line_per_method_and_the_gpt3_point(tmp_path):
     toy = toy.assign(params=toy["size"].map(TOY))
     with pytest.warns(ReferenceWarning, match="toy"):
         ax = plot_figure1(toy, load_reference(REFERENCE_CSV)).axes[0]
-    assert "Model Tuning (toy model, not T5)" in lines_of(ax)
+    # a toy frame says "toy model, not T5" once, in the title, not in every legend entry
+    assert "Model Tuning" in lines_of(ax) and "(toy model, not T5)" in ax.get_title()
+    assert not any("T5" in label for label in lines_of(ax))
 
 
 def test_the_registry_names_every_method_config():
@@ -620,3 +622,27 @@ def test_a_mixture_names_wsc_as_t5_does(tmp_path, tiny_t5_dir, tokenizer):
     # without the mixture (prompt and model tuning) the inputs are taskless, as before
     plain = prepare_task(cfg, "wsc", tokenizer)
     assert [e.inputs for e in plain.dev_examples] == [e.inputs for e in alone]
+
+
+def test_a_toy_model_tuning_run_records_the_lm_adapt_steps_its_name_says(tmp_path):
+    """`…-lm500-…` in the name, `lm_adapt_steps: None` in result.json before (while the results
+    frame read 500 from config.yaml); `lm_adapt_source: none` says no LM adaptation applies."""
+    from test_toy_world import toy_config
+
+    cfg = toy_config(
+        tmp_path,
+        "model=toy_small",
+        "method=model",
+        "trainer.steps=1",
+        "trainer.eval_every=1",
+        "task.max_eval_examples=4",
+    )
+    assert "-span_corruption-lm500-model-" in cfg.name
+    run_dir = tmp_path / cfg.name
+    assert run_experiment(cfg, run_dir)["status"] == "finished"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert (result["objective"], result["lm_adapt_steps"], result["lm_adapt_source"]) == (
+        "span_corruption",
+        500,
+        "none",
+    )

@@ -434,3 +434,86 @@ def test_a_disk_full_failure_leaves_no_temp_file_once_the_relaunch_succeeds(
     assert json.loads((run / "result.json").read_text())["status"] == "finished"
     assert not [p for p in run.rglob("*.tmp") if p.is_file()]
     assert not (run / "error.txt").exists()
+
+
+# --- a launch that never claims its directory leaves nothing there -----------------------------
+
+
+def test_an_unclaimed_directory_keeps_nothing_of_the_launch(tmp_path):
+    """Its .lock goes; with nothing else but run.log, the directory goes too; anything that is
+    a run's (a claim, a lock held by another launch, a sweep's record) stays."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / rundir.LOCK).write_text("pid 1")
+    (alone / "run.log").write_text("[repro.run] memory plan\n")
+    assert rundir.leave_nothing_unclaimed(alone) and not alone.exists()
+
+    record = tmp_path / "record"  # a sweep's failed job: repro.run wrote its result.json
+    record.mkdir()
+    for name in (rundir.LOCK, "run.log", rundir.RESULT):
+        (record / name).write_text("{}")
+    assert not rundir.leave_nothing_unclaimed(record)
+    assert sorted(p.name for p in record.iterdir()) == [rundir.RESULT, "run.log"]
+
+    claimed = tmp_path / "claimed"
+    claimed.mkdir()
+    for name in (rundir.LOCK, "run.log", rundir.FINGERPRINT):
+        (claimed / name).write_text("{}")
+    empty = tmp_path / "empty"  # no job locked it (a dry run): Hydra's directory, untouched
+    empty.mkdir()
+    for untouched in (claimed, empty):
+        before = sorted(p.name for p in untouched.iterdir())
+        assert not rundir.leave_nothing_unclaimed(untouched)
+        assert sorted(p.name for p in untouched.iterdir()) == before
+
+    busy = tmp_path / "busy"  # another launch holds the lock: the directory is its
+    with rundir.locked(busy):
+        (busy / "run.log").write_text("")
+        assert not rundir.leave_nothing_unclaimed(busy)
+        assert sorted(p.name for p in busy.iterdir()) == [rundir.LOCK, "run.log"]
+
+
+def _launch(tmp_path, *args, multirun=False):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "REPRO_CACHE": str(tmp_path / "cache")}
+    sweep = ["-m"] if multirun else []
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "repro.run",
+            *sweep,
+            "experiment=smoke",
+            f"paths.root={tmp_path}",
+            *args,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_a_launch_failing_before_its_claim_leaves_no_run_directory(tmp_path):
+    """A missing dataset (refused once the directory was locked) and a checkpoint that does not
+    load (after the memory plan was logged to run.log) left runs/<name>/ with .lock (and run.log)
+    behind."""
+    bad_model = tmp_path / "bad_model"
+    bad_model.mkdir()
+    (bad_model / "config.json").write_text('{"model_type": "t5"}')
+    for args in ([f"task.data_dir={tmp_path / 'missing'}"], [f"model.path={bad_model}"]):
+        proc = _launch(tmp_path, *args)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert len([x for x in proc.stderr.splitlines() if x.startswith("error:")]) == 1
+        assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_sweep_job_failing_before_its_claim_keeps_only_its_record(tmp_path):
+    missing = f"task.data_dir={tmp_path / 'missing'}"
+    proc = _launch(tmp_path, missing, "prompt_len=3,4", multirun=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    jobs = sorted(p for p in (tmp_path / "multirun/smoke").iterdir() if p.is_dir())
+    assert [p.name.split("-")[3] for p in jobs] == ["p3", "p4"]
+    for job in jobs:
+        assert [p.name for p in job.iterdir()] == [rundir.RESULT]
+        assert json.loads((job / rundir.RESULT).read_text())["status"] == "failed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,9 @@ class Task:
 
         Args:
             split: ``train_split`` or ``eval_split`` (e.g. ``"train"``, ``"validation"``).
-            data_dir: None to load from the hub; else a local directory holding
+            data_dir: None to load from the hub (a task the suite generates, such as
+                ``toy_review``: its files, generated once under the default cache,
+                :func:`generated_data_dir`); else a local directory holding
                 ``<split>.parquet|jsonl|json`` in the hub schema or the official SuperGLUE
                 distribution (``train.jsonl``/``val.jsonl``), possibly in a sub-directory named
                 after the task.
@@ -151,6 +154,8 @@ class Task:
                 f"task {self.name!r}: split {split!r} is not used; allowed: {self.splits} "
                 "(test splits have no labels and are never trained or scored on)"
             )
+        if data_dir is None and self.generate is not None:
+            data_dir = generated_data_dir(self)
         if data_dir is None:
             rows, source = self._load_hub(split), f"{self.hub_id}/{self.hub_config or ''}"
         else:
@@ -427,6 +432,19 @@ def data_dir_for(
     if task.generate is not None:
         return Path(cache_dir).expanduser() / "toy-data" / task.name
     return None
+
+
+def default_cache_dir() -> Path:
+    """The cache a config's ``paths.cache_dir`` defaults to: ``$REPRO_CACHE``, else
+    ``~/.cache/repro`` (``conf/paths/default.yaml``)."""
+    return Path(os.environ.get("REPRO_CACHE") or Path.home() / ".cache" / "repro").expanduser()
+
+
+def generated_data_dir(task: Task, cache_dir: str | Path | None = None) -> Path:
+    """A generated task's data directory, ``<cache_dir>/toy-data/<task>`` (default cache:
+    :func:`default_cache_dir`), its files written there the first time."""
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    return ensure_generated(task, root / "toy-data" / task.name)
 
 
 def ensure_generated(task: Task, directory: Path) -> Path:

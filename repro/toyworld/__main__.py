@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from repro.toyworld.pilot import DEFAULT_TOKENIZER, PilotConfig
 
     p = sub.add_parser(
-        "pilot", help="pre-train a candidate ladder briefly and probe it (issue 19; ships nothing)"
+        "pilot",
+        help="pre-train a candidate ladder briefly and probe it (docs/toy_world.md; ships nothing)",
     )
     p.add_argument("-o", "--out-dir", default="results/toy_pilot")
     p.add_argument(
