@@ -12,6 +12,11 @@ given the seed) as the baseline. Written into the run directory::
     interpret/summary.csv      prompt, k, positions, label_positions, label_share, init_source
     interpret/neighbours.md    the summary, then each position's neighbours, best beside init
 
+**Finished runs only.** A run still training (its job holds the run's lock), one stopped
+before its end (no ``result.json``: it is written last) or one that failed is refused in one
+``error:`` line naming it and its status, before anything is read or written: its ``best/`` may
+still change, and its directory is the job's.
+
 **Class label.** A neighbour counts as one when its id is a sub-token id of one of the task's
 label words (``task.class_words``: the labels, or ReCoRD/WSC's init words), tokenised as the
 class-label initialiser embeds them; pieces that hold no letter or digit (``▁``, ``_``) do not
@@ -21,21 +26,74 @@ count.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import Tensor
 
-from repro.cli import USER_ERRORS, cli_error_message
+from repro.cli import USER_ERRORS, cli_error_message, first_line
 from repro.collect.frame import write_frame
-from repro.files import refuse_existing, write_text_atomic
+from repro.files import read_json, refuse_existing, write_text_atomic
 from repro.prompts import init_prompt, label_token_ids, load_prompt
+from repro.rundir import LOCK, RESULT
 from repro.trained import INIT, RunReadError, TrainedRun, find_runs, load_backbone_of, read_run
 
 OUT_DIR = "interpret"
 OUT_FILES = ("neighbours.csv", "summary.csv", "neighbours.md")  # in <run_dir>/interpret/
+
+
+def unfinished(run_dir: str | Path) -> str | None:
+    """Why ``run_dir`` does not hold a finished run (its status, one phrase), or None."""
+    run_dir = Path(run_dir)
+    result = read_json(run_dir / RESULT)
+    if result is None:
+        if holder := _training(run_dir):
+            return f"is still training (status: running; in use by {holder})"
+        return (
+            f"has no {RESULT} (status: unfinished; stopped before its end, or its job has not "
+            "written its result yet)"
+        )
+    status = result.get("status")
+    if status == "finished":
+        return None
+    error = f": {first_line(result['error'])}" if result.get("error") else ""
+    return f"is not a finished run (status: {status}{error})"
+
+
+def _training(run_dir: Path) -> str | None:
+    """Who holds the run's lock (`repro.rundir.locked`: the job training it; a task=superglue
+    job holds it one directory up), as the lock file names it, or None. Only probes the lock:
+    opens the file read-only, never creates or writes it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: runs take no lock
+        return None
+    for directory in (run_dir, run_dir.parent):
+        try:
+            fd = os.open(directory / LOCK, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)  # drops the probe's shared lock at once
+    return None
+
+
+def require_finished(run_dirs: Sequence[str | Path]) -> None:
+    """Refuse (RunReadError, one line naming each run and its status) unfinished runs."""
+    refused = [f"{d} {why}" for d in run_dirs if (why := unfinished(d))]
+    if refused:
+        raise RunReadError(
+            f"{'; '.join(refused)}: only a finished run is read (its best/ is final); wait for "
+            "it to finish, or launch its command again to resume it, then run this again"
+        )
 
 
 def nearest_tokens(prompt: Tensor, table: Tensor, k: int = 5) -> tuple[Tensor, Tensor]:
@@ -160,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.k < 1:
             raise ValueError(f"-k must be >= 1; got {args.k}")
-        runs = [read_run(d) for d in find_runs(args.paths)]
+        run_dirs = find_runs(args.paths)
+        require_finished(run_dirs)  # before anything is read or written
+        runs = [read_run(d) for d in run_dirs]
         refuse_existing(
             [r.run_dir / OUT_DIR / name for r in runs for name in OUT_FILES], args.overwrite
         )

@@ -1,7 +1,11 @@
 """What prompts mean (§7): nearest vocabulary tokens, the class-label share, the initial prompt
-as baseline (saved in init/, or recomputed identically from the config), and the notebook."""
+as baseline (saved in init/, or recomputed identically from the config), finished runs only,
+and the notebook."""
 
+import contextlib
+import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,6 +13,7 @@ import torch
 from test_notebooks import execute, stdout_of
 
 from repro.interpret import main, nearest_tokens
+from repro.rundir import locked
 
 
 def test_nearest_tokens_by_cosine():
@@ -54,8 +59,79 @@ def test_interpret_writes_neighbours_and_label_shares_for_best_and_init(run_copy
     assert pd.read_csv(out / "summary.csv")["init_source"].iloc[1] == "recomputed from config"
 
 
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and directory below ``root``: (size, mtime in ns)."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+    }
+
+
+@contextlib.contextmanager
+def unfinished_run(run: Path, state: str):
+    """A finished run made to look, while inside, as it does while its job trains it (its lock
+    held, as `repro.rundir.locked` holds it; no result.json: it is written last), after its job
+    stopped before the end (no result.json, no lock), or after it failed."""
+    result = run / "result.json"
+    if state == "failed":
+        failed = {**json.loads(result.read_text()), "status": "failed", "error": "RuntimeError: x"}
+        result.write_text(json.dumps(failed))
+        yield
+        return
+    result.unlink()
+    if state == "stopped":
+        yield
+        return
+    with locked(run) as writable:
+        assert writable
+        yield
+
+
+STATUS = {
+    "training": "is still training (status: running; in use by pid ",
+    "stopped": "has no result.json (status: unfinished; stopped before its end, or its job has "
+    "not written its result yet)",
+    "failed": "is not a finished run (status: failed: RuntimeError: x)",
+}
+
+
+@pytest.mark.parametrize("state", list(STATUS))
+def test_interpret_refuses_an_unfinished_run_and_writes_nothing(
+    prompt_run, tmp_path, capsys, state
+):
+    """A run still training (or stopped, or failed) is refused in one line naming it and its
+    status, before anything is read or written: no interpret/ in it, no file of it touched;
+    given in a sweep beside a finished run, the whole command is refused and neither run is
+    written into."""
+    sweep = tmp_path / "sweep"
+    done, busy = sweep / "done-s0", sweep / "busy-s0"
+    shutil.copytree(prompt_run, done)
+    shutil.copytree(prompt_run, busy)
+    with unfinished_run(busy, state):
+        before = tree(sweep)
+        for paths in ([busy], [sweep], [done, busy]):
+            assert main([str(p) for p in paths]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {busy} {STATUS[state]}") and err.count("\n") == 1, err
+            assert "only a finished run is read" in err and "Traceback" not in err
+            assert tree(sweep) == before
+    assert not (busy / "interpret").exists() and not (done / "interpret").exists()
+    if state == "training":  # its job ended: refused still, as stopped (no result.json)
+        assert main([str(busy)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {busy} {STATUS['stopped']}")
+
+
 @pytest.mark.slow  # a notebook, like tests/test_notebooks.py's
-def test_prompt_neighbours_notebook_runs_headless(run_copy, monkeypatch):
+def test_prompt_neighbours_notebook_runs_headless(run_copy, tmp_path, monkeypatch):
+    # a run still training: one line, nothing written into it, no error
+    busy = tmp_path / "busy-s0"
+    shutil.copytree(run_copy, busy)
+    with unfinished_run(busy, "training"):
+        before = tree(busy)
+        line = stdout_of(execute("prompt_neighbours", monkeypatch, REPRO_RUN_DIR=busy)).strip()
+        assert line.startswith(f"error: {busy} {STATUS['training']}") and "\n" not in line
+        assert line.endswith("; give REPRO_RUN_DIR a finished run")
+        assert tree(busy) == before
+
     nb = execute("prompt_neighbours", monkeypatch, REPRO_RUN_DIR=run_copy, REPRO_K="4")
     text = stdout_of(nb)
     assert "best: " in text and "init: " in text and "among their top-4 neighbours" in text

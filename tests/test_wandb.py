@@ -1,126 +1,46 @@
 """W&B logging: what an offline run records, read back without the network or wandb.Api.
 
 An offline run keeps everything in ``<run_dir>/wandb/offline-run-*/run-<id>.wandb``: W&B's
-record log (a LevelDB-style log of protobuf ``Record`` messages). ``read_offline_run`` parses it
-into the config, history, summary and exit code that ``wandb sync`` would upload, and
-``OfflineApi`` serves those runs to ``repro.collect.collect_wandb`` like ``wandb.Api`` would.
+record log. ``repro.collect.wandb_runs`` reads it into the config, history, summary and exit code
+that ``wandb sync`` would upload, and serves those runs to ``collect_wandb`` like ``wandb.Api``
+would (``python -m repro.collect --wandb-offline <dir>``). The helpers below wait for the exit
+record, which W&B's service writes just after ``finish()`` returns in the same process.
 """
 
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from test_run import smoke_config
 
 import repro.run  # noqa: F401  (registers the run-name resolver and the config schemas)
+from repro.collect import wandb_runs
+from repro.collect.cli import main as collect
 from repro.collect.frame import AXES
 from repro.collect.rundirs import collect_runs
-from repro.collect.wandb_runs import collect_wandb
+from repro.collect.wandb_runs import collect_wandb, collect_wandb_offline
 from repro.job.experiment import run_experiment
 from repro.tracking import WandbSink, default_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-_BLOCK = 32 * 1024  # the record log's block size
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
-def wandb_records(path: Path) -> list:
-    """The protobuf records of one ``run-<id>.wandb`` file, in order."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a W&B record log"
-    pos, chunks, pending = 7, [], b""  # 7-byte file header: magic, version
-    while pos + 7 <= len(data):
-        if _BLOCK - pos % _BLOCK < 7:  # a record header never straddles blocks: zero padding
-            pos += _BLOCK - pos % _BLOCK
-            continue
-        length = int.from_bytes(data[pos + 4 : pos + 6], "little")  # after a 4-byte CRC
-        kind, chunk = data[pos + 6], data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == _FULL:
-            chunks.append(chunk)
-        elif kind == _FIRST:
-            pending = chunk
-        elif kind == _MIDDLE:
-            pending += chunk
-        elif kind == _LAST:
-            chunks.append(pending + chunk)
-    records = []
-    for chunk in chunks:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(chunk)
-        records.append(record)
-    return records
+def read_offline_run(run_dir: Path, wait_s: float = 30.0):
+    """One offline W&B run dir, read once its exit record is there (up to ``wait_s``)."""
+    return wandb_runs.read_offline_run(run_dir, wait_s=wait_s)
 
 
-def _item_key(item) -> list[str]:
-    return [item.key] if item.key else list(item.nested_key)
-
-
-def _set(target: dict, keys: list[str], value) -> None:
-    for key in keys[:-1]:
-        target = target.setdefault(key, {})
-    target[keys[-1]] = value
-
-
-def read_offline_run(run_dir: Path, wait_s: float = 30.0) -> SimpleNamespace:
-    """One offline W&B run dir → id, name, group, tags, config, history rows, summary, state.
-
-    W&B's service process writes the file after ``finish()`` returns; wait (up to ``wait_s``)
-    until its exit record is there rather than read a half-written log.
-    """
-    deadline = time.monotonic() + wait_s
-    while True:
-        run = _parse_offline_run(run_dir)
-        if run.exit_code is not None or time.monotonic() > deadline:
-            return run
-        time.sleep(0.2)
-
-
-def _parse_offline_run(run_dir: Path) -> SimpleNamespace:
-    (path,) = Path(run_dir).glob("run-*.wandb")
-    run = SimpleNamespace(config={}, history=[], summary={}, exit_code=None, project=None, id=None)
-    for record in wandb_records(path):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            r = record.run
-            run.id, run.name, run.group, run.tags = r.run_id, r.display_name, r.run_group, r.tags
-            run.project = r.project
-            for item in r.config.update:
-                _set(run.config, _item_key(item), json.loads(item.value_json))
-        elif kind == "config":
-            for item in record.config.update:
-                _set(run.config, _item_key(item), json.loads(item.value_json))
-        elif kind == "history":
-            row = {"/".join(_item_key(i)): json.loads(i.value_json) for i in record.history.item}
-            run.history.append(row)
-        elif kind == "summary":
-            for item in record.summary.update:
-                _set(run.summary, _item_key(item), json.loads(item.value_json))
-        elif kind == "exit":
-            run.exit_code = record.exit.exit_code
-    run.config.pop("_wandb", None)
-    run.state = {None: "running", 0: "finished"}.get(run.exit_code, "failed")
-    run.path = f"offline/{run.project}/{run.id}"
-    return run
-
-
-class OfflineApi:
-    """Stands in for ``wandb.Api()`` in ``collect_wandb``: serves the offline runs under ``root``."""
+class OfflineApi(wandb_runs.OfflineApi):
+    """``wandb.Api()`` for ``collect_wandb``: the offline runs under ``root``, each read once
+    its exit record is there."""
 
     def __init__(self, root: Path):
-        self._runs = [read_offline_run(d) for d in sorted(Path(root).rglob("offline-run-*"))]
-
-    def runs(self, path: str, filters: dict | None = None) -> list:
-        group = (filters or {}).get("group")
-        return [r for r in self._runs if group is None or r.group == group]
+        super().__init__(root, wait_s=30.0)
 
 
 @pytest.fixture
@@ -137,7 +57,8 @@ def wandb_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_offline_run_logs_config_metrics_and_result(wandb_env, tmp_path, tiny_t5_dir):
+def test_offline_run_logs_config_metrics_and_result(wandb_env, tmp_path, tiny_t5_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = smoke_config(
         tmp_path,
         tiny_t5_dir,
@@ -200,6 +121,12 @@ def test_offline_run_logs_config_metrics_and_result(wandb_env, tmp_path, tiny_t5
     assert logged[cols].astype(str).values.tolist() == local[cols].astype(str).values.tolist()
     assert logged.loc[0, "wandb_id"] == run.id
 
+    # the same row from the command line, read from the offline files (no wandb.Api, no network)
+    assert collect(["--wandb-offline", str(tmp_path), "--group", "smoke", "-o", "wb.csv"]) == 0
+    from_cli = pd.read_csv("wb.csv")
+    assert from_cli[cols].astype(str).values.tolist() == local[cols].astype(str).values.tolist()
+    assert from_cli.loc[0, "run_dir"] == str(offline)  # where `wandb sync` would read it
+
 
 def test_steps_restarting_per_task_are_all_kept(wandb_env, tmp_path):
     """task=superglue trains 8 prompts in one W&B run, each from step 0: no row may be lost."""
@@ -227,6 +154,78 @@ def test_steps_restarting_per_task_are_all_kept(wandb_env, tmp_path):
         (2, 4.0),
         (3, 5.0),
     ]
+
+
+def _offline_run(run_dir: Path, group: str, result: dict | None, failed=False, resume_id=None):
+    """An offline W&B run logged as a job logs one (WandbSink): its result as the summary."""
+    sink = WandbSink(
+        project="p",
+        entity=None,
+        group=group,
+        name=run_dir.name,
+        tags=[],
+        mode="offline",
+        config={"task": "toy_review", "seed": 0, "prompt_len": int(run_dir.name[1:])},  # p<N>
+        run_dir=run_dir,
+        resume_id=resume_id,
+    )
+    sink.log({"kind": "train", "step": 1, "loss": 1.0}, step=1)
+    if result is not None:
+        sink.summary(result)
+    sink.finish(failed=failed)
+    read_offline_run(sorted((run_dir / "wandb").glob("offline-run-*"))[-1])  # written through
+    return sink.run_id
+
+
+def test_collect_wandb_offline_command(wandb_env, tmp_path, monkeypatch, capsys):
+    """`python -m repro.collect --wandb-offline DIR [--group G]`: every offline run under DIR
+    is a row, a resumed run (two offline dirs, one id) is one, its status is the summary's, else
+    the exit code's; no network, no wandb.Api."""
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "multirun/toy_wandb"
+    done = {"status": "finished", "task": "toy_review", "seed": 0, "score": 80.0}
+    done["metrics"] = {"accuracy": 80.0}
+    # interrupted, then resumed to its end: the resumed part carries the result
+    first = _offline_run(sweep / "p5", "toy_wandb", None)
+    _offline_run(sweep / "p5", "toy_wandb", {**done, "prompt_len": 5}, resume_id=first)
+    parts = sorted((sweep / "p5/wandb").glob("offline-run-*"))
+    assert len(parts) == 2
+    # resumed within the same second: W&B names the second directory "<first's name>-1"
+    # (resumed later it has a later time; either way one run, read in start order)
+    same_second = f"offline-run-20260101_000000-{first}"
+    parts[0].rename(parts[0].with_name(same_second))
+    parts[1].rename(parts[1].with_name(f"{same_second}-1"))
+    _offline_run(tmp_path / "multirun/other/p1", "other", None, failed=True)  # failed by its exit
+
+    assert collect(["--wandb-offline", "multirun", "-o", "wb.csv"]) == 0
+    frame = pd.read_csv("wb.csv").sort_values("prompt_len", ignore_index=True)
+    assert frame[["prompt_len", "status"]].values.tolist() == [[1, "failed"], [5, "finished"]]
+    assert frame.loc[1, "score"] == 80.0 and frame.loc[1, "metric/accuracy"] == 80.0
+    assert frame.loc[1, "wandb_id"] == first
+    assert "2 runs -> wb.csv" in capsys.readouterr().out
+
+    # --group keeps one sweep's runs; the same frame from Python
+    assert collect(["--wandb-offline", "multirun", "--group", "toy_wandb", "-o", "g.csv"]) == 0
+    assert pd.read_csv("g.csv")["wandb_id"].tolist() == [first]
+    assert collect_wandb_offline(tmp_path, group="other")["status"].tolist() == ["failed"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--wandb-offline", "nowhere"], "error: --wandb-offline: no such directory: nowhere; "),
+        (["--wandb-offline", "empty"], "error: no run found in W&B offline runs under empty ("),
+    ],
+    ids=["missing-dir", "no-offline-runs"],
+)
+def test_collect_wandb_offline_refuses_bad_dirs(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty/run").mkdir(parents=True)
+    (tmp_path / "old.csv").write_text("kept\n")
+    assert collect([*args, "-o", "old.csv", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert "Traceback" not in err and (tmp_path / "old.csv").read_text() == "kept\n"
 
 
 def test_default_mode_is_offline_without_a_wandb_key(tmp_path, monkeypatch):

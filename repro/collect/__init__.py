@@ -5,11 +5,12 @@ The rooms, in the order a frame is made and read:
 - `repro.collect.frame`: the frame's columns (`AXES`, ...), how one run's record becomes a row,
   and the frame on disk (`load_frame`, `write_frame`);
 - `repro.collect.rundirs`: `collect_runs`, the frame read from run directories;
-- `repro.collect.wandb_runs`: `collect_wandb`, the frame read from a W&B project (its contract);
+- `repro.collect.wandb_runs`: `collect_wandb`, the frame read from a W&B project (its contract),
+  and `collect_wandb_offline`, the same frame read from offline W&B runs' files;
 - `repro.collect.superglue`: figure points, the runs of one panel (`panel_runs`,
   `figure1_runs`) and their SuperGLUE score per point (`superglue_scores`, `superglue_frame`);
 - `repro.collect.cli`: `python -m repro.collect <dirs...> -o results/<name>.csv [--wandb
-  entity/project --group G]`.
+  entity/project --group G] [--wandb-offline <sweep dir>]`.
 
 The names below are the public API the notebooks and docs use (`from repro.collect import
 load_frame, panel_runs, superglue_frame`).
@@ -38,7 +39,7 @@ from repro.collect.superglue import (
     superglue_frame,
     superglue_scores,
 )
-from repro.collect.wandb_runs import collect_wandb
+from repro.collect.wandb_runs import collect_wandb, collect_wandb_offline
 
 __all__ = [
     "ABLATION_AXES",
@@ -54,6 +55,7 @@ __all__ = [
     "CollectWarning",
     "collect_runs",
     "collect_wandb",
+    "collect_wandb_offline",
     "figure1_runs",
     "load_frame",
     "panel_runs",
