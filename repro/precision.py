@@ -17,9 +17,11 @@ on CUDA change a CPU run: on a CPU, ``auto`` and ``tf32`` are the plain fp32 of 
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
+from repro.numerics import PINNED, cpu_numerics_mode
 from repro.trainer_config import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -120,3 +122,18 @@ def _set_matmul_precision(value: str) -> None:
         matmul.fp32_precision = value
     else:
         matmul.allow_tf32 = value == "tf32"
+
+
+def cpu_numerics() -> dict:
+    """Which CPU kernels this process computes with (``result.json``'s ``cpu_numerics``): ATen's
+    capability as torch reports it, MKL's and oneDNN's variables, the thread count and whether
+    :mod:`repro.numerics` pinned them. Raises ValueError for a bad ``REPRO_CPU_NUMERICS``."""
+    aten = torch.backends.cpu.get_cpu_capability()
+    pinned = aten == "AVX2" and all(os.environ.get(key) == value for key, value in PINNED.items())
+    return {
+        "mode": cpu_numerics_mode(),
+        "pinned": pinned,
+        "aten": aten,
+        **{key.lower(): os.environ.get(key) for key in PINNED if key != "ATEN_CPU_CAPABILITY"},
+        "threads": torch.get_num_threads(),
+    }

@@ -26,6 +26,7 @@ from repro.files import read_json, write_json_atomic
 from repro.job.assets import load_model, log_memory_plan, prepare_assets
 from repro.job.task import failed_result, run_precision, train_mixture, train_task
 from repro.methods import check_tasks, get_method
+from repro.numerics import cpu_numerics_mode
 from repro.tasks import MIXTURES, SUPERGLUE, superglue_score, task_names
 from repro.tracking import ScopedSink, build_sink
 from repro.trainer import Interrupted, StopFlag
@@ -57,6 +58,7 @@ def run_experiment(
     check_tasks(cfg.method.name, cfg.task.name, names, MIXTURES)
     checkpoint = checkpoint_for(cfg)
     precision = run_precision(cfg)  # a device this machine lacks: refused before loading
+    cpu_numerics_mode()  # a bad REPRO_CPU_NUMERICS: refused before loading (repro.numerics)
     prepare_assets(cfg, names)  # generated assets go to the cache, never into a given dir
     run_dir.mkdir(parents=True, exist_ok=True)
     with rundir.locked(run_dir) as writable:

@@ -24,7 +24,7 @@ from repro.evaluate import evaluate
 from repro.interop import fit_prompt, read_prompt
 from repro.methods import get_method
 from repro.model import LoraT5, PromptedT5, TunedT5
-from repro.precision import resolve_precision
+from repro.precision import cpu_numerics, resolve_precision
 from repro.prompts import SoftPrompt, init_prompt, label_token_ids, save_prompt, text_token_ids
 from repro.tasks import get_task, task_names
 from repro.tasks.base import data_dir_for
@@ -226,6 +226,8 @@ def task_result(
         "grad_accum": state.grad_accum or cfg.trainer.grad_accum,
         "wall_s": time.time() - start,
         "versions": versions(),
+        # which CPU kernels computed it (repro.numerics pins them so that machines agree)
+        "cpu_numerics": cpu_numerics(),
         "run_dir": str(out_dir),
         "wandb_id": getattr(sink, "run_id", None),
         **extra,
