@@ -15,6 +15,7 @@ preemption signal stops it :mod:`repro.job.preemption`, what ``dry_run=true`` pr
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -30,12 +31,12 @@ from repro.cost.report import describe
 from repro.estimate import estimate
 from repro.files import write_json_atomic
 from repro.job.experiment import run_experiment
-from repro.job.preemption import preemption_signals
+from repro.job.preemption import EXIT_INTERRUPT, preemption_signals
 from repro.job.task import failed_result
 from repro.methods import check_method_overrides
 from repro.pack.plan import describe_fit
 from repro.resolve import load_config, lora_rank_warning
-from repro.sweep import job_axes
+from repro.sweep import job_axes, job_stop_flag, stop_sweep
 from repro.trainer import StopFlag
 
 register_configs()
@@ -71,7 +72,8 @@ def main(dcfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode.name == "MULTIRUN"
     cfg = None
-    stop = StopFlag()
+    # in a sweep, the flag is also set once the sweep is stopping (Ctrl-C): repro.sweep
+    stop = job_stop_flag() if multirun else StopFlag()
     try:
         cfg = load_config(dcfg)
         check_method_overrides(cfg.method.name, hydra_cfg.overrides.task)
@@ -91,12 +93,16 @@ def main(dcfg: DictConfig) -> float | None:
                 stop=stop,
                 hydra_files=hydra_record(dcfg, hydra_cfg),
             )
-            if preemption.signum is not None and summary["status"] == "interrupted":
+            if preemption.signum == signal.SIGINT and multirun:
+                # Ctrl-C stops the whole sweep: every running job checkpoints, none starts, and
+                # the launching process says how they stand (exit 130); this job reports as usual
+                stop_sweep("Ctrl-C")
+            elif preemption.signum is not None and summary["status"] == "interrupted":
                 # last/ is on disk: let the launcher requeue (submitit), else exit so SLURM can
                 print(f"{run_dir}: {summary['error']}", file=sys.stderr)
                 preemption.forward()
                 sys.exit(preemption.exit_code)
-            if (
+            elif (
                 preemption.signum is not None
                 and multirun
                 and not os.environ.get("SUBMITIT_EXECUTOR")
@@ -143,6 +149,9 @@ def cli() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; we format
     try:
         main()
+    except KeyboardInterrupt:  # Ctrl-C twice: the first one's checkpoint may not be written
+        print("error: interrupted twice: stopped at once", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPT)
     except Exception as err:
         message = cli_error_message(err)
         if message is None:

@@ -422,7 +422,7 @@ def test_a_preempted_packed_sweep_checkpoints_every_member_and_resumes_to_the_sa
         proc.send_signal(signum)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == code, f"k={k}: {err[-2000:]}"
-    assert f"received {signame}" in err and "run again to resume" in err
+    assert f"received {signame}" in out + err and "to resume" in err
     assert "Traceback" not in err
 
     stopped = set()
@@ -438,7 +438,12 @@ def test_a_preempted_packed_sweep_checkpoints_every_member_and_resumes_to_the_sa
     assert len(stopped) == 1, f"the members checkpointed different steps: {stopped}"
     assert f"{sweep / DONE}: finished (already finished: skipped)" in out
     assert files_of(sweep / DONE) == done
-    assert f"sweep {sweep}: 4 jobs: 0 finished, 0 failed, 3 interrupted, 1 skipped" in err
+    counts = "4 jobs: 0 finished, 0 failed, 3 interrupted, 1 skipped"
+    if signum == signal.SIGINT:  # one line for the whole sweep (repro.sweep)
+        resume = "relaunch the same command to resume"
+        assert f"sweep {sweep}: stopped by Ctrl-C: {counts}; {resume}" in err.splitlines()
+    else:
+        assert f"sweep {sweep}: {counts}" in err
 
     proc = start(args)
     out, err = proc.communicate(timeout=300)
@@ -496,3 +501,38 @@ def test_a_pack_out_of_memory_redoes_the_step_with_more_micro_batches(
             for d in (job.run_dir, tmp_path / "fixed" / ref.name)
         ]
         torch.testing.assert_close(prompts[0], prompts[1], rtol=0, atol=0)
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int] | None]:
+    """Every file (its bytes and mtime) and directory under ``root``."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("launcher", ["packed", "basic"])
+def test_a_dry_run_of_a_sweep_writes_nothing_under_paths_root(tmp_path, tiny_t5_dir, launcher):
+    """The README's packed dry run wrote into the main job's multirun/ and replaced its
+    multirun.yaml: a dry run (packed or basic launcher) leaves no new or changed file or
+    directory under paths.root, the main job's sweep directory included."""
+    main = tmp_path / "multirun" / "smoke"  # a main job's sweep, launched before
+    (main / "toy_keyword-tiny-lm_adapt100k-p1-class_label-s0").mkdir(parents=True)
+    (main / "toy_keyword-tiny-lm_adapt100k-p1-class_label-s0/result.json").write_text("{}")
+    (main / "multirun.yaml").write_text("the main job's\n")
+    before = tree(tmp_path)
+    args = ("dry_run=true", "prompt_len=1,5", "seed=0,1")
+    if launcher == "packed":
+        proc = packed_cli(tmp_path, tiny_t5_dir, *args)
+    else:  # the same command, jobs one by one in this process
+        from test_run import run_cli
+
+        root = (f"paths.root={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}")
+        proc = run_cli(
+            "-m", "experiment=smoke", f"model.path={tiny_t5_dir}", *root, *args, cwd=ROOT
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"sweep {main}: 4 jobs: 0 finished, 0 failed, 0 interrupted, 0 skipped, 4 dry run" in (
+        proc.stdout
+    )
+    assert tree(tmp_path) == before

@@ -19,6 +19,7 @@ torch) only inside the launcher's methods.
 import logging
 import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,7 +101,13 @@ class PackedLauncher(Launcher):
         from repro.pack.plan import describe_packs, packs_by_length, plan_packs
         from repro.resolve import load_config
         from repro.run import hydra_record
-        from repro.sweep import SweepSummary, job_outcome, outcome_stamps, summary_line
+        from repro.sweep import (
+            SweepStopFlag,
+            SweepSummary,
+            job_outcome,
+            outcome_stamps,
+            summary_line,
+        )
         from repro.trainer import StopFlag
 
         check_options(self.memory_gb, self.max_members)  # before any job is composed
@@ -148,6 +155,8 @@ class PackedLauncher(Launcher):
                 done(num, sweep_config, {"status": "failed", "error": message})
                 continue
             jobs.append((num, sweep_config, cfg))
+        if summary is not None and summary.stop_reason() is not None:
+            summary.end_stopped()  # Ctrl-C while the jobs were composed: start no pack
         if not jobs:
             return returns
         cfgs = [cfg for _, _, cfg in jobs]
@@ -160,7 +169,8 @@ class PackedLauncher(Launcher):
                 done(num, sweep_config, {"status": "dry run", "error": None})
             return returns
 
-        stop = StopFlag()
+        # also set once the sweep is stopping (Ctrl-C before this batch started: repro.sweep)
+        stop = SweepStopFlag(summary) if summary is not None else StopFlag()
         # One handler for the whole loop, the reporting included: a signal between two packs,
         # or while a pack's members are counted, stops the sweep too (exit 75) instead of
         # killing the process with the checkpoints written but no requeue code.
@@ -210,6 +220,11 @@ class PackedLauncher(Launcher):
                         skipped = " (already finished: skipped)" if result.get("skipped") else ""
                         print(f"{job.run_dir}: {result['status']}{skipped}  scores={scores}")
                     done(num, sc, outcome, failure if ret is not None else None)
+                if preemption.signum == signal.SIGINT and summary is not None:
+                    # Ctrl-C: every running member checkpointed last/, no other pack starts;
+                    # one line (the members not started counted as such) and exit 130
+                    summary.request_stop("Ctrl-C")
+                    summary.end_stopped()
                 if preemption.signum is not None:
                     # Every running member checkpointed last/: requeue (submitit) or exit for
                     # SLURM. on_multirun_end will not run, so the count is said here; the jobs
