@@ -14,6 +14,7 @@ preemption signal stops it :mod:`repro.job.preemption`, what ``dry_run=true`` pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -82,6 +83,8 @@ def main(dcfg: DictConfig) -> float | None:
             print(describe_fit(cfg))
             if rank := lora_rank_warning(cfg):
                 print(f"warning: {rank}")
+            if not multirun:  # a sweep's dry run removes its jobs' directories (repro.sweep)
+                _drop_if_empty(run_dir)
             return None
         if multirun:
             spread_over_local_gpus(cfg, hydra_cfg.job.get("num"))
@@ -124,6 +127,8 @@ def main(dcfg: DictConfig) -> float | None:
                     result.update(job_axes(dcfg))
                 write_json_atomic(run_dir / "result.json", result)
             return None
+        if not isinstance(err, rundir.RunDirError):
+            _drop_if_empty(run_dir)  # refused before anything was written: leave no trace
         sys.exit(2)
     scores = summary.get("scores") or {summary.get("task"): summary.get("score")}
     skipped = " (already finished: skipped)" if summary.get("skipped") else ""
@@ -138,6 +143,13 @@ def main(dcfg: DictConfig) -> float | None:
         user = errors and summary.get("user_error")
         sys.exit(2 if user else 1)  # 2: fix the input; 1: the run itself failed
     return summary.get("superglue_score")
+
+
+def _drop_if_empty(run_dir: Path) -> None:
+    """Remove the directory Hydra made for a job that wrote nothing into it (a refused value, a
+    dry run); a directory holding anything is left as it is."""
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 def cli() -> None:

@@ -74,3 +74,17 @@ def test_did_you_mean_picks_the_closest_other_word():
     assert did_you_mean("stpes", ["steps", "seed"]) == "; did you mean 'steps'?"
     assert did_you_mean("steps", ["steps"]) == ""  # the word itself is no suggestion
     assert did_you_mean("xyz", ["prompt_len", "seed"]) == ""
+
+
+def test_lm_adapt_help_says_what_it_does_and_its_settings():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "repro.lm_adapt", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Powered by Hydra" not in proc.stdout  # not Hydra's stock text
+    assert proc.stdout.startswith("python -m repro.lm_adapt [key=value ...]")
+    for pointer in ("docs/lm_adapt.md", "lm_adapt:\n  steps:", "python -m repro.run --help"):
+        assert pointer in proc.stdout, pointer

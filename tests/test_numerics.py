@@ -98,4 +98,4 @@ def test_a_bad_mode_is_refused_before_the_run_writes_anything(tmp_path, monkeypa
     errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
     assert "REPRO_CPU_NUMERICS='fastest': allowed: avx2, native" in errors[0]
-    assert [p for p in (tmp_path / "runs").rglob("*") if not p.is_dir()] == []
+    assert list((tmp_path / "runs").iterdir()) == []

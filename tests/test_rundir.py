@@ -501,11 +501,14 @@ def test_a_launch_failing_before_its_claim_leaves_no_run_directory(tmp_path):
     bad_model = tmp_path / "bad_model"
     bad_model.mkdir()
     (bad_model / "config.json").write_text('{"model_type": "t5"}')
-    for args in ([f"task.data_dir={tmp_path / 'missing'}"], [f"model.path={bad_model}"]):
+    refused = (["prompt_len=0"], [f"task.data_dir={tmp_path / 'missing'}"])
+    for args in (*refused, [f"model.path={bad_model}"]):  # a value; once locked; once logged
         proc = _launch(tmp_path, *args)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert len([x for x in proc.stderr.splitlines() if x.startswith("error:")]) == 1
         assert list((tmp_path / "runs").iterdir()) == []
+    assert _launch(tmp_path, "dry_run=true").returncode == 0  # a dry run writes nothing either
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 def test_a_sweep_job_failing_before_its_claim_keeps_only_its_record(tmp_path):
