@@ -37,6 +37,8 @@ def test_tiny_pilot_writes_json_and_table(tmp_path, capsys):
     assert main([*args, "--probe-items", "10", "--n-docs", "400", "--review-share", "0.6"]) == 0
     result = json.loads((out / "pilot.json").read_text())
     assert result["shares"] == {"review": 0.6, "qa": 0.4, "story": 0.0}
+    # the shipped tokenizer as the repository names it, not this machine's path (issue 30 item 5)
+    assert result["tokenizer"] == "repro/toy_models/toy_small/span_corruption"
     assert [s["size"] for s in result["sizes"]] == ["d16", "d32"]
     assert result["sizes"][0]["params"] < result["sizes"][1]["params"]
     assert result["sizes"][1]["shape"] == {

@@ -90,6 +90,16 @@ class PilotConfig:
         )
 
 
+def _as_shipped(path: str | Path) -> str:
+    """A tokenizer inside this repository as the repository names it (``repro/toy_models/...``),
+    never the absolute path of the machine that ran the pilot; any other path as given."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def run(
     cfg: PilotConfig, out_dir: str | Path, tokenizer_path: str | Path = DEFAULT_TOKENIZER
 ) -> dict[str, Any]:
@@ -148,7 +158,7 @@ def run(
         "config": {**asdict(cfg), "d_models": list(cfg.d_models)},
         "shares": cfg.shares(),
         "segments": len(segments),
-        "tokenizer": str(tokenizer_path),
+        "tokenizer": _as_shipped(tokenizer_path),
         "threads": torch.get_num_threads(),
         "sizes": sizes,
     }

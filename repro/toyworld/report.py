@@ -467,7 +467,7 @@ def report(
         room.to_csv(out_dir / "margin.csv", index=False)
         lines += [
             "",
-            f"Room to move (issue 19): points of each panel and size whose mean lies inside "
+            f"Room to move: points of each panel and size whose mean lies inside "
             f"({floor + MARGIN[0]:.2f}, {MARGIN[1]:.0f}), the majority class + {MARGIN[0]:.0f}"
             " to 95.",
             "",
