@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from test_rundir import _launch
+from test_bad_input import assert_one_error, cli, smoke
 
 from repro.numerics import (
     CPU_NUMERICS_ENV,
@@ -92,10 +92,10 @@ def test_a_run_records_the_kernels_it_computed_with(prompt_runs):
     )
 
 
-def test_a_bad_mode_is_refused_before_the_run_writes_anything(tmp_path, monkeypatch):
+def test_a_bad_mode_is_refused_before_the_run_writes_anything(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
     monkeypatch.setenv(CPU_NUMERICS_ENV, "fastest")
-    proc = _launch(tmp_path)
-    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
-    assert "REPRO_CPU_NUMERICS='fastest': allowed: avx2, native" in errors[0]
+    code, err = cli(monkeypatch, capsys, *smoke(tmp_path, tiny_t5_dir))
+    assert_one_error(code, err, "REPRO_CPU_NUMERICS='fastest': allowed: avx2, native")
     assert list((tmp_path / "runs").iterdir()) == []
