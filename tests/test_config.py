@@ -252,6 +252,8 @@ def test_help_lists_only_real_options():
     out = subprocess.run(
         [sys.executable, "-m", "repro.run", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    groups = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    groups = out.split("== Config groups (group=option) ==")[1].split("Show a run's whole config")[
+        0
+    ]
     assert "model: base, large, small, tiny" in groups
     assert "schema" not in groups

@@ -205,9 +205,12 @@ def test_slurm_launcher_cancels_pending_jobs_waits_for_running_ones_and_exits_13
     out, err = capsys.readouterr()
     assert out.splitlines() == [f"{dirs[0]}: interrupted: x", f"{dirs[1]}: interrupted: x"]
     counts = "4 jobs: 0 finished, 0 failed, 2 interrupted, 0 skipped, 2 not started"
-    assert err.splitlines() == [
+    # (a log handler an earlier in-process Hydra run left on a closed stream may add "--- Logging
+    # error ---" blocks to stderr under xdist: only the sweep's own lines are the launcher's)
+    assert [x for x in err.splitlines() if x.startswith(("sweep ", "error", "submitit"))] == [
         f"sweep {tmp_path}: stopped by Ctrl-C: {counts}; relaunch the same command to resume"
     ]
+    assert "UncompletedJobError" not in err
 
     # not stopping: a job that left no result is one failed line, not UncompletedJobError
     summary.sweep_id, summary._stop_reason = "u", None

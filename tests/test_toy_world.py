@@ -349,7 +349,9 @@ def test_toy_runs_are_named_and_recorded_by_the_checkpoint_they_load(tmp_path):
     assert toy_config(tmp_path, "model=toy_small", "lm_adapt_steps=500").name == cfg.name
     assert cfg.axes["lm_adapt_source"] == "own"  # made by the suite, not Google's release
     span = toy_config(tmp_path, "model=toy_small", "objective=span_corruption")
-    assert span.lm_adapt_steps == 500 and span.axes["lm_adapt_steps"] is None
+    # the steps its name says (`-lm500-`), as the results frame reads them; no LM adaptation
+    assert span.lm_adapt_steps == 500 and span.axes["lm_adapt_steps"] == 500
+    assert span.axes["lm_adapt_source"] == "none"
     with pytest.raises(RunError, match=r"lm_adapt_steps=100000 .*toy_small's checkpoints.lm_adapt"):
         checkpoint_for(toy_config(tmp_path, "model=toy_small", "lm_adapt_steps=100000"))
 
