@@ -501,13 +501,25 @@ def test_a_launch_failing_before_its_claim_leaves_no_run_directory(tmp_path):
     bad_model = tmp_path / "bad_model"
     bad_model.mkdir()
     (bad_model / "config.json").write_text('{"model_type": "t5"}')
-    refused = (["prompt_len=0"], [f"task.data_dir={tmp_path / 'missing'}"])
-    for args in (*refused, [f"model.path={bad_model}"]):  # a value; once locked; once logged
-        proc = _launch(tmp_path, *args)
+    for args in ([f"task.data_dir={tmp_path / 'missing'}"], [f"model.path={bad_model}"]):
+        proc = _launch(tmp_path, *args)  # refused once locked; once the plan was logged
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert len([x for x in proc.stderr.splitlines() if x.startswith("error:")]) == 1
         assert list((tmp_path / "runs").iterdir()) == []
-    assert _launch(tmp_path, "dry_run=true").returncode == 0  # a dry run writes nothing either
+
+
+def test_a_refused_value_and_a_dry_run_leave_no_run_directory(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    """Hydra makes runs/<name>/ before the job sees its config: a value refused then, and a dry
+    run, leave it empty, and it goes."""
+    from test_bad_input import cli, smoke
+
+    code, err = cli(monkeypatch, capsys, *smoke(tmp_path, tiny_t5_dir, "prompt_len=0"))
+    assert code == 2 and "prompt_len must be an integer >= 1; got 0" in err
+    assert list((tmp_path / "runs").iterdir()) == []
+    code, err = cli(monkeypatch, capsys, *smoke(tmp_path, tiny_t5_dir, "dry_run=true"))
+    assert code == 0, err
     assert list((tmp_path / "runs").iterdir()) == []
 
 
