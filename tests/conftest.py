@@ -8,6 +8,13 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every subprocess a test starts imports this checkout, whichever copy pip installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(
+        None,
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH")],
+    )
+)
 
 import re
 import sys

@@ -577,7 +577,7 @@ def test_the_panel_sweeper_composes_each_job_as_hydra_does(tmp_path):
         sweeper = object.__new__(PanelsSweeper)
         sweeper.params = OmegaConf.to_container(master.hydra.sweeper.params)
         sweeper.panels = OmegaConf.to_container(master.hydra.sweeper.panels)
-        sweeper._composed, sweeper._bases = {}, {}
+        sweeper._composed, sweeper._group_composer = {}, None
         sweeper.config = master
         sweeper.hydra_context = SimpleNamespace(config_loader=loader)
         narrow = ["model=toy_small", "seed=0", "task=toy_review", "trainer.steps=7"]
@@ -594,4 +594,5 @@ def test_the_panel_sweeper_composes_each_job_as_hydra_does(tmp_path):
             assert OmegaConf.to_container(fast, resolve=True) == OmegaConf.to_container(
                 hydra, resolve=True
             ), job
-        assert len(sweeper._bases) < len(listed)  # the groups were composed fewer times
+        # the groups were composed fewer times
+        assert len(sweeper._group_composer._bases) < len(listed)

@@ -13,7 +13,6 @@ Hydra imports every plugin module when it starts (in any Hydra app of this envir
 one imports ``repro`` only inside the sweeper's methods.
 """
 
-import copy
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -52,57 +51,28 @@ class PanelsSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.panels = panels or {}
         self._composed: dict[tuple[str, ...], Any] = {}  # a job's config, composed once
-        self._bases: dict[tuple[str, ...], Any] = {}  # per config-group choices (_compose)
+        self._group_composer: Any = None  # _composer
 
     def _sweep_config(self, overrides):
         key = tuple(overrides)
         if key not in self._composed:
-            self._composed[key] = self._compose(list(key))
+            self._composed[key] = self._composer()(list(key))
         return self._composed[key]
 
-    def _compose(self, overrides: list[str]) -> Any:
-        """A job's config as Hydra's ``load_sweep_config`` composes it, faster: Hydra builds the
-        defaults list and merges the YAML files (~0.3 s a job; 336 listed jobs of
-        sweeps/toy/fig3_all.yaml took most of the 2-3 minutes before the first job started) from
-        the config-group choices alone, then sets the plain ``key=value`` overrides on the result.
-        So the groups (``model=``, ``task=``, ...) are composed once per combination and each
-        job's values (``prompt_len=``, ``seed=``, ...) set on a copy, in order, as Hydra sets them.
-        Anything else (``+key``, ``~key``, a ``hydra.`` key, a value Hydra would refuse) takes
-        Hydra's own path. Only the run directory and the fingerprint are read from it (its
-        ``hydra`` node holds ``hydra.sweep`` alone); the launcher composes each job itself."""
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-        from hydra.core.override_parser.types import OverrideType
+    def _composer(self) -> Any:
+        """Each job's config as Hydra's ``load_sweep_config`` composes it, the config groups
+        once per combination (:class:`repro.compose.GroupComposer`). Only the run directory
+        and the fingerprint are read from it; the launcher composes each job itself."""
+        if self._group_composer is None:
+            from repro.compose import GroupComposer
 
-        loader = self.hydra_context.config_loader
-        repo = getattr(loader, "repository", None)
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        values = [
-            o
-            for o in parsed
-            if repo is not None
-            and o.type == OverrideType.CHANGE
-            and o.package is None
-            and not o.is_hydra_override()
-            and not repo.group_exists(o.key_or_group)
-        ]
-        groups = tuple(o.input_line for o in parsed if o not in values)
-        if not values:
-            return loader.load_sweep_config(self.config, overrides)
-        if groups not in self._bases:
-            base = loader.load_sweep_config(self.config, list(groups))
-            # only hydra.sweep is read: the rest of Hydra's node would double each copy's cost
-            sweep = OmegaConf.to_container(base.hydra.sweep, resolve=False)
-            with open_dict(base):
-                del base["hydra"]
-                base.hydra = {"sweep": sweep}
-            self._bases[groups] = base
-        cfg = copy.deepcopy(self._bases[groups])
-        try:
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        except Exception:  # Hydra's own path says what is wrong, as the job would
-            return loader.load_sweep_config(self.config, overrides)
-        return cfg
+            loader = self.hydra_context.config_loader
+            repo = getattr(loader, "repository", None)
+            self._group_composer = GroupComposer(
+                lambda overrides: loader.load_sweep_config(self.config, overrides),
+                is_group=lambda key: repo is None or repo.group_exists(key),
+            )
+        return self._group_composer
 
     def _run_dir(self, overrides) -> str:
         sweep = self._sweep_config(overrides).hydra.sweep
@@ -132,7 +102,7 @@ class PanelsSweeper(BasicSweeper):
         )
         jobs = distinct_jobs(listed, self._run_dir, self._fingerprint)
         self._composed.clear()  # the launcher composes each job for itself
-        self._bases.clear()
+        self._group_composer = None
         print(describe_panels(listed, jobs), flush=True)
         for callback in self.hydra_context.callbacks.callbacks:  # a stopped sweep counts the rest
             if isinstance(callback, SweepSummary):

@@ -1,6 +1,6 @@
 """The jobs a command launches, expanded as its sweeper expands them: each job's overrides and
 validated config (Hydra's basic sweeper, or the panel sweeper's distinct jobs), composed without
-running anything.
+running anything (the config groups once per combination: :mod:`repro.compose`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from repro import rundir  # also registers the run_name resolver
+from repro.compose import GroupComposer
 from repro.config import CONF_DIR, Config, register_configs
 from repro.estimate import estimate
 from repro.methods import check_method_overrides
@@ -79,7 +81,7 @@ def sweep_plan(
     def job(overrides: Sequence[str]) -> tuple[str, Config]:
         key = tuple(overrides)
         if key not in composed:
-            cfg = compose(config_name, overrides=[*search, *key], return_hydra_config=True)
+            cfg = composer(list(key))
             run_dir = str(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir))
             with open_dict(cfg):
                 del cfg["hydra"]
@@ -89,9 +91,15 @@ def sweep_plan(
         return composed[key]
 
     with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
+        base = compose(config_name, overrides=search, return_hydra_config=True)
+        repo = GlobalHydra.instance().config_loader().repository  # with the search path above
+        choices = set(base.hydra.runtime.choices)
+        composer = GroupComposer(
+            lambda o: compose(config_name, overrides=[*search, *o], return_hydra_config=True),
+            is_group=lambda key: key in choices or repo.group_exists(key),
+        )
         panels = None
         if multirun:
-            base = compose(config_name, overrides=search, return_hydra_config=True)
             sweeper = base.hydra.sweeper
             params = OmegaConf.to_container(sweeper.params) if sweeper.get("params") else {}
             panels = sweeper.get("panels")
