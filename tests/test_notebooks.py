@@ -261,6 +261,7 @@ def only_line(nb) -> str:
 MAIN_JOB = "python -m repro.run -m experiment=toy prompt_len=1,5,20,100,150"
 
 
+@pytest.mark.slow  # draws the 264 shipped toy runs in four panels: ~16 s
 def test_figure3_notebook_with_its_defaults_before_the_main_job(clone, monkeypatch):
     """Before the main job figure3 draws the toy world's four panels shipped in the repository;
     it writes only under results/figures/ (nothing into analysis/, no run)."""

@@ -126,6 +126,7 @@ def test_submitit_local_launcher(tmp_path, tiny_t5_dir):
         assert re.search(rf"^{re.escape(str(job_dir(tmp_path, p)))}: finished  score=", out, re.M)
 
 
+@pytest.mark.slow  # 2 launches, each importing torch and training a pack: ~20 s on 2 cores
 def test_packed_launcher(tmp_path, tiny_t5_dir):
     """One pack per prompt length (the CPU default): the first pack checkpoints, the second
     never starts."""
