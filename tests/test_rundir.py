@@ -3,6 +3,7 @@ identity, claim rules; and, end to end, two launches of one run and a user's dat
 
 import errno
 import json
+import logging
 import os
 import random
 import shutil
@@ -473,38 +474,30 @@ def test_an_unclaimed_directory_keeps_nothing_of_the_launch(tmp_path):
         assert sorted(p.name for p in busy.iterdir()) == [rundir.LOCK, "run.log"]
 
 
-def _launch(tmp_path, *args, multirun=False):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "REPRO_CACHE": str(tmp_path / "cache")}
-    sweep = ["-m"] if multirun else []
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "repro.run",
-            *sweep,
-            "experiment=smoke",
-            f"paths.root={tmp_path}",
-            *args,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _exit_closes_the_run_log() -> None:
+    """What the process's exit does to a launch run in this process (logging.shutdown): its
+    run.log handler closes, and with it goes what an unclaimed directory held."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, rundir.RunLog):
+            handler.close()
 
 
-def test_a_launch_failing_before_its_claim_leaves_no_run_directory(tmp_path):
+def test_a_launch_failing_before_its_claim_leaves_no_run_directory(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
     """A missing dataset (refused once the directory was locked) and a checkpoint that does not
     load (after the memory plan was logged to run.log) left runs/<name>/ with .lock (and run.log)
     behind."""
+    from test_bad_input import assert_one_error, cli, smoke
+
     bad_model = tmp_path / "bad_model"
     bad_model.mkdir()
     (bad_model / "config.json").write_text('{"model_type": "t5"}')
-    for args in ([f"task.data_dir={tmp_path / 'missing'}"], [f"model.path={bad_model}"]):
-        proc = _launch(tmp_path, *args)  # refused once locked; once the plan was logged
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert len([x for x in proc.stderr.splitlines() if x.startswith("error:")]) == 1
+    for model, data in ((tiny_t5_dir, tmp_path / "missing"), (bad_model, None)):
+        args = smoke(tmp_path, model, *([f"task.data_dir={data}"] if data else []))
+        code, err = cli(monkeypatch, capsys, *args)  # refused once locked; once the plan logged
+        assert_one_error(code, err)
+        _exit_closes_the_run_log()
         assert list((tmp_path / "runs").iterdir()) == []
 
 
@@ -523,10 +516,16 @@ def test_a_refused_value_and_a_dry_run_leave_no_run_directory(
     assert list((tmp_path / "runs").iterdir()) == []
 
 
-def test_a_sweep_job_failing_before_its_claim_keeps_only_its_record(tmp_path):
+def test_a_sweep_job_failing_before_its_claim_keeps_only_its_record(
+    tmp_path, tiny_t5_dir, monkeypatch, capsys
+):
+    from test_bad_input import cli, smoke
+
     missing = f"task.data_dir={tmp_path / 'missing'}"
-    proc = _launch(tmp_path, missing, "prompt_len=3,4", multirun=True)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    code, err = cli(
+        monkeypatch, capsys, "-m", *smoke(tmp_path, tiny_t5_dir, missing, "prompt_len=3,4")
+    )
+    assert code == 1, err[-2000:]
     jobs = sorted(p for p in (tmp_path / "multirun/smoke").iterdir() if p.is_dir())
     assert [p.name.split("-")[3] for p in jobs] == ["p3", "p4"]
     for job in jobs:
