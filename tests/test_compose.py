@@ -29,7 +29,7 @@ def _hydra(config_dir: Path, config_name: str, overrides: list[str]):
 @pytest.mark.parametrize(
     ("config_dir", "config_name", "overrides"),
     [
-        (ROOT / "sweeps", "fig3_all", ["model=small,base", "seed=0"]),
+        (ROOT / "sweeps", "fig3_all", ["model=small", "seed=0"]),
         (CONF_DIR, "config", ["prompt_len=1,20", "model=small,xl", "init=random_uniform,sampled_vocab"]),
     ],
 )
