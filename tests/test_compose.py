@@ -30,7 +30,11 @@ def _hydra(config_dir: Path, config_name: str, overrides: list[str]):
     ("config_dir", "config_name", "overrides"),
     [
         (ROOT / "sweeps", "fig3_all", ["model=small", "seed=0"]),
-        (CONF_DIR, "config", ["prompt_len=1,20", "model=small,xl", "init=random_uniform,sampled_vocab"]),
+        (
+            CONF_DIR,
+            "config",
+            ["prompt_len=1,20", "model=small,xl", "init=random_uniform,sampled_vocab"],
+        ),
     ],
 )
 def test_the_cost_plan_prices_the_configs_hydra_composes(config_dir, config_name, overrides):
