@@ -585,6 +585,7 @@ def _total_and_parts(out: list[str]) -> tuple[int, int, int]:
     )
 
 
+@pytest.mark.slow  # prices 28 panel jobs twice: ~14 s
 def test_one_total_the_sum_of_the_parts_printed_above_it(capsys):
     """Figure 3's panels as one sweep print one price, the same listed by group or by job: the
     total is the jobs' part plus the LM adaptation's; the jobs' part is the exact sum of the lines

@@ -264,6 +264,7 @@ def packed_cli(tmp_path, tiny_t5_dir, *extra):
     )
 
 
+@pytest.mark.slow  # a packed sweep in its own process: ~12 s
 def test_the_packed_launcher_prints_the_grouping_before_it_starts(tmp_path, tiny_t5_dir):
     sweep = ("dry_run=true", "prompt_len=1,5", "seed=0,1", "task=toy_keyword,toy_polarity")
     # on this CPU machine packs hold one prompt length each by default (by_length=auto) ...

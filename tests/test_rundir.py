@@ -151,6 +151,7 @@ def wait_for_lock_holder(run_dir: Path, proc, timeout: float = 120) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow  # two launching processes at once: ~15 s on 2 cores
 def test_two_launches_of_one_run_the_second_refuses_and_nothing_is_duplicated(
     tmp_path, tiny_t5_dir
 ):

@@ -92,6 +92,7 @@ def assert_resumes(proc, root, n) -> str:
     return out
 
 
+@pytest.mark.slow  # a launch, a Ctrl-C, a relaunch (each importing torch): ~20 s on 2 cores
 def test_basic_launcher(tmp_path, tiny_t5_dir):
     """Jobs run one after the other in the sweep's process: the running one checkpoints, the
     next one never starts."""

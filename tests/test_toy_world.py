@@ -627,6 +627,7 @@ def test_efficiency_scorers_report_what_a_known_model_knows():
     assert 0 < share < 100 and masked_label_accuracy(positive, tokenizer, held) == share
 
 
+@pytest.mark.slow  # trains both arms 60 steps: ~11 s
 def test_efficiency_runs_both_arms_and_rejects_bad_input(capsys):
     """60 steps of both arms on toy_small from random init: the supervised arm learns the
     polarity (63.5 → 95.5 % over steps 20-60 measured), span corruption stays near chance
