@@ -1,0 +1,145 @@
+"""Prompt tuning of a frozen decoder-only LM (GPT-2, GPT-NeoX/Pythia, Llama, Qwen2, ...).
+
+``PromptedCausalLM`` gives the trainer and evaluation what ``repro.model.Seq2SeqTuning`` gives
+them for T5 (the loss, greedy generation, label ranking) on a causal backbone:
+
+- the trainable prompt ``P [p × d_model]`` goes in front of the input embeddings, the attention
+  mask widens by ``p`` ones (as PEFT's ``PromptTuningConfig(task_type="CAUSAL_LM")`` does);
+- one sequence per example: ``[P; input; target]``. The input comes left-padded (so that every
+  input ends where generation starts), the target right-padded after it: a target token attends
+  to the prompt, the input and the target tokens before it, never to padding;
+- **position ids are the ones PEFT uses: none are passed**, so the backbone numbers the whole
+  sequence ``0 … p+T+L-1``, the prompt and any left padding included (PEFT drops position ids
+  for prompt tuning: ``PeftModel._adjust_prompt_learning_kwargs``). A left-padded input's first
+  real token therefore sits at position ``p + (number of pads)``, in training and in generation
+  alike;
+- the loss covers the target tokens only (eos included; ``-100`` marks target padding), the
+  mean over them, as :func:`repro.model.token_loss` computes it for T5;
+- greedy generation runs with the KV cache, one new token a step, no position ids, as PEFT's
+  ``generate`` does; ``score_candidates`` sums each candidate's log-likelihood.
+
+Which family a checkpoint is comes from its config (``is_encoder_decoder``), never its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from repro.model import token_loss
+from repro.prompts import SoftPrompt
+
+
+def is_causal_lm(config) -> bool:
+    """True for a decoder-only checkpoint (its config says ``is_encoder_decoder`` false)."""
+    return not bool(getattr(config, "is_encoder_decoder", False))
+
+
+class PromptedCausalLM(nn.Module):
+    """Frozen causal LM + trainable ``SoftPrompt`` in front of the input embeddings.
+
+    Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode."""
+
+    def __init__(self, backbone: nn.Module, prompt: SoftPrompt, z_loss: float = 0.0):
+        super().__init__()
+        if not is_causal_lm(backbone.config):
+            raise ValueError(
+                f"{type(backbone).__name__} is an encoder-decoder model (is_encoder_decoder: "
+                "true): prompt-tune it with repro.model.PromptedT5"
+            )
+        width = backbone.get_input_embeddings().embedding_dim
+        if prompt.width != width:
+            raise ValueError(
+                f"prompt shape {(prompt.length, prompt.width)} does not fit this backbone: "
+                f"its embedding width is {width}"
+            )
+        self.backbone = backbone
+        self.prompt = prompt
+        self.z_loss = z_loss
+        backbone.requires_grad_(False)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.prompt.weight]
+
+    def _with_prompt(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T] ids → ([B, p+T, H] embeddings with the prompt in front, [B, p+T] mask)."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        prompt = self.prompt().to(embeds.dtype).unsqueeze(0).expand(len(input_ids), -1, -1)
+        ones = attention_mask.new_ones(len(input_ids), self.prompt.length)
+        return torch.cat([prompt, embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
+
+    def target_logits(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
+        """Logits predicting each target token: [B, L, V] in fp32 (row j predicts labels[:, j])."""
+        targets = labels.clamp(min=0)  # padding (-100) is fed as token 0, masked out
+        ids = torch.cat([input_ids, targets], dim=1)
+        mask = torch.cat([attention_mask, (labels != -100).to(attention_mask.dtype)], dim=1)
+        embeds, mask = self._with_prompt(ids, mask)
+        logits = self.backbone(inputs_embeds=embeds, attention_mask=mask).logits
+        start = self.prompt.length + input_ids.shape[1] - 1  # the last input token's position
+        return logits[:, start : start + labels.shape[1]].float()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor):
+        """Teacher-forced forward.
+
+        Args:
+            input_ids, attention_mask: [B, T] left-padded inputs (the separator included).
+            labels: [B, L] target ids (eos included), padding marked -100.
+
+        Returns:
+            (loss: mean token cross-entropy over the targets (+ z-loss if set), logits
+            [B, L, V] in fp32).
+        """
+        logits = self.target_logits(input_ids, attention_mask, labels)
+        return token_loss(logits, labels, self.z_loss), logits
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | None = None,
+        pad_token_id: int = 0,
+    ) -> Tensor:
+        """Greedy decoding with the KV cache. Returns the new tokens only, [B, ≤max_new_tokens];
+        a sequence that has produced eos is padded with ``pad_token_id`` after it. ``eos_token_id``
+        defaults to the backbone config's; an id no token has (e.g. -1) never ends a sequence.
+        (Not PEFT's ``generate``: with peft 0.21.2 and transformers 5.25 its cached steps leave
+        the greedy continuation of its own forward; tests/test_causal.py records it.)"""
+        eos = self.backbone.config.eos_token_id if eos_token_id is None else eos_token_id
+        embeds, mask = self._with_prompt(input_ids, attention_mask)
+        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
+        done = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        new: list[Tensor] = []
+        for step in range(max_new_tokens):
+            token = out.logits[:, -1].argmax(-1)
+            token = torch.where(done, torch.full_like(token, pad_token_id), token)
+            new.append(token)
+            if eos is not None:
+                done = done | (token == eos)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+            out = self.backbone(
+                inputs_embeds=self.backbone.get_input_embeddings()(token[:, None]),
+                attention_mask=mask,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+        if not new:
+            return input_ids.new_zeros(len(input_ids), 0)
+        return torch.stack(new, dim=1)
+
+    @torch.no_grad()
+    def score_candidates(
+        self, input_ids: Tensor, attention_mask: Tensor, candidates: Sequence[Sequence[int]]
+    ) -> Tensor:
+        """Log-likelihood of each candidate target (ids incl. eos) for every input: [B, C]."""
+        scores = []
+        for ids in candidates:
+            labels = torch.as_tensor(list(ids), device=input_ids.device).expand(len(input_ids), -1)
+            logprobs = self.target_logits(input_ids, attention_mask, labels).log_softmax(-1)
+            scores.append(logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1))
+        return torch.stack(scores, dim=1)
