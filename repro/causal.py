@@ -8,13 +8,20 @@ them for T5 (the loss, greedy generation, label ranking) on a causal backbone:
 - one sequence per example: ``[P; input; target]``. The input comes left-padded (so that every
   input ends where generation starts), the target right-padded after it: a target token attends
   to the prompt, the input and the target tokens before it, never to padding;
-- **position ids are the ones PEFT uses: none are passed**, so the backbone numbers the whole
-  sequence ``0 … p+T+L-1``, the prompt and any left padding included (PEFT drops position ids
-  for prompt tuning: ``PeftModel._adjust_prompt_learning_kwargs``). A left-padded input's first
-  real token therefore sits at position ``p + (number of pads)``, in training and in generation
-  alike;
+- position ids, by ``positions``:
+
+  - ``"peft"`` (the default, PEFT's): **none are passed**, so the backbone numbers the whole
+    sequence ``0 … p+T+L-1``, the prompt and any left padding included (PEFT drops position ids
+    for prompt tuning: ``PeftModel._adjust_prompt_learning_kwargs``). A left-padded input's first
+    real token sits at position ``p + (number of pads)``, in training and generation alike, so
+    an example's loss and output depend on how much padding its batch gave it;
+  - ``"unpadded"``: each token is numbered by the real tokens before it (the prompt ``0 … p-1``,
+    the input from ``p`` on, pads skipped), as Hugging Face's own ``generate`` numbers a
+    left-padded batch: an example scores the same in any batch;
 - the loss covers the target tokens only (eos included; ``-100`` marks target padding), the
   mean over them, as :func:`repro.model.token_loss` computes it for T5;
+- a task's example becomes ``[bos] input separator | target eos`` by one rule,
+  :func:`encode_causal`;
 - greedy generation runs with the KV cache, one new token a step, no position ids, as PEFT's
   ``generate`` does; ``score_candidates`` sums each candidate's log-likelihood.
 
@@ -28,8 +35,61 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from repro.data import Encoded
 from repro.model import token_loss
 from repro.prompts import SoftPrompt
+from repro.tasks.base import Example
+
+# The text between a task's input and its target in a causal LM's sequence (encode_causal).
+SEPARATOR = "\n"
+# How the tokens of [prompt; input; target] are numbered (PromptedCausalLM; the module's doc).
+POSITIONS = ("peft", "unpadded")
+
+
+def encode_causal(
+    examples: Sequence[Example],
+    tokenizer,
+    max_input_length: int,
+    max_target_length: int,
+    separator: str = SEPARATOR,
+) -> Encoded:
+    """The one rule by which a task's text-to-text example (T5's, unchanged) becomes a causal
+    LM's sequence ``[bos] input separator | target eos``:
+
+    - the input ids: the tokenizer's bos if it adds one of its own accord (Llama's do, GPT-2's
+      and Pythia's do not), the input's tokens, then the separator's (``"\\n"`` by default);
+      an input too long for ``max_input_length`` loses its end, as T5's does, never the
+      separator;
+    - the target ids: the target's tokens, cut to ``max_target_length - 1``, then eos.
+
+    Input, separator and target are tokenised each on its own, so a class's target ids are the
+    same after every input (rank classification scores the same candidates) and the boundary
+    between input and target is exact (a BPE merge across it cannot hide it). Collate with
+    ``repro.data.collate(..., padding_side="left")``."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos token: a causal target must end with one")
+    sep = tokenizer(separator, add_special_tokens=False)["input_ids"] if separator else []
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+    head = [bos] if adds_bos else []
+    room = max_input_length - len(head) - len(sep)
+    if room < 1 or max_target_length < 2:
+        raise ValueError(
+            f"max_input_length {max_input_length} leaves no room for an input token beside "
+            f"{len(head) + len(sep)} bos/separator token(s), or max_target_length "
+            f"{max_target_length} < 2 (one token + eos)"
+        )
+    texts = [ex.inputs for ex in examples]
+    inputs = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    targets = [ex.targets for ex in examples]
+    labels = tokenizer(targets, add_special_tokens=False)["input_ids"] if targets else []
+    return Encoded(
+        input_ids=[[*head, *x[:room], *sep] for x in inputs],
+        labels=[[*y[: max_target_length - 1], eos] for y in labels],
+        n_truncated_inputs=sum(len(x) > room for x in inputs),
+        n_truncated_targets=sum(len(y) > max_target_length - 1 for y in labels),
+    )
 
 
 def is_causal_lm(config) -> bool:
@@ -42,8 +102,16 @@ class PromptedCausalLM(nn.Module):
 
     Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode."""
 
-    def __init__(self, backbone: nn.Module, prompt: SoftPrompt, z_loss: float = 0.0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        prompt: SoftPrompt,
+        z_loss: float = 0.0,
+        positions: str = "peft",
+    ):
         super().__init__()
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}; got {positions!r}")
         if not is_causal_lm(backbone.config):
             raise ValueError(
                 f"{type(backbone).__name__} is an encoder-decoder model (is_encoder_decoder: "
@@ -58,6 +126,7 @@ class PromptedCausalLM(nn.Module):
         self.backbone = backbone
         self.prompt = prompt
         self.z_loss = z_loss
+        self.positions = positions
         backbone.requires_grad_(False)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -70,13 +139,21 @@ class PromptedCausalLM(nn.Module):
         ones = attention_mask.new_ones(len(input_ids), self.prompt.length)
         return torch.cat([prompt, embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
 
+    def _position_ids(self, mask: Tensor) -> Tensor | None:
+        """[B, S] positions of a [B, S] mask's tokens, or None (the backbone's own: PEFT's)."""
+        if self.positions == "peft":
+            return None
+        return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
     def target_logits(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
         """Logits predicting each target token: [B, L, V] in fp32 (row j predicts labels[:, j])."""
         targets = labels.clamp(min=0)  # padding (-100) is fed as token 0, masked out
         ids = torch.cat([input_ids, targets], dim=1)
         mask = torch.cat([attention_mask, (labels != -100).to(attention_mask.dtype)], dim=1)
         embeds, mask = self._with_prompt(ids, mask)
-        logits = self.backbone(inputs_embeds=embeds, attention_mask=mask).logits
+        logits = self.backbone(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=self._position_ids(mask)
+        ).logits
         start = self.prompt.length + input_ids.shape[1] - 1  # the last input token's position
         return logits[:, start : start + labels.shape[1]].float()
 
@@ -110,7 +187,12 @@ class PromptedCausalLM(nn.Module):
         the greedy continuation of its own forward; tests/test_causal.py records it.)"""
         eos = self.backbone.config.eos_token_id if eos_token_id is None else eos_token_id
         embeds, mask = self._with_prompt(input_ids, attention_mask)
-        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
+        out = self.backbone(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=self._position_ids(mask),
+            use_cache=True,
+        )
         done = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
         new: list[Tensor] = []
         for step in range(max_new_tokens):
@@ -122,9 +204,11 @@ class PromptedCausalLM(nn.Module):
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+            positions = self._position_ids(mask)
             out = self.backbone(
                 inputs_embeds=self.backbone.get_input_embeddings()(token[:, None]),
                 attention_mask=mask,
+                position_ids=None if positions is None else positions[:, -1:],
                 past_key_values=out.past_key_values,
                 use_cache=True,
             )

@@ -312,13 +312,15 @@ def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -
 
 
 def collate(
-    features: Sequence[Mapping[str, Sequence[int]]], pad_id: int
+    features: Sequence[Mapping[str, Sequence[int]]], pad_id: int, padding_side: str = "right"
 ) -> dict[str, torch.Tensor]:
-    """Pads a batch on the right.
+    """Pads a batch: the inputs on ``padding_side``, the labels always on the right.
 
     Args:
         features: Items with ``input_ids`` and optionally ``labels`` (e.g. ``Encoded[i]``).
         pad_id: The tokenizer's pad id (T5: 0).
+        padding_side: "right" (T5's encoder) or "left" (a causal LM's input, so that every
+            input ends where its target or generation starts: ``repro.causal``).
 
     Returns:
         ``input_ids`` [B, T] and ``attention_mask`` [B, T] (1 = real token), and if given,
@@ -326,13 +328,16 @@ def collate(
     """
     if not features:
         raise ValueError("cannot collate an empty batch")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left'; got {padding_side!r}")
     longest = max(len(f["input_ids"]) for f in features)
     input_ids = torch.full((len(features), longest), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
     for row, f in enumerate(features):
         ids = torch.as_tensor(f["input_ids"], dtype=torch.long)
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
+        at = slice(0, len(ids)) if padding_side == "right" else slice(longest - len(ids), longest)
+        input_ids[row, at] = ids
+        attention_mask[row, at] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     if "labels" in features[0]:
         longest_label = max(len(f["labels"]) for f in features)

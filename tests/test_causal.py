@@ -117,11 +117,11 @@ def test_greedy_output_with_the_kv_cache_and_left_padding_equals_pefts_forward(f
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="peft 0.21.2 + transformers 5.25: PeftModelForCausalLM.generate (prompt tuning, KV "
-    "cache, left padding) does not continue as its own forward does: its tokens leave the "
-    "forward's argmax from the 2nd-3rd new token on, on these tiny models. So the suite decodes "
-    "with its own loop (PromptedCausalLM.generate), checked against PEFT's forward above",
+    strict=False,  # a record of another library's behaviour, not a gate on its next release
+    reason="observed with peft 0.21.2 + transformers 5.25: PeftModelForCausalLM.generate (prompt "
+    "tuning, KV cache, left padding) does not continue as its own forward does: its tokens leave "
+    "the forward's argmax from the 2nd-3rd new token on, on these tiny models. So the suite "
+    "decodes with its own loop (PromptedCausalLM.generate), checked against PEFT's forward above",
 )
 @pytest.mark.parametrize("family", sorted(CONFIGS))
 def test_pefts_generate_continues_as_its_forward_does(family):
@@ -176,3 +176,129 @@ def test_the_family_is_read_from_the_config_and_a_t5_is_refused():
         PromptedCausalLM(t5, SoftPrompt(torch.zeros(P, WIDTH)))
     with pytest.raises(ValueError, match=r"prompt shape \(5, 16\) does not fit .* width is 32"):
         PromptedCausalLM(backbone("llama"), SoftPrompt(torch.zeros(P, 16)))
+
+
+# --- a task's example as a causal sequence (encode_causal) and its left-padded batch ----------
+
+
+def bpe_tokenizer(adds_bos: bool):
+    """A byte-level BPE tokenizer trained here on a few sentences (GPT-2's kind), with eos and
+    pad; with ``adds_bos`` its post-processor puts bos in front, as Llama's tokenizers do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the movie was great\n", "positive negative\n", "premise: a cat sat. hypothesis:"]
+    special = ["<pad>", "<s>", "</s>"]
+    tok.train_from_iterator(
+        corpus * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=special)
+    )
+    if adds_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", 1)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+@pytest.mark.parametrize("adds_bos", [False, True])
+def test_an_example_becomes_bos_input_separator_then_target_eos(adds_bos):
+    from repro.causal import encode_causal
+    from repro.tasks.base import Example
+
+    tok = bpe_tokenizer(adds_bos)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    examples = [Example("the movie was great", "positive"), Example("a cat sat", "negative")]
+    enc = encode_causal(examples, tok, max_input_length=64, max_target_length=8)
+    head = [tok.bos_token_id] if adds_bos else []
+    for example, x, y in zip(examples, enc.input_ids, enc.labels, strict=True):
+        assert x == [*head, *ids(example.inputs), *ids("\n")]
+        assert y == [*ids(example.targets), tok.eos_token_id]
+    assert (enc.n_truncated_inputs, enc.n_truncated_targets) == (0, 0)
+    # too long: the input loses its end, never the separator; the target keeps its eos
+    cut = encode_causal(examples[:1], tok, max_input_length=len(head) + 3, max_target_length=2)
+    assert cut.input_ids[0] == [*head, *ids(examples[0].inputs)[:2], *ids("\n")]
+    assert cut.labels[0] == [ids("positive")[0], tok.eos_token_id]
+    assert (cut.n_truncated_inputs, cut.n_truncated_targets) == (1, int(len(ids("positive")) > 1))
+    with pytest.raises(ValueError, match="max_input_length 1 leaves no room"):
+        encode_causal(examples, tok, max_input_length=1, max_target_length=8)
+
+
+def tiny_llama(tok, positions: str) -> PromptedCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        **{**SHAPE, "vocab_size": len(tok)},
+        intermediate_size=64,
+        num_key_value_heads=2,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        initializer_range=0.3,  # at the default 0.02 a random model's logits are nearly uniform
+    )
+    backbone = AutoModelForCausalLM.from_config(config).eval()
+    return PromptedCausalLM(backbone, SoftPrompt(torch.randn(P, WIDTH) * 0.5), positions=positions)
+
+
+def left_padded_batch(tok):
+    from repro.causal import encode_causal
+    from repro.data import collate
+    from repro.tasks.base import Example
+
+    examples = [Example("the movie was great", "positive"), Example("a cat", "negative")]
+    enc = encode_causal(examples, tok, max_input_length=32, max_target_length=8)
+    batch = collate([enc[i] for i in range(2)], tok.pad_token_id, padding_side="left")
+    alone = [collate([enc[i]], tok.pad_token_id, padding_side="left") for i in range(2)]
+    return enc, batch, alone
+
+
+@pytest.mark.parametrize("positions", ["peft", "unpadded"])
+def test_left_padding_moves_an_example_only_under_pefts_positions(positions):
+    """Under PEFT's positions a left-padded example's input sits further from the prompt than
+    alone, so its loss and its output depend on its batch; under "unpadded" the batch's loss is
+    the mean of each example's own loss (weighted by its target tokens) and each decodes as
+    alone."""
+    tok = bpe_tokenizer(False)
+    enc, batch, alone = left_padded_batch(tok)
+    assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][:, -1].all()
+    model = tiny_llama(tok, positions)
+    loss, _ = model(**batch)
+    counts = [len(y) for y in enc.labels]
+    own = [model(**b)[0] for b in alone]
+    weighted = sum(x * n for x, n in zip(own, counts, strict=True)) / sum(counts)
+    new = model.generate(
+        batch["input_ids"], batch["attention_mask"], max_new_tokens=5, eos_token_id=-1
+    )
+    by_itself = [
+        model.generate(b["input_ids"], b["attention_mask"], 5, eos_token_id=-1) for b in alone
+    ]
+    if positions == "unpadded":
+        torch.testing.assert_close(loss, weighted, rtol=1e-5, atol=1e-6)
+        assert torch.equal(new, torch.cat(by_itself))
+    else:
+        assert abs(float(loss) - float(weighted)) > 1e-3
+        assert torch.equal(new[0], by_itself[0][0])  # the longest input has no padding
+
+
+@pytest.mark.parametrize("positions", ["peft", "unpadded"])
+def test_a_tuned_prompt_makes_each_input_decode_its_target(positions):
+    """encode_causal + collate(padding_side="left") + PromptedCausalLM: 100 Adam steps on the
+    prompt alone (the backbone frozen) and greedy decoding gives each example's target."""
+    tok = bpe_tokenizer(False)
+    _, batch, _ = left_padded_batch(tok)
+    model = tiny_llama(tok, positions)
+    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=0.1)
+    for _ in range(100):
+        optimizer.zero_grad()
+        model(**batch)[0].backward()
+        optimizer.step()
+    new = model.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=8)
+    assert [tok.decode(row, skip_special_tokens=True) for row in new] == ["positive", "negative"]
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in frozen.items())
+
+
+def test_positions_must_be_one_the_module_knows():
+    with pytest.raises(ValueError, match="positions must be one of peft, unpadded; got 'mask'"):
+        PromptedCausalLM(backbone("llama"), SoftPrompt(torch.zeros(P, WIDTH)), positions="mask")
