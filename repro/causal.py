@@ -22,8 +22,8 @@ them for T5 (the loss, greedy generation, label ranking) on a causal backbone:
   mean over them, as :func:`repro.model.token_loss` computes it for T5;
 - a task's example becomes ``[bos] input separator | target eos`` by one rule,
   :func:`encode_causal`;
-- greedy generation runs with the KV cache, one new token a step, no position ids, as PEFT's
-  ``generate`` does; ``score_candidates`` sums each candidate's log-likelihood.
+- greedy generation runs with the KV cache, one new token a step, each numbered by the same
+  convention as in training; ``score_candidates`` sums each candidate's log-likelihood.
 
 Which family a checkpoint is comes from its config (``is_encoder_decoder``), never its name.
 """
