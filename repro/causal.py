@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from repro.data import Encoded
 from repro.model import token_loss
-from repro.prompts import SoftPrompt
+from repro.prompts import SoftPrompt, prepend_prompt
 from repro.tasks.base import Example
 
 # The text between a task's input and its target in a causal LM's sequence (encode_causal).
@@ -135,9 +135,7 @@ class PromptedCausalLM(nn.Module):
     def _with_prompt(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """[B, T] ids → ([B, p+T, H] embeddings with the prompt in front, [B, p+T] mask)."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
-        prompt = self.prompt().to(embeds.dtype).unsqueeze(0).expand(len(input_ids), -1, -1)
-        ones = attention_mask.new_ones(len(input_ids), self.prompt.length)
-        return torch.cat([prompt, embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
+        return prepend_prompt(self.prompt(), embeds, attention_mask)
 
     def _position_ids(self, mask: Tensor) -> Tensor | None:
         """[B, S] positions of a [B, S] mask's tokens, or None (the backbone's own: PEFT's)."""

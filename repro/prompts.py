@@ -60,7 +60,8 @@ def prepend_prompt(prompt: Tensor, embeds: Tensor, attention_mask: Tensor) -> tu
     Args:
         prompt: [P, H], any dtype; cast to the embeddings' dtype (gradients still reach fp32 P).
         embeds: [B, T, H] input token embeddings.
-        attention_mask: [B, T], 1 for real tokens (padding is on the right).
+        attention_mask: [B, T], 1 for real tokens (padding on the right for T5's encoder, on
+            the left for a causal LM's input: ``repro.causal``).
 
     Returns:
         ([B, P+T, H] embeddings, [B, P+T] mask with P leading ones).

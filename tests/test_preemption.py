@@ -42,7 +42,11 @@ def smoke_args(tiny_t5_dir, root: Path, *extra: str) -> list[str]:
 SECRETS = {"WANDB_API_KEY": "secret-xyz-wandb", "HF_TOKEN": "hf_secretxyz"}
 
 
-def start(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
+def start(
+    args: list[str], env_extra: dict | None = None, new_session: bool = False
+) -> subprocess.Popen:
+    """``python -m repro.run *args`` (with ``new_session``, in a process group of its own, as a
+    terminal starts it: a signal to the group reaches every process it starts)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "repro.run", *args],
@@ -51,6 +55,7 @@ def start(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 

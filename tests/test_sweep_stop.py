@@ -15,12 +15,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_preemption import wait_for_step
+from test_preemption import start, wait_for_step
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = "multirun/smoke"
@@ -33,7 +32,6 @@ def job_dir(root: Path, p: int) -> Path:
 
 def launch(root: Path, tiny_t5_dir, *extra: str) -> subprocess.Popen:
     """``python -m repro.run -m ...`` in a process group of its own, as a terminal starts it."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     args = [
         "-m",
         "experiment=smoke",
@@ -46,15 +44,7 @@ def launch(root: Path, tiny_t5_dir, *extra: str) -> subprocess.Popen:
         "task.max_eval_examples=8",
         *extra,
     ]
-    return subprocess.Popen(
-        [sys.executable, "-m", "repro.run", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start(args, env_extra={"OMP_NUM_THREADS": "1"}, new_session=True)
 
 
 def ctrl_c_while_training(proc: subprocess.Popen, run_dir: Path) -> tuple[int, str, str]:
