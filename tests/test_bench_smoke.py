@@ -146,4 +146,7 @@ def test_bench_methods_prints_one_table_with_ratios_to_model_tuning(capsys, monk
     for row in results.values():
         assert row["peak_kb"] > 0 and row["step_s"] > 0 and row["switch_s"] > 0
     assert "| trainable parameters | 128 (" in out and "model tuning |" in out
-    assert out.count("(1×)") == 7  # every row's model-tuning cell is the unit
+    table = [line for line in out.splitlines() if line.startswith("| ") and "×)" in line]
+    assert len(table) == 7, out
+    # every row's last cell (model tuning) is the unit; another method may also round to 1×
+    assert all(line.endswith(" (1×) |") for line in table), out
