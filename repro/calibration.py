@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.config import CostConfig
+from repro.cost_config import CostConfig
 from repro.gpus import GPUS, gpu_of_device
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from repro.cli import check_choice, check_positive_int
-from repro.gpus import GPUS, get_gpu
+from repro.cost_config import CostConfig
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 from repro.trainer_config import DEVICE, DEVICE_FORMS, TrainerConfig
 
@@ -38,12 +38,17 @@ OmegaConf.register_new_resolver(
 )
 
 SIZES = ("small", "base", "large", "xl", "xxl")
-OBJECTIVES = ("span_corruption", "span_corruption_sentinel", "lm_adapt")
+OBJECTIVES = ("span_corruption", "span_corruption_sentinel", "lm_adapt", "next_token", "instruct")
+# a causal LM's objectives: pre-trained on next tokens (Pythia, Qwen2.5 base), then
+# instruction-tuned (Qwen2.5-Instruct); the T5 ones name T5 checkpoints only
+CAUSAL_OBJECTIVES = ("next_token", "instruct")
 INITS = ("random_uniform", "sampled_vocab", "class_label", "from_file", "text")
 TEXT_RULES = ("peft", "official")  # init=text: PEFT's TEXT init (default) | from_embedded_string
 SENTINEL_PLACEMENTS = ("targets", "inputs_and_targets")
 EVAL_MODES = ("generate", "rank")
 DTYPES = ("float32", "bfloat16", "float16")
+FAMILIES = ("t5", "causal")  # encoder-decoder (repro.model) | decoder-only (repro.causal)
+POSITIONS = ("peft", "unpadded")  # a causal LM's position ids (repro.causal.POSITIONS)
 LOGGERS = ("none", "wandb")
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 # Where LM-adapted backbones come from (Figure 3d): what a user sets, and what a run records.
@@ -145,6 +150,19 @@ class ModelConfig:
     d_ff: int | None = None
     vocab_size: int | None = None
     tie_word_embeddings: bool = False  # T5.1.1 has a separate LM head
+    # Decoder-only backbones (docs/causal.md). The family is the checkpoint's own
+    # (is_encoder_decoder in its config.json): None takes it; "t5" | "causal" must match it, and
+    # says which shapes a dry run prices. Causal shapes: num_layers decoder layers, d_kv the
+    # head size, num_kv_heads (grouped-query attention; None = num_heads), gated_mlp (Llama and
+    # Qwen2's SwiGLU, T5.1.1's gated GELU: true; GPT-2 and Pythia's plain MLP: false).
+    family: str | None = None
+    num_kv_heads: int | None = None
+    gated_mlp: bool = True
+    # The checkpoint after N pre-training steps, "{steps}" replaced by lm_adapt_steps (Figure
+    # 3(d) on a causal LM: EleutherAI/pythia-160m@step{steps}, a hub revision after "@").
+    steps_checkpoint: str | None = None
+    # How a causal LM numbers [prompt; input; target]: peft (PEFT's, none passed) | unpadded
+    positions: str = "peft"
 
     def __post_init__(self) -> None:
         check_choice("model.dtype", self.dtype, DTYPES)
@@ -159,7 +177,15 @@ class ModelConfig:
                 f"model.device_map={self.device_map!r} is not allowed; choose one of: "
                 f"{', '.join(DEVICE_MAP_STRATEGIES)}, or one device: {DEVICE_FORMS}"
             )
-        for key in ("params", "d_model", "num_layers", "num_heads", "d_kv", "d_ff", "vocab_size"):
+        if self.family is not None:
+            check_choice("model.family", self.family, FAMILIES)
+        check_choice("model.positions", self.positions, POSITIONS)
+        if self.steps_checkpoint is not None and "{steps}" not in self.steps_checkpoint:
+            raise ValueError(
+                f"model.steps_checkpoint={self.steps_checkpoint!r} must contain {{steps}}"
+            )
+        shape = ("params", "d_model", "num_layers", "num_heads", "num_kv_heads", "d_kv", "d_ff")
+        for key in (*shape, "vocab_size"):
             if getattr(self, key) is not None:
                 check_positive_int(f"model.{key}", getattr(self, key))
 
@@ -324,61 +350,6 @@ class PathsConfig:
 
 
 @dataclass
-class CostConfig:
-    """What a dry run (``dry_run=true``) assumes to turn FLOPs into GPU-hours (docs/cluster.md):
-    a GPU of ``repro.gpus.GPUS``, priced at its peak at the precision each job runs at
-    (:meth:`peak_at`), under a utilisation that grows with the tokens of a step; or, with
-    ``calibration``, the step times and memory ``benchmarks/gpu_check.py`` measured."""
-
-    gpu: str = "A100"  # an entry of repro.gpus.GPUS: A100 (80 GB), A100-40GB, H100, H100-PCIe, H200
-    # The table's dense peak at the job's precision (trainer.precision), overridden (TFLOP/s,
-    # whatever the precision). A GPU outside the table needs it and gpu_memory_gb.
-    peak_tflops: float | None = None
-    # memory of one GPU in GB (10⁹ bytes, as printed), overriding the table's (A100: 80, whose
-    # 80 GiB ≈ 85.9 GB leave the rest to the CUDA context and the allocator's slack): a job
-    # needing more is flagged with the switches that make it fit. None: the table's (memory_gb).
-    gpu_memory_gb: float | None = None
-    # Fraction of the peak a large step sustains (MFU). ASSUMPTION, not measured here: a step of
-    # n encoder tokens sustains utilisation × n / (n + half_utilisation_tokens) of the peak
-    # (half of it at 8,192 tokens; a paper step, 32 × 612 tokens, 70 % of it). 0 = flat.
-    utilisation: float = 0.4
-    half_utilisation_tokens: int = 8192
-    # A benchmarks/gpu_check.py JSON: price each job from the measured step of the nearest shape
-    # (repro.calibration) instead of the assumed utilisation; None = assumed.
-    calibration: str | None = None
-    input_len: int | None = None  # encoder input tokens per example; None = the task's maximum
-    target_len: int | None = None  # decoder tokens per example; None = the task's maximum
-
-    def __post_init__(self) -> None:
-        for key in ("peak_tflops", "gpu_memory_gb"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise ValueError(f"cost.{key} must be > 0; got {value}")
-        if self.gpu not in GPUS and (self.peak_tflops is None or self.gpu_memory_gb is None):
-            get_gpu(self.gpu)  # refused, naming the table (a GPU outside it needs both keys)
-        if not 0 < self.utilisation <= 1:
-            raise ValueError(f"cost.utilisation must be in (0, 1]; got {self.utilisation}")
-        check_positive_int("cost.half_utilisation_tokens", self.half_utilisation_tokens, minimum=0)
-        if self.calibration is not None and not str(self.calibration).strip():
-            raise ValueError("cost.calibration must name a gpu_check.json file, or be null")
-        for key in ("input_len", "target_len"):
-            if getattr(self, key) is not None:
-                check_positive_int(f"cost.{key}", getattr(self, key))
-
-    @property
-    def memory_gb(self) -> float:
-        """Memory of one GPU in GB: ``gpu_memory_gb``, else the table's for ``gpu``."""
-        return self.gpu_memory_gb if self.gpu_memory_gb is not None else GPUS[self.gpu].memory_gb
-
-    def peak_at(self, precision: str) -> float:
-        """Dense peak TFLOP/s at a resolved precision (bf16, tf32, fp32;
-        ``repro.gpus.priced_precision``): ``peak_tflops``, else the table's for ``gpu``."""
-        if self.peak_tflops is not None:
-            return self.peak_tflops
-        return GPUS[self.gpu].peak_tflops(precision)
-
-
-@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -407,11 +378,15 @@ class Config:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
         check_positive_int("lm_adapt_steps", self.lm_adapt_steps, minimum=0)
         default_steps = self.model.lm_adapt_checkpoint_steps
-        if self.lm_adapt_steps != default_steps and self.objective.name != "lm_adapt":
+        steps_axis = self.objective.name == "lm_adapt" or (
+            self.objective.name == "next_token" and self.model.steps_checkpoint
+        )
+        if self.lm_adapt_steps != default_steps and not steps_axis:
             raise ValueError(
-                f"lm_adapt_steps={self.lm_adapt_steps} only applies with objective=lm_adapt "
-                f"(got objective={self.objective.name}; leave it at model={self.model.size}'s "
-                f"{default_steps})"
+                f"lm_adapt_steps={self.lm_adapt_steps} only applies with objective=lm_adapt, or "
+                "objective=next_token on a model with pre-training checkpoints "
+                f"(model.steps_checkpoint); got objective={self.objective.name} on "
+                f"model={self.model.size}: leave it at {default_steps}"
             )
         check_choice("lm_adapt_source", self.lm_adapt_source, LM_ADAPT_SOURCES)
         if self.lm_adapt_source != "auto" and self.objective.name != "lm_adapt":

@@ -43,7 +43,8 @@ import yaml
 
 from repro.calibration import Rate, job_rate, utilisation_at
 from repro.checkpoints import own_lm_adapt_steps
-from repro.config import CONF_DIR, Config, CostConfig, ModelConfig
+from repro.config import CONF_DIR, Config, ModelConfig
+from repro.cost_config import CostConfig
 from repro.factoring import second_moment_numel
 from repro.gpus import priced_precision
 from repro.methods import check_tasks, get_method
