@@ -1,7 +1,8 @@
-"""The frozen backbone as files: load a T5-family checkpoint and its tokenizer, save and reload it.
+"""The frozen backbone as files: load a checkpoint and its tokenizer, save and reload it.
 
-``load_backbone`` loads any T5-family seq2seq checkpoint (hub id or local directory) and freezes
-it; ``load_tokenizer`` refuses a tokenizer that cannot be the model's. Both check what they are
+``load_backbone`` loads a T5-family encoder-decoder or a decoder-only causal LM (hub id, hub id
+``@revision``, or local directory; the family is the checkpoint's own, :func:`family_of`) and
+freezes it; ``load_tokenizer`` refuses a tokenizer that cannot be the model's. Both check what they are
 given first (``checkpoint_config``, ``check_checkpoint_files``) so that a bad path, a corrupt file
 or an unreachable hub is one line, not a library traceback. ``save_backbone`` and
 ``load_backbone_weights`` write and read back a whole backbone (model tuning's ``best/``).
@@ -30,15 +31,39 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+# The two families a backbone can be (repro.config.FAMILIES), read from its config.json.
+T5, CAUSAL = "t5", "causal"
+
+
+def family_of(config) -> str:
+    """``"t5"`` for an encoder-decoder checkpoint, ``"causal"`` for a decoder-only one: what its
+    config says (``is_encoder_decoder``), never its name."""
+    return T5 if getattr(config, "is_encoder_decoder", False) else CAUSAL
+
+
+def split_revision(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
+    """``"EleutherAI/pythia-160m@step1000"`` → (hub id, revision); anything else (a local
+    directory, a hub id without ``@``) → (itself, None)."""
+    text = str(name_or_path)
+    if "@" in text and not Path(text).expanduser().exists():
+        name, _, revision = text.rpartition("@")
+        if name and revision and "/" not in revision:
+            return name, revision
+    return text, None
+
+
 def checkpoint_config(name_or_path: str | os.PathLike, trust_remote_code: bool = False):
     """Check a checkpoint without reading its weights: ``(config, source, cache_only)``.
 
     A local directory must exist and hold a readable ``config.json`` and intact safetensors
-    headers (:func:`check_checkpoint_files`); a hub id must be reachable or cached
-    (``repro.hub``); the model must be a T5-family encoder-decoder. Each failure is one line.
+    headers (:func:`check_checkpoint_files`); a hub id (``@revision`` allowed) must be reachable
+    or cached (``repro.hub``); the model must be a T5-family encoder-decoder or a causal LM.
+    Each failure is one line.
     """
     from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    name_or_path, revision = split_revision(name_or_path)
     local = Path(name_or_path).expanduser()
     if local.is_file():
         raise NotADirectoryError(
@@ -54,7 +79,10 @@ def checkpoint_config(name_or_path: str | os.PathLike, trust_remote_code: bool =
         source, cache_only = str(name_or_path), load_from_cache_only(str(name_or_path))
     try:
         config = AutoConfig.from_pretrained(
-            source, trust_remote_code=trust_remote_code, local_files_only=cache_only
+            source,
+            trust_remote_code=trust_remote_code,
+            local_files_only=cache_only,
+            **({"revision": revision} if revision else {}),
         )
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" and not local.is_dir()
@@ -64,10 +92,12 @@ def checkpoint_config(name_or_path: str | os.PathLike, trust_remote_code: bool =
         if not local.is_dir():
             raise
         raise ValueError(f"cannot use {local / 'config.json'}: {_first_line(err)}") from None
-    if not getattr(config, "is_encoder_decoder", False):
+    causal_lm = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or trust_remote_code
+    if family_of(config) == CAUSAL and not causal_lm:
         raise ValueError(
-            f"{name_or_path} holds a {config.model_type!r} model; prompt tuning here needs a "
-            "T5-family encoder-decoder (t5, mt5, umt5, ...)"
+            f"{name_or_path} holds a {config.model_type!r} model, neither a T5-family "
+            "encoder-decoder (t5, mt5, umt5, ...) nor a causal LM (gpt2, gpt_neox, llama, "
+            "qwen2, ...): prompt tuning here needs one of those"
         )
     return config, source, cache_only
 
@@ -82,10 +112,12 @@ def load_backbone(
     gradient_checkpointing: bool = False,
     fused_gelu: bool = True,
 ) -> nn.Module:
-    """Load a T5-family encoder-decoder, frozen: every parameter has ``requires_grad=False``.
+    """Load a T5-family encoder-decoder or a causal LM (:func:`family_of` its config), frozen:
+    every parameter has ``requires_grad=False``.
 
     Args:
-        name_or_path: a hub id (``google/t5-base-lm-adapt``) or a local directory.
+        name_or_path: a hub id (``google/t5-base-lm-adapt``; ``EleutherAI/pythia-160m@step1000``
+            for a revision) or a local directory.
         dtype: weights are loaded directly in this dtype (``dtype=`` of ``from_pretrained``:
             each tensor is cast as it is read, so bf16 never materialises an fp32 model).
         attn_implementation: "eager", "sdpa", ...; None lets transformers choose.
@@ -96,18 +128,22 @@ def load_backbone(
             Non-reentrant, so the gradient still reaches a prompt in front of frozen layers.
         fused_gelu: compute T5.1.1's gelu_new with torch's one-kernel tanh GELU (`fuse_gelu`).
     """
-    from transformers import AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     config, source, cache_only = checkpoint_config(name_or_path, trust_remote_code)
     kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if cache_only:
         kwargs["local_files_only"] = True
+    revision = split_revision(name_or_path)[1]
+    if revision:
+        kwargs["revision"] = revision
+    auto = AutoModelForSeq2SeqLM if family_of(config) == T5 else AutoModelForCausalLM
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, **kwargs)
+        model = auto.from_pretrained(source, **kwargs)
     except (ValueError, ImportError) as err:
         text = str(err)
         if attn_implementation and (attn_implementation in text or "attention" in text.lower()):
@@ -201,6 +237,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = Fa
     """
     from transformers import AutoTokenizer
 
+    name_or_path, revision = split_revision(name_or_path)
     local = Path(name_or_path).expanduser()
     cache_only = False
     if local.is_dir():
@@ -214,7 +251,10 @@ def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = Fa
         source, cache_only = str(name_or_path), load_from_cache_only(str(name_or_path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            source, trust_remote_code=trust_remote_code, local_files_only=cache_only
+            source,
+            trust_remote_code=trust_remote_code,
+            local_files_only=cache_only,
+            **({"revision": revision} if revision else {}),
         )
     except Exception as err:  # tokenizers raises bare Exceptions for a corrupt tokenizer.json
         raise OSError(f"cannot load a tokenizer from {source!r}: {_first_line(err)}") from None
@@ -223,6 +263,10 @@ def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = Fa
             f"the tokenizer of {source} has no eos token; T5 targets end with </s>: "
             "check its tokenizer_config.json / special_tokens_map.json"
         )
+    if tokenizer.pad_token_id is None:
+        # GPT-2's and Pythia's tokenizers name no pad token; a causal LM's padding is masked
+        # out (repro.causal), so its id is immaterial: eos, as Hugging Face's generate pads
+        tokenizer.pad_token = tokenizer.eos_token
     ids = tokenizer(_SANITY_TEXT, add_special_tokens=False)["input_ids"]
     pieces = tokenizer.convert_ids_to_tokens(ids)
     words = [i for i, piece in zip(ids, pieces, strict=True) if piece.strip("▁Ġ ")]

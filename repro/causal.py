@@ -30,6 +30,7 @@ Which family a checkpoint is comes from its config (``is_encoder_decoder``), nev
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -92,6 +93,13 @@ def encode_causal(
     )
 
 
+def target_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Target texts as :func:`encode_causal` makes targets: their tokens, then eos (no bos):
+    the candidates rank classification scores."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    return [[*x, tokenizer.eos_token_id] for x in ids]
+
+
 def is_causal_lm(config) -> bool:
     """True for a decoder-only checkpoint (its config says ``is_encoder_decoder`` false)."""
     return not bool(getattr(config, "is_encoder_decoder", False))
@@ -100,7 +108,13 @@ def is_causal_lm(config) -> bool:
 class PromptedCausalLM(nn.Module):
     """Frozen causal LM + trainable ``SoftPrompt`` in front of the input embeddings.
 
-    Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode."""
+    Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode.
+    ``padding_side`` and ``generated_prefix`` tell the trainer and evaluation how this family
+    differs from T5's (``repro.model``: right padding, generation starting with the decoder's
+    start token): inputs padded on the left, generation returning the new tokens only."""
+
+    padding_side = "left"
+    generated_prefix = 0
 
     def __init__(
         self,
@@ -207,12 +221,19 @@ class PromptedCausalLM(nn.Module):
                 inputs_embeds=self.backbone.get_input_embeddings()(token[:, None]),
                 attention_mask=mask,
                 position_ids=None if positions is None else positions[:, -1:],
-                past_key_values=out.past_key_values,
                 use_cache=True,
+                **self._cache_of(out),
             )
         if not new:
             return input_ids.new_zeros(len(input_ids), 0)
         return torch.stack(new, dim=1)
+
+    def _cache_of(self, out) -> dict:
+        """The KV cache of ``out`` as the backbone's forward takes it back: ``cache=`` in
+        transformers ≥ 5.2x (``past_key_values`` deprecated there), ``past_key_values=`` before."""
+        if "cache" in inspect.signature(self.backbone.forward).parameters:
+            return {"cache": out.cache}
+        return {"past_key_values": out.past_key_values}
 
     @torch.no_grad()
     def score_candidates(

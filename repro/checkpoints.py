@@ -1,5 +1,7 @@
 """Which checkpoint a run's backbone is: size × objective × LM-adaptation steps × source.
 
+(On a causal LM, ``lm_adapt_steps`` counts pre-training steps: ``model.steps_checkpoint``.)
+
 :func:`checkpoint_for` names what a run loads: a local ``model.path``; Google's released
 checkpoint of the model's ``checkpoints``; or, for LM adaptation Google never released (or with
 ``lm_adapt_source=own``), ``repro.lm_adapt``'s ``<paths.lm_adapt_dir>/<size>/step_<N>/``, refused
@@ -67,6 +69,11 @@ def checkpoint_for(cfg: Config) -> str:
     ``lm_adapt_source`` (own: ``repro.lm_adapt``'s ``step_<N>/``, 100K included)."""
     if cfg.model.path:
         return cfg.model.path
+    # a causal LM's checkpoint after lm_adapt_steps pre-training steps (Pythia's step<N>)
+    pretrain = cfg.model.steps_checkpoint
+    other_steps = cfg.lm_adapt_steps != cfg.model.lm_adapt_checkpoint_steps
+    if pretrain and cfg.objective.name == "next_token" and other_steps:
+        return pretrain.replace("{steps}", str(cfg.lm_adapt_steps))
     steps = own_lm_adapt_steps(cfg)
     if steps is not None:
         own = Path(cfg.paths.lm_adapt_dir) / cfg.model.size / f"step_{steps}"

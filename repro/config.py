@@ -43,6 +43,7 @@ OBJECTIVES = ("span_corruption", "span_corruption_sentinel", "lm_adapt", "next_t
 # instruction-tuned (Qwen2.5-Instruct); the T5 ones name T5 checkpoints only
 CAUSAL_OBJECTIVES = ("next_token", "instruct")
 INITS = ("random_uniform", "sampled_vocab", "class_label", "from_file", "text")
+UNIFORM_SCALES = ("fixed", "embedding")  # init.scale (repro.prompts.UNIFORM_SCALES)
 TEXT_RULES = ("peft", "official")  # init=text: PEFT's TEXT init (default) | from_embedded_string
 SENTINEL_PLACEMENTS = ("targets", "inputs_and_targets")
 EVAL_MODES = ("generate", "rank")
@@ -216,6 +217,9 @@ class InitConfig:
     # random_uniform: paper U[-0.5, 0.5]; official flax uniform(0.5) = U[0, 0.5) → init.low=0.0
     low: float = -0.5
     high: float = 0.5
+    # random_uniform: fixed = [low, high] (the paper's); embedding = ±√3·σ of the backbone's
+    # embedding table, the same spread as its tokens (for causal LMs, docs/causal.md)
+    scale: str = "fixed"
     # sampled_vocab / class_label filler: the 5,000 most frequent SentencePiece ids
     population: int = 5000
     # from_file: a prompt to start from (or, with trainer.steps=0, to score): a .npy [P, H]
@@ -233,6 +237,9 @@ class InitConfig:
             raise ValueError(f"init.low must be < init.high; got {self.low} and {self.high}")
         check_positive_int("init.population", self.population)
         check_choice("init.text_rule", self.text_rule, TEXT_RULES)
+        check_choice("init.scale", self.scale, UNIFORM_SCALES)
+        if self.scale != "fixed" and self.name != "random_uniform":
+            raise ValueError(f"init.scale only applies with init=random_uniform (got {self.name})")
         for key, owner in (("path", "from_file"), ("text", "text")):
             value = getattr(self, key)
             if self.name == owner and (value is None or not str(value).strip()):

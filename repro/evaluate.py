@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
+from repro.causal import target_ids as causal_target_ids
 from repro.cli import check_positive_int
-from repro.data import collate, encode, target_limit
+from repro.data import collate, target_limit
+from repro.family import encode_for, family_of, prompted_model
 from repro.model import PromptedT5
 from repro.objectives import SENTINEL, add_sentinel
 from repro.prompts import SoftPrompt
@@ -28,14 +30,15 @@ def strip_sentinel(text: str) -> str:
     return text[len(SENTINEL) :].strip() if text.startswith(SENTINEL) else text
 
 
-def decode(tokenizer, sequences: torch.Tensor) -> list[str]:
-    """Generated ids [B, 1+L] (decoder start first) → text up to the first eos.
+def decode(tokenizer, sequences: torch.Tensor, prefix: int = 1) -> list[str]:
+    """Generated ids [B, prefix+L] (T5: the decoder start first; a causal LM's
+    ``PromptedCausalLM.generate``: the new tokens only, ``prefix=0``) → text up to the first eos.
 
     Sentinels are kept in the text (a span-corruption model emitting ``<extra_id_0>`` is an
     invalid answer, and must stay visible as one); pad and eos are not text.
     """
     texts = []
-    for row in sequences[:, 1:].tolist():
+    for row in sequences[:, prefix:].tolist():
         if tokenizer.eos_token_id in row:
             row = row[: row.index(tokenizer.eos_token_id)]
         row = [t for t in row if t != tokenizer.pad_token_id]
@@ -71,10 +74,15 @@ def predict(
     """
     was_training = model.training
     model.eval()
-    candidate_ids = [tokenizer(c).input_ids for c in candidates]
+    side = getattr(model, "padding_side", "right")  # "left": a causal LM (repro.causal)
+    # T5's targets end with the eos its tokenizer adds; a causal LM's as repro.causal says
+    if side == "left":
+        candidate_ids = causal_target_ids(tokenizer, candidates)
+    else:
+        candidate_ids = [tokenizer(c).input_ids for c in candidates]
     predictions: list[str] = [""] * len(input_ids)
     for idx in _batches_by_length([len(x) for x in input_ids], batch_size):
-        batch = collate([{"input_ids": input_ids[i]} for i in idx], tokenizer.pad_token_id)
+        batch = collate([{"input_ids": input_ids[i]} for i in idx], tokenizer.pad_token_id, side)
         ids = batch["input_ids"].to(device)
         mask = batch["attention_mask"].to(device)
         rows = contextlib.nullcontext()
@@ -95,7 +103,8 @@ def _predict_batch(model, tokenizer, ids, mask, mode, candidates, candidate_ids,
         best = model.score_candidates(ids, mask, candidate_ids).argmax(dim=1).tolist()
         texts = [candidates[b] for b in best]
     else:
-        texts = decode(tokenizer, model.generate(ids, mask, max_new_tokens=max_new_tokens))
+        generated = model.generate(ids, mask, max_new_tokens=max_new_tokens)
+        texts = decode(tokenizer, generated, getattr(model, "generated_prefix", 1))
     return texts
 
 
@@ -228,9 +237,11 @@ def score_prompt(
         configured=max_target_length,
         task_default=task.max_target_length,
     )
-    tokens = encode(inputs, tokenizer, max_input_length or task.max_input_length, limit.length)
+    family = family_of(backbone.config)
+    max_in = max_input_length or task.max_input_length
+    tokens = encode_for(family, inputs, tokenizer, max_in, limit.length)
     device = device or backbone.get_input_embeddings().weight.device
-    model = PromptedT5(backbone, SoftPrompt(prompt)).to(device)
+    model = prompted_model(backbone, SoftPrompt(prompt)).to(device)
     metrics, predictions = evaluate(
         model,
         tokenizer,

@@ -81,6 +81,8 @@ def prepend_prompt(prompt: Tensor, embeds: Tensor, attention_mask: Tensor) -> tu
 # returns a fresh fp32 [P, H] tensor. Extra keywords are shared so one call site serves all.
 
 Initialiser = Callable[..., Tensor]
+# random_uniform's range: init.low/high as given (the paper's) | the embedding table's spread
+UNIFORM_SCALES = ("fixed", "embedding")
 
 
 def random_uniform(
@@ -90,11 +92,23 @@ def random_uniform(
     *,
     low: float = -0.5,
     high: float = 0.5,
+    scale: str = "fixed",
     **_: Any,
 ) -> Tensor:
-    """U[low, high): the paper's U[-0.5, 0.5]; the official code's flax ``uniform(0.5)`` is U[0, 0.5)."""
+    """U[low, high): the paper's U[-0.5, 0.5]; the official code's flax ``uniform(0.5)`` is U[0, 0.5).
+
+    ``scale="embedding"`` (``init.scale``): the range scaled to the backbone's own embeddings,
+    U[-a, a) with a = √3 · σ, σ the standard deviation of all the vocabulary table's entries: a
+    uniform whose entries spread as the table's do. ±0.5 is a range for T5's table (its entries'
+    σ is of order 10); a causal LM's is often ~0.02, where ±0.5 is a prompt far off its tokens.
+    """
     if not low < high:
         raise ValueError(f"random_uniform needs low < high; got low={low}, high={high}")
+    if scale not in UNIFORM_SCALES:
+        raise ValueError(f"unknown init.scale {scale!r}; allowed: {', '.join(UNIFORM_SCALES)}")
+    if scale == "embedding":
+        bound = 3**0.5 * table.to(torch.float32).std().item()
+        low, high = -bound, bound
     shape = (length, table.shape[1])
     return torch.rand(shape, generator=generator, dtype=torch.float32) * (high - low) + low
 

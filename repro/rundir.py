@@ -91,6 +91,11 @@ NON_RESULT_MODEL_KEYS = (
     "d_ff",
     "vocab_size",
     "trust_remote_code",
+    "num_kv_heads",
+    "gated_mlp",
+    # the checkpoint's own family is what a run loads (a mismatch is refused); the key only
+    # says what a dry run prices
+    "family",
 )
 
 
@@ -325,6 +330,12 @@ def fingerprint(cfg, task_names=None, precision: str | None = None) -> dict[str,
         plain["trainer"].pop("batch_tokens", None)
     for key in NON_RESULT_MODEL_KEYS:
         plain["model"].pop(key, None)
+    # decoder-only keys appear only where they differ from their default (a T5 run's
+    # fingerprint is as before them); the checkpoint loaded is in `checkpoints` already
+    if cfg.model.positions == "peft":
+        plain["model"].pop("positions", None)
+    if cfg.model.steps_checkpoint is None:
+        plain["model"].pop("steps_checkpoint", None)
     plain["task"]["data_dir"] = data_identity(cfg, task_names or expand(cfg.task.name))
     # init keys newer than most run dirs appear only where they apply, so that those dirs keep
     # matching; a given prompt is named by what it holds, not where it lies
@@ -334,6 +345,8 @@ def fingerprint(cfg, task_names=None, precision: str | None = None) -> dict[str,
             init.pop(key, None)
     if cfg.init.name != "text":
         init.pop("text_rule", None)
+    if cfg.init.scale == "fixed":
+        init.pop("scale", None)
     if cfg.init.path:
         from repro.interop import prompt_identity  # late: interop loads torch, which the cost
         # report and the Hydra plugins (they import this module) never need

@@ -226,7 +226,13 @@ def _unreadable(path: Path, err: BaseException) -> str:
 
 
 def _micro_batches(
-    idx: list[int], train_ids, train_labels, accum: int, pad_id: int, batch_tokens=None
+    idx: list[int],
+    train_ids,
+    train_labels,
+    accum: int,
+    pad_id: int,
+    batch_tokens=None,
+    padding_side: str = "right",
 ) -> list[dict[str, torch.Tensor]]:
     if batch_tokens is None:  # accum micro-batches of equal example counts
         size = math.ceil(len(idx) / accum)
@@ -235,7 +241,11 @@ def _micro_batches(
         lengths = {i: len(train_ids[i]) for i in idx}
         chunks = token_micro_batches(idx, lengths, batch_tokens // accum)
     return [
-        collate([{"input_ids": train_ids[i], "labels": train_labels[i]} for i in chunk], pad_id)
+        collate(
+            [{"input_ids": train_ids[i], "labels": train_labels[i]} for i in chunk],
+            pad_id,
+            padding_side,
+        )
         for chunk in chunks
     ]
 
@@ -362,6 +372,7 @@ def train(
         )
 
     order = epoch_order(state.epoch)
+    padding_side = getattr(model, "padding_side", "right")  # a causal LM's inputs: "left"
     compute = Precision(precision or resolve_precision(cfg.precision, device), device)
 
     def checkpoint_and_eval() -> None:
@@ -402,7 +413,9 @@ def train(
         rng, loss_value = rng_state(), None
         while loss_value is None:
             optimizer.zero_grad(set_to_none=True)
-            micro = _micro_batches(idx, train_ids, train_labels, accum, pad_id, cfg.batch_tokens)
+            micro = _micro_batches(
+                idx, train_ids, train_labels, accum, pad_id, cfg.batch_tokens, padding_side
+            )
             try:
                 loss_value = forward_backward(model, micro, device, compute, state.step + 1)
             except OutOfMemoryError:

@@ -4,8 +4,11 @@ Both readers (`repro.collect.rundirs.collect_runs`, `repro.collect.wandb_runs.co
 turn each run into a row with `row_from_result` and `axes_from_config`, then into the frame
 with `to_frame`. The **results frame** has these columns, in this order:
 
-- the axes: `size`, `params`, `method`, `objective`, `lm_adapt_steps`, `lm_adapt_source`,
-  `prompt_len`, `init`, `task`, `seed` (missing ones are NA, never an error). `method` is what
+- the axes: `family`, `size`, `params`, `method`, `objective`, `lm_adapt_steps`,
+  `lm_adapt_source`, `prompt_len`, `init`, `task`, `seed` (missing ones are NA, never an
+  error). `family` is the backbone's, `t5` or `causal` (read from its checkpoint,
+  `repro.family`); a run that did not record it (a result.json from before decoder-only
+  backbones, or an unfinished run whose config left `model.family` unset) is `t5`. `method` is what
   the run trained (`repro.methods`: `prompt`, `model`, `model_multitask`, `lora`; a run from before the
   axis is `prompt`); `prompt_len` and `init` are NA for a method without a prompt. `lm_adapt_source` is the recipe
   of the backbone: `released` (Google's `google/t5-<size>-lm-adapt`), `own` (the suite's
@@ -55,6 +58,7 @@ from repro.config import (
 from repro.methods import DEFAULT_METHOD
 
 AXES = (
+    "family",
     "size",
     "params",
     "method",
@@ -66,6 +70,7 @@ AXES = (
     "task",
     "seed",
 )
+DEFAULT_FAMILY = "t5"  # repro.family.T5
 # The axes only a method that trains a prompt has (repro.methods.Method.prompt_axes).
 PROMPT_AXES = ("prompt_len", "init")
 # Frozen parameter counts of the five T5.1.1 sizes (PAPER.md); fills `params` when a run lacks it.
@@ -142,6 +147,7 @@ def axes_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     model = cfg.get("model")
     objective = cfg.get("objective")
     groups = {
+        "family": (cfg.get("family"), _group(model, "family")),
         "size": (cfg.get("size"), _group(model, "size", "name")),
         "params": (cfg.get("params"), _group(model, "params")),
         "method": (_group(cfg.get("method"), "name", "method"),),
@@ -213,6 +219,8 @@ def to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
             row["eval_task"] = row.get("task")
         if is_missing(row.get("method")):  # a run from before the method axis: prompt tuning
             row["method"] = DEFAULT_METHOD
+        if is_missing(row.get("family")):  # a run from before decoder-only backbones: T5
+            row["family"] = DEFAULT_FAMILY
     metric_cols = sorted({k for r in rows for k in r if k.startswith(METRIC_PREFIX)})
     columns = [*AXES, "eval_task", "status", "score", *metric_cols, *_TAIL_COLUMNS]
     df = pd.DataFrame(list(rows), columns=columns)
@@ -220,7 +228,16 @@ def to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     for col in _INT_COLUMNS:
         df[col] = _to_int(df[col])
-    strings = ("size", "method", "objective", "lm_adapt_source", "init", "task", "eval_task")
+    strings = (
+        "family",
+        "size",
+        "method",
+        "objective",
+        "lm_adapt_source",
+        "init",
+        "task",
+        "eval_task",
+    )
     strings = (*strings, "status", "precision", "error", "selection")
     for col in (*strings, "run_dir", "wandb_id"):
         df[col] = df[col].astype("object").where(df[col].notna(), None)

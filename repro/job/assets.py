@@ -7,15 +7,25 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from repro.backbone import checkpoint_config, load_backbone, load_tokenizer, set_dropout
+from repro.backbone import (
+    checkpoint_config,
+    family_of,
+    load_backbone,
+    load_tokenizer,
+    set_dropout,
+)
 from repro.cli import RunError
-from repro.config import Config
+from repro.config import CAUSAL_OBJECTIVES, Config
+from repro.family import CAUSAL, T5
 from repro.job.task import init_file_prompt
 from repro.memory import start_lines
 from repro.resolve import lora_rank_warning
 from repro.tasks import get_task
 from repro.tasks.base import data_dir_for, ensure_generated
 from repro.tiny import ensure_tiny_t5
+
+# What trains on a causal LM today (repro.methods): a prompt in front of it.
+CAUSAL_METHODS = ("prompt",)
 
 # The logger its lines have always carried (``[repro.run]``).
 log = logging.getLogger("repro.run")
@@ -51,8 +61,16 @@ def load_model(cfg: Config, checkpoint: str):
     # Cheap checks first (config, files, tokenizer: seconds), then the weights (minutes for
     # XXL): each refuses a checkpoint it cannot use with one line naming it.
     config, _, _ = checkpoint_config(checkpoint, cfg.model.trust_remote_code)
-    if cfg.init.name == "from_file" and getattr(config, "d_model", None):
-        init_file_prompt(cfg, config.d_model)  # another width: refused before the weights load
+    family = family_of(config)
+    if cfg.model.family not in (None, family):
+        raise RunError(
+            f"model.family={cfg.model.family} but {checkpoint} holds a {family} model "
+            f"({config.model_type!r}); set model.family={family} or leave it unset (null)"
+        )
+    check_family(cfg, family, checkpoint)
+    width = getattr(config, "d_model", None) or getattr(config, "hidden_size", None)
+    if cfg.init.name == "from_file" and width:
+        init_file_prompt(cfg, width)  # another width: refused before the weights load
     tokenizer = load_tokenizer(checkpoint, trust_remote_code=cfg.model.trust_remote_code)
     backbone = load_backbone(
         checkpoint,
@@ -65,6 +83,28 @@ def load_model(cfg: Config, checkpoint: str):
     )
     set_dropout(backbone, cfg.model.dropout)
     return tokenizer, backbone
+
+
+def check_family(cfg: Config, family: str, checkpoint: str) -> None:
+    """Refuse, before the weights load, what a run cannot do with a backbone of this family:
+    T5's objectives on a causal LM and the reverse (the objective names the checkpoint's kind,
+    docs/causal.md), and the methods not built for causal LMs yet."""
+    if family == CAUSAL and cfg.objective.name not in CAUSAL_OBJECTIVES:
+        raise RunError(
+            f"objective={cfg.objective.name} names a T5 checkpoint, but {checkpoint} is a causal "
+            f"LM: its objective is one of {', '.join(CAUSAL_OBJECTIVES)} (objective=next_token "
+            "for a pre-trained one)"
+        )
+    if family == T5 and cfg.objective.name in CAUSAL_OBJECTIVES:
+        raise RunError(
+            f"objective={cfg.objective.name} is a causal LM's, but {checkpoint} is a T5 "
+            "encoder-decoder: use objective=lm_adapt, span_corruption or span_corruption_sentinel"
+        )
+    if family == CAUSAL and cfg.method.name not in CAUSAL_METHODS:
+        raise RunError(
+            f"method={cfg.method.name} is not built for causal LMs yet ({checkpoint} is one); "
+            f"on a causal LM: method={' | '.join(CAUSAL_METHODS)} (docs/causal.md)"
+        )
 
 
 def log_memory_plan(cfg: Config) -> None:

@@ -19,11 +19,12 @@ from repro import files, objectives
 from repro.backbone import count_parameters
 from repro.cli import USER_ERRORS
 from repro.config import Config
-from repro.data import encode, target_limit
+from repro.data import target_limit
 from repro.evaluate import evaluate
+from repro.family import T5, encode_for, family_of, prompted_model
 from repro.interop import fit_prompt, read_prompt
 from repro.methods import get_method
-from repro.model import LoraT5, PromptedT5, TunedT5
+from repro.model import LoraT5, TunedT5
 from repro.precision import cpu_numerics, resolve_precision
 from repro.prompts import SoftPrompt, init_prompt, label_token_ids, save_prompt, text_token_ids
 from repro.tasks import get_task, task_names
@@ -59,10 +60,13 @@ class TaskData:
     sentinel: bool
 
 
-def prepare_task(cfg: Config, task_name: str, tokenizer, *, name_prefix: bool = False) -> TaskData:
+def prepare_task(
+    cfg: Config, task_name: str, tokenizer, *, name_prefix: bool = False, family: str = T5
+) -> TaskData:
     """Load, (sentinel-)prefix and tokenise one task's train and dev examples.
 
     Args:
+        family: the backbone's (``repro.family``): how an example becomes tokens.
         name_prefix: put the task's name in front of every input (``"rte hypothesis: ..."``):
             multi-task model tuning, where one model must tell the tasks apart (the paper's §3.1:
             "a text prefix indicating the task name"); the word T5's mixture uses
@@ -91,8 +95,8 @@ def prepare_task(cfg: Config, task_name: str, tokenizer, *, name_prefix: bool = 
         dev_inputs = dev_examples
     max_in = cfg.task.max_input_length or task.max_input_length
     limit = target_limit_of(cfg, task, train_examples, dev_examples, tokenizer)
-    train_tokens = encode(train_examples, tokenizer, max_in, limit.length)
-    dev_tokens = encode(dev_inputs, tokenizer, max_in, limit.length)
+    train_tokens = encode_for(family, train_examples, tokenizer, max_in, limit.length)
+    dev_tokens = encode_for(family, dev_inputs, tokenizer, max_in, limit.length)
     return TaskData(task, train_examples, dev_examples, train_tokens, dev_tokens, limit, sentinel)
 
 
@@ -116,13 +120,17 @@ def build_model(cfg: Config, backbone, tokenizer, task):
         model.tokenizer = tokenizer  # saved into best/ and last/: a loadable checkpoint
         return model
     weight = initial_prompt(cfg, task, backbone, tokenizer)
-    return PromptedT5(backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss)
+    return prompted_model(
+        backbone, SoftPrompt(weight), z_loss=cfg.trainer.z_loss, positions=cfg.model.positions
+    )
 
 
 def initial_prompt(cfg: Config, task, backbone, tokenizer):
     """The run's initial prompt [P, H] (``cfg.init`` from ``cfg.seed``)."""
     table = backbone.get_input_embeddings().weight
     init_kwargs = {"population": cfg.init.population, "low": cfg.init.low, "high": cfg.init.high}
+    if cfg.init.scale != "fixed":
+        init_kwargs["scale"] = cfg.init.scale
     if cfg.init.name == "class_label":
         init_kwargs["class_token_ids"] = label_token_ids(tokenizer, task.class_words)
     elif cfg.init.name == "text":
@@ -198,6 +206,8 @@ def task_result(
         "task": data.task.name,
         "params": cfg.model.params or total,
         "checkpoint": checkpoint,
+        # t5 | causal: the checkpoint's own (its config's is_encoder_decoder), repro.family
+        "family": family_of(backbone.config),
         "best_step": state.best_step,
         "metrics": state.best_metrics,
         "score": state.best_score,
@@ -247,7 +257,7 @@ def train_task(
     """Train and score one task's prompt (or the whole model) in ``out_dir``; returns its
     result.json."""
     start = time.time()
-    data = prepare_task(cfg, task_name, tokenizer)
+    data = prepare_task(cfg, task_name, tokenizer, family=family_of(backbone.config))
     model = build_model(cfg, backbone, tokenizer, data.task)
     device = place(cfg, model, backbone)
     precision = resolve_precision(cfg.trainer.precision, device)
@@ -305,7 +315,8 @@ def train_mixture(
     (``task``, ``mean``: the best-mean step, whose model ``best/`` holds).
     """
     start = time.time()
-    datas = [prepare_task(cfg, name, tokenizer, name_prefix=True) for name in names]
+    family = family_of(backbone.config)
+    datas = [prepare_task(cfg, name, tokenizer, name_prefix=True, family=family) for name in names]
     model = build_model(cfg, backbone, tokenizer, datas[0].task)
     device = place(cfg, model, backbone)
     precision = resolve_precision(cfg.trainer.precision, device)

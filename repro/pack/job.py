@@ -17,8 +17,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from repro import files, rundir
+from repro.backbone import checkpoint_config
 from repro.checkpoints import checkpoint_for
+from repro.cli import RunError
 from repro.config import Config
+from repro.family import CAUSAL, family_of
 from repro.job.assets import load_model, log_memory_plan, prepare_assets
 from repro.job.experiment import finish_job, open_sink, run_tasks, task_dir, task_failed
 from repro.job.task import (
@@ -111,6 +114,13 @@ def run_pack(jobs: Sequence[PackJob], stop: StopFlag | None = None) -> Sequence[
 
 def _run_live_pack(live, names, checkpoint, stop) -> None:
     cfg = live[0][0].cfg
+    config, _, _ = checkpoint_config(checkpoint, cfg.model.trust_remote_code)
+    if family_of(config) == CAUSAL:
+        raise RunError(
+            f"{checkpoint} is a causal LM: packing puts several prompts in one T5 batch "
+            "(repro.packed_trainer.PackedT5, encoder rows per prompt) and has no causal "
+            "version; run these jobs one by one (drop trainer.pack / the packed launcher)"
+        )
     tokenizer, backbone = load_model(cfg, checkpoint)
     sinks = []
     for job, fp in live:
