@@ -105,7 +105,9 @@ COMPOSE_CASES = [
     (["model=huge"], [f"model='huge' is not allowed; choose one of: {MODELS}"]),
     (
         ["objective=mlm"],
-        ["objective='mlm' is not allowed; choose one of: lm_adapt, span_corruption, "],
+        [
+            "objective='mlm' is not allowed; choose one of: instruct, lm_adapt, next_token, span_corruption"
+        ],
     ),
     (
         ["init=zeros"],
@@ -334,13 +336,48 @@ def test_a_mixture_whose_data_cannot_load_says_so_once(root, tiny_t5_dir, monkey
 
 
 def test_local_checkpoint_of_the_wrong_architecture(root, tiny_t5_dir, monkeypatch, capsys):
-    gpt2 = root / "gpt2"
+    vit = root / "vit"
+    vit.mkdir()
+    (vit / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir, f"model.path={vit}"))
+    assert_one_error(
+        code,
+        err,
+        "holds a 'vit' model, neither a T5-family encoder-decoder (t5, mt5, umt5, ...) nor a "
+        "causal LM (gpt2, gpt_neox, llama, qwen2, ...)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        # a causal LM's objective names its kind of checkpoint, as T5's do (docs/causal.md)
+        ((), ["objective=lm_adapt names a T5 checkpoint, but", "is a causal LM", "next_token"]),
+        (
+            ("objective=next_token", "method=lora"),
+            ["method=lora is not built for causal LMs yet", "method=prompt"],
+        ),
+        (
+            ("objective=next_token", "model.family=t5"),
+            ["model.family=t5 but", "holds a causal model ('gpt2'); set model.family=causal"],
+        ),
+    ],
+    ids=["t5_objective", "lora", "family"],
+)
+def test_what_a_causal_lm_cannot_do_is_refused_before_its_weights_load(
+    root, tiny_t5_dir, monkeypatch, capsys, overrides, fragments
+):
+    gpt2 = root / "gpt2"  # a config and no weights: each refusal comes before they are read
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir, f"model.path={gpt2}"))
-    assert_one_error(
-        code, err, "holds a 'gpt2' model; prompt tuning here needs a T5-family encoder-decoder"
-    )
+    args = smoke(root, tiny_t5_dir, f"model.path={gpt2}", *overrides)
+    code, err = cli(monkeypatch, capsys, *args)
+    assert_one_error(code, err, *fragments)
+
+
+def test_a_causal_objective_on_t5_is_refused(root, tiny_t5_dir, monkeypatch, capsys):
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir, "objective=instruct"))
+    assert_one_error(code, err, "objective=instruct is a causal LM's, but", "T5 encoder-decoder")
 
 
 def test_lm_adapt_step_that_is_not_available(root, tiny_t5_dir, monkeypatch, capsys):

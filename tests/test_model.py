@@ -156,11 +156,11 @@ def test_load_backbone_errors_are_clear(tmp_path, tiny_t5_dir):
         load_backbone(tmp_path / "nope")
     with pytest.raises(OSError, match="HF_HUB_OFFLINE=1 is set: pass a local directory"):
         load_backbone("google/t5-base-lm-adapt")
-    gpt = tmp_path / "gpt2"
-    gpt.mkdir()
-    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="'gpt2' model; prompt tuning here needs a T5-family"):
-        load_backbone(gpt)
+    vit = tmp_path / "vit"
+    vit.mkdir()
+    (vit / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(ValueError, match="'vit' model, neither a T5-family encoder-decoder"):
+        load_backbone(vit)
     with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
         load_backbone(tiny_t5_dir, dtype="fp8")
 
