@@ -1,4 +1,4 @@
-"""``python -m repro.toyworld build|report|efficiency|pilot`` (see docs/toy_world.md)."""
+"""``python -m repro.toyworld build|build-causal|report|efficiency|pilot`` (see docs/toy_world.md)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n-docs", type=int, default=PilotConfig.n_docs)
     p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    from repro.toyworld import causal_build
+
+    causal_build.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "build-causal":
+        command = "python -m repro.toyworld " + shlex.join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        return causal_build.main(args, command)
     if args.command in ("pilot", "build"):
         try:
             cfg = _settings(args)
