@@ -105,51 +105,47 @@ def is_causal_lm(config) -> bool:
     return not bool(getattr(config, "is_encoder_decoder", False))
 
 
-class PromptedCausalLM(nn.Module):
-    """Frozen causal LM + trainable ``SoftPrompt`` in front of the input embeddings.
+class CausalTuning(nn.Module):
+    """What every tuning method's model gives the trainer and evaluation on a frozen (or, for
+    model tuning, trained) causal LM: the loss, greedy generation and label ranking over
+    ``[prefix; input; target]``. Subclasses say what is trained (``trainable_parameters``) and
+    what goes in front of the input (``_inputs``: a prompt, or nothing).
 
-    Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode.
     ``padding_side`` and ``generated_prefix`` tell the trainer and evaluation how this family
     differs from T5's (``repro.model``: right padding, generation starting with the decoder's
-    start token): inputs padded on the left, generation returning the new tokens only."""
+    start token): inputs padded on the left, generation returning the new tokens only.
+    ``saves``: what ``best/`` and ``last/`` hold (``repro.trainer.save_trained``)."""
 
     padding_side = "left"
     generated_prefix = 0
+    saves = "prompt"
+    backbone: nn.Module
+    z_loss: float
+    positions: str
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        prompt: SoftPrompt,
-        z_loss: float = 0.0,
-        positions: str = "peft",
-    ):
-        super().__init__()
+    def _setup(self, backbone: nn.Module, z_loss: float, positions: str) -> None:
         if positions not in POSITIONS:
             raise ValueError(f"positions must be one of {', '.join(POSITIONS)}; got {positions!r}")
         if not is_causal_lm(backbone.config):
             raise ValueError(
                 f"{type(backbone).__name__} is an encoder-decoder model (is_encoder_decoder: "
-                "true): prompt-tune it with repro.model.PromptedT5"
-            )
-        width = backbone.get_input_embeddings().embedding_dim
-        if prompt.width != width:
-            raise ValueError(
-                f"prompt shape {(prompt.length, prompt.width)} does not fit this backbone: "
-                f"its embedding width is {width}"
+                "true): tune it with repro.model (PromptedT5, TunedT5, LoraT5)"
             )
         self.backbone = backbone
-        self.prompt = prompt
         self.z_loss = z_loss
         self.positions = positions
-        backbone.requires_grad_(False)
+
+    @property
+    def prefix_length(self) -> int:
+        """Positions in front of the input (the prompt's length; 0 without a prompt)."""
+        return 0
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [self.prompt.weight]
+        raise NotImplementedError
 
-    def _with_prompt(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """[B, T] ids → ([B, p+T, H] embeddings with the prompt in front, [B, p+T] mask)."""
-        embeds = self.backbone.get_input_embeddings()(input_ids)
-        return prepend_prompt(self.prompt(), embeds, attention_mask)
+    def _inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T] ids → ([B, prefix+T, H] embeddings, [B, prefix+T] mask)."""
+        return self.backbone.get_input_embeddings()(input_ids), attention_mask
 
     def _position_ids(self, mask: Tensor) -> Tensor | None:
         """[B, S] positions of a [B, S] mask's tokens, or None (the backbone's own: PEFT's)."""
@@ -162,11 +158,11 @@ class PromptedCausalLM(nn.Module):
         targets = labels.clamp(min=0)  # padding (-100) is fed as token 0, masked out
         ids = torch.cat([input_ids, targets], dim=1)
         mask = torch.cat([attention_mask, (labels != -100).to(attention_mask.dtype)], dim=1)
-        embeds, mask = self._with_prompt(ids, mask)
+        embeds, mask = self._inputs(ids, mask)
         logits = self.backbone(
             inputs_embeds=embeds, attention_mask=mask, position_ids=self._position_ids(mask)
         ).logits
-        start = self.prompt.length + input_ids.shape[1] - 1  # the last input token's position
+        start = self.prefix_length + input_ids.shape[1] - 1  # the last input token's position
         return logits[:, start : start + labels.shape[1]].float()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor):
@@ -198,7 +194,7 @@ class PromptedCausalLM(nn.Module):
         (Not PEFT's ``generate``: with peft 0.21.2 and transformers 5.25 its cached steps leave
         the greedy continuation of its own forward; tests/test_causal.py records it.)"""
         eos = self.backbone.config.eos_token_id if eos_token_id is None else eos_token_id
-        embeds, mask = self._with_prompt(input_ids, attention_mask)
+        embeds, mask = self._inputs(input_ids, attention_mask)
         out = self.backbone(
             inputs_embeds=embeds,
             attention_mask=mask,
@@ -246,3 +242,55 @@ class PromptedCausalLM(nn.Module):
             logprobs = self.target_logits(input_ids, attention_mask, labels).log_softmax(-1)
             scores.append(logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1))
         return torch.stack(scores, dim=1)
+
+
+class PromptedCausalLM(CausalTuning):
+    """Frozen causal LM + trainable ``SoftPrompt`` in front of the input embeddings.
+
+    Only ``self.prompt`` is trainable; the backbone stays frozen even in ``train()`` mode."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        prompt: SoftPrompt,
+        z_loss: float = 0.0,
+        positions: str = "peft",
+    ):
+        super().__init__()
+        self._setup(backbone, z_loss, positions)
+        width = backbone.get_input_embeddings().embedding_dim
+        if prompt.width != width:
+            raise ValueError(
+                f"prompt shape {(prompt.length, prompt.width)} does not fit this backbone: "
+                f"its embedding width is {width}"
+            )
+        self.prompt = prompt
+        backbone.requires_grad_(False)
+
+    @property
+    def prefix_length(self) -> int:
+        return self.prompt.length
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.prompt.weight]
+
+    def _inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T] ids → ([B, p+T, H] embeddings with the prompt in front, [B, p+T] mask)."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        return prepend_prompt(self.prompt(), embeds, attention_mask)
+
+
+class TunedCausalLM(CausalTuning):
+    """Model tuning of a causal LM: every weight trains, the input goes in alone (``[input;
+    target]``, as :func:`encode_causal` builds it). ``best/`` and ``last/`` hold the whole
+    backbone, as :class:`repro.model.TunedT5`'s do."""
+
+    saves = "backbone"
+
+    def __init__(self, backbone: nn.Module, z_loss: float = 0.0, positions: str = "peft"):
+        super().__init__()
+        self._setup(backbone, z_loss, positions)
+        backbone.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.backbone.parameters() if p.requires_grad]

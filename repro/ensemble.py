@@ -440,6 +440,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         refuse_existing([output.with_suffix(".csv"), output.with_suffix(".md")], args.overwrite)
         runs = [read_run(d) for d in find_runs(args.paths)]
+        causal = [r.run_dir for r in runs if r.result.get("family") == "causal"]
+        if causal:  # MultiPromptT5 stacks prompts as rows of one T5 encoder batch
+            raise ValueError(
+                f"{causal[0]} was trained on a causal LM: repro.ensemble batches prompts as "
+                "T5 encoder rows and has no causal version yet; ensemble T5 runs only"
+            )
         groups = group_runs(runs)
         device = resolve_device(args.device)
         backbone = load_backbone_of(runs[0])

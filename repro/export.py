@@ -29,7 +29,10 @@ import sys
 from pathlib import Path
 
 from repro.cli import USER_ERRORS, cli_error_message
-from repro.interop import FORMATS, read_prompt, write_prompt
+from repro.files import read_json
+from repro.interop import FORMATS, PEFT_TASK_TYPES, read_prompt, write_prompt
+
+FAMILIES = tuple(PEFT_TASK_TYPES)  # t5, causal (repro.config.FAMILIES)
 
 
 def export(
@@ -40,12 +43,15 @@ def export(
     base_model: str | None = None,
     which: str = "best",
     overwrite: bool = False,
+    family: str | None = None,
 ) -> Path:
     """Read the prompt at ``source`` and write it as ``to`` at ``out`` (an existing ``out``
-    only with ``overwrite``); returns ``out``."""
+    only with ``overwrite``); returns ``out``. ``family`` (t5 | causal: the PEFT task type):
+    default :func:`backbone_family`."""
     prompt, meta = read_prompt(source, which=which)
     read_from = Path(meta["files"][0]).parent
     backbone, local = portable_backbone(base_model or meta.get("backbone"), read_from, Path(out))
+    family = family or backbone_family(source, meta, Path(out) / backbone if local else None)
     provenance = {
         "source": os.path.relpath(Path(source).expanduser().resolve(), Path(out).resolve()),
         "source_format": meta["format"],
@@ -60,7 +66,26 @@ def export(
         base_model_local=local,
         meta=provenance,
         overwrite=overwrite,
+        family=family,
     )
+
+
+def backbone_family(source: str | Path, meta, local_backbone: Path | None) -> str:
+    """The family of the backbone a prompt was trained on, from what records it: a run's
+    ``result.json`` (``family``), a PEFT adapter's task type, a local backbone's config.json
+    (``is_encoder_decoder``); else ``t5`` (a hub id read offline, an .npy of the official
+    code's: T5's). ``--family`` says it when none of these does."""
+    path = Path(source).expanduser()
+    for run_dir in (path, path.parent):
+        result = read_json(run_dir / "result.json") if run_dir.is_dir() else None
+        if isinstance(result, dict) and result.get("family") in FAMILIES:
+            return result["family"]
+    if meta.get("peft_task_type") == PEFT_TASK_TYPES["causal"]:
+        return "causal"
+    config = read_json(local_backbone / "config.json") if local_backbone else None
+    if isinstance(config, dict):
+        return "t5" if config.get("is_encoder_decoder") else "causal"
+    return "t5"
 
 
 def portable_backbone(backbone: str | None, read_from: Path, out: Path) -> tuple[str | None, bool]:
@@ -102,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         help="for a run dir: its best/ (default) or last/ prompt",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--family",
+        choices=FAMILIES,
+        help="the backbone's family (PEFT's task_type SEQ_2_SEQ_LM | CAUSAL_LM); default: what "
+        "the run, the adapter or a local backbone's config.json records, else t5",
+    )
     args = parser.parse_args(argv)
     try:
         out = export(
@@ -111,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             base_model=args.base_model,
             which=args.which,
             overwrite=args.overwrite,
+            family=args.family,
         )
     except USER_ERRORS as err:
         print(f"error: {cli_error_message(err)}", file=sys.stderr)

@@ -95,10 +95,10 @@ def read_peft_adapter(directory: Path) -> tuple[Tensor, dict[str, Any]]:
             f"{directory} holds a PEFT {kind} adapter; only PROMPT_TUNING adapters are prompts"
         )
     task_type = config.get("task_type")
-    if task_type not in (None, "SEQ_2_SEQ_LM"):
+    if task_type not in (None, *PEFT_TASK_TYPES.values()):
         raise ValueError(
             f"{directory} holds a PEFT prompt for task_type {task_type}; only SEQ_2_SEQ_LM "
-            "prompts go in front of a T5 encoder"
+            "(in front of a T5 encoder) and CAUSAL_LM (in front of a causal LM) are prompts"
         )
     length = config.get("num_virtual_tokens")
     submodules = config.get("num_transformer_submodules") or 1
@@ -129,6 +129,7 @@ def read_peft_adapter(directory: Path) -> tuple[Tensor, dict[str, Any]]:
         "format": "peft",
         "backbone": config.get("base_model_name_or_path"),
         "peft_num_transformer_submodules": submodules,
+        "peft_task_type": task_type,
         "files": [str(config_file), str(weights)],
     }
     return rows[:length].clone(), meta
@@ -233,21 +234,29 @@ def fit_prompt(prompt: Tensor, length: int, width: int, source: str) -> Tensor:
 FORMATS = ("peft", "npy", "repro")
 
 
-def peft_adapter_config(length: int, width: int, base_model: str | None) -> dict[str, Any]:
-    """A PEFT ``adapter_config.json`` for an encoder prompt [length, width] of a seq2seq model.
+# PEFT's task_type of a prompt in front of a backbone of each family (repro.family)
+PEFT_TASK_TYPES = {"t5": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
+
+
+def peft_adapter_config(
+    length: int, width: int, base_model: str | None, family: str = "t5"
+) -> dict[str, Any]:
+    """A PEFT ``adapter_config.json`` for a prompt [length, width] in front of a seq2seq
+    model's encoder (``family="t5"``) or a causal LM's input (``"causal"``).
 
     ``num_layers`` / ``num_attention_heads`` are left null: PEFT fills them from the backbone
     it is loaded into (prompt tuning does not use them).
     """
     return {
         "peft_type": "PROMPT_TUNING",
-        "task_type": "SEQ_2_SEQ_LM",
+        "task_type": PEFT_TASK_TYPES[family],
         "base_model_name_or_path": base_model,
         "revision": None,
         "inference_mode": True,
         "num_virtual_tokens": length,
         "token_dim": width,
-        "num_transformer_submodules": 1,  # the encoder only: what the paper prompts
+        # the encoder only (what the paper prompts), or a causal LM's one stack
+        "num_transformer_submodules": 1,
         "num_attention_heads": None,
         "num_layers": None,
         "prompt_tuning_init": "RANDOM",  # PEFT re-initialises nothing when it loads weights
@@ -268,6 +277,7 @@ def write_prompt(
     base_model_local: bool = False,
     meta: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    family: str = "t5",
 ) -> Path:
     """Write ``prompt`` [P, H] as ``to`` (peft | npy | repro) at ``out``, which must not exist
     (an empty directory is fine) unless ``overwrite``. Written aside and renamed: never
@@ -282,7 +292,10 @@ def write_prompt(
             (README.md) for ``peft``.
         overwrite: replace an existing output of the same kind (a file for npy, else a
             directory).
+        family: the backbone's (``peft``: its task_type and how the model card loads it).
     """
+    if family not in PEFT_TASK_TYPES:
+        raise ValueError(f"--family {family!r} is not allowed; choose one of: t5, causal")
     if to not in FORMATS:
         raise ValueError(f"--to {to!r} is not allowed; choose one of: {', '.join(FORMATS)}")
     out = Path(out).expanduser()
@@ -313,17 +326,19 @@ def write_prompt(
         if to == "repro":
             save_prompt(prompt, staging, **meta)
         else:
-            _write_peft(prompt, staging, base_model, base_model_local, meta)
+            _write_peft(prompt, staging, base_model, base_model_local, meta, family)
 
     publish_dir(out, write)  # written aside, then swapped in (an old output moved aside first)
     return out
 
 
 def _write_peft(
-    prompt: Tensor, directory: Path, base_model: str, local: bool, meta: Mapping
+    prompt: Tensor, directory: Path, base_model: str, local: bool, meta: Mapping, family: str
 ) -> None:
     length, width = prompt.shape
-    config = peft_adapter_config(length, width, base_model)
+    config = peft_adapter_config(length, width, base_model, family)
+    auto = "AutoModelForSeq2SeqLM" if family == "t5" else "AutoModelForCausalLM"
+    front = "the encoder input" if family == "t5" else "the input embeddings"
     (directory / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     save_file({PEFT_KEY: prompt}, directory / PEFT_WEIGHTS, metadata={"format": "pt"})
     facts = "\n".join(f"- {k}: {v}" for k, v in meta.items() if v is not None)
@@ -334,21 +349,21 @@ def _write_peft(
         )
         load = (
             "adapter = Path(this_directory)\n"
-            f'backbone = AutoModelForSeq2SeqLM.from_pretrained(adapter / "{base_model}")\n'
+            f'backbone = {auto}.from_pretrained(adapter / "{base_model}")\n'
             "model = PeftModel.from_pretrained(backbone, adapter)\n"
         )
     else:
         where = f"`{base_model}`"
         load = (
-            f'backbone = AutoModelForSeq2SeqLM.from_pretrained("{base_model}")\n'
+            f'backbone = {auto}.from_pretrained("{base_model}")\n'
             "model = PeftModel.from_pretrained(backbone, this_directory)\n"
         )
     (directory / "README.md").write_text(
         "# Prompt-tuning adapter written by repro.export\n\n"
-        f"A soft prompt [{length}, {width}] in front of the encoder input of {where}, frozen, in "
+        f"A soft prompt [{length}, {width}] in front of {front} of {where}, frozen, in "
         "PEFT's prompt-tuning layout with num_transformer_submodules=1.\n\n"
         f"```python\n{'from pathlib import Path' + chr(10) * 2 if local else ''}"
-        "from peft import PeftModel\nfrom transformers import AutoModelForSeq2SeqLM\n\n"
+        f"from peft import PeftModel\nfrom transformers import {auto}\n\n"
         f"{load}```\n\n"
         f"{facts}\n"
     )

@@ -29,6 +29,7 @@ class Seq2SeqTuning(nn.Module):
 
     backbone: nn.Module
     z_loss: float
+    saves = "prompt"  # what best/ and last/ hold: prompt | backbone | adapter (save_trained)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
@@ -135,6 +136,8 @@ class TunedT5(Seq2SeqTuning):
     alone. ``best/`` and ``last/`` hold the whole backbone (``save_trained``), a full copy per
     task: the storage cost Figure 2 of the paper is about."""
 
+    saves = "backbone"
+
     def __init__(self, backbone: nn.Module, z_loss: float = 0.0):
         super().__init__()
         self.backbone = backbone
@@ -172,6 +175,8 @@ class LoraT5(Seq2SeqTuning):
     adapter of this class (the previous task of a job) has it removed first. peft's init:
     A random (Kaiming-uniform, drawn from ``seed``), B zero, so training starts at the backbone.
     """
+
+    saves = "adapter"
 
     def __init__(
         self,

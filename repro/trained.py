@@ -23,12 +23,14 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from repro.backbone import load_backbone, load_tokenizer
+from repro.causal import TunedCausalLM
 from repro.checkpoints import checkpoint_for
 from repro.cli import RunError
 from repro.config import Config
 from repro.data import _tokenize
+from repro.family import CAUSAL, encode_for, family_of, prompted_model
 from repro.files import read_json
-from repro.model import LoraT5, PromptedT5, TunedT5, without_lora
+from repro.model import LoraT5, TunedT5, without_lora
 from repro.objectives import SENTINEL, add_sentinel
 from repro.prompts import PromptFileError, SoftPrompt, load_prompt
 from repro.resolve import load_config
@@ -185,7 +187,8 @@ def _prompt_scorer(run: TrainedRun, backbone: Backbone):
     """Prompt tuning: ``best/``'s prompt in front of the plain backbone (a LoRA run scored
     before it on the same backbone leaves no adapter behind: :func:`repro.model.without_lora`)."""
     backbone.model = without_lora(backbone.model)
-    return PromptedT5(backbone.model, SoftPrompt(run.best_prompt())).eval()
+    prompt = SoftPrompt(run.best_prompt())
+    return prompted_model(backbone.model, prompt, positions=run.cfg.model.positions).eval()
 
 
 def _model_scorer(run: TrainedRun, backbone: Backbone):
@@ -197,6 +200,8 @@ def _model_scorer(run: TrainedRun, backbone: Backbone):
         attn_implementation=model_cfg.attn_implementation,
         fused_gelu=model_cfg.fused_gelu,
     )
+    if family_of(tuned.config) == CAUSAL:
+        return TunedCausalLM(tuned, positions=model_cfg.positions).eval()
     return TunedT5(tuned).eval()
 
 
@@ -258,6 +263,8 @@ def encoded_inputs(run: TrainedRun, examples, tokenizer) -> list[list[int]]:
     if objective.uses_sentinel:
         examples = add_sentinel(examples, objective.sentinel_placement)
     max_in = run.cfg.task.max_input_length or run.task.max_input_length
+    if run.result.get("family") == CAUSAL:  # [bos] input "\n", as repro.causal encodes it
+        return encode_for(CAUSAL, examples, tokenizer, max_in, max_target_length=2).input_ids
     ids, _ = _tokenize([ex.inputs for ex in examples], tokenizer, max_in, tokenizer.eos_token_id)
     return ids
 

@@ -1,7 +1,9 @@
 """The one training loop every run of every sweep goes through.
 
-What is optimised is the model's ``trainable_parameters()``: the prompt (``PromptedT5``, prompt
-tuning) or every backbone weight (``TunedT5``, model tuning). Every ``eval_every`` steps the
+What is optimised is the model's ``trainable_parameters()``: the prompt (``PromptedT5``,
+``PromptedCausalLM``: prompt tuning), every backbone weight (``TunedT5``, ``TunedCausalLM``:
+model tuning) or a LoRA adapter (``LoraT5``); the model's ``saves`` says which, and its
+``padding_side`` how its inputs are padded (a causal LM's on the left). Every ``eval_every`` steps the
 model is scored on dev; the best is kept in ``best/`` (early stopping on the task score: the
 prompt, or a full checkpoint of the backbone) and the full training state in ``last/``, from
 which a run started again in the same directory resumes bit-exactly on CPU.
@@ -27,7 +29,7 @@ from repro.backbone import load_backbone_weights, save_backbone
 from repro.cli import first_line
 from repro.data import collate, token_micro_batches, train_batches
 from repro.files import publish_dir, recover_dir
-from repro.model import LoraT5, Seq2SeqTuning, TunedT5
+from repro.model import Seq2SeqTuning
 from repro.optim import build_prompt_optimizer
 from repro.precision import Precision, resolve_precision
 from repro.prompts import PROMPT_FILE, PromptFileError, load_prompt, save_prompt
@@ -115,8 +117,9 @@ def save_trained(directory: Path, model: Seq2SeqTuning, step: int, sidecar: Mapp
     (prompt tuning), or a loadable checkpoint of the whole backbone + ``trained.json`` (model
     tuning; the tokenizer's files too when the model carries one, so ``model.path=<best/>``
     loads it), or the LoRA adapter alone + ``trained.json`` (LoRA)."""
-    if isinstance(model, (TunedT5, LoraT5)):
-        if isinstance(model, LoraT5):
+    saves = getattr(model, "saves", "prompt")  # prompt | backbone | adapter (the model's class)
+    if saves != "prompt":
+        if saves == "adapter":
             model.save_adapter(directory)
         else:
             save_backbone(model.backbone, directory, getattr(model, "tokenizer", None))
@@ -148,8 +151,9 @@ def load_trained(directory: Path, model: Seq2SeqTuning) -> None:
     Raises:
         ValueError: an unreadable file (named), or a prompt / weights of another shape.
     """
-    if isinstance(model, (TunedT5, LoraT5)):
-        lora = isinstance(model, LoraT5)
+    saves = getattr(model, "saves", "prompt")
+    if saves != "prompt":
+        lora = saves == "adapter"
         try:
             if lora:
                 model.load_adapter(directory)

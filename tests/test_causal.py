@@ -172,7 +172,7 @@ def test_the_family_is_read_from_the_config_and_a_t5_is_refused():
         T5Config(vocab_size=VOCAB, d_model=WIDTH, d_ff=64, num_layers=1, num_heads=2, d_kv=8)
     )
     assert not is_causal_lm(t5.config) and is_causal_lm(backbone("gpt_neox").config)
-    with pytest.raises(ValueError, match="encoder-decoder model .* repro.model.PromptedT5"):
+    with pytest.raises(ValueError, match="encoder-decoder model .* repro.model .PromptedT5"):
         PromptedCausalLM(t5, SoftPrompt(torch.zeros(P, WIDTH)))
     with pytest.raises(ValueError, match=r"prompt shape \(5, 16\) does not fit .* width is 32"):
         PromptedCausalLM(backbone("llama"), SoftPrompt(torch.zeros(P, 16)))

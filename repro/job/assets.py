@@ -24,8 +24,8 @@ from repro.tasks import get_task
 from repro.tasks.base import data_dir_for, ensure_generated
 from repro.tiny import ensure_tiny_t5
 
-# What trains on a causal LM today (repro.methods): a prompt in front of it.
-CAUSAL_METHODS = ("prompt",)
+# What trains on a causal LM today (repro.methods): a prompt in front of it, or every weight.
+CAUSAL_METHODS = ("prompt", "model", "model_multitask")
 
 # The logger its lines have always carried (``[repro.run]``).
 log = logging.getLogger("repro.run")

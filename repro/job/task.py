@@ -17,11 +17,12 @@ import torch
 
 from repro import files, objectives
 from repro.backbone import count_parameters
+from repro.causal import TunedCausalLM
 from repro.cli import USER_ERRORS
 from repro.config import Config
 from repro.data import target_limit
 from repro.evaluate import evaluate
-from repro.family import T5, encode_for, family_of, prompted_model
+from repro.family import CAUSAL, T5, encode_for, family_of, prompted_model
 from repro.interop import fit_prompt, read_prompt
 from repro.methods import get_method
 from repro.model import LoraT5, TunedT5
@@ -116,7 +117,10 @@ def build_model(cfg: Config, backbone, tokenizer, task):
             seed=cfg.seed,
         )
     if get_method(cfg.method.name).trains == "backbone":
-        model = TunedT5(backbone, z_loss=cfg.trainer.z_loss)
+        if family_of(backbone.config) == CAUSAL:
+            model = TunedCausalLM(backbone, cfg.trainer.z_loss, cfg.model.positions)
+        else:
+            model = TunedT5(backbone, z_loss=cfg.trainer.z_loss)
         model.tokenizer = tokenizer  # saved into best/ and last/: a loadable checkpoint
         return model
     weight = initial_prompt(cfg, task, backbone, tokenizer)
