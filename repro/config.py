@@ -403,6 +403,11 @@ class Config:
             )
 
     @property
+    def _no_step_axis(self) -> bool:
+        """A causal objective on a model without pre-training checkpoints (steps_checkpoint)."""
+        return self.objective.name in CAUSAL_OBJECTIVES and not self.model.steps_checkpoint
+
+    @property
     def axes(self) -> dict[str, Any]:
         """The ablation axes of this run, as result.json and the results frame name them."""
         prompt = get_method(self.method.name).prompt_axes
@@ -413,7 +418,9 @@ class Config:
             "objective": self.objective.name,
             # what the run's name says (`-lm500-`, `-lm_adapt100k-`) and what the results frame
             # reads from config.yaml; `lm_adapt_source: none` says when no LM adaptation applies
-            "lm_adapt_steps": self.lm_adapt_steps,
+            # (on a causal LM: its pre-training steps where it has checkpoints of them; None
+            # where it has none, as Qwen2.5's releases: its count is not known)
+            "lm_adapt_steps": None if self._no_step_axis else self.lm_adapt_steps,
             # released | own | none: the recipe of the backbone (not the `auto`/`own` choice)
             "lm_adapt_source": resolve_lm_adapt_source(
                 self.objective.name,
