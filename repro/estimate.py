@@ -30,21 +30,27 @@ job fits its GPU). The formulas (docs/cluster.md):
   at the precision the job runs at (``repro.gpus.priced_precision(trainer.precision)``; auto is
   bf16 on every GPU of the table) × :func:`utilisation_at` the encoder tokens of its step, or,
   with ``cost.calibration``, the FLOP/s measured at the nearest shape (:mod:`repro.calibration`).
+
+A decoder-only model (``model.family: causal``) is priced the same way from its own shape
+(:mod:`repro.estimate_causal`: one stack over prompt + input + target tokens; the utilisation
+counts all of them); it needs no LM adaptation.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
+from repro import estimate_causal as causal
 from repro.calibration import Rate, job_rate, utilisation_at
 from repro.checkpoints import own_lm_adapt_steps
 from repro.config import CONF_DIR, Config, ModelConfig
 from repro.cost_config import CostConfig
+from repro.estimate_causal import CausalShape
 from repro.factoring import second_moment_numel
 from repro.gpus import priced_precision
 from repro.methods import check_tasks, get_method
@@ -74,9 +80,12 @@ class Shape:
         return self.num_heads * self.d_kv
 
 
-def shape_of(model: ModelConfig) -> Shape:
+def shape_of(model: ModelConfig) -> Shape | CausalShape:
     """The backbone's shape: a local checkpoint's config.json if there is one, else the keys of
-    conf/model/<size>.yaml. Raises ValueError naming what is missing."""
+    conf/model/<size>.yaml (a causal model's: :func:`repro.estimate_causal.causal_shape_of`).
+    Raises ValueError naming what is missing."""
+    if model.family == "causal":
+        return causal.causal_shape_of(model)
     if model.path and (Path(model.path).expanduser() / "config.json").exists():
         hf = json.loads((Path(model.path).expanduser() / "config.json").read_text())
         return Shape(
@@ -111,6 +120,8 @@ def shape_of(model: ModelConfig) -> Shape:
 def param_shapes(s: Shape) -> list[tuple[int, ...]]:
     """The shape of every weight tensor, as transformers' T5 holds them (what ``count_params``
     sums; what Adafactor keeps a second moment of, tensor by tensor)."""
+    if isinstance(s, CausalShape):
+        return causal.param_shapes(s)
     d, inner, ff = s.d_model, s.inner, s.d_ff
     attention = [(inner, d)] * 3 + [(d, inner)]  # q, k, v [out, in]; o
     ffn = [(ff, d), (ff, d), (d, ff)]  # wi_0, wi_1, wo
@@ -127,6 +138,8 @@ def lora_shapes(s: Shape, targets, r: int) -> list[tuple[int, int]]:
     """The LoRA matrices peft adds (``method=lora``): A [r, in] and B [out, r] beside every
     linear layer named in ``targets`` (T5's q, k, v, o of each attention, wi / wi_0 / wi_1 / wo
     of each feed-forward; T5.1.1's is gated, so ``wi`` matches none)."""
+    if isinstance(s, CausalShape):
+        return causal.lora_shapes(s, targets, r)
     d, inner, ff = s.d_model, s.inner, s.d_ff
     io = {"q": (d, inner), "k": (d, inner), "v": (d, inner), "o": (inner, d)}
     ffn = {"wi_0": (d, ff), "wi_1": (d, ff), "wo": (ff, d)}
@@ -146,6 +159,8 @@ def lora_shapes(s: Shape, targets, r: int) -> list[tuple[int, int]]:
 
 def count_params(s: Shape) -> int:
     """Every parameter of the encoder-decoder (embedding, both stacks, LM head)."""
+    if isinstance(s, CausalShape):
+        return causal.count_params(s)
     d, inner, ff = s.d_model, s.inner, s.d_ff
     attention = 4 * d * inner  # q, k, v, o
     ffn = 3 * d * ff  # gated: wi_0, wi_1, wo
@@ -163,8 +178,10 @@ def forward_flops(s: Shape, enc_tokens: int, dec_tokens: int) -> int:
 
     Args:
         enc_tokens: encoder length: prompt + input tokens.
-        dec_tokens: decoder length: target tokens.
+        dec_tokens: decoder length: target tokens. (A causal model: one sequence of both.)
     """
+    if isinstance(s, CausalShape):
+        return causal.forward_flops(s, enc_tokens + dec_tokens)
     d, inner, ff, te, td = s.d_model, s.inner, s.d_ff, enc_tokens, dec_tokens
     # attention scores QKᵀ and context AV: 2 × 2·length·inner per query token
     encoder = te * s.num_layers * (2 * (4 * d * inner + 3 * d * ff) + 4 * te * inner)
@@ -220,6 +237,16 @@ def activation_bytes(
         compute_bytes: bytes of what the matmuls save (q, k, v, contexts, FFN intermediates,
             attention scores): 2 under bf16 autocast; None = ``bytes_per``.
     """
+    if isinstance(s, CausalShape):
+        return causal.activation_bytes(
+            s,
+            micro_batch,
+            enc_tokens + dec_tokens,
+            dec_tokens,
+            bytes_per,
+            checkpointing,
+            compute_bytes,
+        )
     d, inner, ff, h, te, td = s.d_model, s.inner, s.d_ff, s.num_heads, enc_tokens, dec_tokens
     wb, cb = bytes_per, bytes_per if compute_bytes is None else compute_bytes
     enc_layer = te * 5 * d * wb + te * (4 * inner + 4 * ff + 2 * h * te) * cb
@@ -265,6 +292,7 @@ class JobCost:
     precision: str = "bf16"  # what it runs at on the GPU (repro.gpus.priced_precision)
     step_tokens: int = 0  # encoder tokens of a step: batch_size × (prompt + input), longest task
     rate: Rate | None = None  # the FLOP/s gpu_hours is priced at, and how
+    family: str = "t5"  # causal: one stack; step_tokens counts prompt + input + target
 
     @property
     def memory_bytes(self) -> int:
@@ -332,8 +360,11 @@ def estimate(cfg: Config) -> JobCost:
     total = max(flops) * t.steps if method.mixture else sum(f * t.steps for f in flops)
     te, td = max(per_task)
     examples = t.step_examples(te)
-    step_tokens = examples * te
+    is_causal = isinstance(shape, CausalShape)
+    step_tokens = examples * (te + td if is_causal else te)
     rate = job_rate(cfg.cost, precision, step_tokens, params, checkpointing, cfg.model.dtype)
+    if is_causal:  # every token of its sequence goes through the one stack
+        rate = replace(rate, basis=rate.basis.replace(" encoder tokens/", " tokens/"))
     weight_bytes = params * BYTES[cfg.model.dtype]
     prompt_bytes = prompt_state_bytes(cfg.prompt_len, shape.d_model, t.optimizer)
     copies = 1 if method.mixture else len(tasks)  # what is saved: per task, or one model
@@ -380,6 +411,7 @@ def estimate(cfg: Config) -> JobCost:
         precision=precision,
         step_tokens=step_tokens,
         rate=rate,
+        family="causal" if is_causal else "t5",
     )
 
 
@@ -421,10 +453,10 @@ def adaptation_costs(configs: Sequence[Config]) -> list[AdaptationCost]:
     """The LM adaptation a sweep's jobs need, once per size
     (``repro.checkpoints.own_lm_adapt_steps``: jobs with ``lm_adapt_source=own``, or at
     10K/50K): one run to the largest step count, all weights trained, 3 × forward FLOPs per
-    example (module docstring)."""
+    example (module docstring). A causal model needs none."""
     needed: dict[str, tuple[Config, set[int]]] = {}
     for cfg in configs:
-        steps = own_lm_adapt_steps(cfg)
+        steps = None if cfg.model.family == "causal" else own_lm_adapt_steps(cfg)
         if steps is not None:
             needed.setdefault(cfg.model.size, (cfg, set()))[1].add(steps)
     defaults = lm_adapt_defaults()

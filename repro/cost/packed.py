@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from repro.config import Config
-from repro.cost.report import cents
+from repro.cost.report import cents, token_unit
 from repro.estimate import estimate, lengths, rate_at
 from repro.memory import format_bytes
 from repro.pack.plan import pack_memory, plan_packs
@@ -36,10 +36,11 @@ class PackedPrice:
 
 
 def _step_tokens(cfg: Config, prompt_len: int) -> int:
-    te = max(
-        lengths(replace(cfg, prompt_len=prompt_len), name)[0] for name in task_names(cfg.task.name)
-    )
-    return cfg.trainer.batch_size * te
+    """The tokens of a step (as ``JobCost.step_tokens`` counts them): its encoder tokens, or a
+    causal model's whole sequences."""
+    causal = cfg.model.family == "causal"
+    per_task = [lengths(replace(cfg, prompt_len=prompt_len), n) for n in task_names(cfg.task.name)]
+    return cfg.trainer.batch_size * max(te + td if causal else te for te, td in per_task)
 
 
 def price_packed(configs: Sequence[Config], budget_gb: float | None = None) -> PackedPrice:
@@ -78,8 +79,9 @@ def describe_packed(configs: Sequence[Config]) -> list[str]:
         if cost.calibration is not None
         else f"utilisation assumed {model}"
     )
+    unit = token_unit(c.model.family == "causal" for c in configs)
     lines = [
-        f"packed vs unpacked (not in the total; ESTIMATE: {rate} for n encoder tokens per step, "
+        f"packed vs unpacked (not in the total; ESTIMATE: {rate} for n {unit} per step, "
         "both ways; unpacked = the jobs' part of the total above, by size; LM adaptation is not "
         f"packed; {cost.gpu}, {cost.memory_gb:g} GB per GPU; start-up, loading and evaluation "
         "not counted; docs/packing.md):"

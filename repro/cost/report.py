@@ -5,7 +5,7 @@ adaptation the jobs need, and the one total: the sum of those parts, written as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
 
 from repro.estimate import AdaptationCost, JobCost
@@ -185,18 +185,28 @@ def describe_subtotal(size: str, jobs: Sequence[JobCost]) -> str:
     )
 
 
+def token_unit(causal: Iterable[bool]) -> str:
+    """What the n of the utilisation model counts, for jobs that are causal or not: a T5's
+    encoder tokens, a decoder-only model's whole sequences (``JobCost.step_tokens``)."""
+    kinds = set(causal)
+    if kinds == {True}:
+        return "tokens"
+    return "encoder tokens" if True not in kinds else "tokens (T5: encoder tokens)"
+
+
 def describe_pricing(jobs: Sequence[JobCost]) -> str:
     """What a sweep is priced on: ``A100: 80 GB, bf16 peak 312 TFLOP/s × utilisation 40% ×
-    n/(n + 8192) for n encoder tokens a step`` (or the calibration)."""
+    n/(n + 8192) for n encoder tokens a step`` (or the calibration; a causal model's n counts
+    all the tokens of its sequences)."""
     if len({astuple(j.cost) for j in jobs}) > 1:
         return "cost.* differs between the groups"
     c = jobs[0].cost
     precisions = sorted({j.precision for j in jobs})
     if c.calibration is not None:
         return f"{c.gpu}: {c.memory_gb:g} GB; {'/'.join(precisions)} calibrated ({c.calibration})"
-    half = c.half_utilisation_tokens
+    half, unit = c.half_utilisation_tokens, token_unit(j.family == "causal" for j in jobs)
     model = (
-        f"{c.utilisation:.0%} × n/(n + {half}) for n encoder tokens a step"
+        f"{c.utilisation:.0%} × n/(n + {half}) for n {unit} a step"
         if half
         else (f"{c.utilisation:.0%}")
     )
