@@ -159,11 +159,22 @@ class CausalTuning(nn.Module):
         ids = torch.cat([input_ids, targets], dim=1)
         mask = torch.cat([attention_mask, (labels != -100).to(attention_mask.dtype)], dim=1)
         embeds, mask = self._inputs(ids, mask)
+        width = labels.shape[1]
+        # the LM head over the L+1 last positions only (the last input token's on): a 150K-row
+        # vocabulary's logits at every prompt and input position would cost more than the rest
+        keep = {"logits_to_keep": width + 1} if self._keeps_logits() else {}
         logits = self.backbone(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=self._position_ids(mask)
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=self._position_ids(mask),
+            **keep,
         ).logits
-        start = self.prefix_length + input_ids.shape[1] - 1  # the last input token's position
-        return logits[:, start : start + labels.shape[1]].float()
+        start = logits.shape[1] - width - 1  # the last input token's position
+        return logits[:, start : start + width].float()
+
+    def _keeps_logits(self) -> bool:
+        """Whether the backbone's forward takes ``logits_to_keep`` (transformers ≥ 4.50's)."""
+        return "logits_to_keep" in inspect.signature(self.backbone.forward).parameters
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor):
         """Teacher-forced forward.

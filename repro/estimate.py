@@ -181,7 +181,7 @@ def forward_flops(s: Shape, enc_tokens: int, dec_tokens: int) -> int:
         dec_tokens: decoder length: target tokens. (A causal model: one sequence of both.)
     """
     if isinstance(s, CausalShape):
-        return causal.forward_flops(s, enc_tokens + dec_tokens)
+        return causal.forward_flops(s, enc_tokens + dec_tokens, dec_tokens)
     d, inner, ff, te, td = s.d_model, s.inner, s.d_ff, enc_tokens, dec_tokens
     # attention scores QKᵀ and context AV: 2 × 2·length·inner per query token
     encoder = te * s.num_layers * (2 * (4 * d * inner + 3 * d * ff) + 4 * te * inner)

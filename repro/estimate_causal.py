@@ -13,18 +13,18 @@ input, target), with no encoder/decoder split. So, with ``inner = num_heads · d
   (gated: gate, up, down) or ``2·d·d_ff`` (plain), two norms, and a final norm; the biases
   and norms of the architecture (:data:`ARCHITECTURES`);
 - **forward FLOPs** per example (2 per multiply-add; norms, softmax, biases, rotary ignored):
-  ``S·L·(2·(2·d·inner + 2·d·kv + k·d·d_ff) + 4·S·inner) + S·2·d·V`` (k = 3 gated, 2 plain): the
-  projections of every token, the attention scores and context over the whole sequence (eager
-  attention computes the full ``S × S`` even under the causal mask), and the LM head over every
-  position (the backbone returns logits for all of them; :mod:`repro.causal` keeps the
-  target's). A training step is priced as T5's: forward + activation backward (the gradient
+  ``S·L·(2·(2·d·inner + 2·d·kv + k·d·d_ff) + 4·S·inner) + (T+1)·2·d·V`` (k = 3 gated, 2 plain,
+  T target tokens): the projections of every token, the attention scores and context over the
+  whole sequence (eager attention computes the full ``S × S`` even under the causal mask), and
+  the LM head over the T + 1 positions that predict the target (:mod:`repro.causal` asks the
+  backbone for those logits only, ``logits_to_keep``). A training step is priced as T5's: forward + activation backward (the gradient
   must travel back through every layer to the prompt at the start), + 1 recomputed forward
   with checkpointing;
 - **activations** per token and layer as the T5 encoder's (norms and residual ``5·d`` at the
   weights' dtype; q, k, v, context ``4·inner`` — eager attention repeats k, v to every head —,
   the MLP's ``4·d_ff`` gated / ``2·d_ff`` plain, scores + probabilities ``2·heads·S`` at the
-  compute dtype), plus the backbone's logits over the sequence (``S·V``, compute dtype) and
-  the target's fp32 logits, log-softmax and gradient (``3·target·V·4``).
+  compute dtype), plus the backbone's logits over the T + 1 kept positions (compute dtype) and
+  the target's fp32 logits, log-softmax and gradient (``3·T·V·4``).
 
 Which biases and norms: the architecture's transformers ``model_type`` (a local checkpoint's
 config.json), else what the schema's keys say (it has no bias key): ``gated_mlp: false`` is
@@ -177,16 +177,19 @@ def count_params(s: CausalShape) -> int:
     return sum(math.prod(shape) for shape in param_shapes(s))
 
 
-def forward_flops(s: CausalShape, tokens: int) -> int:
+def forward_flops(s: CausalShape, tokens: int, target_tokens: int) -> int:
     """FLOPs of one example's forward pass through the stack (module docstring).
 
     Args:
         tokens: the sequence: prompt + input + target tokens.
+        target_tokens: the target's: the LM head runs on the positions that predict them
+            (the last input token's on: ``logits_to_keep``, :mod:`repro.causal`).
     """
     d, inner, t = s.d_model, s.inner, tokens
     mlp = (3 if s.gated_mlp else 2) * d * s.d_ff
     projections = 2 * (2 * d * inner + 2 * d * s.kv + mlp)  # q, o; k, v; the MLP
-    return t * s.num_layers * (projections + 4 * t * inner) + t * 2 * d * s.vocab_size
+    head = min(target_tokens + 1, t) * 2 * d * s.vocab_size
+    return t * s.num_layers * (projections + 4 * t * inner) + head
 
 
 def activation_bytes(
@@ -205,7 +208,7 @@ def activation_bytes(
     wb, cb = bytes_per, bytes_per if compute_bytes is None else compute_bytes
     mlp = (4 if s.gated_mlp else 2) * s.d_ff
     layer = t * 5 * d * wb + t * (4 * inner + mlp + 2 * h * t) * cb
-    logits = t * s.vocab_size * cb + 3 * target_tokens * s.vocab_size * 4
+    logits = (target_tokens + 1) * s.vocab_size * cb + 3 * target_tokens * s.vocab_size * 4
     kept = s.num_layers * t * d * wb + layer if checkpointing else s.num_layers * layer
     return micro_batch * (kept + logits)
 

@@ -123,15 +123,20 @@ def test_params_equal_the_architecture_transformers_builds(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_step_flops_count_every_linear_layer_of_the_built_model(name):
-    """Forward = 2 FLOPs per weight of every linear layer (the LM head too: logits at every
-    position) per token of prompt + input + target, + the attention scores and context over
-    the whole sequence; a step of the frozen model = 2 forwards (activation backward only)."""
+    """Forward = 2 FLOPs per weight of every linear layer but the LM head per token of
+    prompt + input + target, the head's on the target + 1 positions that predict it, + the
+    attention scores and context over the whole sequence; a step of the frozen model = 2
+    forwards (activation backward only)."""
     keys = conf(name)
-    linear = sum(m.weight.numel() for m in meta_model(keys).modules() if isinstance(m, nn.Linear))
+    model = meta_model(keys)
+    head = model.get_output_embeddings()
+    linear = sum(
+        m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m is not head
+    )
     cfg = job_config(name)
     seq = 100 + 512 + 8  # prompt_len + rte's input limit + the stand-in target limit
     attention = keys["num_layers"] * 4 * seq * seq * keys["num_heads"] * keys["d_kv"]
-    forward = 2 * seq * linear + attention
+    forward = 2 * seq * linear + 2 * (8 + 1) * head.weight.numel() + attention
     job = estimate(cfg)
     assert job.flops_per_step == 2 * 32 * forward
     assert job.total_flops == 30_000 * job.flops_per_step
@@ -175,8 +180,9 @@ def test_flops_equal_torchs_flop_counter_on_a_tiny_model(kind, tmp_path):
         model(ids, torch.ones_like(ids), labels)[0].backward()
     # backward of a frozen model ≈ the forward again (input gradients only); attention's
     # backward is twice its forward, a larger share of so small a model than of a real one
+    # (GPT-NeoX's here: 5.3 % over, with the LM head on the target positions only)
     expected = 2 * batch * forward_flops(shape, p + t_in, t_out)
-    assert counter.get_total_flops() == pytest.approx(expected, rel=0.05)
+    assert counter.get_total_flops() == pytest.approx(expected, rel=0.06)
 
 
 def test_the_shape_keys_say_which_biases():
