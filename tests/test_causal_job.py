@@ -211,3 +211,23 @@ def test_packing_a_causal_lm_is_refused_in_one_line(tmp_path, tiny_t5_dir, tiny_
     with pytest.raises(RunError, match="is a causal LM: packing puts several prompts in one T5"):
         run_pack(jobs)
     assert not list((tmp_path / "runs").rglob("fingerprint.json"))
+
+
+def test_a_packed_sweep_runs_a_causal_lms_jobs_one_by_one(tmp_path, tiny_t5_dir, tiny_causal_dir):
+    """model.family=causal (the causal model files set it): the packed launcher's plan gives
+    each job a pack of its own, which runs as under the basic launcher; the dry run says so."""
+    from repro.pack.job import PackJob, run_pack
+    from repro.pack.plan import describe_fit, plan_packs
+
+    family = ("model.family=causal", "trainer.steps=2")
+    cfgs = [
+        causal_config(
+            tmp_path, tiny_t5_dir, tiny_causal_dir, *family, f"prompt_len={p}", f"name=p{p}"
+        )
+        for p in (1, 2)
+    ]
+    assert plan_packs(cfgs) == [[0], [1]]
+    assert describe_fit(cfgs[0]).startswith("packing: a causal LM's prompts have no packed model")
+    for cfg in cfgs:
+        (job,) = run_pack([PackJob(cfg, tmp_path / "runs" / cfg.name)])
+        assert job.summary["status"] == "finished", job.summary

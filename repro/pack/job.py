@@ -119,7 +119,8 @@ def _run_live_pack(live, names, checkpoint, stop) -> None:
         raise RunError(
             f"{checkpoint} is a causal LM: packing puts several prompts in one T5 batch "
             "(repro.packed_trainer.PackedT5, encoder rows per prompt) and has no causal "
-            "version; run these jobs one by one (drop trainer.pack / the packed launcher)"
+            "version; set model.family=causal (its jobs then run one by one) or drop the packed "
+            "launcher"
         )
     tokenizer, backbone = load_model(cfg, checkpoint)
     sinks = []

@@ -54,8 +54,14 @@ def pack_key(cfg: Config) -> str:
 def packs_prompts(cfg: Config) -> bool:
     """Only prompts pack: a method that trains the backbone (model tuning) changes what the
     members would share (``repro.methods``); a token batch (``trainer.batch_tokens``) is
-    batched by ``repro.trainer`` alone, the packed loop cuts batches of ``batch_size``."""
-    return get_method(cfg.method.name).trains == "prompt" and cfg.trainer.batch_tokens is None
+    batched by ``repro.trainer`` alone, the packed loop cuts batches of ``batch_size``; a
+    causal LM's prompts have no packed model (``repro.packed_trainer`` is T5's): each of its
+    jobs runs alone, as under the basic launcher."""
+    return (
+        get_method(cfg.method.name).trains == "prompt"
+        and cfg.trainer.batch_tokens is None
+        and cfg.model.family != "causal"
+    )
 
 
 def pack_memory(cfgs: Sequence[Config]) -> int:
@@ -97,6 +103,8 @@ def members_that_fit(cfg: Config, budget_bytes: float) -> int:
 
 def describe_fit(cfg: Config) -> str:
     """What ``dry_run=true`` says about packing this job (``hydra/launcher=packed``)."""
+    if cfg.model.family == "causal":
+        return "packing: a causal LM's prompts have no packed model; its jobs run one by one"
     if not packs_prompts(cfg) and get_method(cfg.method.name).trains == "prompt":
         return "packing: trainer.batch_tokens batches by tokens; its jobs never pack"
     if not packs_prompts(cfg):
