@@ -263,7 +263,7 @@ def pretrain(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % cfg.log_every == 0 or step in cfg.steps:
             window = losses[-cfg.log_every :]
             record = {
@@ -427,7 +427,12 @@ def add_parser(sub) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--tokenizer", default=str(TOKENIZER_DIR), help="the T5 toys' tokenizer dir")
     c.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    c.add_argument("--jobs", type=int, default=1, help="sizes pre-trained at once (processes)")
+    c.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="sizes pre-trained at once, one process each (default 2)",
+    )
 
 
 def main(args: argparse.Namespace, command: str) -> int:
