@@ -4,6 +4,13 @@
 paper's default); `superglue_scores` and `superglue_frame` turn finished runs into figure
 points: for each (size, params, axis value, seed) the mean of the 8 task scores, then mean and
 std over seeds. See `superglue_frame` for how missing tasks and duplicate runs are handled.
+
+The backbone family (the frame's `family` column: `t5`, or `causal` for a decoder-only LM; NA
+or no column reads as `t5`) is the first axis: runs of different families are never averaged
+together. Each family is selected by its own defaults (`FAMILY_DEFAULTS`: a causal LM's
+objective is `next_token`, not `lm_adapt`), and in a frame holding more than one family the
+family is a point key too (`family_groups`, `_point_keys`). A one-family frame gives the
+points, and the columns, it gave before the family existed.
 """
 
 from __future__ import annotations
@@ -15,8 +22,8 @@ from typing import Any
 import pandas as pd
 
 from repro.checkpoints import model_lm_adapt_steps
-from repro.collect.frame import CollectWarning
-from repro.config import RELEASED_LM_ADAPT_STEPS
+from repro.collect.frame import DEFAULT_FAMILY, CollectWarning
+from repro.config import FAMILIES, RELEASED_LM_ADAPT_STEPS
 from repro.methods import DEFAULT_METHOD, METHODS
 
 # The four Figure 3 panels, in the paper's order (a)-(d).
@@ -33,14 +40,40 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "objective": "lm_adapt",
     "lm_adapt_steps": MODEL_LM_ADAPT_STEPS,
 }
+# A decoder-only LM's default setting (issue 29): the same prompt, the model as pre-trained by
+# next-token prediction (its final checkpoint: `lm_adapt_steps` = each size's own, e.g. Pythia's
+# step143000); `instruct` (Qwen2.5-Instruct) is its objective panel's other value.
+CAUSAL_DEFAULTS: dict[str, Any] = {**PAPER_DEFAULTS, "objective": "next_token"}
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {"t5": PAPER_DEFAULTS, "causal": CAUSAL_DEFAULTS}
+# The objective whose checkpoints count steps (the `lm_adapt_steps` axis): LM adaptation on T5,
+# pre-training itself on a causal LM (Pythia's step<N> revisions).
+STEPPED_OBJECTIVES = {"t5": "lm_adapt", "causal": "next_token"}
 # The paper's LM-adapted backbones are Google's releases. Not an entry of PAPER_DEFAULTS: it is
 # held only among LM-adapted runs, and only where a frame mixes recipes (see `panel_runs`).
 PAPER_LM_ADAPT_SOURCE = "released"
 SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
 
 
+def family_groups(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """`{family: its rows}` of a results frame, `t5` first, then `causal`, then any other; a
+    frame without a `family` column, and a row whose family is NA, is `t5` (runs from before
+    the column). A frame of one family is returned whole, as `{family: df}`."""
+    if "family" not in df.columns:
+        return {DEFAULT_FAMILY: df}
+    family = df["family"].astype("object").where(df["family"].notna(), DEFAULT_FAMILY)
+    present = sorted(set(family), key=family_rank)
+    if len(present) <= 1:
+        return {present[0] if present else DEFAULT_FAMILY: df}
+    return {f: df[family.eq(f).to_numpy()].assign(family=f) for f in present}
+
+
+def family_rank(family: Any) -> tuple[int, str]:
+    """Sort key of a family: the known ones (`repro.config.FAMILIES`: t5, causal) first."""
+    return (FAMILIES.index(family), "") if family in FAMILIES else (len(FAMILIES), str(family))
+
+
 def panel_runs(
-    df: pd.DataFrame, axis: str | None, defaults: Mapping[str, Any] = PAPER_DEFAULTS
+    df: pd.DataFrame, axis: str | None, defaults: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
     """The runs of one figure panel: `axis` free, every other ablation axis at its default.
 
@@ -51,9 +84,25 @@ def panel_runs(
     "LM Adaptation (100K)" line; by default each size's own LM-adapted checkpoint:
     `MODEL_LM_ADAPT_STEPS`) while the other objectives keep whatever steps they record.
     `axis=None` holds every ablation axis (Figure 1: prompt tuning at the paper's setting).
+
+    Each backbone family is selected on its own (`family_groups`), at `defaults`, by default its
+    own (`FAMILY_DEFAULTS`: T5 at `PAPER_DEFAULTS`, a causal LM at `CAUSAL_DEFAULTS`, whose
+    objective panel holds `next_token` runs at each size's final pre-training step).
     """
     if axis is not None and axis not in df.columns:
         raise KeyError(f"axis {axis!r} is not a column of the frame; columns: {list(df.columns)}")
+    groups = family_groups(df)
+    picked = [_family_panel_runs(rows, axis, f, defaults) for f, rows in groups.items()]
+    return picked[0] if len(picked) == 1 else pd.concat(picked)
+
+
+def _family_panel_runs(
+    df: pd.DataFrame, axis: str | None, family: str, defaults: Mapping[str, Any] | None
+) -> pd.DataFrame:
+    """`panel_runs` of one family's runs."""
+    if defaults is None:
+        defaults = FAMILY_DEFAULTS.get(family, PAPER_DEFAULTS)
+    stepped = STEPPED_OBJECTIVES.get(family, "lm_adapt")
     if axis == "lm_adapt_steps":
         df = span_corruption_as_step_zero(df)
     held = {k: v for k, v in defaults.items() if k != axis}
@@ -64,7 +113,7 @@ def panel_runs(
         if col in sel.columns and sel[col].nunique(dropna=False) > 1:
             sel = sel[sel[col].eq(_held(sel, col, value)).fillna(False).astype(bool)]
     if axis == "objective" and "lm_adapt_steps" in defaults:
-        lm = sel["objective"].eq("lm_adapt").fillna(False).astype(bool)
+        lm = sel["objective"].eq(stepped).fillna(False).astype(bool)
         if sel.loc[lm, "lm_adapt_steps"].nunique(dropna=False) > 1:
             steps = _held(sel, "lm_adapt_steps", defaults["lm_adapt_steps"])
             keep = sel["lm_adapt_steps"].eq(steps).fillna(False).astype(bool)
@@ -111,7 +160,10 @@ def figure1_runs(df: pd.DataFrame) -> pd.DataFrame:
     prompt tuning at the paper's default setting (`panel_runs(..., None)`) and every other
     method's runs as they are (no prompt axes; model tuning's backbone is its own: the paper
     tunes the public T5.1.1, `conf/method/model.yaml`). Figure 3's panels never see them:
-    `PAPER_DEFAULTS` holds `method` at `prompt`."""
+    `PAPER_DEFAULTS` holds `method` at `prompt`. Each backbone family at its own defaults."""
+    groups = family_groups(df)
+    if len(groups) > 1:
+        return pd.concat([figure1_runs(rows) for rows in groups.values()])
     if "method" not in df.columns:
         return panel_runs(df, None)
     method = df["method"].fillna(DEFAULT_METHOD)
@@ -119,13 +171,14 @@ def figure1_runs(df: pd.DataFrame) -> pd.DataFrame:
     for name in dict.fromkeys(method):
         rows = df[method.eq(name)]
         if name in METHODS and METHODS[name].prompt_axes:
-            rows = panel_runs(rows.assign(method=name), None, _prompt_defaults())
+            rows = panel_runs(rows.assign(method=name), None, _prompt_defaults(next(iter(groups))))
         parts.append(rows)
     return pd.concat(parts) if parts else df
 
 
-def _prompt_defaults() -> dict[str, Any]:
-    return {k: v for k, v in PAPER_DEFAULTS.items() if k != "method"}
+def _prompt_defaults(family: str = DEFAULT_FAMILY) -> dict[str, Any]:
+    defaults = FAMILY_DEFAULTS.get(family, PAPER_DEFAULTS)
+    return {k: v for k, v in defaults.items() if k != "method"}
 
 
 def _hold_lm_adapt_source(sel: pd.DataFrame, preferred: str) -> pd.DataFrame:
@@ -173,6 +226,7 @@ def superglue_scores(
         raise KeyError(f"axis {axis!r} is not a column of the frame; columns: {list(df.columns)}")
     if axis in ("size", "params", "seed", "task"):
         raise ValueError(f"axis {axis!r} is a grouping key already; pick an ablation axis or None")
+    df = _family_filled(df)
     keys = [*_point_keys(df, axis), "seed"]
     done = df[(df["status"] == "finished") & df["task"].isin(tasks)]
     if "eval_task" in done.columns:  # zero-shot transfer rows (repro.transfer) score elsewhere
@@ -221,10 +275,12 @@ def superglue_frame(
     Returns:
         Columns `size`, `params`, `<axis>` (if any), `mean`, `std`, `n_seeds`, `n_incomplete`,
         sorted by params then axis value; for `lm_adapt_steps` (Figure 3(d)) also
-        `lm_adapt_source` after the axis, when the runs have it: one point per recipe.
+        `lm_adapt_source` after the axis, when the runs have it: one point per recipe. Runs of
+        more than one backbone family (`family_groups`) add `family` as the first column, and
+        the points are sorted by family first: t5, then causal.
     """
     seeds = superglue_scores(df, axis, tasks)
-    keys = _point_keys(df, axis)
+    keys = _point_keys(_family_filled(df), axis)
     if seeds.empty:
         return pd.DataFrame(columns=[*keys, "mean", "std", "n_seeds", "n_incomplete"])
     grouped = seeds.groupby(keys, dropna=False, sort=False)["superglue"]
@@ -236,13 +292,29 @@ def superglue_frame(
             "n_incomplete": grouped.apply(lambda s: int(s.isna().sum())),
         }
     ).reset_index()
-    return out.sort_values(["params", *keys[2:]], kind="stable").reset_index(drop=True)
+    if keys[0] != "family":
+        return out.sort_values(["params", *keys[2:]], kind="stable").reset_index(drop=True)
+    out["_rank"] = out["family"].map(family_rank)
+    out = out.sort_values(["_rank", "params", *keys[3:]], kind="stable")
+    return out.drop(columns="_rank").reset_index(drop=True)
+
+
+def _family_filled(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with an NA family read as `t5`, where the frame holds more than one family (the
+    only case where the family is a point key)."""
+    if len(family_groups(df)) <= 1:
+        return df
+    return df.assign(
+        family=df["family"].astype("object").where(df["family"].notna(), DEFAULT_FAMILY)
+    )
 
 
 def _point_keys(df: pd.DataFrame, axis: str | None) -> list[str]:
-    """What tells one figure point from another: size, params, the axis; in Figure 3(d) also
-    the LM-adaptation recipe, so that a released and an own 100K point are never averaged."""
-    keys = ["size", "params", *([axis] if axis else [])]
+    """What tells one figure point from another: the backbone family (where the frame holds
+    more than one), size, params, the axis; in Figure 3(d) also the LM-adaptation recipe, so
+    that a released and an own 100K point are never averaged."""
+    several = axis != "family" and len(family_groups(df)) > 1
+    keys = [*(["family"] if several else []), "size", "params", *([axis] if axis else [])]
     if axis == "lm_adapt_steps" and "lm_adapt_source" in df.columns:
         keys.append("lm_adapt_source")
     return keys

@@ -25,13 +25,22 @@ way the paper's are, with what a reader needs to trust it:
   not T5" (once: not in each legend entry, and once for a composite of toy panels); a toy
   frame's legend holds no T5 names either. Points whose `mean` is NA (no seed with all tasks
   finished) are not drawn.
+- the backbone family (the run frame's `family`: `t5`, or `causal` for decoder-only LMs) is the
+  first axis: two families' scores are never averaged nor joined by a line. A frame of several
+  families is drawn once per family, each file named `<name>_<family>`
+  (`figure3a_prompt_len_t5.png`, `figure3a_prompt_len_causal.png`, `figure3_causal.pdf`,
+  `figure1_causal.png`); a frame of one family keeps the plain names and, for T5, the paper's
+  titles. A causal figure says "decoder-only (causal) backbones" under its title, its panel (d)
+  counts "Pre-training steps" (Pythia's step<N> checkpoints) and its panel (c) compares
+  `next_token` (as pre-trained) with `instruct` (`repro.plots.family`).
 
     runs = collect_runs(["multirun/fig3a"])
     fig = plot_panel(superglue_frame(panel_runs(runs, "prompt_len"), "prompt_len"), "prompt_len")
     save_figure(fig, "results/figures", "figure3a_prompt_len")  # .png and .pdf
 
 The rooms: `repro.plots.drawing` (the drawing every figure shares, and saving),
-`repro.plots.reference` (the paper's points and when they may be drawn), one per figure family:
+`repro.plots.reference` (the paper's points and when they may be drawn), `repro.plots.family`
+(the backbone family in names and titles), one per figure family:
 `repro.plots.ablations` (Figure 3's panels) and `repro.plots.scale` (Figure 1: methods vs model
 size), and `repro.plots.cli` (`python -m repro.plots`). The names below are the public API the
 notebooks and docs use.
@@ -58,7 +67,13 @@ from repro.plots.reference import (
     non_t5_sizes,
     stated_reference,
 )
-from repro.plots.scale import METHOD_COLORS, figure1, figure1_frame, plot_figure1
+from repro.plots.scale import (
+    METHOD_COLORS,
+    figure1,
+    figure1_by_family,
+    figure1_frame,
+    plot_figure1,
+)
 
 __all__ = [
     "AXIS_LABELS",
@@ -69,6 +84,7 @@ __all__ = [
     "axis_label",
     "dodge_factors",
     "figure1",
+    "figure1_by_family",
     "figure1_frame",
     "figure3",
     "load_reference",

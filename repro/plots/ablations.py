@@ -1,5 +1,6 @@
 """Figure 3 (a)-(d), the ablations: one panel per ablation axis, a line per axis value, and
-the panels as one grid; `figure3` draws every panel a run frame holds.
+the panels as one grid; `figure3` draws every panel a run frame holds, once per backbone family
+(`repro.plots.family`: files `<name>_<family>` where the frame holds several).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from repro.checkpoints import model_lm_adapt_steps
-from repro.collect.superglue import ABLATION_AXES, panel_runs, superglue_frame
+from repro.collect.superglue import ABLATION_AXES, family_groups, panel_runs, superglue_frame
 from repro.plots.drawing import (
     Line,
     check_frame,
@@ -31,12 +32,24 @@ from repro.plots.drawing import (
     share_score_axis,
     size_label,
 )
+from repro.plots.family import (
+    CAUSAL,
+    CAUSAL_LEGEND_TITLES,
+    CAUSAL_PANEL_TITLES,
+    FAMILY_STYLES,
+    T5,
+    axis_text,
+    families_of,
+    family_file,
+    family_note,
+    family_rows,
+    family_title,
+)
 from repro.plots.reference import (
     TOY_NOTE,
     ReferenceWarning,
     non_t5_sizes,
     references_for,
-    toy_title,
 )
 
 # Legend labels and line order exactly as in the paper's Figure 3.
@@ -51,6 +64,9 @@ AXIS_LABELS: dict[str, dict[Any, str]] = {
         "span_corruption": "Span Corruption",
         "span_corruption_sentinel": "Span Corruption + Sentinel",
         "lm_adapt": "LM Adaptation (100K)",
+        # a decoder-only LM's (repro.plots.family): as pre-trained, and instruction-tuned
+        "next_token": "next_token (pre-trained)",
+        "instruct": "instruct (instruction-tuned)",
     },
     "lm_adapt_steps": {0: "0K", 10_000: "10K", 50_000: "50K", 100_000: "100K"},
 }
@@ -77,10 +93,13 @@ _UNKNOWN_SOURCE = ("source unknown", ("-.", "x"))
 ORDERED_AXES = ("prompt_len", "lm_adapt_steps")
 
 
-def axis_label(axis: str, value: Any) -> str:
-    """The paper's legend label for one axis value (`init`, `class_label` → `Class Label`)."""
+def axis_label(axis: str, value: Any, family: str = T5) -> str:
+    """The paper's legend label for one axis value (`init`, `class_label` → `Class Label`); a
+    causal LM's step counts in thousands wherever they fall (Pythia's 143000 → `143K`)."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # CSV round trips turn 100 into 100.0
+    if family != T5 and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)  # numpy integers too (the T5 labels are left as they were)
     labels = AXIS_LABELS.get(axis, {})
     if value in labels:
         return labels[value]
@@ -97,8 +116,11 @@ def _lm_adapt_label(sizes: pd.Series) -> str:
     return f"LM Adaptation ({counts})"
 
 
-def _axis_order(axis: str, values: Sequence[Any]) -> list[Any]:
-    """Paper order for known values (the label table's order), then the rest sorted."""
+def _axis_order(axis: str, values: Sequence[Any], family: str = T5) -> list[Any]:
+    """Paper order for known values (the label table's order), then the rest sorted; a causal
+    LM's step counts (any, e.g. Pythia's step<N>) in their numeric order."""
+    if family != T5 and axis == "lm_adapt_steps":
+        return sorted(values, key=float)
     known = list(AXIS_LABELS.get(axis, {}))
 
     def key(v: Any) -> tuple:
@@ -142,6 +164,7 @@ def plot_panel(
     title: str | None = None,
     reference: pd.DataFrame | None = None,
     ylabel: str | None = None,
+    family: str | None = None,
 ) -> Figure:
     """One Figure 3 panel: a line per value of `axis`, mean ± std over seeds vs model size.
 
@@ -164,6 +187,10 @@ def plot_panel(
             beside T5.1.1 sizes and only rows with a stated source (`references_for`).
         ylabel: y-axis label; default `frame_score_label` ("SuperGLUE Score" only for T5.1.1
             sizes, "Score" for a toy or tiny model's frame).
+        family: the backbone family of a frame without a `family` column (`t5`, `causal`):
+            given, the title names it (`repro.plots.family`); a causal panel also uses the
+            causal words (Figure 3(d): "Pre-training steps", no LM-adaptation recipe). A frame
+            of several families draws a line per axis value and family, never joining two.
 
     Returns:
         The figure holding `ax`.
@@ -173,27 +200,44 @@ def plot_panel(
         fig, ax = plt.subplots(figsize=(6.4, 3.9))
     fig = ax.figure
     drawn = frame[frame["mean"].notna()]
-    title = title if title is not None else toy_title(PANEL_TITLES.get(axis, axis), drawn)
+    families = families_of(drawn, family)
+    if title is None:
+        title = family_title(
+            axis_text(PANEL_TITLES, CAUSAL_PANEL_TITLES, axis, families), drawn, family
+        )
     ylabel = ylabel if ylabel is not None else frame_score_label(frame)
-    if drawn["params"].nunique() == 1:
-        _plot_one_size(ax, drawn, axis, reference, title=title, ylabel=ylabel)
+    if len(families) == 1 and drawn["params"].nunique() == 1:
+        _plot_one_size(ax, drawn, axis, reference, title=title, ylabel=ylabel, family=families[0])
         return fig
-    by_source = axis == "lm_adapt_steps" and "lm_adapt_source" in drawn.columns
-    toy = bool(non_t5_sizes(drawn))
+    several = len(families) > 1
+    has_source = axis == "lm_adapt_steps" and "lm_adapt_source" in drawn.columns
     lines = []
-    for i, value in enumerate(_axis_order(axis, list(drawn[axis].dropna().unique()))):
-        rows = drawn[drawn[axis] == value]
-        for source in _source_order(rows["lm_adapt_source"]) if by_source else [None]:
-            line = rows if not by_source else rows[_same_source(rows["lm_adapt_source"], source)]
-            label, (linestyle, marker) = axis_label(axis, value), ("-", "o")
-            if axis == "objective" and value == "lm_adapt":
-                label = _lm_adapt_label(line["size"])
-            if by_source:
-                name, (linestyle, marker) = _source_legend(source, toy)
-                label = f"{label} ({name})"
-            lines.append(Line(label, line.sort_values("params"), f"C{i % 10}", linestyle, marker))
-    legend_title = LEGEND_TITLES.get(axis, axis)
-    if by_source:
+    fam0 = CAUSAL if CAUSAL in families else T5  # how values are ordered and labelled
+    for i, value in enumerate(_axis_order(axis, list(drawn[axis].dropna().unique()), fam0)):
+        for fam in families:
+            rows = drawn[drawn[axis] == value]
+            rows = family_rows(rows, fam) if several else rows
+            by_source = has_source and fam == T5  # a causal LM's steps have no recipe
+            toy = bool(non_t5_sizes(family_rows(drawn, fam) if several else drawn))
+            for source in _source_order(rows["lm_adapt_source"]) if by_source else [None]:
+                line = (
+                    rows if not by_source else rows[_same_source(rows["lm_adapt_source"], source)]
+                )
+                label, (linestyle, marker) = axis_label(axis, value, fam0), ("-", "o")
+                if axis == "objective" and value == "lm_adapt":
+                    label = _lm_adapt_label(line["size"])
+                if several:
+                    linestyle, marker = FAMILY_STYLES.get(fam, ("--", "s"))
+                if by_source:
+                    name, (linestyle, marker) = _source_legend(source, toy)
+                    label = f"{label} ({name})"
+                if several:
+                    label = f"{label} [{fam}]"
+                if len(line):
+                    line = line.sort_values("params")
+                    lines.append(Line(label, line, f"C{i % 10}", linestyle, marker))
+    legend_title = axis_text(LEGEND_TITLES, CAUSAL_LEGEND_TITLES, axis, families)
+    if has_source and T5 in families:
         legend_title += " (recipe)"
     draw(
         ax,
@@ -214,13 +258,15 @@ def _plot_one_size(
     *,
     title: str,
     ylabel: str,
+    family: str = T5,
 ) -> None:
     """A panel of one model size: x = the axis' values in the paper's order (ticked with its
     legend labels), one line through the means with error bars and a band of ± std over seeds
     (one line per recipe in Figure 3(d)). An ordered axis (prompt length, steps) is joined by
     the line; initialisations and objectives stay separate markers, as no order joins them.
     The size is named in the x label; the paper's points, which sit at a model size, have no
-    place on this axis and are left out with a `ReferenceWarning`."""
+    place on this axis and are left out with a `ReferenceWarning`. A causal LM's x axis says
+    what its `lm_adapt_steps` count: "Pre-training steps" (`CAUSAL_LEGEND_TITLES`)."""
     if references_for(drawn, reference) is not None:  # (which warns beside a toy model)
         warnings.warn(
             "the paper's reference points are left out: a panel of one model size is drawn "
@@ -228,16 +274,17 @@ def _plot_one_size(
             ReferenceWarning,
             stacklevel=3,
         )
-    values = _axis_order(axis, list(drawn[axis].dropna().unique()))
-    ticks = [axis_label(axis, v) for v in values]
+    values = _axis_order(axis, list(drawn[axis].dropna().unique()), family)
+    ticks = [axis_label(axis, v, family) for v in values]
     if axis == "objective" and "lm_adapt" in values:
         ticks[values.index("lm_adapt")] = _lm_adapt_label(drawn["size"])
     rows = drawn.assign(
         x=drawn[axis].map(lambda v: next(i for i, u in enumerate(values) if u == v)),
-        point=drawn[axis].map(lambda v: axis_label(axis, v)),
+        point=drawn[axis].map(lambda v: axis_label(axis, v, family)),
     ).sort_values("x")
     lines = [Line("", rows, "C0")]  # one line: the ticks say what its points are
-    if axis == "lm_adapt_steps" and "lm_adapt_source" in rows.columns:  # a line per recipe
+    if axis == "lm_adapt_steps" and "lm_adapt_source" in rows.columns and family == T5:
+        # a line per recipe
         toy = bool(non_t5_sizes(drawn))
         lines = []
         for i, source in enumerate(_source_order(rows["lm_adapt_source"])):
@@ -250,7 +297,8 @@ def _plot_one_size(
         lines,
         ticks,
         connect=axis in ORDERED_AXES or pd.api.types.is_numeric_dtype(drawn[axis]),
-        xlabel=f"{LEGEND_TITLES.get(axis, axis)}, at {size_label(size, params)} "
+        xlabel=f"{axis_text(LEGEND_TITLES, CAUSAL_LEGEND_TITLES, axis, [family])}, at "
+        f"{size_label(size, params)} "
         f"({count_label(params)} parameters)",
         title=title,
         ylabel=ylabel,
@@ -264,13 +312,15 @@ def plot_grid(
     ylabel: str | None = None,
     reference: pd.DataFrame | None = None,
     suptitle: str | None = None,
+    family: str | None = None,
 ) -> Figure:
     """Figure 3 as one figure: a panel per `{axis: superglue frame}`, in the given order.
 
     Exactly one axes per panel: 1-3 panels side by side, 4 as the paper's 2x2 grid. The panels
     share one score range (`share_score_axis`), so one score sits at the same height in each.
     When every panel is a toy model's, "toy model, not T5" is said once, under the figure's
-    title, instead of under each panel's.
+    title, instead of under each panel's. So is the backbone family of a figure that names it
+    (`family` given, or frames of a causal LM or of several families: `plot_panel`).
     """
     n = len(frames)
     if n == 0:
@@ -283,7 +333,20 @@ def plot_grid(
     cells = list(grid.flat)
     for cell in cells[n:]:  # only for more than 4 panels: no empty slot left behind
         cell.remove()
-    toy = all(non_t5_sizes(f[f["mean"].notna()]) for f in frames.values())
+    drawn = [f[f["mean"].notna()] for f in frames.values()]
+    if family is not None or any(families_of(f) != [T5] for f in drawn):
+        held = [f[[c for c in ("family", "size", "params") if c in f.columns]] for f in drawn]
+        shown = pd.concat(held, ignore_index=True)
+        families = families_of(shown, family)
+        for cell, (axis, frame) in zip(cells, frames.items(), strict=False):
+            title = axis_text(PANEL_TITLES, CAUSAL_PANEL_TITLES, axis, families)
+            plot_panel(
+                frame, axis, ax=cell, reference=reference, ylabel=ylabel, title=title, family=family
+            )
+        share_score_axis(cells[:n])
+        fig.suptitle(f"{suptitle or 'Figure 3'}\n({family_note(shown, family)})")
+        return fig
+    toy = all(non_t5_sizes(f) for f in drawn)
     for cell, (axis, frame) in zip(cells, frames.items(), strict=False):
         title = PANEL_TITLES.get(axis, axis) if toy else None
         plot_panel(frame, axis, ax=cell, reference=reference, ylabel=ylabel, title=title)
@@ -296,13 +359,17 @@ def plot_grid(
 
 
 def present_panels(runs: pd.DataFrame) -> list[str]:
-    """The Figure 3 axes that take more than one value among a run frame's finished runs."""
+    """The Figure 3 axes that take more than one value among a run frame's finished runs (of
+    one backbone family: an axis present for any family)."""
     done = runs[runs["status"] == "finished"]
-    return [
-        a
-        for a in ABLATION_AXES
-        if a in done.columns and panel_runs(done, a)[a].dropna().nunique() > 1
-    ]
+    present = set()
+    for rows in family_groups(done).values():
+        present |= {
+            a
+            for a in ABLATION_AXES
+            if a in rows.columns and panel_runs(rows, a)[a].dropna().nunique() > 1
+        }
+    return [a for a in ABLATION_AXES if a in present]
 
 
 def panel_name(axis: str) -> str:
@@ -312,9 +379,17 @@ def panel_name(axis: str) -> str:
 
 def figure3_names(runs: pd.DataFrame) -> list[str]:
     """The files (without suffix) :func:`figure3` writes for a run frame: every present panel
-    and the grid ``figure3``; none if no panel is present."""
-    panels = [panel_name(a) for a in present_panels(runs)]
-    return [*panels, "figure3"] if panels else []
+    and the grid ``figure3``; none if no panel is present. Where the frame holds several
+    backbone families, each family's, named ``<name>_<family>`` (``figure3a_prompt_len_causal``,
+    ``figure3_causal``: `repro.plots.family.family_file`)."""
+    groups = family_groups(runs)
+    names = []
+    for family, rows in groups.items():
+        panels = [panel_name(a) for a in present_panels(rows)]
+        names += [
+            family_file(n, family, len(groups) > 1) for n in panels + ["figure3"] * bool(panels)
+        ]
+    return names
 
 
 def figure3(
@@ -327,15 +402,46 @@ def figure3(
     """Draw every Figure 3 panel present in a run frame, one file per panel plus a grid.
 
     Each panel uses `panel_runs(frame_runs, axis)` (other axes at the paper's defaults) and
-    `superglue_frame(..., tasks=tasks)`.
+    `superglue_frame(..., tasks=tasks)`. A frame of several backbone families is drawn once per
+    family (`figure3_names`); a family without a panel or a point is left out with a warning.
 
     Returns:
-        `{name: [png, pdf]}` for `figure3<letter>_<axis>` and the combined `figure3`.
+        `{name: [png, pdf]}` for `figure3<letter>_<axis>` and the combined `figure3` (each
+        `..._<family>` for a frame of several families).
 
     Raises:
         ValueError: no axis takes more than one value among the finished runs, or no panel has a
-            point to draw (`no_points_reason` says why).
+            point to draw (`no_points_reason` says why); of every family.
     """
+    groups = family_groups(frame_runs)
+    if len(groups) == 1:
+        family = next(iter(groups))
+        family = None if family == T5 else family  # T5 alone: the paper's titles
+        return _figure3(frame_runs, out_dir, tasks, reference, family, several=False)
+    written: dict[str, list[Path]] = {}
+    errors = {}
+    for family, runs in groups.items():
+        try:
+            written |= _figure3(runs, out_dir, tasks, reference, family, several=True)
+        except ValueError as err:
+            errors[family] = str(err)
+    if not written:
+        raise ValueError("; ".join(f"{f} backbones: {e}" for f, e in errors.items()))
+    for family, err in errors.items():
+        warnings.warn(f"no Figure 3 of the {family} backbones: {err}", UserWarning, stacklevel=2)
+    return written
+
+
+def _figure3(
+    frame_runs: pd.DataFrame,
+    out_dir: str | Path,
+    tasks: Sequence[str] | None,
+    reference: pd.DataFrame | None,
+    family: str | None,
+    *,
+    several: bool,
+) -> dict[str, list[Path]]:
+    """`figure3` of one family's runs (`family` None: T5 alone, titled as the paper's)."""
     axes = present_panels(frame_runs)
     if not axes:
         raise ValueError(
@@ -347,11 +453,13 @@ def figure3(
         raise ValueError(no_points_reason(frame_runs, tasks))
     written: dict[str, list[Path]] = {}
     for a, frame in frames.items():
-        fig = plot_panel(frame, a, reference=reference, ylabel=score_label(tasks))
-        written[panel_name(a)] = save_figure(fig, out_dir, panel_name(a))
+        fig = plot_panel(frame, a, reference=reference, ylabel=score_label(tasks), family=family)
+        name = family_file(panel_name(a), str(family), several)
+        written[name] = save_figure(fig, out_dir, name)
         plt.close(fig)
 
-    fig = plot_grid(frames, ylabel=score_label(tasks), reference=reference)
-    written["figure3"] = save_figure(fig, out_dir, "figure3")
+    fig = plot_grid(frames, ylabel=score_label(tasks), reference=reference, family=family)
+    name = family_file("figure3", str(family), several)
+    written[name] = save_figure(fig, out_dir, name)
     plt.close(fig)
     return written
