@@ -312,6 +312,9 @@ def test_shipped_probe_scores_reproduce(size):
 
 def toy_config(tmp_path, *overrides):
     """experiment=toy with the shipped checkpoints addressed absolutely (pytest's cwd may vary)."""
+    from repro.config import register_configs
+
+    register_configs()  # the schema conf/config.yaml names (run alone, nothing else loaded it)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             config_name="config",
