@@ -48,6 +48,12 @@ def test_the_ladder_grows_and_ships_three_steps():
         assert sorted(p.name for p in (MODELS / size).iterdir()) == sorted(
             f"step_{s}" for s in STEPS
         )
+        # every shipped step has its held-out loss and its zero-shot probe (chance 50)
+        m = CAUSAL["models"][size]
+        assert set(m["eval_loss"]) == set(m["probe"]) == {str(s) for s in STEPS}
+        for scores in m["probe"].values():
+            assert set(scores) == {"review", "review_rare", "fact"}
+            assert all(0 <= v <= 100 for v in scores.values())
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -124,7 +130,8 @@ def test_tiny_rebuild_through_the_command_is_deterministic(tmp_path):
 
     # an existing manifest's T5 keys stay as they were
     t5 = {k: v for k, v in MANIFEST.items() if k != "causal"}
-    args = ["build-causal", "--sizes", "toy_causal_small", "--n-docs", "120", "--eval-docs", "20"]
+    args = ["build-causal", "--sizes", "toy_causal_small", "--n-docs", "120", "--eval-docs", "20",
+            "--probe-items", "10"]  # fmt: skip
     threads, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
     try:
         for name, seed, steps in (("a", 0, "1 2 3"), ("b", 0, "1 2 3"), ("c", 1, "1")):

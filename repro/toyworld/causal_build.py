@@ -12,13 +12,13 @@ checkpoints at three pre-training step counts (Pythia's ``step<N>`` revisions in
   vocabulary. It has no bos token, so the configs say ``bos_token_id: null``;
 - optimizer: Pythia's recipe scaled down: AdamW (β 0.9 / 0.95, weight decay 0.01), linear
   warmup then cosine decay to 10 % of the peak at the last step, gradient clipping 1.0, no
-  dropout; ``initializer_range`` larger than GPT-NeoX's 0.02 (at 0.02 these tiny models barely
-  move in a few hundred steps; measured in docs/toy_world.md);
+  dropout; ``initializer_range`` 0.1, not GPT-NeoX's 0.02 (of 0.02 / 0.1 / 0.2, 0.1 trained the
+  largest rung best in a short budget; measured in docs/toy_world.md);
 - output (default ``repro/toy_models/``)::
 
       toy_causal_<size>/step_<N>/     config.json, model.safetensors (fp16), generation_config.json,
                                       tokenizer.json, tokenizer_config.json
-      train_log_<sizes>.jsonl        training loss every log_every steps, eval loss at each save
+      train_log_<sizes>.jsonl        training loss every log_every steps; eval loss, probe at saves
       manifest.json                  the key "causal" (the T5 toys' keys are left as they are)
 
 Everything is seeded (``seed``); with the same thread count a rebuild gives the same weights.
@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 
 from repro.toyworld import world
 from repro.toyworld.build import DEFAULT_OUT, count_params, git_commit, versions, write_corpus
+from repro.toyworld.probe import LABEL_WORDS, RARE_ADJECTIVES, first_pieces, probe_items
 
 log = logging.getLogger("repro.toyworld")
 
@@ -94,9 +96,10 @@ class CausalBuildConfig:
     min_lr_ratio: float = 0.1  # cosine decay to 10 % of lr at the last step (Pythia)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    initializer_range: float = 0.1  # GPT-NeoX's default 0.02 barely trains these (docs)
+    initializer_range: float = 0.1  # not GPT-NeoX's 0.02: trains the larger rungs faster (docs)
     save_dtype: str = "float16"  # as the T5 toys; loading casts to model.dtype
     eval_docs: int = 500  # held-out text (world seed + 2, unseen) for the eval loss
+    probe_items: int = 200  # zero-shot probe items per skill at each saved step (probe.py)
     log_every: int = 50
 
     def __post_init__(self) -> None:
@@ -106,7 +109,8 @@ class CausalBuildConfig:
         steps = list(self.steps)
         if not steps or steps[0] < 1 or any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError(f"steps must be positive and increasing; got {steps}")
-        for key in ("n_docs", "segment_length", "batch_size", "eval_docs", "log_every"):
+        keys = ("n_docs", "segment_length", "batch_size", "eval_docs", "probe_items", "log_every")
+        for key in keys:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1; got {getattr(self, key)}")
         if self.save_dtype not in ("float16", "bfloat16", "float32"):
@@ -207,6 +211,38 @@ def lr_at(step: int, cfg: CausalBuildConfig) -> float:
     )
 
 
+def _answers(model, tokenizer, texts: list[str], pieces: list[int]) -> np.ndarray:
+    """Which of ``pieces`` the model ranks highest as the next token after each text (padded on
+    the right, which no real token of a causal LM attends to: each row reads as if alone)."""
+    enc = tokenizer(
+        texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt"
+    )
+    logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
+    last = enc.attention_mask.sum(1) - 1
+    return logits[torch.arange(len(texts)), last][:, pieces].argmax(-1).numpy()
+
+
+@torch.no_grad()
+def causal_probe(model, tokenizer, n: int) -> dict[str, float]:
+    """The build's zero-shot probe (probe.py: its items, chance 50) asked of a causal LM: after
+    ``<context> <text>``, is the true label word's first piece likelier than the other's?
+    ``review``, ``review_rare`` (balanced, the 3 rarest adjectives of a lexicon), ``fact``: %."""
+    was_training = model.training
+    model.eval()
+    scores = {}
+    for skill, items in probe_items(n).items():
+        pieces = list(first_pieces(tokenizer, LABEL_WORDS[skill]))
+        labels = np.array([y for *_, y in items])
+        right = _answers(model, tokenizer, [f"{c} {t}" for c, t, _ in items], pieces) == labels
+        scores[skill] = round(100.0 * float(right.mean()), 1)
+        if skill == "review":
+            rare = np.array([not RARE_ADJECTIVES.isdisjoint(t.split()) for _, t, _ in items])
+            per_class = [right[rare & (labels == c)].mean() for c in (0, 1)]
+            scores["review_rare"] = round(50.0 * float(sum(per_class)), 1)
+    model.train(was_training)
+    return scores
+
+
 # --- pre-training -----------------------------------------------------------------------------
 
 
@@ -245,7 +281,7 @@ def pretrain(
     )
     heldout = heldout_segments(tokenizer, cfg.eval_docs, cfg.seed + 2, cfg.segment_length)
     order, epoch, cursor = np.random.default_rng([cfg.seed, 0]).permutation(len(segments)), 0, 0
-    losses, records, evals, start = [], [], {}, time.time()
+    losses, records, evals, probes, start = [], [], {}, {}, time.time()
     for step in range(1, max(cfg.steps) + 1):
         rows = []
         for _ in range(cfg.batch_size):
@@ -280,6 +316,9 @@ def pretrain(
                 # scored as shipped: the saved (fp16) weights, loaded back in fp32
                 shipped = GPTNeoXForCausalLM.from_pretrained(dst, dtype=torch.float32)
                 evals[step] = record["eval_loss"] = next_token_loss(shipped, heldout)
+                probes[str(step)] = record["probe"] = causal_probe(
+                    shipped, tokenizer, cfg.probe_items
+                )
             records.append(record)
             log.info("%s", record)
     window = losses[-cfg.log_every :]
@@ -288,6 +327,7 @@ def pretrain(
         "params": count_params(model),
         "final_train_loss": sum(window) / len(window),
         "eval_loss": {str(s): evals[s] for s in cfg.steps},
+        "probe": probes,
         "epochs": epoch + cursor / len(order),
         "seconds": round(time.time() - start, 1),
         "records": records,
@@ -296,6 +336,9 @@ def pretrain(
 
 def _pretrain_worker(args: tuple) -> dict[str, Any]:
     """One size in a worker process (``jobs > 1``), one torch thread."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return pretrain(*args)
@@ -327,7 +370,7 @@ def build_causal(
     work = [(size, segments, cfg, out_dir, tokenizer_dir) for size in cfg.sizes]
     if jobs > 1 and len(work) > 1:
         # the largest first, so the smaller ones share the other worker
-        by_cost = sorted(work, key=lambda w: -count_params_of(w[0], tokenizer))
+        by_cost = sorted(work, key=lambda w: -SIZES[w[0]].d_model)
         with ProcessPoolExecutor(min(jobs, len(work)), mp_context=get_context("spawn")) as pool:
             done = {r["size"]: r for r in pool.map(_pretrain_worker, by_cost)}
         results = [done[size] for size in cfg.sizes]
@@ -342,6 +385,8 @@ def build_causal(
             "checkpoints": {f"step_{s}": f"{res['size']}/step_{s}" for s in cfg.steps},
             # mean next-token loss on held-out text of the world, per saved step (nats/token)
             "eval_loss": res["eval_loss"],
+            # zero-shot accuracy (%) on the toy tasks' skills per saved step, chance 50
+            "probe": res["probe"],
             "pretrain": {k: res[k] for k in ("final_train_loss", "epochs", "seconds")},
         }
         for res in results
@@ -375,13 +420,6 @@ def build_causal(
         "versions": versions(),
     }
     return merge_manifest(out_dir / "manifest.json", entry)
-
-
-def count_params_of(size: str, tokenizer) -> int:
-    """A rung's parameter count, without training it."""
-    from transformers import GPTNeoXForCausalLM
-
-    return count_params(GPTNeoXForCausalLM(neox_config(SIZES[size], tokenizer, 0.02)))
 
 
 def merge_manifest(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
@@ -424,15 +462,11 @@ def add_parser(sub) -> None:
     )
     c.add_argument("--n-docs", type=int, default=CausalBuildConfig.n_docs)
     c.add_argument("--eval-docs", type=int, default=CausalBuildConfig.eval_docs)
+    c.add_argument("--probe-items", type=int, default=CausalBuildConfig.probe_items)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--tokenizer", default=str(TOKENIZER_DIR), help="the T5 toys' tokenizer dir")
     c.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    c.add_argument(
-        "--jobs",
-        type=int,
-        default=2,
-        help="sizes pre-trained at once, one process each (default 2)",
-    )
+    c.add_argument("--jobs", type=int, default=2, help="sizes at once, a process each (default 2)")
 
 
 def main(args: argparse.Namespace, command: str) -> int:
@@ -443,9 +477,10 @@ def main(args: argparse.Namespace, command: str) -> int:
             seed=args.seed,
             n_docs=args.n_docs,
             eval_docs=args.eval_docs,
+            probe_items=args.probe_items,
         )
     except ValueError as err:
-        print(f"error: {err}", file=__import__("sys").stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     from transformers.utils import logging as hf_logging
 
