@@ -73,3 +73,24 @@ def test_a_causal_sweeps_jobs_load_causal_checkpoints(stem):
             j for j in jobs if job_dict(j)["model"] == "pythia_70m" and job_dict(j)["seed"] == "0"
         ]
         assert len({compose_job(CAUSAL, stem, j)[0].name for j in steps}) == len(values)
+
+
+def test_the_toy_causal_twin_is_3_sizes_x_2_tasks_x_5_lengths_x_3_seeds():
+    """sweeps/causal/toy/fig3a_prompt_len.yaml: the causal toy Figure 3(a), offline."""
+    toy = CAUSAL / "toy"
+    jobs = [job_dict(j) for j in sweep_jobs(toy, "fig3a_prompt_len")]
+    sizes = ("toy_causal_small", "toy_causal_base", "toy_causal_large")
+    want = itertools.product(
+        sizes, ("toy_review", "toy_fact"), ("1", "5", "20", "100", "150"), SEEDS
+    )
+    assert sorted((j["model"], j["task"], j["prompt_len"], j["seed"]) for j in jobs) == sorted(want)
+    text = header(toy / "fig3a_prompt_len.yaml")
+    assert "= 90 jobs" in text.replace("\n", " ")
+    assert (
+        "python -m repro.run -m --config-dir sweeps/causal/toy --config-name fig3a_prompt_len"
+        in text
+    )
+    cfg, sweep_dir = compose_job(toy, "fig3a_prompt_len", [f"{k}={v}" for k, v in jobs[-1].items()])
+    assert cfg.model.family == "causal" and cfg.objective.name == "next_token"
+    assert sweep_dir.endswith("multirun/toy_causal_figure3") and cfg.trainer.steps == 100
+    assert checkpoint_for(cfg).endswith("toy_models/toy_causal_large/step_1500")
