@@ -31,6 +31,7 @@ Which family a checkpoint is comes from its config (``is_encoder_decoder``), nev
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -40,6 +41,8 @@ from repro.data import Encoded
 from repro.model import token_loss
 from repro.prompts import SoftPrompt, prepend_prompt
 from repro.tasks.base import Example
+
+log = logging.getLogger(__name__)
 
 # The text between a task's input and its target in a causal LM's sequence (encode_causal).
 SEPARATOR = "\n"
@@ -71,6 +74,14 @@ def encode_causal(
     if eos is None:
         raise ValueError("the tokenizer has no eos token: a causal target must end with one")
     sep = tokenizer(separator, add_special_tokens=False)["input_ids"] if separator else []
+    if separator and not sep:
+        # SentencePiece normalises "\n" away (T5's tokenizer, which the toy causal ladder
+        # shares): the target then follows the input directly
+        log.warning(
+            "the separator %r is no token for this tokenizer: each target follows its input "
+            "directly (docs/causal.md)",
+            separator,
+        )
     bos = tokenizer.bos_token_id
     adds_bos = bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
     head = [bos] if adds_bos else []

@@ -121,11 +121,19 @@ def run_name(
     seed,
     lm_adapt_source="auto",
     method=DEFAULT_METHOD,
+    model_steps=None,
 ) -> str:
-    """The default directory name of a job, from its axes (``conf/config.yaml: name``)."""
+    """The default directory name of a job, from its axes (``conf/config.yaml: name``).
+
+    ``model_steps``: the model's own ``lm_adapt_checkpoint_steps``; a causal LM loaded at
+    another pre-training step (``objective=next_token lm_adapt_steps=N``, Pythia's ``step<N>``)
+    is named ``next_token_step<N>``, so that each step has its directory."""
     steps = _steps_label(int(lm_adapt_steps)) if objective == "lm_adapt" else None
     if steps and own_replaces_release(objective, lm_adapt_steps, lm_adapt_source):
         steps += "_own"  # never the directory of a run on the released checkpoint
+    other_step = model_steps is not None and int(lm_adapt_steps) != int(model_steps)
+    if objective == "next_token" and other_step:
+        steps = f"_step{int(lm_adapt_steps)}"
     objective = f"{objective}{steps}" if steps else objective
     return f"{task}-{size}-{objective}-{method_part(method, prompt_len, init)}-s{seed}"
 

@@ -150,6 +150,10 @@ def test_a_pre_training_step_names_its_checkpoint(tmp_path, tiny_t5_dir):
     at = lambda *o: checkpoint_for(smoke_config(tmp_path, tiny_t5_dir, *pythia, *o))  # noqa: E731
     assert at() == "EleutherAI/pythia-160m"
     assert at("lm_adapt_steps=1000") == "EleutherAI/pythia-160m@step1000"
+    # each step has its run directory; the model's own step keeps the plain name
+    named = lambda *o: smoke_config(tmp_path, tiny_t5_dir, *pythia, *o).name  # noqa: E731
+    assert named() == "toy_keyword-tiny-next_token-p20-class_label-s0"
+    assert named("lm_adapt_steps=1000") == "toy_keyword-tiny-next_token_step1000-p20-class_label-s0"
     assert split_revision("EleutherAI/pythia-160m@step1000") == (
         "EleutherAI/pythia-160m",
         "step1000",
@@ -231,3 +235,24 @@ def test_a_packed_sweep_runs_a_causal_lms_jobs_one_by_one(tmp_path, tiny_t5_dir,
     for cfg in cfgs:
         (job,) = run_pack([PackJob(cfg, tmp_path / "runs" / cfg.name)])
         assert job.summary["status"] == "finished", job.summary
+
+
+def test_a_separator_the_tokenizer_drops_is_said(tiny_t5_dir, caplog):
+    """T5's SentencePiece (the toy causal ladder's) normalises "\\n" away: the target follows
+    the input directly, and the log says so; a BPE tokenizer keeps it, silently."""
+    from test_causal import bpe_tokenizer
+    from transformers import AutoTokenizer
+
+    from repro.causal import encode_causal
+    from repro.tasks.base import Example
+
+    examples = [Example("a b", "yes")]
+    spm = AutoTokenizer.from_pretrained(tiny_t5_dir)
+    with caplog.at_level("WARNING", logger="repro.causal"):
+        enc = encode_causal(examples, spm, 16, 4)
+    assert enc.input_ids[0] == spm("a b", add_special_tokens=False).input_ids
+    assert "the separator '\\n' is no token for this tokenizer" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="repro.causal"):
+        encode_causal(examples, bpe_tokenizer(adds_bos=False), 16, 4)
+    assert caplog.text == ""
