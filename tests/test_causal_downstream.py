@@ -93,6 +93,7 @@ def test_export_to_a_peft_causal_adapter_gives_our_logits_and_imports_back(
     assert json.loads((causal / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
 
 
+@pytest.mark.slow
 def test_the_exported_adapter_scores_as_the_run_did(
     prompt_run,
     tmp_path,

@@ -62,6 +62,7 @@ def test_a_causal_run_trains_its_prompt_and_records_its_family(
     assert len(losses) == 4 and losses[-1] < losses[0]  # the prompt learns something
 
 
+@pytest.mark.slow
 def test_a_stopped_causal_run_resumes_to_the_same_numbers(tmp_path, tiny_t5_dir, tiny_causal_dir):
     whole = causal_config(tmp_path, tiny_t5_dir, tiny_causal_dir)
     assert run_experiment(whole, tmp_path / "whole")["status"] == "finished"
@@ -217,6 +218,7 @@ def test_packing_a_causal_lm_is_refused_in_one_line(tmp_path, tiny_t5_dir, tiny_
     assert not list((tmp_path / "runs").rglob("fingerprint.json"))
 
 
+@pytest.mark.slow
 def test_a_packed_sweep_runs_a_causal_lms_jobs_one_by_one(tmp_path, tiny_t5_dir, tiny_causal_dir):
     """model.family=causal (the causal model files set it): the packed launcher's plan gives
     each job a pack of its own, which runs as under the basic launcher; the dry run says so."""

@@ -42,6 +42,7 @@ def test_a_causal_sweep_is_its_models_x_its_values_x_3_seeds(stem):
     assert f"= {len(jobs)} jobs" in text.replace("\n", " ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", sorted(SWEEPS))
 def test_a_causal_sweeps_jobs_load_causal_checkpoints(stem):
     """Every model and every value, composed: family causal, the hub id of the axis's value,
