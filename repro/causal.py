@@ -316,3 +316,43 @@ class TunedCausalLM(CausalTuning):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.backbone.parameters() if p.requires_grad]
+
+
+class MultiPromptCausalLM(CausalTuning):
+    """A frozen causal LM with N prompts: row r of a batch is read behind prompt ``r mod N``
+    (``repro.ensemble``'s one batched pass; callers repeat each example N times with
+    ``repeat_interleave``), as :class:`repro.ensemble.MultiPromptT5` does for T5. Nothing here
+    is trainable."""
+
+    def __init__(self, backbone: nn.Module, prompts: Tensor, positions: str = "peft"):
+        super().__init__()
+        self._setup(backbone, 0.0, positions)
+        width = backbone.get_input_embeddings().embedding_dim
+        if prompts.dim() != 3 or prompts.shape[-1] != width:
+            raise ValueError(
+                f"prompts of shape {tuple(prompts.shape)} do not fit this backbone: "
+                f"expected [N, P, {width}]"
+            )
+        backbone.requires_grad_(False)
+        self.register_buffer("prompts", prompts.detach().to(torch.float32).clone())
+
+    @property
+    def n_prompts(self) -> int:
+        return self.prompts.shape[0]
+
+    @property
+    def prefix_length(self) -> int:
+        return self.prompts.shape[1]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def _inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """[B·N, T] ids → ([B·N, P+T, H], [B·N, P+T]): prompt ``r mod N`` in front of row r."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        rows, (n, p, _) = embeds.shape[0], self.prompts.shape
+        if rows % n:
+            raise ValueError(f"{rows} rows are not a whole number of copies of {n} prompts")
+        prefix = self.prompts.to(embeds.dtype).repeat(rows // n, 1, 1)
+        ones = attention_mask.new_ones(rows, p)
+        return torch.cat([prefix, embeds], dim=1), torch.cat([ones, attention_mask], dim=1)

@@ -4,7 +4,7 @@ one batched forward, and their majority vote.
     python -m repro.ensemble <run dirs or sweep dirs> -o results/<name>   # → <name>.csv, .md
 
 Every example is repeated N times in the batch, copy n behind prompt n
-(:class:`MultiPromptT5`): the backbone runs once per batch of B·N rows instead of N times over
+(:class:`MultiPromptT5`; a causal LM's runs: :class:`repro.causal.MultiPromptCausalLM`): the backbone runs once per batch of B·N rows instead of N times over
 the data. From that one pass come each prompt's own predictions (its score: the "average
 prompt" and "best prompt" rows) and the vote (the "ensemble" row).
 
@@ -34,6 +34,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from repro.causal import MultiPromptCausalLM
+from repro.causal import target_ids as causal_target_ids
 from repro.cli import USER_ERRORS, cli_error_message
 from repro.collect.frame import write_frame
 from repro.data import collate
@@ -142,13 +144,15 @@ def predict_all(
         (texts [E][N], label log-likelihoods [E, N, C] when ``candidates`` are given (rank mode:
         ``texts`` are then each prompt's top candidate), else None).
     """
-    n = model.n_prompts
+    n, side = model.n_prompts, getattr(model, "padding_side", "right")  # "left": causal
     model.eval()
     candidate_ids = [tokenizer(c).input_ids for c in candidates]
+    if side == "left":  # a causal LM's targets: tokens + eos, no bos (repro.causal)
+        candidate_ids = causal_target_ids(tokenizer, candidates)
     texts: list[list[str]] = [[] for _ in input_ids]
     scores = torch.zeros(len(input_ids), n, len(candidates)) if candidates else None
     for idx in _batches_by_length([len(x) for x in input_ids], batch_size):
-        batch = collate([{"input_ids": input_ids[i]} for i in idx], tokenizer.pad_token_id)
+        batch = collate([{"input_ids": input_ids[i]} for i in idx], tokenizer.pad_token_id, side)
         ids = batch["input_ids"].to(device).repeat_interleave(n, dim=0)  # [B·N, T]
         mask = batch["attention_mask"].to(device).repeat_interleave(n, dim=0)
         if candidates:
@@ -156,7 +160,8 @@ def predict_all(
             scores[idx] = batch_scores.float().cpu()
             flat = [candidates[c] for c in batch_scores.argmax(-1).flatten().tolist()]
         else:
-            flat = decode(tokenizer, model.generate(ids, mask, max_new_tokens=max_new_tokens))
+            out = model.generate(ids, mask, max_new_tokens=max_new_tokens)
+            flat = decode(tokenizer, out, getattr(model, "generated_prefix", 1))
         for j, i in enumerate(idx):
             texts[i] = flat[j * n : (j + 1) * n]
     return texts, scores
@@ -254,7 +259,13 @@ def ensemble_task(
     examples = eval_examples(first)
     input_ids = encoded_inputs(first, examples, backbone.tokenizer)
     prompts = torch.stack([r.best_prompt() for r in runs])
-    model = MultiPromptT5(backbone.model, prompts).to(device)
+    if first.result.get("family") == "causal":
+        if len({r.cfg.model.positions for r in runs}) > 1:
+            raise EnsembleError("the runs number their tokens differently (model.positions)")
+        model = MultiPromptCausalLM(backbone.model, prompts, first.cfg.model.positions)
+    else:
+        model = MultiPromptT5(backbone.model, prompts)
+    model = model.to(device)
     candidates = candidates_of(first) if use_rank else []
     start = time.perf_counter()
     texts, scores = predict_all(
@@ -440,12 +451,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         refuse_existing([output.with_suffix(".csv"), output.with_suffix(".md")], args.overwrite)
         runs = [read_run(d) for d in find_runs(args.paths)]
-        causal = [r.run_dir for r in runs if r.result.get("family") == "causal"]
-        if causal:  # MultiPromptT5 stacks prompts as rows of one T5 encoder batch
-            raise ValueError(
-                f"{causal[0]} was trained on a causal LM: repro.ensemble batches prompts as "
-                "T5 encoder rows and has no causal version yet; ensemble T5 runs only"
-            )
         groups = group_runs(runs)
         device = resolve_device(args.device)
         backbone = load_backbone_of(runs[0])

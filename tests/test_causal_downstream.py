@@ -114,10 +114,29 @@ def test_the_exported_adapter_scores_as_the_run_did(
     assert scored["metrics"] == trained["metrics"]
 
 
-def test_ensembling_causal_runs_is_refused_in_one_line(prompt_run, tmp_path, capsys):
+@pytest.mark.slow
+def test_causal_runs_ensemble_in_one_batched_pass_that_repeats_each_runs_score(
+    tmp_path, tiny_t5_dir, tiny_causal_dir
+):
+    """Three seeds of one causal task scored by rank: each prompt's score in the one batched
+    pass (rows left-padded as its own evaluation padded them) is the score its run recorded;
+    the vote is written beside them; generate mode runs too."""
+    import pandas as pd
+
     from repro.ensemble import main as ensemble
 
-    assert ensemble([str(prompt_run), "-o", str(tmp_path / "ens")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("error:") == 1
-    assert "was trained on a causal LM: repro.ensemble batches prompts as T5 encoder rows" in err
+    runs = []
+    for seed in (0, 1, 2):
+        overrides = ("trainer.steps=10", f"seed={seed}", "task.eval_mode=rank", *EVAL)
+        cfg = causal_config(tmp_path, tiny_t5_dir, tiny_causal_dir, *overrides)
+        assert run_experiment(cfg, tmp_path / f"s{seed}")["status"] == "finished"
+        runs.append(tmp_path / f"s{seed}")
+    own = [json.loads((r / "result.json").read_text())["score"] for r in runs]
+    assert max(own) > 0  # prompts that score: a real check
+    for mode in ("rank", "generate"):
+        assert ensemble([*map(str, runs), "-o", str(tmp_path / mode), "--mode", mode]) == 0
+        rows = pd.read_csv(tmp_path / f"{mode}.csv").set_index("ensemble_row")
+        assert 0.0 <= rows.loc["ensemble", "score"] <= 100.0
+        if mode == "rank":  # what the runs were scored in
+            assert rows.loc["average", "score"] == pytest.approx(sum(own) / 3)
+            assert rows.loc["best", "score"] == pytest.approx(max(own))
