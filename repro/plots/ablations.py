@@ -39,6 +39,7 @@ from repro.plots.family import (
     FAMILY_STYLES,
     T5,
     axis_text,
+    draw_per_family,
     families_of,
     family_file,
     family_note,
@@ -418,18 +419,11 @@ def figure3(
         family = next(iter(groups))
         family = None if family == T5 else family  # T5 alone: the paper's titles
         return _figure3(frame_runs, out_dir, tasks, reference, family, several=False)
-    written: dict[str, list[Path]] = {}
-    errors = {}
-    for family, runs in groups.items():
-        try:
-            written |= _figure3(runs, out_dir, tasks, reference, family, several=True)
-        except ValueError as err:
-            errors[family] = str(err)
-    if not written:
-        raise ValueError("; ".join(f"{f} backbones: {e}" for f, e in errors.items()))
-    for family, err in errors.items():
-        warnings.warn(f"no Figure 3 of the {family} backbones: {err}", UserWarning, stacklevel=2)
-    return written
+    return draw_per_family(
+        groups,
+        lambda family, runs: _figure3(runs, out_dir, tasks, reference, family, several=True),
+        "Figure 3",
+    )
 
 
 def _figure3(

@@ -17,7 +17,8 @@ LMs: Pythia, Qwen2.5, SmolLM2), the run frame's `family` column (NA or no column
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -112,3 +113,22 @@ def family_file(name: str, family: str, several: bool) -> str:
     """A figure's file name (no suffix): `name` for a frame of one family, else
     `<name>_<family>`."""
     return f"{name}_{family}" if several else name
+
+
+def draw_per_family(
+    groups: Mapping[str, pd.DataFrame], draw: Callable[[str, pd.DataFrame], dict], figure: str
+) -> dict:
+    """``draw(family, its runs)`` for each family of a frame of several, their files merged:
+    a family that has nothing to draw (``ValueError``) is left out with a warning naming it;
+    none at all raises, with every family's reason."""
+    written, errors = {}, {}
+    for family, runs in groups.items():
+        try:
+            written |= draw(family, runs)
+        except ValueError as err:
+            errors[family] = str(err)
+    if not written:
+        raise ValueError("; ".join(f"{f} backbones: {e}" for f, e in errors.items()))
+    for family, err in errors.items():
+        warnings.warn(f"no {figure} of the {family} backbones: {err}", UserWarning, stacklevel=3)
+    return written

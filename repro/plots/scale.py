@@ -5,7 +5,6 @@ backbone family (`repro.plots.family`: `figure1_<family>` where the frame holds 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from repro.plots.drawing import (
 from repro.plots.family import (
     FAMILY_STYLES,
     T5,
+    draw_per_family,
     families_of,
     family_file,
     family_rows,
@@ -156,18 +156,12 @@ def figure1_by_family(
     if len(groups) == 1:
         family = next(iter(groups))
         return {"figure1": _figure1(frame_runs, out_dir, reference, tasks, family, "figure1")}
-    written, errors = {}, {}
-    for family, runs in groups.items():
+
+    def draw(family: str, runs: pd.DataFrame) -> dict[str, list[Path]]:
         name = family_file("figure1", family, True)
-        try:
-            written[name] = _figure1(runs, out_dir, reference, tasks, family, name, named=True)
-        except ValueError as err:
-            errors[family] = str(err)
-    if not written:
-        raise ValueError("; ".join(f"{f} backbones: {e}" for f, e in errors.items()))
-    for family, err in errors.items():
-        warnings.warn(f"no Figure 1 of the {family} backbones: {err}", UserWarning, stacklevel=2)
-    return written
+        return {name: _figure1(runs, out_dir, reference, tasks, family, name, named=True)}
+
+    return draw_per_family(groups, draw, "Figure 1")
 
 
 def _figure1(
