@@ -23,14 +23,14 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from repro.backbone import load_backbone, load_tokenizer
-from repro.causal import TunedCausalLM
+from repro.causal import PromptedCausalLM, TunedCausalLM
 from repro.checkpoints import checkpoint_for
 from repro.cli import RunError
 from repro.config import Config
 from repro.data import _tokenize
-from repro.family import CAUSAL, encode_for, family_of, prompted_model
+from repro.family import CAUSAL, encode_for, family_of
 from repro.files import read_json
-from repro.model import LoraT5, TunedT5, without_lora
+from repro.model import LoraT5, PromptedT5, TunedT5, without_lora
 from repro.objectives import SENTINEL, add_sentinel
 from repro.prompts import PromptFileError, SoftPrompt, load_prompt
 from repro.resolve import load_config
@@ -188,7 +188,9 @@ def _prompt_scorer(run: TrainedRun, backbone: Backbone):
     before it on the same backbone leaves no adapter behind: :func:`repro.model.without_lora`)."""
     backbone.model = without_lora(backbone.model)
     prompt = SoftPrompt(run.best_prompt())
-    return prompted_model(backbone.model, prompt, positions=run.cfg.model.positions).eval()
+    if family_of(backbone.model.config) == CAUSAL:  # numbered as the run numbered its tokens
+        return PromptedCausalLM(backbone.model, prompt, positions=run.cfg.model.positions).eval()
+    return PromptedT5(backbone.model, prompt).eval()
 
 
 def _model_scorer(run: TrainedRun, backbone: Backbone):
