@@ -212,6 +212,7 @@ def two_family_cli(tmp_path_factory):
     return SimpleNamespace(argv=argv, out=out, stdout=stdout.getvalue(), saved=saved)
 
 
+@pytest.mark.slow
 def test_cli_draws_one_file_per_family_and_panel(two_family_cli, capsys):
     cli = two_family_cli
     names = [f"{n}_{f}" for f in ("t5", "causal") for n in [*PANELS, "figure3", "figure1"]]
@@ -228,6 +229,7 @@ def test_cli_draws_one_file_per_family_and_panel(two_family_cli, capsys):
     assert "_t5.png" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_t5_only_frame_keeps_todays_file_names_and_titles(tmp_path, monkeypatch):
     saved = saved_figures(monkeypatch)
     out = tmp_path / "fig"
@@ -255,6 +257,7 @@ def test_a_t5_only_frame_keeps_todays_file_names_and_titles(tmp_path, monkeypatc
     assert "causal" not in text and "encoder-decoder" not in text and "[t5]" not in text
 
 
+@pytest.mark.slow
 def test_a_family_without_a_panel_is_left_out_with_a_warning(tmp_path):
     held = {"prompt_len": 100, "init": "class_label", "objective": "next_token"}
     default = [
