@@ -175,3 +175,17 @@ def test_bad_steps_fail_with_one_line(capsys):
 
     assert main(["build-causal", "--steps", "5", "3", "-o", "/nonexistent/never"]) == 2
     assert "steps must be positive and increasing" in capsys.readouterr().err
+
+
+def test_a_t5_rebuild_keeps_the_causal_ladders_manifest_entry(tmp_path):
+    """`python -m repro.toyworld build` merges its manifest with the one on disk: the causal
+    entry `build-causal` wrote stays, whatever the T5 settings."""
+    import json
+
+    from repro.toyworld.build import _merge_manifest
+
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"config": {"seed": 0}, "corpus": "a", "causal": {"models": 3}}))
+    for config in ({"seed": 0}, {"seed": 1}):  # the same settings, and other ones
+        new = {"config": {**config, "sizes": []}, "corpus": "a", "models": {}, "command": "c"}
+        assert _merge_manifest(path, new)["causal"] == {"models": 3}

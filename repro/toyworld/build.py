@@ -463,10 +463,13 @@ def build(
 
 def _merge_manifest(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     """Keep the other sizes of an existing manifest made with the same settings, so that sizes
-    can be built by separate processes (``--sizes toy_large`` next to ``--sizes toy_small``)."""
+    can be built by separate processes (``--sizes toy_large`` next to ``--sizes toy_small``),
+    and always the causal ladder's entry (``build-causal``: checkpoints a T5 rebuild keeps)."""
     if not path.exists():
         return new
     old = json.loads(path.read_text())
+    if "causal" in old:
+        new.setdefault("causal", old["causal"])
     same = {k: v for k, v in old.get("config", {}).items() if k != "sizes"} == {
         k: v for k, v in new["config"].items() if k != "sizes"
     }
