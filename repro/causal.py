@@ -145,6 +145,12 @@ class CausalTuning(nn.Module):
         self.backbone = backbone
         self.z_loss = z_loss
         self.positions = positions
+        # what the backbone's forward takes, read once (not at every step of a generation)
+        taken = inspect.signature(backbone.forward).parameters
+        self._keeps_logits = "logits_to_keep" in taken  # transformers ≥ 4.50
+        # the KV cache's name, in outputs and inputs alike: ``cache`` in transformers ≥ 5.2x
+        # (``past_key_values`` deprecated there), ``past_key_values`` before
+        self._cache_kwarg = "cache" if "cache" in taken else "past_key_values"
 
     @property
     def prefix_length(self) -> int:
@@ -173,7 +179,7 @@ class CausalTuning(nn.Module):
         width = labels.shape[1]
         # the LM head over the L+1 last positions only (the last input token's on): a 150K-row
         # vocabulary's logits at every prompt and input position would cost more than the rest
-        keep = {"logits_to_keep": width + 1} if self._keeps_logits() else {}
+        keep = {"logits_to_keep": width + 1} if self._keeps_logits else {}
         logits = self.backbone(
             inputs_embeds=embeds,
             attention_mask=mask,
@@ -182,10 +188,6 @@ class CausalTuning(nn.Module):
         ).logits
         start = logits.shape[1] - width - 1  # the last input token's position
         return logits[:, start : start + width].float()
-
-    def _keeps_logits(self) -> bool:
-        """Whether the backbone's forward takes ``logits_to_keep`` (transformers ≥ 4.50's)."""
-        return "logits_to_keep" in inspect.signature(self.backbone.forward).parameters
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor):
         """Teacher-forced forward.
@@ -240,18 +242,11 @@ class CausalTuning(nn.Module):
                 attention_mask=mask,
                 position_ids=None if positions is None else positions[:, -1:],
                 use_cache=True,
-                **self._cache_of(out),
+                **{self._cache_kwarg: getattr(out, self._cache_kwarg)},
             )
         if not new:
             return input_ids.new_zeros(len(input_ids), 0)
         return torch.stack(new, dim=1)
-
-    def _cache_of(self, out) -> dict:
-        """The KV cache of ``out`` as the backbone's forward takes it back: ``cache=`` in
-        transformers ≥ 5.2x (``past_key_values`` deprecated there), ``past_key_values=`` before."""
-        if "cache" in inspect.signature(self.backbone.forward).parameters:
-            return {"cache": out.cache}
-        return {"past_key_values": out.past_key_values}
 
     @torch.no_grad()
     def score_candidates(

@@ -35,11 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from repro.causal import MultiPromptCausalLM
-from repro.causal import target_ids as causal_target_ids
 from repro.cli import USER_ERRORS, cli_error_message
 from repro.collect.frame import write_frame
 from repro.data import collate
-from repro.evaluate import _batches_by_length, decode, strip_sentinel
+from repro.evaluate import _batches_by_length, candidate_token_ids, decode, strip_sentinel
 from repro.files import refuse_existing, write_text_atomic
 from repro.model import PromptedT5
 from repro.tasks import SUPERGLUE
@@ -146,9 +145,7 @@ def predict_all(
     """
     n, side = model.n_prompts, getattr(model, "padding_side", "right")  # "left": causal
     model.eval()
-    candidate_ids = [tokenizer(c).input_ids for c in candidates]
-    if side == "left":  # a causal LM's targets: tokens + eos, no bos (repro.causal)
-        candidate_ids = causal_target_ids(tokenizer, candidates)
+    candidate_ids = candidate_token_ids(model, tokenizer, candidates)
     texts: list[list[str]] = [[] for _ in input_ids]
     scores = torch.zeros(len(input_ids), n, len(candidates)) if candidates else None
     for idx in _batches_by_length([len(x) for x in input_ids], batch_size):

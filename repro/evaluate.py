@@ -46,6 +46,15 @@ def decode(tokenizer, sequences: torch.Tensor, prefix: int = 1) -> list[str]:
     return texts
 
 
+def candidate_token_ids(model, tokenizer, candidates: Sequence[str]) -> list[list[int]]:
+    """The label strings as ``model`` is trained to produce them: T5's targets end with the eos
+    its tokenizer adds; a causal LM's (``padding_side == "left"``) as repro.causal encodes them
+    (tokens + eos, no bos)."""
+    if getattr(model, "padding_side", "right") == "left":
+        return causal_target_ids(tokenizer, candidates)
+    return [tokenizer(c).input_ids for c in candidates]
+
+
 def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -75,11 +84,7 @@ def predict(
     was_training = model.training
     model.eval()
     side = getattr(model, "padding_side", "right")  # "left": a causal LM (repro.causal)
-    # T5's targets end with the eos its tokenizer adds; a causal LM's as repro.causal says
-    if side == "left":
-        candidate_ids = causal_target_ids(tokenizer, candidates)
-    else:
-        candidate_ids = [tokenizer(c).input_ids for c in candidates]
+    candidate_ids = candidate_token_ids(model, tokenizer, candidates)
     predictions: list[str] = [""] * len(input_ids)
     for idx in _batches_by_length([len(x) for x in input_ids], batch_size):
         batch = collate([{"input_ids": input_ids[i]} for i in idx], tokenizer.pad_token_id, side)
