@@ -395,3 +395,18 @@ def test_prompt_neighbours_notebook_with_its_defaults_reads_the_main_jobs_run(
     text = stdout_of(execute("prompt_neighbours", monkeypatch, main_job))
     assert "best: " in text and "init: " in text and "among their top-5 neighbours" in text
     assert (main_job / MAIN_RUN / "interpret/summary.csv").exists()
+
+
+@pytest.mark.slow
+def test_figure3_notebook_shows_one_composite_per_family(tmp_path, monkeypatch):
+    """A frame of T5 and decoder-only runs (the shipped toy frames of both) is drawn once per
+    family (figure3_t5, figure3_causal), and the notebook shows both composites."""
+    nb = execute(
+        "figure3",
+        monkeypatch,
+        REPRO_FRAME="results/toy/runs.csv,results/toy_causal/runs.csv",
+        REPRO_OUT=tmp_path,
+    )
+    assert_figures(tmp_path, "figure3_t5", "figure3_causal", "figure3a_prompt_len_causal")
+    shown = [o for o in nb.cells[-1].outputs if "image/png" in o.get("data", {})]
+    assert len(shown) == 2
