@@ -9,15 +9,13 @@ label ranking the trainer and evaluation need. The backbone they wrap is loaded 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from repro.lora import LoraAdapter, without_lora
 from repro.prompts import SoftPrompt, prepend_prompt
 
 
@@ -152,31 +150,17 @@ class TunedT5(Seq2SeqTuning):
         return self.backbone.get_input_embeddings()(input_ids), attention_mask
 
 
-def without_lora(backbone: nn.Module) -> nn.Module:
-    """``backbone`` with the LoRA layers a :class:`LoraT5` injected into it removed (in place;
-    peft's ``unload``: the original linear layers, their weights untouched), so a backbone
-    shared by several runs (``repro.transfer``'s cache, the next task of a job) never scores
-    another run with an earlier run's adapter inside. A plain backbone is returned as it is."""
-    previous = getattr(backbone, "_repro_lora", None)
-    if previous is None:
-        return backbone
-    plain = previous.unload()
-    plain.__dict__["_repro_lora"] = None
-    return plain
-
-
-class LoraT5(Seq2SeqTuning):
+class LoraT5(LoraAdapter, Seq2SeqTuning):
     """LoRA (Hu et al. 2021) through peft: low-rank matrices A [r, in], B [out, r] beside each
     targeted linear layer of the frozen backbone (``W x + (alpha / r) · B A x``); only A and B
     train. ``best/`` and ``last/`` hold the adapter alone (peft's ``adapter_config.json`` +
     ``adapter_model.safetensors``, loadable with ``PeftModel.from_pretrained``).
 
     peft injects the layers into ``backbone`` in place; a backbone that already carries an
-    adapter of this class (the previous task of a job) has it removed first. peft's init:
-    A random (Kaiming-uniform, drawn from ``seed``), B zero, so training starts at the backbone.
+    adapter (the previous task of a job) has it removed first. peft's init: A random
+    (Kaiming-uniform, drawn from ``seed``), B zero, so training starts at the backbone. The
+    injection, the adapter's files and the trainable parameters are :class:`repro.lora.LoraAdapter`'s.
     """
-
-    saves = "adapter"
 
     def __init__(
         self,
@@ -189,71 +173,22 @@ class LoraT5(Seq2SeqTuning):
         z_loss: float = 0.0,
         seed: int = 0,
     ):
-        from peft import LoraConfig, get_peft_model
-
         super().__init__()
         backbone = without_lora(backbone)  # the last task's adapter: back to the plain backbone
-        backbone.requires_grad_(False)
-        config = LoraConfig(
+        self.backbone = self._inject(
+            backbone,
             r=r,
-            lora_alpha=alpha,
-            lora_dropout=dropout,
-            target_modules=list(target_modules),
+            alpha=alpha,
+            dropout=dropout,
+            target_modules=target_modules,
             task_type="SEQ_2_SEQ_LM",
+            seed=seed,
         )
-        with torch.random.fork_rng(devices=[]):  # A's random init from the run's seed alone
-            torch.manual_seed(seed)
-            peft_model = get_peft_model(backbone, config)
-        self.backbone = peft_model.get_base_model()  # the T5 itself, LoRA layers inside
-        object.__setattr__(self, "peft", peft_model)  # not a submodule: saves the adapter
-        self.backbone.__dict__["_repro_lora"] = peft_model  # a plain attribute: no module cycle
         self.z_loss = z_loss
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.backbone.named_parameters() if "lora_" in n]
 
     def encoder_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """[B, T] ids → ([B, T, H] input embeddings, [B, T] mask)."""
         return self.backbone.get_input_embeddings()(input_ids), attention_mask
-
-    def save_adapter(self, directory: Path) -> None:
-        """``adapter_config.json`` + ``adapter_model.safetensors`` (the LoRA weights only).
-
-        peft keeps ``target_modules`` as a set and writes it in hash order (``["v", "q"]`` in
-        one process, ``["q", "v"]`` in the next); it is written sorted, so that identical runs
-        give identical bytes.
-        """
-        self.peft.save_pretrained(directory, safe_serialization=True)
-        config_file = Path(directory) / "adapter_config.json"
-        config = json.loads(config_file.read_text())
-        if isinstance(config.get("target_modules"), list):
-            config["target_modules"] = sorted(config["target_modules"])
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))  # as peft writes it
-
-    def load_adapter(self, directory: Path) -> None:
-        """Copy the LoRA weights of ``directory/adapter_model.safetensors`` into this model.
-
-        Raises:
-            ValueError: a tensor of another shape (another rank or backbone) or a missing one.
-            OSError / safetensors errors: an unreadable file (the caller names it).
-        """
-        from peft import set_peft_model_state_dict
-
-        saved = load_file(str(directory / "adapter_model.safetensors"))
-        own = {k: v for k, v in self.peft.state_dict().items() if "lora_" in k}
-        own = {k.replace(".default", ""): v for k, v in own.items()}
-        if set(saved) != set(own):
-            raise ValueError(
-                f"checkpoint {directory} holds LoRA weights of other layers than this run's "
-                f"(method.target_modules): e.g. {sorted(set(saved) ^ set(own))[:2]}"
-            )
-        for key, tensor in saved.items():
-            if own[key].shape != tensor.shape:
-                raise ValueError(
-                    f"checkpoint {directory} holds {key} of shape {tuple(tensor.shape)}, but "
-                    f"this run builds {tuple(own[key].shape)} (another method.r?)"
-                )
-        set_peft_model_state_dict(self.peft, saved)
 
 
 def token_loss(logits: Tensor, labels: Tensor, z_loss: float = 0.0) -> Tensor:
