@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from repro.data import Encoded
+from repro.lora import LoraAdapter, causal_lora_modules, without_lora
 from repro.model import token_loss
 from repro.prompts import SoftPrompt, prepend_prompt
 from repro.tasks.base import Example
@@ -311,6 +312,46 @@ class TunedCausalLM(CausalTuning):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.backbone.parameters() if p.requires_grad]
+
+
+class LoraCausalLM(LoraAdapter, CausalTuning):
+    """LoRA on a frozen causal LM (peft, ``task_type="CAUSAL_LM"``): A [r, in], B [out, r]
+    beside each layer ``target_modules`` names, the input alone in front of the target
+    (``[input; target]``, as :class:`TunedCausalLM`'s). ``target_modules`` are T5's roles
+    (``q``, ``v``, ``wi_0``, ...), mapped onto this architecture's modules by its
+    ``model_type`` (:func:`repro.lora.causal_lora_modules`: GPT-NeoX's fused
+    ``query_key_value`` once for any of q, k, v). A drawn from ``seed``, B zero; ``best/`` and
+    ``last/`` hold the adapter alone, as :class:`repro.model.LoraT5`'s do.
+
+    Raises:
+        ValueError: an architecture or a role the mapping does not know (one line).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        r: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        target_modules: Sequence[str] = ("q", "v"),
+        z_loss: float = 0.0,
+        seed: int = 0,
+        positions: str = "peft",
+    ):
+        super().__init__()
+        self._setup(backbone, z_loss, positions)  # a T5 refused before anything changes
+        modules = causal_lora_modules(backbone.config.model_type, target_modules)
+        backbone = without_lora(backbone)  # the last task's adapter: back to the plain backbone
+        self.backbone = self._inject(
+            backbone,
+            r=r,
+            alpha=alpha,
+            dropout=dropout,
+            target_modules=modules,
+            task_type="CAUSAL_LM",
+            seed=seed,
+        )
 
 
 class MultiPromptCausalLM(CausalTuning):

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.config import ModelConfig
+from repro.lora import causal_lora_modules
 
 
 @dataclass(frozen=True)
@@ -214,9 +215,30 @@ def activation_bytes(
 
 
 def lora_shapes(s: CausalShape, targets, r: int) -> list[tuple[int, int]]:
-    """Not priced: ``method.target_modules`` name T5's layers (``repro.config.LORA_TARGETS``),
-    none of a decoder-only LM's."""
-    raise ValueError(
-        "method=lora is not built for causal LMs yet (model.family=causal; its "
-        "method.target_modules name T5's layers): on a causal LM, method=prompt (docs/causal.md)"
-    )
+    """The LoRA matrices peft adds (``method=lora``): A [r, in] and B [out, r] beside every
+    layer the roles ``targets`` name on this architecture (:func:`repro.lora.causal_lora_modules`),
+    in each decoder layer. GPT-NeoX's fused q, k, v projection (in ``d``, out ``inner + 2·kv``)
+    is adapted once per layer however many of q, k, v are named.
+
+    Raises:
+        ValueError: a role this architecture has no layer for (one line).
+    """
+    d, ff, inner, kv = s.d_model, s.d_ff, s.inner, s.kv
+    widths = {  # module → (in, out), as transformers builds it
+        "attention.query_key_value": (d, inner + 2 * kv),
+        "attention.dense": (inner, d),
+        "mlp.dense_h_to_4h": (d, ff),
+        "mlp.dense_4h_to_h": (ff, d),
+        "q_proj": (d, inner),
+        "k_proj": (d, kv),
+        "v_proj": (d, kv),
+        "o_proj": (inner, d),
+        "gate_proj": (d, ff),
+        "up_proj": (d, ff),
+        "down_proj": (ff, d),
+    }
+    shapes = []
+    for module in causal_lora_modules(s.model_type, targets):
+        fan_in, fan_out = widths[module]
+        shapes += [(r, fan_in), (fan_out, r)] * s.num_layers
+    return shapes

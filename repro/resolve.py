@@ -46,13 +46,20 @@ def resolve(cfg: Config) -> Config:
 def lora_widths(cfg: Config) -> dict[str, tuple[int, int]]:
     """{target module: (in, out)} of the layers ``method=lora`` adapts, from the backbone's
     shape; {} for another method, or when the shape is unknown before loading (a hub id whose
-    conf/model gives no shape: then the rank is not checked)."""
+    conf/model gives no shape: then the rank is not checked). On a causal LM a role is the
+    layer it maps to (``repro.lora``: q, k and v are GPT-NeoX's one fused layer).
+
+    Raises:
+        ValueError: a role the backbone's architecture has no layer for (a causal LM's).
+    """
     if cfg.method.name != "lora":
         return {}
     try:
         shape = shape_of(cfg.model)
     except (ValueError, KeyError, OSError):
         return {}
+    # a role the architecture has no layer for (wi on a gated MLP): refused here, naming them all
+    lora_shapes(shape, cfg.method.target_modules, 1)
     widths = {}
     for name in cfg.method.target_modules:
         pair = lora_shapes(shape, [name], 1)[:2]  # [A (1, in), B (out, 1)]; [] if none match

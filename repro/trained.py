@@ -23,14 +23,15 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from repro.backbone import load_backbone, load_tokenizer
-from repro.causal import PromptedCausalLM, TunedCausalLM
+from repro.causal import LoraCausalLM, PromptedCausalLM, TunedCausalLM
 from repro.checkpoints import checkpoint_for
 from repro.cli import RunError
 from repro.config import Config
 from repro.data import _tokenize
 from repro.family import CAUSAL, encode_for, family_of
 from repro.files import read_json
-from repro.model import LoraT5, PromptedT5, TunedT5, without_lora
+from repro.lora import without_lora
+from repro.model import LoraT5, PromptedT5, TunedT5
 from repro.objectives import SENTINEL, add_sentinel
 from repro.prompts import PromptFileError, SoftPrompt, load_prompt
 from repro.resolve import load_config
@@ -185,7 +186,7 @@ def load_backbone_of(run: TrainedRun) -> Backbone:
 
 def _prompt_scorer(run: TrainedRun, backbone: Backbone):
     """Prompt tuning: ``best/``'s prompt in front of the plain backbone (a LoRA run scored
-    before it on the same backbone leaves no adapter behind: :func:`repro.model.without_lora`)."""
+    before it on the same backbone leaves no adapter behind: :func:`repro.lora.without_lora`)."""
     backbone.model = without_lora(backbone.model)
     prompt = SoftPrompt(run.best_prompt())
     if family_of(backbone.model.config) == CAUSAL:  # numbered as the run numbered its tokens
@@ -208,11 +209,14 @@ def _model_scorer(run: TrainedRun, backbone: Backbone):
 
 
 def _lora_scorer(run: TrainedRun, backbone: Backbone):
-    """LoRA: the frozen backbone with ``best/``'s adapter injected (peft)."""
+    """LoRA: the frozen backbone with ``best/``'s adapter injected (peft); a causal LM's
+    tokens numbered as the run numbered them."""
     m = run.cfg.method
-    model = LoraT5(
-        backbone.model, r=m.r, alpha=m.alpha, dropout=m.dropout, target_modules=m.target_modules
-    )
+    lora = dict(r=m.r, alpha=m.alpha, dropout=m.dropout, target_modules=m.target_modules)
+    if family_of(backbone.model.config) == CAUSAL:
+        model = LoraCausalLM(backbone.model, **lora, positions=run.cfg.model.positions)
+    else:
+        model = LoraT5(backbone.model, **lora)
     model.load_adapter(run.run_dir / BEST)
     return model.eval()
 

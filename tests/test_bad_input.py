@@ -348,31 +348,63 @@ def test_local_checkpoint_of_the_wrong_architecture(root, tiny_t5_dir, monkeypat
     )
 
 
+LORA = ("objective=next_token", "method=lora")
+
+
 @pytest.mark.parametrize(
-    ("overrides", "fragments"),
+    ("model_type", "overrides", "fragments"),
     [
         # a causal LM's objective names its kind of checkpoint, as T5's do (docs/causal.md)
-        ((), ["objective=lm_adapt names a T5 checkpoint, but", "is a causal LM", "next_token"]),
         (
-            ("objective=next_token", "method=lora"),
-            ["method=lora is not built for causal LMs yet", "method=prompt"],
+            "gpt2",
+            (),
+            ["objective=lm_adapt names a T5 checkpoint, but", "is a causal LM", "next_token"],
         ),
         (
+            "gpt2",
             ("objective=next_token", "model.family=t5"),
             ["model.family=t5 but", "holds a causal model ('gpt2'); set model.family=causal"],
         ),
+        # LoRA's roles are T5's; each architecture's layers are known by its model_type
+        # (docs/lora.md): refused in one line before the weights load
+        (
+            "gpt2",
+            LORA,
+            [
+                "method=lora does not know the layers of a 'gpt2' causal LM",
+                "map onto gpt_neox, llama, mistral, qwen2",
+            ],
+        ),
+        (
+            "llama",
+            (*LORA, "method.target_modules=[q,wi]"),
+            [
+                "a llama LM has no wi (its MLP is gated: wi_0 (gate), wi_1 (up), wo)",
+                "choose among q, k, v, o, wi_0, wi_1, wo",
+            ],
+        ),
+        (
+            "gpt_neox",
+            (*LORA, "method.target_modules=[v,wi_0,wi_1]"),
+            [
+                "a gpt_neox LM has no wi_0, wi_1 (its MLP is not gated: wi, wo)",
+                "choose among q, k, v, o, wi, wo",
+            ],
+        ),
     ],
-    ids=["t5_objective", "lora", "family"],
+    ids=["t5_objective", "family", "lora_architecture", "lora_wi_on_llama", "lora_wi_0_on_neox"],
 )
 def test_what_a_causal_lm_cannot_do_is_refused_before_its_weights_load(
-    root, tiny_t5_dir, monkeypatch, capsys, overrides, fragments
+    root, tiny_t5_dir, monkeypatch, capsys, model_type, overrides, fragments
 ):
-    gpt2 = root / "gpt2"  # a config and no weights: each refusal comes before they are read
-    gpt2.mkdir()
-    (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    args = smoke(root, tiny_t5_dir, f"model.path={gpt2}", *overrides)
+    causal = root / model_type  # a config and no weights: each refusal comes before they are read
+    causal.mkdir()
+    (causal / "config.json").write_text(json.dumps({"model_type": model_type}))
+    args = smoke(root, tiny_t5_dir, f"model.path={causal}", *overrides)
     code, err = cli(monkeypatch, capsys, *args)
     assert_one_error(code, err, *fragments)
+    claimed = [p for p in (root / "runs").rglob("*.json") if "earlier" not in p.parts]
+    assert not claimed  # no run directory claimed (fingerprint.json, result.json)
 
 
 def test_a_causal_objective_on_t5_is_refused(root, tiny_t5_dir, monkeypatch, capsys):

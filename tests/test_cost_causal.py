@@ -214,9 +214,24 @@ def test_a_causal_job_prints_its_own_tokens_and_needs_no_lm_adaptation(capsys):
     assert "for n tokens a step" in out and "encoder" not in out
 
 
-def test_lora_on_a_causal_model_is_refused_in_one_line(capsys):
-    assert main(["model=qwen2_5_7b", "objective=instruct", "method=lora"]) == 2
-    assert "method=lora is not built for causal LMs yet" in capsys.readouterr().err
+def test_lora_on_a_causal_model_is_priced_by_its_layers(capsys):
+    """Qwen2.5-7B, [q, v] at r 8 in its 28 layers: q 3584→3584, v 3584→512 (4 kv heads of
+    128); Pythia-160M's fused q/k/v (768→2304) once per layer however many of q, k, v."""
+    assert main(["model=qwen2_5_7b", "objective=instruct", "method=lora"]) == 0
+    expected = 28 * 8 * ((3584 + 3584) + (3584 + 512))
+    assert f"method=lora: {expected:,} LoRA weights trained" in capsys.readouterr().out
+    pythia = ["model=pythia_160m", "objective=next_token", "method=lora"]
+    for roles in ("[q]", "[q,k,v]"):
+        assert main([*pythia, f"method.target_modules={roles}"]) == 0
+        assert f"method=lora: {12 * 8 * (768 + 2304):,} LoRA" in capsys.readouterr().out
+    # a role the architecture has no layer for: refused when the config is read
+    assert (
+        main(
+            ["model=qwen2_5_7b", "objective=instruct", "method=lora", "method.target_modules=[wi]"]
+        )
+        == 2
+    )
+    assert "a qwen2 LM has no wi (its MLP is gated" in capsys.readouterr().err
 
 
 def test_cost_cli_prices_a_pythia_job():

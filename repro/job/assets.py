@@ -18,14 +18,15 @@ from repro.cli import RunError
 from repro.config import CAUSAL_OBJECTIVES, Config
 from repro.family import CAUSAL, T5
 from repro.job.task import init_file_prompt
+from repro.lora import causal_lora_modules
 from repro.memory import start_lines
 from repro.resolve import lora_rank_warning
 from repro.tasks import get_task
 from repro.tasks.base import data_dir_for, ensure_generated
 from repro.tiny import ensure_tiny_t5
 
-# What trains on a causal LM today (repro.methods): a prompt in front of it, or every weight.
-CAUSAL_METHODS = ("prompt", "model", "model_multitask")
+# What trains on a causal LM (repro.methods): a prompt in front of it, every weight, or LoRA.
+CAUSAL_METHODS = ("prompt", "model", "model_multitask", "lora")
 
 # The logger its lines have always carried (``[repro.run]``).
 log = logging.getLogger("repro.run")
@@ -67,7 +68,7 @@ def load_model(cfg: Config, checkpoint: str):
             f"model.family={cfg.model.family} but {checkpoint} holds a {family} model "
             f"({config.model_type!r}); set model.family={family} or leave it unset (null)"
         )
-    check_family(cfg, family, checkpoint)
+    check_family(cfg, family, checkpoint, config.model_type)
     width = getattr(config, "d_model", None) or getattr(config, "hidden_size", None)
     if cfg.init.name == "from_file" and width:
         init_file_prompt(cfg, width)  # another width: refused before the weights load
@@ -85,10 +86,12 @@ def load_model(cfg: Config, checkpoint: str):
     return tokenizer, backbone
 
 
-def check_family(cfg: Config, family: str, checkpoint: str) -> None:
+def check_family(cfg: Config, family: str, checkpoint: str, model_type: str = "") -> None:
     """Refuse, before the weights load, what a run cannot do with a backbone of this family:
     T5's objectives on a causal LM and the reverse (the objective names the checkpoint's kind,
-    docs/causal.md), and the methods not built for causal LMs yet."""
+    docs/causal.md), the methods not built for causal LMs, and LoRA roles
+    (``method.target_modules``) the architecture ``model_type`` has no layer for, or an
+    architecture whose layers LoRA does not know (:func:`repro.lora.causal_lora_modules`)."""
     if family == CAUSAL and cfg.objective.name not in CAUSAL_OBJECTIVES:
         raise RunError(
             f"objective={cfg.objective.name} names a T5 checkpoint, but {checkpoint} is a causal "
@@ -105,6 +108,11 @@ def check_family(cfg: Config, family: str, checkpoint: str) -> None:
             f"method={cfg.method.name} is not built for causal LMs yet ({checkpoint} is one); "
             f"on a causal LM: method={' | '.join(CAUSAL_METHODS)} (docs/causal.md)"
         )
+    if family == CAUSAL and cfg.method.name == "lora":
+        try:
+            causal_lora_modules(model_type, cfg.method.target_modules)
+        except ValueError as err:
+            raise RunError(f"{checkpoint}: {err}") from None
 
 
 def log_memory_plan(cfg: Config) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from repro import files, objectives
 from repro.backbone import count_parameters
-from repro.causal import TunedCausalLM
+from repro.causal import LoraCausalLM, TunedCausalLM
 from repro.cli import USER_ERRORS
 from repro.config import Config
 from repro.data import target_limit
@@ -102,20 +102,16 @@ def prepare_task(
 
 
 def build_model(cfg: Config, backbone, tokenizer, task):
-    """The method's model (``repro.methods``): a prompt in front of the frozen backbone
-    (initialised as ``cfg.init`` says, from the task's class labels), or the backbone itself,
-    every weight trainable."""
+    """The method's model (``repro.methods``) for the backbone's family: a prompt in front of
+    the frozen backbone (initialised as ``cfg.init`` says, from the task's class labels), LoRA
+    beside its layers, or the backbone itself, every weight trainable."""
     if get_method(cfg.method.name).trains == "lora":
         m = cfg.method
-        return LoraT5(
-            backbone,
-            r=m.r,
-            alpha=m.alpha,
-            dropout=m.dropout,
-            target_modules=m.target_modules,
-            z_loss=cfg.trainer.z_loss,
-            seed=cfg.seed,
-        )
+        lora = dict(r=m.r, alpha=m.alpha, dropout=m.dropout, target_modules=m.target_modules)
+        lora.update(z_loss=cfg.trainer.z_loss, seed=cfg.seed)
+        if family_of(backbone.config) == CAUSAL:  # the roles mapped by its model_type
+            return LoraCausalLM(backbone, **lora, positions=cfg.model.positions)
+        return LoraT5(backbone, **lora)
     if get_method(cfg.method.name).trains == "backbone":
         if family_of(backbone.config) == CAUSAL:
             model = TunedCausalLM(backbone, cfg.trainer.z_loss, cfg.model.positions)
