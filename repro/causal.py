@@ -25,6 +25,10 @@ them for T5 (the loss, greedy generation, label ranking) on a causal backbone:
 - greedy generation runs with the KV cache, one new token a step, each numbered by the same
   convention as in training; ``score_candidates`` sums each candidate's log-likelihood.
 
+The other methods share that interface (``CausalTuning``): ``TunedCausalLM`` trains every
+weight, ``LoraCausalLM`` LoRA beside the frozen ones (its layers by the architecture:
+:mod:`repro.lora`); both put the input alone in front of the target.
+
 Which family a checkpoint is comes from its config (``is_encoder_decoder``), never its name.
 """
 
