@@ -41,6 +41,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+# SEPARATOR: the text between a task's input and its target (encode_causal; model.separator);
+# POSITIONS: how the tokens of [prompt; input; target] are numbered (PromptedCausalLM)
+from repro.config import POSITIONS, SEPARATOR
 from repro.data import Encoded
 from repro.lora import LoraAdapter, causal_lora_modules, without_lora
 from repro.model import token_loss
@@ -48,11 +51,6 @@ from repro.prompts import SoftPrompt, prepend_prompt
 from repro.tasks.base import Example
 
 log = logging.getLogger(__name__)
-
-# The text between a task's input and its target in a causal LM's sequence (encode_causal).
-SEPARATOR = "\n"
-# How the tokens of [prompt; input; target] are numbered (PromptedCausalLM; the module's doc).
-POSITIONS = ("peft", "unpadded")
 
 
 def encode_causal(

@@ -49,7 +49,8 @@ SENTINEL_PLACEMENTS = ("targets", "inputs_and_targets")
 EVAL_MODES = ("generate", "rank")
 DTYPES = ("float32", "bfloat16", "float16")
 FAMILIES = ("t5", "causal")  # encoder-decoder (repro.model) | decoder-only (repro.causal)
-POSITIONS = ("peft", "unpadded")  # a causal LM's position ids (repro.causal.POSITIONS)
+POSITIONS = ("peft", "unpadded")  # a causal LM's position ids (repro.causal)
+SEPARATOR = "\n"  # between a causal LM's input and target, by default (repro.causal)
 LOGGERS = ("none", "wandb")
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 # Where LM-adapted backbones come from (Figure 3d): what a user sets, and what a run records.
@@ -164,6 +165,10 @@ class ModelConfig:
     steps_checkpoint: str | None = None
     # How a causal LM numbers [prompt; input; target]: peft (PEFT's, none passed) | unpadded
     positions: str = "peft"
+    # The text between a task's input and its target in a causal LM's sequence
+    # (repro.causal.encode_causal): a newline, unless the tokenizer has no token for it (the toy
+    # causal ladder's SentencePiece normalises "\n" away: its configs say ":")
+    separator: str = SEPARATOR
 
     def __post_init__(self) -> None:
         check_choice("model.dtype", self.dtype, DTYPES)

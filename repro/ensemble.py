@@ -259,6 +259,8 @@ def ensemble_task(
     if first.result.get("family") == "causal":
         if len({r.cfg.model.positions for r in runs}) > 1:
             raise EnsembleError("the runs number their tokens differently (model.positions)")
+        if len({r.cfg.model.separator for r in runs}) > 1:
+            raise EnsembleError("the runs end their inputs differently (model.separator)")
         model = MultiPromptCausalLM(backbone.model, prompts, first.cfg.model.positions)
     else:
         model = MultiPromptT5(backbone.model, prompts)

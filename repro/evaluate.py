@@ -15,6 +15,7 @@ import torch
 
 from repro.causal import target_ids as causal_target_ids
 from repro.cli import check_positive_int
+from repro.config import SEPARATOR
 from repro.data import collate, target_limit
 from repro.family import encode_for, family_of, prompted_model
 from repro.model import PromptedT5
@@ -191,6 +192,7 @@ def score_prompt(
     max_target_length: int | None = None,
     batch_size: int = 64,
     device: torch.device | str | None = None,
+    separator: str = SEPARATOR,
 ) -> PromptScore:
     """Score a given prompt [P, H] in front of a frozen backbone on a task's eval split.
 
@@ -210,6 +212,8 @@ def score_prompt(
         examples: eval examples to score instead of loading the eval split.
         sentinel: the backbone was prompt-tuned with the ``<extra_id_0>`` target prefix.
         device: default: where the backbone's embeddings are.
+        separator: a causal LM's text between input and target (``model.separator``: the
+            run's; the toy causal ladder's is ``":"``); T5 reads no separator.
 
     Example: a 5-token zero prompt in front of the toy world's smallest shipped model, on its
     ``toy_review`` task, offline (``tests/test_evaluate_api.py`` runs it)::
@@ -244,7 +248,7 @@ def score_prompt(
     )
     family = family_of(backbone.config)
     max_in = max_input_length or task.max_input_length
-    tokens = encode_for(family, inputs, tokenizer, max_in, limit.length)
+    tokens = encode_for(family, inputs, tokenizer, max_in, limit.length, separator)
     device = device or backbone.get_input_embeddings().weight.device
     model = prompted_model(backbone, SoftPrompt(prompt)).to(device)
     metrics, predictions = evaluate(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from repro.backbone import CAUSAL, T5, family_of
-from repro.causal import PromptedCausalLM, encode_causal
+from repro.causal import SEPARATOR, PromptedCausalLM, encode_causal
 from repro.data import Encoded, encode
 from repro.model import PromptedT5
 from repro.prompts import SoftPrompt
@@ -40,8 +40,10 @@ def encode_for(
     tokenizer,
     max_input_length: int,
     max_target_length: int,
+    separator: str = SEPARATOR,
 ) -> Encoded:
-    """A task's examples as the family's model reads them (input limit, target limit incl. eos)."""
+    """A task's examples as the family's model reads them (input limit, target limit incl. eos;
+    ``separator``: the text between a causal LM's input and target, ``model.separator``)."""
     if family == CAUSAL:
-        return encode_causal(examples, tokenizer, max_input_length, max_target_length)
+        return encode_causal(examples, tokenizer, max_input_length, max_target_length, separator)
     return encode(examples, tokenizer, max_input_length, max_target_length)

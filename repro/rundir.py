@@ -59,7 +59,7 @@ from omegaconf import OmegaConf
 
 from repro.checkpoints import own_replaces_release
 from repro.cli import RunError
-from repro.config import LoraMethodConfig
+from repro.config import SEPARATOR, LoraMethodConfig
 from repro.files import aside_path, read_json, staging_path, write_json_atomic, write_text_atomic
 from repro.methods import DEFAULT_METHOD, LORA_KEYS, get_method
 from repro.tasks import get_task
@@ -344,6 +344,8 @@ def fingerprint(cfg, task_names=None, precision: str | None = None) -> dict[str,
         plain["model"].pop("positions", None)
     if cfg.model.steps_checkpoint is None:
         plain["model"].pop("steps_checkpoint", None)
+    if cfg.model.separator == SEPARATOR:
+        plain["model"].pop("separator", None)
     plain["task"]["data_dir"] = data_identity(cfg, task_names or expand(cfg.task.name))
     # init keys newer than most run dirs appear only where they apply, so that those dirs keep
     # matching; a given prompt is named by what it holds, not where it lies

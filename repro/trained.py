@@ -269,8 +269,9 @@ def encoded_inputs(run: TrainedRun, examples, tokenizer) -> list[list[int]]:
     if objective.uses_sentinel:
         examples = add_sentinel(examples, objective.sentinel_placement)
     max_in = run.cfg.task.max_input_length or run.task.max_input_length
-    if run.result.get("family") == CAUSAL:  # [bos] input "\n", as repro.causal encodes it
-        return encode_for(CAUSAL, examples, tokenizer, max_in, max_target_length=2).input_ids
+    if run.result.get("family") == CAUSAL:  # [bos] input separator, as repro.causal encodes it
+        sep = run.cfg.model.separator
+        return encode_for(CAUSAL, examples, tokenizer, max_in, 2, sep).input_ids
     ids, _ = _tokenize([ex.inputs for ex in examples], tokenizer, max_in, tokenizer.eos_token_id)
     return ids
 

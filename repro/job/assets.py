@@ -15,7 +15,7 @@ from repro.backbone import (
     set_dropout,
 )
 from repro.cli import RunError
-from repro.config import CAUSAL_OBJECTIVES, Config
+from repro.config import CAUSAL_OBJECTIVES, SEPARATOR, Config
 from repro.family import CAUSAL, T5
 from repro.job.task import init_file_prompt
 from repro.lora import causal_lora_modules
@@ -98,6 +98,18 @@ def check_family(cfg: Config, family: str, checkpoint: str, model_type: str = ""
             f"LM: its objective is one of {', '.join(CAUSAL_OBJECTIVES)} (objective=next_token "
             "for a pre-trained one)"
         )
+    if family == T5:  # the causal-only model keys, set away from their defaults
+        given = [
+            f"model.{k}={getattr(cfg.model, k)!r}"
+            for k, default in (("separator", SEPARATOR), ("positions", "peft"))
+            if getattr(cfg.model, k) != default
+        ]
+        if given:
+            raise RunError(
+                f"{given[0].split('=')[0]} applies to causal LMs only, but {checkpoint} is a T5 "
+                f"encoder-decoder (it reads no separator, and numbers no positions): drop "
+                f"{given[0]}"
+            )
     if family == T5 and cfg.objective.name in CAUSAL_OBJECTIVES:
         raise RunError(
             f"objective={cfg.objective.name} is a causal LM's, but {checkpoint} is a T5 "

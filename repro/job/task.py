@@ -96,8 +96,9 @@ def prepare_task(
         dev_inputs = dev_examples
     max_in = cfg.task.max_input_length or task.max_input_length
     limit = target_limit_of(cfg, task, train_examples, dev_examples, tokenizer)
-    train_tokens = encode_for(family, train_examples, tokenizer, max_in, limit.length)
-    dev_tokens = encode_for(family, dev_inputs, tokenizer, max_in, limit.length)
+    sep = cfg.model.separator
+    train_tokens = encode_for(family, train_examples, tokenizer, max_in, limit.length, sep)
+    dev_tokens = encode_for(family, dev_inputs, tokenizer, max_in, limit.length, sep)
     return TaskData(task, train_examples, dev_examples, train_tokens, dev_tokens, limit, sentinel)
 
 
