@@ -219,7 +219,8 @@ class CausalTuning(nn.Module):
         a sequence that has produced eos is padded with ``pad_token_id`` after it. ``eos_token_id``
         defaults to the backbone config's; an id no token has (e.g. -1) never ends a sequence.
         (Not PEFT's ``generate``: with peft 0.21.2 and transformers 5.25 its cached steps leave
-        the greedy continuation of its own forward; tests/test_causal.py records it.)"""
+        the greedy continuation of its own forward, with 0.22.0 not; tests/test_causal.py
+        records it.)"""
         eos = self.backbone.config.eos_token_id if eos_token_id is None else eos_token_id
         embeds, mask = self._inputs(input_ids, attention_mask)
         out = self.backbone(
