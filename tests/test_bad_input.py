@@ -498,6 +498,7 @@ def test_a_split_file_any_task_of_a_mixture_could_read_is_refused(
     assert read["toy_keyword"]["train"] != read["toy_polarity"]["train"]
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_labels_not_in_the_tasks_label_set(root, tiny_t5_dir):
     data = write_rte(root / "rte", [RTE_ROW, {**RTE_ROW, "label": 7}])
     proc = run_module("repro.run", *smoke(root, tiny_t5_dir, "task=rte", f"task.data_dir={data}"))

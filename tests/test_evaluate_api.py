@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import repro.evaluate
 from repro.evaluate import score_prompt
 
@@ -23,6 +25,7 @@ def test_score_prompt_docstring_example_runs(monkeypatch, tmp_path):
     assert (tmp_path / "cache" / "toy-data" / "toy_review" / "validation.jsonl").is_file()
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_toy_tasks_score_from_a_fresh_process_without_the_toy_world_imported(tmp_path):
     """A process that imports only the public API: the toy task is found through its entry
     point and its data are generated into the cache, not looked for on the hub."""

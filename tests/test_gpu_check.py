@@ -58,6 +58,7 @@ def close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9)
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_the_cpu_run_says_no_gpu_figure_was_measured(tiny_run):
     result, md = tiny_run
     assert result["schema"] == 1
@@ -73,6 +74,7 @@ def test_the_cpu_run_says_no_gpu_figure_was_measured(tiny_run):
     assert "GPU measured: NO" in md and "No GPU figure was measured" in md
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_every_training_step_is_filled_and_consistent(tiny_run):
     result, md = tiny_run
     steps = result["steps"]
@@ -109,6 +111,7 @@ def test_every_training_step_is_filled_and_consistent(tiny_run):
     assert [s["precision"] for s in steps[5:]] == ["fp32", "fp32", "bf16"]  # tf32 is CUDA's
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_precision_ratios_are_the_step_times_ratios(tiny_run):
     result, _ = tiny_run
     p = result["precision_ratios"]
@@ -119,6 +122,7 @@ def test_precision_ratios_are_the_step_times_ratios(tiny_run):
     assert p["status"].startswith(NO_CUDA) and p["size"] == "base"
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_packing_oom_and_decoding_are_filled_and_consistent(tiny_run):
     result, md = tiny_run
     packing = result["packing"]

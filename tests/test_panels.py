@@ -80,6 +80,7 @@ def _is_span_corruption_twin(cfg, step_zero) -> bool:
     )
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 @pytest.mark.parametrize(
     ("config_dir", "union", "narrow"),
     [

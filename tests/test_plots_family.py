@@ -275,6 +275,7 @@ def test_a_family_without_a_panel_is_left_out_with_a_warning(tmp_path):
 # ---------------------------------------------------------------------------- the lines
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_no_line_joins_two_families(two_family_cli):
     """In each family's figure every line sits at that family's sizes; in a panel of a frame
     holding both, each line is one family's (its label says which), never both."""
@@ -307,6 +308,7 @@ def test_no_line_joins_two_families(two_family_cli):
 # ---------------------------------------------------------------------------- the words
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_causal_figures_say_so_and_count_pre_training_steps(two_family_cli):
     saved = two_family_cli.saved
     for name, fig in saved.items():

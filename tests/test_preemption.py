@@ -135,6 +135,7 @@ def make_reference(root: Path, tiny_t5_dir) -> Path:
     return run_dir_of(root)
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_no_api_key_reaches_any_file_or_the_console(reference):
     files = [p for p in reference.parent.parent.rglob("*") if p.is_file()]
     assert any(p.name == "result.json" for p in files) and any(p.name == "run.log" for p in files)
@@ -144,6 +145,7 @@ def test_no_api_key_reaches_any_file_or_the_console(reference):
             assert secret.encode() not in data, f"{secret} leaked into {path}"
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_everything_the_run_writes_is_data(reference):
     """Tensors in safetensors; the one torch file (optimizer + RNG state) loads weights_only."""
     files = [p for p in reference.rglob("*") if p.is_file() and p.name != ".lock"]

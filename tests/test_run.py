@@ -219,6 +219,7 @@ def run_cli(*args, cwd, env_extra=None):
     )
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_multirun_of_two_jobs_and_a_failing_job_does_not_stop_the_sweep(tmp_path, tiny_t5_dir):
     proc = run_cli(
         "-m",

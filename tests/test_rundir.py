@@ -176,6 +176,7 @@ def test_two_launches_of_one_run_the_second_refuses_and_nothing_is_duplicated(
     assert not leftovers and (run_dir / "last" / "trainer_state.pt").exists()
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_the_suite_never_writes_into_a_data_dir_it_was_given(tmp_path, tiny_t5_dir):
     """A user's own train.jsonl + val.jsonl for a toy task are read, never overwritten."""
     data = tmp_path / "mine"
@@ -213,6 +214,7 @@ def test_a_failed_launch_does_not_claim_its_directory(tmp_path, tiny_t5_dir, mon
     assert json.loads((run_dir / "result.json").read_text())["steps"] == 3
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_ctrl_c_checkpoints_says_one_line_exits_130_and_resumes(tmp_path, tiny_t5_dir):
     proc = start(smoke_args(tiny_t5_dir, tmp_path))
     run_dir = tmp_path / "runs" / "toy_keyword-tiny-lm_adapt100k-p20-class_label-s0"

@@ -305,6 +305,7 @@ def test_sweep_jobs_compose_at_the_paper_defaults(stem):
     assert len(names) == len(_diagonal(jobs, stem))  # one run directory per job
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_fig3d_whole_curve_on_the_suites_own_lm_adaptation(tmp_path):
     """`fig3d_lm_adapt_steps lm_adapt_source=own` (the header's command): every step count > 0
     from repro.lm_adapt's step_<N>/, 0 = T5.1.1; 100K in a directory of its own, the other

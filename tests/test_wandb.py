@@ -247,6 +247,7 @@ def test_default_mode_is_offline_without_a_wandb_key(tmp_path, monkeypatch):
     assert default_mode() == "disabled"
 
 
+@pytest.mark.slow  # 8-19 s in the default run (CI runs it)
 def test_logger_none_runs_without_importing_wandb(tmp_path, tiny_t5_dir):
     script = f"""
 import sys
