@@ -26,6 +26,7 @@ def _hydra(config_dir: Path, config_name: str, overrides: list[str]):
     return load_config(cfg)
 
 
+@pytest.mark.slow  # 8-27 s in the default run (CI runs it)
 @pytest.mark.parametrize(
     ("config_dir", "config_name", "overrides"),
     [

@@ -669,6 +669,7 @@ PAPER_SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml") if p.stem
 TOO_LARGE_FOR_ONE_GPU = {("method=model", "model=xxl"), ("method=model_multitask", "model=xxl")}
 
 
+@pytest.mark.slow  # 8-27 s in the default run (CI runs it)
 @pytest.mark.parametrize("stem", PAPER_SWEEPS)
 def test_every_job_of_every_paper_sweep_fits_one_gpu_at_its_defaults(stem):
     """sweeps/*.yaml as ``python -m repro.run -m`` launches them (one seed: seeds cost alike):

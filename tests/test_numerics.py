@@ -68,6 +68,7 @@ def _fresh(code: str, **env: str) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.slow  # 8-27 s in the default run (CI runs it)
 def test_importing_repro_pins_torch_before_it_computes():
     """torch reads ATEN_CPU_CAPABILITY at its first op: after `import repro` it is pinned even
     when torch was imported first; a user's value wins (here the scalar kernels, 'DEFAULT')."""

@@ -358,6 +358,7 @@ def relaunch_read_only(directory: Path, *args: str) -> subprocess.CompletedProce
             path.chmod(mode)
 
 
+@pytest.mark.slow  # 8-27 s in the default run (CI runs it)
 def test_a_read_only_run_directory_skips_a_finished_run_and_names_itself_otherwise(
     tmp_path, tiny_t5_dir, monkeypatch, capsys
 ):

@@ -556,6 +556,7 @@ def test_readme_main_job_runs_as_written(tmp_path):
     run_as_written()  # again: the jobs are skipped, the frame and figure replaced (--overwrite)
 
 
+@pytest.mark.slow  # 8-27 s in the default run (CI runs it)
 def test_the_panel_sweeper_composes_each_job_as_hydra_does(tmp_path):
     """The panel sweeper composes the config groups once per combination and sets each job's
     plain values (prompt_len=, seed=, ...) on a copy, instead of composing every listed job
