@@ -412,6 +412,13 @@ def test_a_causal_objective_on_t5_is_refused(root, tiny_t5_dir, monkeypatch, cap
     assert_one_error(code, err, "objective=instruct is a causal LM's, but", "T5 encoder-decoder")
 
 
+@pytest.mark.parametrize("key", ["model.separator=:", "model.positions=unpadded"])
+def test_a_causal_only_model_key_on_t5_is_refused(root, tiny_t5_dir, monkeypatch, capsys, key):
+    code, err = cli(monkeypatch, capsys, *smoke(root, tiny_t5_dir, key))
+    name = key.split("=")[0]
+    assert_one_error(code, err, f"{name} applies to causal LMs only", "T5 encoder-decoder")
+
+
 def test_lm_adapt_step_that_is_not_available(root, tiny_t5_dir, monkeypatch, capsys):
     args = [a for a in smoke(root, tiny_t5_dir, "model=base") if "model.path" not in a]
     code, err = cli(monkeypatch, capsys, *args, "lm_adapt_steps=50000")

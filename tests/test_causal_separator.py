@@ -1,7 +1,7 @@
 """``model.separator``: the text between a task's input and its target in a causal LM's
 sequence (``repro.causal.encode_causal``), a config value that training, a finished run's
 scoring and ``repro.evaluate.score_prompt`` all read; at its default a run's fingerprint is as
-before the key, and a T5 run refuses it. No network."""
+before the key (a T5 run refuses it: tests/test_bad_input.py). No network."""
 
 import json
 
@@ -9,11 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from test_causal_job import causal_config, tiny_causal_dir  # noqa: F401 (a fixture)
-from test_run import smoke_config
 from transformers import AutoTokenizer
 
-from repro.cli import RunError
-from repro.job.assets import load_model
 from repro.job.experiment import run_experiment
 from repro.rundir import fingerprint
 from repro.trained import encoded_inputs, eval_examples, read_run
@@ -76,15 +73,6 @@ def test_score_prompt_takes_the_separator(tmp_path, tiny_causal_dir, monkeypatch
     score_prompt(torch.zeros(3, 32), backbone, tokenizer, "toy_keyword", separator=":", **kwargs)
     plain, colon = encoded
     assert [[*x, *colon_ids(tokenizer)] for x in plain] == colon
-
-
-@pytest.mark.parametrize("key", ["model.separator=:", "model.positions=unpadded"])
-def test_a_t5_run_refuses_the_causal_keys(tmp_path, tiny_t5_dir, key):
-    cfg = smoke_config(tmp_path, tiny_t5_dir, key)
-    with pytest.raises(RunError) as err:
-        load_model(cfg, cfg.model.path)
-    name = key.split("=")[0]
-    assert f"{name} applies to causal LMs only" in str(err.value)
 
 
 @pytest.mark.slow  # a module-scoped tiny causal LM (~5-10 s) and runs
