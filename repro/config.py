@@ -166,8 +166,8 @@ class ModelConfig:
     # How a causal LM numbers [prompt; input; target]: peft (PEFT's, none passed) | unpadded
     positions: str = "peft"
     # The text between a task's input and its target in a causal LM's sequence
-    # (repro.causal.encode_causal): a newline, unless the tokenizer has no token for it (the toy
-    # causal ladder's SentencePiece normalises "\n" away: its configs say ":")
+    # (repro.causal.encode_causal; docs/causal.md). A tokenizer with no token for it encodes
+    # nothing there (the toy causal ladder's SentencePiece drops the newline; the log says so)
     separator: str = SEPARATOR
 
     def __post_init__(self) -> None:

@@ -212,8 +212,8 @@ def score_prompt(
         examples: eval examples to score instead of loading the eval split.
         sentinel: the backbone was prompt-tuned with the ``<extra_id_0>`` target prefix.
         device: default: where the backbone's embeddings are.
-        separator: a causal LM's text between input and target (``model.separator``: the
-            run's; the toy causal ladder's is ``":"``); T5 reads no separator.
+        separator: a causal LM's text between input and target (the run's
+            ``model.separator``, default a newline); T5 reads no separator.
 
     Example: a 5-token zero prompt in front of the toy world's smallest shipped model, on its
     ``toy_review`` task, offline (``tests/test_evaluate_api.py`` runs it)::
