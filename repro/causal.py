@@ -45,7 +45,7 @@ from torch import Tensor, nn
 # POSITIONS: how the tokens of [prompt; input; target] are numbered (PromptedCausalLM)
 from repro.config import POSITIONS, SEPARATOR
 from repro.data import Encoded
-from repro.lora import LoraAdapter, causal_lora_modules, without_lora
+from repro.lora import LoraAdapter, causal_lora_modules
 from repro.model import token_loss
 from repro.prompts import SoftPrompt, prepend_prompt
 from repro.tasks.base import Example
@@ -345,7 +345,6 @@ class LoraCausalLM(LoraAdapter, CausalTuning):
         super().__init__()
         self._setup(backbone, z_loss, positions)  # a T5 refused before anything changes
         modules = causal_lora_modules(backbone.config.model_type, target_modules)
-        backbone = without_lora(backbone)  # the last task's adapter: back to the plain backbone
         self.backbone = self._inject(
             backbone,
             r=r,

@@ -118,13 +118,15 @@ class LoraAdapter:
         task_type: str,
         seed: int,
     ):
-        """peft's ``LoraConfig`` layers into ``backbone`` (plain: see :func:`without_lora`),
-        in place; returns the backbone with them inside. peft's init: A Kaiming-uniform, drawn
+        """peft's ``LoraConfig`` layers into ``backbone``, in place, after removing an adapter
+        injected before (the previous task of a job: :func:`without_lora`); returns the
+        backbone with them inside. peft's init: A Kaiming-uniform, drawn
         from ``seed`` alone (the caller's RNG stream is left as it was), B zero, so training
         starts at the backbone."""
         import torch
         from peft import LoraConfig, get_peft_model
 
+        backbone = without_lora(backbone)  # the last task's adapter: back to the plain backbone
         backbone.requires_grad_(False)
         config = LoraConfig(
             r=r,

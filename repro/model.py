@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repro.lora import LoraAdapter, without_lora
+from repro.lora import LoraAdapter
 from repro.prompts import SoftPrompt, prepend_prompt
 
 
@@ -174,7 +174,6 @@ class LoraT5(LoraAdapter, Seq2SeqTuning):
         seed: int = 0,
     ):
         super().__init__()
-        backbone = without_lora(backbone)  # the last task's adapter: back to the plain backbone
         self.backbone = self._inject(
             backbone,
             r=r,

@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from peft import PeftModel
 from safetensors.torch import load_file
 from test_bad_input import assert_one_error, run_cli
-from test_causal import CONFIGS, batch
+from test_causal import CONFIGS, SHAPE, batch
 from test_causal_job import tiny_causal_dir as tiny_causal_dir
 from test_methods import state_of
 from test_run import smoke_config
@@ -28,10 +28,7 @@ from repro.job.experiment import run_experiment
 ARCHITECTURES = {
     **CONFIGS,
     "qwen2": lambda: Qwen2Config(
-        vocab_size=97,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        **SHAPE,
         num_key_value_heads=2,  # grouped-query: k and v narrower than q
         intermediate_size=64,
         max_position_embeddings=128,
